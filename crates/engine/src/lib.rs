@@ -1,0 +1,57 @@
+//! Inference engines for attesta.
+//!
+//! The [`Engine`] and [`Model`] traits keep serving code independent of the
+//! backend; [`tract::TractEngine`] is the default, pure-Rust backend. The
+//! [`og`] module speaks OpenGradient's tensor JSON.
+
+use std::sync::Arc;
+
+mod error;
+pub mod og;
+mod tensor;
+pub mod tract;
+
+pub use error::EngineError;
+pub use tensor::{DType, Dim, ModelInfo, NamedTensor, Tensor, TensorData, TensorInfo, element_count};
+
+/// Resource caps applied while loading and running an untrusted model.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest model file accepted, in bytes.
+    pub max_model_bytes: usize,
+    /// Largest single tensor (initializer, constant or intermediate with a
+    /// known shape) a model may declare, in bytes.
+    pub max_tensor_bytes: usize,
+    /// Compiled plans kept per model (one per distinct set of input shapes).
+    pub max_plans_per_model: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_model_bytes: 1 << 30,
+            max_tensor_bytes: 1 << 30,
+            max_plans_per_model: 8,
+        }
+    }
+}
+
+/// A backend that turns ONNX bytes into runnable models.
+pub trait Engine: Send + Sync {
+    /// Backend name, recorded in receipts (e.g. `tract`).
+    fn name(&self) -> &'static str;
+    /// Backend version, recorded in receipts.
+    fn version(&self) -> &'static str;
+    /// Parses, checks and prepares a model. Never panics on hostile bytes.
+    fn load(&self, onnx: &[u8], limits: &Limits) -> Result<Arc<dyn Model>, EngineError>;
+}
+
+/// A loaded model that can be run concurrently from many threads.
+pub trait Model: Send + Sync {
+    /// Declared inputs and outputs.
+    fn info(&self) -> &ModelInfo;
+    /// Runs the model. `inputs` follow the order of `info().inputs`.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError>;
+    /// Rough resident size in bytes, used by caches with a byte budget.
+    fn memory_estimate(&self) -> usize;
+}

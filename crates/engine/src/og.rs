@@ -1,0 +1,1 @@
+//! OpenGradient tensor codec (filled in next).

@@ -1,0 +1,1 @@
+//! The tract-onnx backend (filled in next).
