@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that two /infer servers give the same answer for the same body.
 
-Usage: check_same.py BODY MODEL_FILE URL [URL ...]
+Usage: check_same.py BODY MODEL_FILE [NAME=]URL [[NAME=]URL ...]
 
 Every server must answer 200 with the model file's SHA-256 as ``model_hash``
 and the same outputs (names, shapes, types); numbers must agree within
@@ -67,7 +67,7 @@ def compare(ref: dict, got: dict, url: str) -> list[str]:
         if worst > 1.0:
             problems.append(f"{url}: {name} differs: worst error is {worst:.2f}x the tolerance")
         else:
-            print(f"  {name}: {len(rv)} values agree (worst {worst:.3f}x tolerance)")
+            print(f"   {url}: {name}: {len(rv)} values agree (worst {worst:.3f}x tolerance)")
     return problems
 
 
@@ -77,8 +77,10 @@ def main(argv: list[str]) -> int:
         return 2
     body = open(argv[0], "rb").read()
     want_hash = hashlib.sha256(open(argv[1], "rb").read()).hexdigest()
-    urls = argv[2:]
-    replies = [post(u, body) for u in urls]
+    # "name=http://..." labels a server in messages; a bare URL is its own label.
+    labelled = [a.split("=", 1) if "=" in a.split("://", 1)[0] else [a, a] for a in argv[2:]]
+    urls = [label for label, _ in labelled]
+    replies = [post(url, body) for _, url in labelled]
     problems = []
     for url, reply in zip(urls, replies):
         if reply.get("model_hash") != want_hash:

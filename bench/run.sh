@@ -147,7 +147,9 @@ fi
 echo "== same answer check (reference: baseline = onnxruntime)"
 for m in $models; do
   echo "   $m"
-  "$py" "$bench/check_same.py" "$work/bodies/$m.json" "$work/models/$m.onnx" "${urls[@]}"
+  labelled=()
+  for i in "${!servers[@]}"; do labelled+=("${servers[$i]}=${urls[$i]}"); done
+  "$py" "$bench/check_same.py" "$work/bodies/$m.json" "$work/models/$m.onnx" "${labelled[@]}"
 done
 
 echo "== load average before the load: $(cut -d' ' -f1-3 /proc/loadavg)"
