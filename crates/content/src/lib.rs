@@ -1,1 +1,20 @@
-//! attesta-content.
+//! Content addressing for attesta models.
+//!
+//! - [`Cid`]: CIDv0/CIDv1 over sha2-256 with dag-pb or raw codecs.
+//! - [`importer`]: a streaming UnixFS importer that reproduces `ipfs add` CIDs.
+//! - [`store`]: the on-disk model store (atomic writes, byte budget, LRU, pins).
+#![forbid(unsafe_code)]
+
+pub mod cid;
+pub mod importer;
+mod multibase;
+mod pb;
+pub mod store;
+mod varint;
+
+pub use cid::{Cid, CidError, Codec, Version};
+pub use importer::{
+    BlockSink, ContentError, Importer, NoBlocks, Profile, cid_of_bytes, cid_of_reader,
+    import_reader,
+};
+pub use store::{GcReport, ModelStore, PinGuard, StoreError, StoreOptions, StoredModel};

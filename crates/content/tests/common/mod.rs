@@ -1,0 +1,92 @@
+//! Shared test helpers: fixture location and generated inputs.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The fixtures folder (`ATTESTA_FIXTURES` or `../shared/fixtures` from the workspace root).
+/// A missing folder fails the test: these tests must never pass vacuously.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("ATTESTA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures"
+            ))
+        });
+    assert!(
+        dir.join("ipfs/vectors.tsv").is_file(),
+        "fixtures not found at {} (set ATTESTA_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+/// One row of `ipfs/vectors.tsv`.
+#[derive(Debug, Clone)]
+pub struct Vector {
+    pub file: String,
+    pub bytes: usize,
+    pub sha256: String,
+    /// (profile name, root CID, block count)
+    pub profiles: Vec<(String, String, usize)>,
+}
+
+pub fn vectors() -> Vec<Vector> {
+    let text = std::fs::read_to_string(fixtures().join("ipfs/vectors.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let rows: Vec<Vector> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert_eq!(cols.len(), header.len(), "row {line}");
+            let col = |name: &str| cols[header.iter().position(|h| *h == name).unwrap()];
+            let profiles = ["kubo-default-v0", "kubo-cidv1-rawleaves", "unixfs-v1-2025"]
+                .iter()
+                .map(|p| {
+                    (
+                        p.to_string(),
+                        col(p).to_string(),
+                        col(&format!("{p}_blocks")).parse().unwrap(),
+                    )
+                })
+                .collect();
+            Vector {
+                file: col("file").into(),
+                bytes: col("bytes").parse().unwrap(),
+                sha256: col("sha256").into(),
+                profiles,
+            }
+        })
+        .collect();
+    assert!(
+        rows.len() >= 5,
+        "expected at least 5 vectors, got {}",
+        rows.len()
+    );
+    rows
+}
+
+/// The input bytes of a vector file, generated as the fixtures README says.
+pub fn input(file: &str, bytes: usize) -> Vec<u8> {
+    let data = match file {
+        "hello_world.txt" => b"hello world".to_vec(),
+        "hello_world_nl.txt" => b"hello world\n".to_vec(),
+        "empty.bin" => Vec::new(),
+        f if f.starts_with("det_") => det(bytes),
+        other => panic!("no generator for {other}"),
+    };
+    assert_eq!(data.len(), bytes, "{file}");
+    data
+}
+
+/// `bytes(i % 251 for i in range(n))`.
+pub fn det(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
