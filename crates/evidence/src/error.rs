@@ -1,0 +1,189 @@
+//! Typed failures of evidence verification, one variant per failure kind.
+
+use crate::cbor::CborError;
+
+/// Why input bytes could not be turned into a CBOR document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// Nothing to decode.
+    #[error("input is empty")]
+    Empty,
+    /// Neither raw COSE CBOR, base64 nor hex.
+    #[error("input is neither raw CBOR (0x84/0x9f/0xd2...), base64 nor hex")]
+    UnknownEncoding,
+    /// Looked like base64 but did not decode.
+    #[error("invalid base64: {0}")]
+    Base64(String),
+    /// Looked like hex but did not decode.
+    #[error("invalid hex: {0}")]
+    Hex(String),
+}
+
+/// Why a document failed verification. Each variant names one check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The input encoding was not recognised.
+    #[error("input: {0}")]
+    Input(#[from] InputError),
+    /// The bytes are not well-formed CBOR.
+    #[error("malformed CBOR: {0}")]
+    Cbor(CborError),
+    /// Well-formed CBOR but not a COSE_Sign1 as Nitro produces it.
+    #[error("not a COSE_Sign1 document: {0}")]
+    NotCoseSign1(String),
+    /// The protected header names another algorithm than ES384.
+    #[error("unsupported COSE algorithm {0} (only ES384 = -35)")]
+    UnsupportedAlgorithm(String),
+    /// The payload is not a CBOR map of the attestation fields.
+    #[error("payload is not an attestation document: {0}")]
+    MalformedPayload(String),
+    /// A required payload field is absent.
+    #[error("payload field `{0}` is missing")]
+    MissingField(&'static str),
+    /// A payload field has the wrong CBOR type.
+    #[error("payload field `{field}` must be {expected}")]
+    FieldType {
+        /// Field name.
+        field: String,
+        /// Expected type.
+        expected: &'static str,
+    },
+    /// A payload field has a size outside what the format allows.
+    #[error("payload field `{field}` has {len} bytes; allowed: {allowed}")]
+    FieldSize {
+        /// Field name.
+        field: String,
+        /// Observed length.
+        len: usize,
+        /// Allowed lengths.
+        allowed: &'static str,
+    },
+    /// A certificate (leaf or cabundle) does not parse or is unsuitable.
+    #[error("certificate {which}: {reason}")]
+    BadCertificate {
+        /// `leaf` or `cabundle[i]`.
+        which: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The COSE signature does not verify with the leaf key.
+    #[error("COSE signature does not verify with the leaf certificate")]
+    BadSignature,
+    /// A certificate is not signed by the next one up, or the names do not chain.
+    #[error("chain broken at {which}: {reason}")]
+    ChainBroken {
+        /// The certificate whose issuer check failed.
+        which: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The chain does not end in a root the policy trusts.
+    #[error("untrusted root (SHA-256 {fingerprint})")]
+    UntrustedRoot {
+        /// Hex SHA-256 of the DER of the top certificate.
+        fingerprint: String,
+    },
+    /// A certificate's notAfter is before the verification time.
+    #[error("certificate {which} ({subject}) expired at {not_after}")]
+    CertificateExpired {
+        /// Position in the chain.
+        which: String,
+        /// Subject name.
+        subject: String,
+        /// RFC 3339.
+        not_after: String,
+    },
+    /// A certificate's notBefore is after the verification time.
+    #[error("certificate {which} ({subject}) not valid before {not_before}")]
+    CertificateNotYetValid {
+        /// Position in the chain.
+        which: String,
+        /// Subject name.
+        subject: String,
+        /// RFC 3339.
+        not_before: String,
+    },
+    /// The document timestamp is older than the policy's max age.
+    #[error("document is {age_secs} s old; max age is {max_age_secs} s")]
+    TooOld {
+        /// Age at the verification time.
+        age_secs: u64,
+        /// Policy limit.
+        max_age_secs: u64,
+    },
+    /// The document timestamp lies in the future beyond the allowed skew.
+    #[error("document timestamp is {ahead_ms} ms in the future")]
+    FromTheFuture {
+        /// How far ahead.
+        ahead_ms: u64,
+    },
+    /// PCR0..2 are all zero (enclave in debug mode) and the policy forbids it.
+    #[error("debug-mode document (PCR0, PCR1, PCR2 are all zero)")]
+    DebugMode,
+    /// A dev-root document whose module_id does not start with `dev-`.
+    #[error("dev-root document with module_id `{0}` (must start with `dev-`)")]
+    DevModuleId(String),
+    /// A nonce was expected but the document has none.
+    #[error("document carries no nonce")]
+    NonceMissing,
+    /// The document nonce differs from the challenge.
+    #[error("nonce mismatch: expected {expected}, got {got}")]
+    NonceMismatch {
+        /// Hex.
+        expected: String,
+        /// Hex.
+        got: String,
+    },
+    /// No release in the registry matches the document's PCRs.
+    #[error("measurements match no release: {0}")]
+    MeasurementMismatch(String),
+    /// `user_data` differs from the expected binding.
+    #[error("user_data mismatch: expected {expected}, got {got}")]
+    UserDataMismatch {
+        /// Hex.
+        expected: String,
+        /// Hex, or `none`.
+        got: String,
+    },
+    /// `public_key` differs from the expected binding.
+    #[error("public_key mismatch: expected {expected}, got {got}")]
+    PublicKeyMismatch {
+        /// Hex.
+        expected: String,
+        /// Hex, or `none`.
+        got: String,
+    },
+}
+
+impl VerifyError {
+    /// A stable machine-readable name of the failure kind (used in JSON reports).
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Input(_) => "input",
+            VerifyError::Cbor(_) => "malformed_cbor",
+            VerifyError::NotCoseSign1(_) => "not_cose_sign1",
+            VerifyError::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            VerifyError::MalformedPayload(_) => "malformed_payload",
+            VerifyError::MissingField(_) => "missing_field",
+            VerifyError::FieldType { .. } => "field_type",
+            VerifyError::FieldSize { .. } => "field_size",
+            VerifyError::BadCertificate { .. } => "bad_certificate",
+            VerifyError::BadSignature => "bad_signature",
+            VerifyError::ChainBroken { .. } => "chain_broken",
+            VerifyError::UntrustedRoot { .. } => "untrusted_root",
+            VerifyError::CertificateExpired { .. } => "certificate_expired",
+            VerifyError::CertificateNotYetValid { .. } => "certificate_not_yet_valid",
+            VerifyError::TooOld { .. } => "too_old",
+            VerifyError::FromTheFuture { .. } => "from_the_future",
+            VerifyError::DebugMode => "debug_mode",
+            VerifyError::DevModuleId(_) => "dev_module_id",
+            VerifyError::NonceMissing => "nonce_missing",
+            VerifyError::NonceMismatch { .. } => "nonce_mismatch",
+            VerifyError::MeasurementMismatch(_) => "measurement_mismatch",
+            VerifyError::UserDataMismatch { .. } => "user_data_mismatch",
+            VerifyError::PublicKeyMismatch { .. } => "public_key_mismatch",
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What a verifier accepts. Secure by default; every relaxation goes
+//! through [`danger`].
+
+use std::time::Duration;
+
+use crate::registry::Registry;
+use crate::roots::{RootError, TrustedRoot};
+
+/// Default freshness bound: documents are fetched per challenge, so minutes suffice.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// Tolerated clock difference for timestamps in the future.
+pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(60);
+
+/// Verification policy: trusted roots, freshness, measurements, debug/dev opt-ins.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) roots: Vec<TrustedRoot>,
+    pub(crate) dev_root: Option<TrustedRoot>,
+    pub(crate) max_age: Duration,
+    pub(crate) max_skew: Duration,
+    pub(crate) measurements: Registry,
+    pub(crate) allow_debug: bool,
+}
+
+impl Policy {
+    /// Trusts only the pinned AWS Nitro Enclaves Root G1; no measurements
+    /// required (add them with [`Policy::with_measurements`]), 5 min max age,
+    /// debug and dev documents rejected.
+    pub fn aws_nitro() -> Result<Self, RootError> {
+        Ok(Policy {
+            roots: vec![TrustedRoot::aws_nitro_root_g1()?],
+            dev_root: None,
+            max_age: DEFAULT_MAX_AGE,
+            max_skew: DEFAULT_MAX_SKEW,
+            measurements: Registry::default(),
+            allow_debug: false,
+        })
+    }
+
+    /// Requires the document's PCRs to match a release of `registry`.
+    pub fn with_measurements(mut self, registry: Registry) -> Self {
+        self.measurements = registry;
+        self
+    }
+
+    /// Sets how old (by its own timestamp) a document may be at verification time.
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Sets how far in the future a timestamp may be (clock skew).
+    pub fn with_max_skew(mut self, skew: Duration) -> Self {
+        self.max_skew = skew;
+        self
+    }
+
+    /// Production roots.
+    pub fn roots(&self) -> &[TrustedRoot] {
+        &self.roots
+    }
+
+    /// The dev root, if the policy opted into dev documents.
+    pub fn dev_root(&self) -> Option<&TrustedRoot> {
+        self.dev_root.as_ref()
+    }
+
+    /// Max document age.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// Required measurements.
+    pub fn measurements(&self) -> &Registry {
+        &self.measurements
+    }
+
+    /// Whether debug-mode documents pass.
+    pub fn allows_debug(&self) -> bool {
+        self.allow_debug
+    }
+}
+
+/// Relaxations of [`Policy`]. Each one weakens what "verified" means; use
+/// only when you can say why.
+pub mod danger {
+    use super::Policy;
+    use crate::roots::TrustedRoot;
+
+    /// Accepts debug-mode documents (PCR0–2 zero): any code could have produced them.
+    pub fn allow_debug(mut policy: Policy) -> Policy {
+        policy.allow_debug = true;
+        policy
+    }
+
+    /// Accepts documents chaining to this dev root. Their platform is
+    /// reported as `dev (insecure)`: no hardware backs them.
+    pub fn accept_dev_root(mut policy: Policy, root: TrustedRoot) -> Policy {
+        policy.dev_root = Some(root);
+        policy
+    }
+
+    /// Trusts an additional production root (e.g. a private test PKI).
+    pub fn trust_root(mut policy: Policy, root: TrustedRoot) -> Policy {
+        policy.roots.push(root);
+        policy
+    }
+
+    /// Trusts nothing but the given roots (drops the pinned AWS root).
+    pub fn replace_roots(mut policy: Policy, roots: Vec<TrustedRoot>) -> Policy {
+        policy.roots = roots;
+        policy
+    }
+}
