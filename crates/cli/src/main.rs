@@ -1,1 +1,106 @@
-fn main() {}
+//! `attesta`: verified, private ML inference on trusted execution environments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod config;
+mod models_cmd;
+mod node_cmd;
+mod units;
+
+/// Exit status for "ran fine, but the answer is no" (e.g. verification failed).
+pub const EXIT_REJECTED: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "attesta",
+    version,
+    about = "Verified, private ML inference on trusted execution environments",
+    long_about = "attesta runs ONNX models by IPFS content address inside a TEE, proves what it is \
+                  with remote attestation, and lets validators score nodes.\n\n\
+                  Exit codes: 0 success, 1 error, 2 usage error, 3 verification rejected."
+)]
+struct Cli {
+    /// TOML config file (flags and env vars override it).
+    #[arg(long, global = true, env = "ATTESTA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for attesta's state [default: $XDG_DATA_HOME/attesta or ~/.local/share/attesta].
+    #[arg(long, global = true, env = "ATTESTA_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "ATTESTA_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `attesta_node=debug` (also RUST_LOG).
+    #[arg(long, global = true, env = "ATTESTA_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an inference node (HTTP: /infer, /v1/models, /healthz, /metrics).
+    Node(node_cmd::NodeArgs),
+    /// Manage the content-addressed model store.
+    #[command(subcommand)]
+    Models(models_cmd::ModelsCmd),
+}
+
+/// Settings every subcommand sees.
+pub struct Global {
+    /// Parsed config file (empty when none given).
+    pub file: config::FileConfig,
+    /// Resolved data directory.
+    pub data_dir: PathBuf,
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .unwrap_or_else(|| filter.to_string());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let result = (|| {
+        let file = config::load(cli.config.as_deref())?;
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(config::default_data_dir);
+        let global = Global { file, data_dir };
+        match cli.command {
+            Command::Node(args) => node_cmd::run(args, &global),
+            Command::Models(cmd) => models_cmd::run(cmd, &global),
+        }
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -37,7 +37,9 @@ impl EngineError {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            EngineError::InvalidInput { .. } | EngineError::MissingInput(_) | EngineError::UnknownInput(_)
+            EngineError::InvalidInput { .. }
+                | EngineError::MissingInput(_)
+                | EngineError::UnknownInput(_)
         )
     }
 }

@@ -1,1 +1,206 @@
-//! attesta-node.
+//! The attesta node: an HTTP service that runs ONNX models by content address.
+//!
+//! Routes: `POST /infer` (OpenGradient's format), `GET /v1/models`,
+//! `GET /healthz`, `GET /metrics`. Every error is a JSON body
+//! `{"error": {"code", "message"}}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attesta_content::store::ModelStore;
+use attesta_engine::{Engine, Limits};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+pub mod cache;
+pub mod error;
+pub mod infer;
+pub mod metrics;
+pub mod source;
+
+use cache::ModelCache;
+use error::ApiError;
+use infer::Executor;
+use metrics::Metrics;
+use source::ModelSource;
+
+/// Tunables of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Byte budget of the in-memory model cache.
+    pub cache_bytes: usize,
+    /// Inferences that may run at once.
+    pub workers: usize,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Deadline for one inference, queueing included.
+    pub request_timeout: Duration,
+    /// Caps applied to untrusted model files.
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            cache_bytes: 2 << 30,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_body_bytes: 16 << 20,
+            request_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    /// Loaded models.
+    pub cache: ModelCache,
+    /// Inference slots.
+    pub executor: Executor,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The on-disk store, for listings.
+    pub store: ModelStore,
+    started: Instant,
+}
+
+impl AppState {
+    /// Wires a node together.
+    pub fn new(
+        config: &NodeConfig,
+        engine: Arc<dyn Engine>,
+        store: ModelStore,
+        source: Arc<dyn ModelSource>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        AppState {
+            cache: ModelCache::new(
+                engine,
+                config.limits.clone(),
+                config.cache_bytes,
+                source,
+                metrics.clone(),
+            ),
+            executor: Executor::new(config.workers, config.request_timeout),
+            metrics,
+            store,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The node's router.
+pub fn router(state: Arc<AppState>, config: &NodeConfig) -> Router {
+    Router::new()
+        .route("/infer", post(infer::infer))
+        .route("/v1/models", get(list_models))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state.metrics.request(&route, status);
+    if let Some(code) = resp.extensions().get::<error::ErrorCode>() {
+        state.metrics.error(code.0);
+    }
+    tracing::info!(%method, route, status, us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "engine": state.cache.engine().name(),
+        "engine_version": state.cache.engine().version(),
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+#[derive(Serialize)]
+struct ModelEntry {
+    cid: String,
+    size: u64,
+    sha256: String,
+    loaded: bool,
+    inputs: Option<Vec<String>>,
+    outputs: Option<Vec<String>>,
+}
+
+async fn list_models(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let store = state.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .map_err(|e| ApiError::internal(format!("listing task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("listing the store: {e}")))?;
+    let models: Vec<ModelEntry> = stored
+        .into_iter()
+        .map(|m| {
+            let loaded = state.cache.peek(&m.cid);
+            let sig = |v: &[attesta_engine::TensorInfo]| v.iter().map(|t| t.signature()).collect();
+            ModelEntry {
+                cid: m.cid.to_string(),
+                size: m.size,
+                sha256: hex::encode(m.sha256),
+                loaded: loaded.is_some(),
+                inputs: loaded.as_ref().map(|l| sig(&l.model.info().inputs)),
+                outputs: loaded.as_ref().map(|l| sig(&l.model.info().outputs)),
+            }
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "models": models })))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,63 @@
+//! The optional TOML config file. Precedence: command-line flag, then
+//! environment variable, then this file, then the built-in default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where attesta keeps its state (model store, dev TEE root).
+    pub data_dir: Option<PathBuf>,
+    /// `[node]` section.
+    #[serde(default)]
+    pub node: NodeSection,
+}
+
+/// `[node]` section; sizes and durations are strings such as `2GiB`, `30s`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Model store directory.
+    pub store: Option<PathBuf>,
+    /// In-memory model cache budget.
+    pub cache_bytes: Option<String>,
+    /// Concurrent inferences.
+    pub workers: Option<usize>,
+    /// Threads one inference may use for matrix products.
+    pub intra_op_threads: Option<usize>,
+    /// Largest request body.
+    pub max_body_bytes: Option<String>,
+    /// Per-request deadline.
+    pub request_timeout: Option<String>,
+    /// Largest model file the node will load.
+    pub max_model_bytes: Option<String>,
+    /// Disk budget of the model store.
+    pub store_max_bytes: Option<String>,
+}
+
+/// Reads and parses the config file; a missing explicit file is an error.
+pub fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// The default data directory: `$XDG_DATA_HOME/attesta`, else `~/.local/share/attesta`, else `./attesta-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("attesta");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/attesta");
+    }
+    PathBuf::from("attesta-data")
+}

@@ -1,0 +1,187 @@
+//! `attesta models`: the content-addressed model store.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use attesta_content::Profile;
+use attesta_content::store::{ModelStore, StoreOptions};
+use attesta_engine::Engine;
+use attesta_engine::tract::TractEngine;
+use clap::{Args, Subcommand};
+
+use crate::Global;
+use crate::units::parse_size;
+
+/// Subcommands of `attesta models`.
+#[derive(Subcommand)]
+pub enum ModelsCmd {
+    /// Add model files to the store; prints one CID per file (as `ipfs add` computes it).
+    Add {
+        /// ONNX files to add.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        layout: Layout,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Print the CID `ipfs add` would give a file, without storing it.
+    Cid {
+        /// Files to hash.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        layout: Layout,
+    },
+    /// List stored models: CID, size, SHA-256 and input/output signature.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+/// DAG layout options shared by `add` and `cid`.
+#[derive(Args)]
+pub struct Layout {
+    /// CID version: 0 (ipfs add default, dag-pb leaves) or 1 (raw leaves).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    cid_version: u8,
+    /// Explicit DAG profile (overrides --cid-version): kubo-default-v0, kubo-cidv1-rawleaves, unixfs-v1-2025.
+    #[arg(long)]
+    profile: Option<Profile>,
+}
+
+impl Layout {
+    fn profile(&self) -> Profile {
+        self.profile.unwrap_or(if self.cid_version == 1 {
+            Profile::KuboCidV1RawLeaves
+        } else {
+            Profile::KuboDefaultV0
+        })
+    }
+}
+
+/// Which store to use.
+#[derive(Args)]
+pub struct StoreArg {
+    /// Model store directory [default: <data-dir>/models].
+    #[arg(long, env = "ATTESTA_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+}
+
+fn open_store(arg: &StoreArg, global: &Global) -> anyhow::Result<ModelStore> {
+    let dir = arg
+        .store
+        .clone()
+        .or_else(|| global.file.node.store.clone())
+        .unwrap_or_else(|| global.data_dir.join("models"));
+    let max_bytes = global
+        .file
+        .node
+        .store_max_bytes
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("store_max_bytes: {e}"))?;
+    ModelStore::open(
+        &dir,
+        StoreOptions {
+            max_bytes,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("opening model store {}", dir.display()))
+}
+
+/// Runs a `models` subcommand.
+pub fn run(cmd: ModelsCmd, global: &Global) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ModelsCmd::Add {
+            files,
+            layout,
+            store,
+        } => {
+            let store = open_store(&store, global)?;
+            for f in &files {
+                let m = store
+                    .add_file(f, layout.profile())
+                    .with_context(|| format!("adding {}", f.display()))?;
+                tracing::info!(file = %f.display(), cid = %m.cid, size = m.size, "stored model");
+                println!("{}", m.cid);
+            }
+        }
+        ModelsCmd::Cid { files, layout } => {
+            for f in &files {
+                println!("{}", cid_of_file(f, layout.profile())?);
+            }
+        }
+        ModelsCmd::Ls { json, store } => {
+            let store = open_store(&store, global)?;
+            let engine = TractEngine::new(1);
+            let mut rows = Vec::new();
+            for m in store.list().context("listing the store")? {
+                let signature = std::fs::read(&m.path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        engine
+                            .load(&bytes, &Default::default())
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(|model| {
+                        let sig = |v: &[attesta_engine::TensorInfo]| {
+                            v.iter()
+                                .map(|t| t.signature())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        format!(
+                            "({}) -> ({})",
+                            sig(&model.info().inputs),
+                            sig(&model.info().outputs)
+                        )
+                    });
+                rows.push((m, signature));
+            }
+            if json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|(m, sig)| {
+                        serde_json::json!({
+                            "cid": m.cid.to_string(),
+                            "size": m.size,
+                            "sha256": hex::encode(m.sha256),
+                            "signature": sig.as_ref().ok(),
+                            "load_error": sig.as_ref().err(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<60} {:>12}  {:<64}  SIGNATURE", "CID", "SIZE", "SHA256");
+                for (m, sig) in &rows {
+                    let sig = match sig {
+                        Ok(s) => s.clone(),
+                        Err(e) => format!("<cannot load: {e}>"),
+                    };
+                    println!(
+                        "{:<60} {:>12}  {:<64}  {sig}",
+                        m.cid.to_string(),
+                        m.size,
+                        hex::encode(m.sha256)
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cid_of_file(path: &Path, profile: Profile) -> anyhow::Result<attesta_content::Cid> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    attesta_content::cid_of_reader(std::io::BufReader::with_capacity(1 << 20, f), profile)
+        .with_context(|| format!("hashing {}", path.display()))
+}

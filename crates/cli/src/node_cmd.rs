@@ -1,0 +1,174 @@
+//! `attesta node`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use attesta_content::store::{ModelStore, StoreOptions};
+use attesta_engine::Limits;
+use attesta_engine::tract::TractEngine;
+use attesta_node::metrics::Metrics;
+use attesta_node::source::LocalStore;
+use attesta_node::{AppState, NodeConfig};
+use clap::Args;
+
+use crate::Global;
+use crate::units::{parse_duration, parse_size};
+
+/// Options of `attesta node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long, env = "ATTESTA_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Model store directory [default: <data-dir>/models].
+    #[arg(long, env = "ATTESTA_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Memory budget for loaded models, e.g. 2GiB [default: 2GiB].
+    #[arg(long, env = "ATTESTA_CACHE_BYTES", value_name = "SIZE")]
+    cache_bytes: Option<String>,
+    /// Inferences that may run at once [default: number of CPUs].
+    #[arg(long, env = "ATTESTA_WORKERS")]
+    workers: Option<usize>,
+    /// Threads one inference may use for matrix products [default: 1].
+    #[arg(long, env = "ATTESTA_INTRA_OP_THREADS")]
+    intra_op_threads: Option<usize>,
+    /// Largest request body accepted, e.g. 16MiB [default: 16MiB].
+    #[arg(long, env = "ATTESTA_MAX_BODY_BYTES", value_name = "SIZE")]
+    max_body_bytes: Option<String>,
+    /// Deadline for one inference including queueing, e.g. 30s or 500ms [default: 30s].
+    #[arg(long, env = "ATTESTA_REQUEST_TIMEOUT", value_name = "DURATION")]
+    request_timeout: Option<String>,
+    /// Largest model file the node will load, e.g. 1GiB [default: 1GiB].
+    #[arg(long, env = "ATTESTA_MAX_MODEL_BYTES", value_name = "SIZE")]
+    max_model_bytes: Option<String>,
+    /// Disk budget of the model store (least recently used models are removed first).
+    #[arg(long, env = "ATTESTA_STORE_MAX_BYTES", value_name = "SIZE")]
+    store_max_bytes: Option<String>,
+}
+
+fn size(flag: Option<&String>, file: Option<&String>, what: &str) -> anyhow::Result<Option<u64>> {
+    flag.or(file)
+        .map(|s| parse_size(s).map_err(|e| anyhow::anyhow!("{what}: {e}")))
+        .transpose()
+}
+
+fn to_usize(v: u64, what: &str) -> anyhow::Result<usize> {
+    usize::try_from(v).with_context(|| format!("{what} does not fit this platform"))
+}
+
+/// Runs the node until Ctrl-C or SIGTERM.
+pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let file = &global.file.node;
+    let mut cfg = NodeConfig::default();
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    } else if let Some(l) = &file.listen {
+        cfg.listen = l
+            .parse()
+            .with_context(|| format!("config node.listen {l:?}"))?;
+    }
+    if let Some(v) = size(
+        args.cache_bytes.as_ref(),
+        file.cache_bytes.as_ref(),
+        "cache-bytes",
+    )? {
+        cfg.cache_bytes = to_usize(v, "cache-bytes")?;
+    }
+    if let Some(w) = args.workers.or(file.workers) {
+        anyhow::ensure!(w > 0, "workers must be at least 1");
+        cfg.workers = w;
+    }
+    if let Some(v) = size(
+        args.max_body_bytes.as_ref(),
+        file.max_body_bytes.as_ref(),
+        "max-body-bytes",
+    )? {
+        cfg.max_body_bytes = to_usize(v, "max-body-bytes")?;
+    }
+    if let Some(t) = args
+        .request_timeout
+        .as_ref()
+        .or(file.request_timeout.as_ref())
+    {
+        cfg.request_timeout =
+            parse_duration(t).map_err(|e| anyhow::anyhow!("request-timeout: {e}"))?;
+    }
+    let mut limits = Limits::default();
+    if let Some(v) = size(
+        args.max_model_bytes.as_ref(),
+        file.max_model_bytes.as_ref(),
+        "max-model-bytes",
+    )? {
+        limits.max_model_bytes = to_usize(v, "max-model-bytes")?;
+    }
+    cfg.limits = limits;
+    let intra = args
+        .intra_op_threads
+        .or(file.intra_op_threads)
+        .unwrap_or(1)
+        .max(1);
+    let store_dir = args
+        .store
+        .clone()
+        .or_else(|| file.store.clone())
+        .unwrap_or_else(|| global.data_dir.join("models"));
+    let store_max = size(
+        args.store_max_bytes.as_ref(),
+        file.store_max_bytes.as_ref(),
+        "store-max-bytes",
+    )?;
+    let store = ModelStore::open(
+        &store_dir,
+        StoreOptions {
+            max_bytes: store_max,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("opening model store {}", store_dir.display()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let engine = Arc::new(TractEngine::new(intra));
+        let metrics = Arc::new(Metrics::new());
+        let source = Arc::new(LocalStore::new(store.clone()));
+        let state = Arc::new(AppState::new(&cfg, engine, store, source, metrics));
+        let app = attesta_node::router(state, &cfg);
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(%addr, store = %store_dir.display(), workers = cfg.workers, intra_op_threads = intra, "node listening");
+        println!("listening on {addr}");
+        attesta_node::serve(listener, app, shutdown_signal()).await.context("serving")?;
+        tracing::info!("node stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
