@@ -1,0 +1,116 @@
+//! A small LRU of compiled plans, one per distinct set of input shapes.
+//!
+//! The lock guards only the map; compilation happens outside it in a
+//! per-entry `OnceLock`, so a slow compile blocks only callers waiting for
+//! that same shape set, and runs of a cached plan never contend.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tract_onnx::prelude::TypedSimplePlan;
+
+/// Concrete shapes of every input, in input order.
+pub(crate) type ShapeKey = Vec<Vec<usize>>;
+
+/// A compiled, runnable plan.
+pub(crate) struct Plan {
+    pub(crate) runnable: Arc<TypedSimplePlan>,
+    /// Rough resident size (constants of the optimised graph), in bytes.
+    pub(crate) bytes: usize,
+    /// True when optimisation failed and the plan runs the typed graph.
+    pub(crate) unoptimised: bool,
+}
+
+/// Why a plan could not be built; cached like a success so that a shape set
+/// that breaks the model is not recompiled on every request.
+#[derive(Clone, Debug)]
+pub(crate) enum CompileError {
+    Failed(String),
+    Panicked(String),
+}
+
+type Cell = Arc<OnceLock<Result<Arc<Plan>, CompileError>>>;
+
+struct Entry {
+    last_used: u64,
+    cell: Cell,
+}
+
+#[derive(Default)]
+struct State {
+    tick: u64,
+    entries: HashMap<ShapeKey, Entry>,
+}
+
+/// The per-model plan cache.
+pub(crate) struct PlanCache {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+impl PlanCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        PlanCache {
+            capacity: capacity.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The plan for `key`, compiled by `compile` at most once per cache entry.
+    pub(crate) fn get_or_compile(
+        &self,
+        key: ShapeKey,
+        compile: impl FnOnce() -> Result<Plan, CompileError>,
+    ) -> Result<Arc<Plan>, CompileError> {
+        let cell = {
+            // A panic never happens while the lock is held, so the state is consistent.
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.tick += 1;
+            let tick = state.tick;
+            if let Some(entry) = state.entries.get_mut(&key) {
+                entry.last_used = tick;
+                entry.cell.clone()
+            } else {
+                if state.entries.len() >= self.capacity {
+                    let oldest = state
+                        .entries
+                        .iter()
+                        .min_by_key(|(_, e)| e.last_used)
+                        .map(|(k, _)| k.clone());
+                    if let Some(oldest) = oldest {
+                        state.entries.remove(&oldest);
+                    }
+                }
+                let cell: Cell = Arc::default();
+                state.entries.insert(
+                    key,
+                    Entry {
+                        last_used: tick,
+                        cell: cell.clone(),
+                    },
+                );
+                cell
+            }
+        };
+        cell.get_or_init(|| compile().map(Arc::new)).clone()
+    }
+
+    /// Number of entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
+    }
+
+    /// Sum of the sizes of compiled plans held.
+    pub(crate) fn bytes(&self) -> usize {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .entries
+            .values()
+            .filter_map(|e| e.cell.get().and_then(|r| r.as_ref().ok()).map(|p| p.bytes))
+            .sum()
+    }
+}

@@ -1,0 +1,140 @@
+//! Shared helpers for the engine's integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use attesta_engine::{Tensor, TensorData};
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared fixtures folder; a missing folder fails the test.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("ATTESTA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+    assert!(
+        dir.is_dir(),
+        "fixtures folder {} is missing (set ATTESTA_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+/// Reads a fixture file, failing the test if it is missing.
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let path = fixtures().join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", path.display()))
+}
+
+/// The venv's Python; a missing interpreter fails the test.
+pub fn python() -> PathBuf {
+    let py = std::env::var_os("ATTESTA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        py.exists(),
+        "Python {} not found: run scripts/setup-venv (or set ATTESTA_PYTHON)",
+        py.display()
+    );
+    py
+}
+
+/// Deterministic pseudo-random floats in [-1, 1) (xorshift; no dependency).
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Flattens any numeric tensor to f64 for comparisons.
+pub fn as_f64(t: &Tensor) -> Vec<f64> {
+    match t.data() {
+        TensorData::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::F64(v) => v.clone(),
+        TensorData::I8(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::I16(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::I32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::I64(v) => v.iter().map(|x| *x as f64).collect(),
+        TensorData::U8(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::U16(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::U32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::U64(v) => v.iter().map(|x| *x as f64).collect(),
+        TensorData::Bool(v) => v.iter().map(|x| f64::from(u8::from(*x))).collect(),
+        other => panic!("not numeric: {:?}", other.dtype()),
+    }
+}
+
+/// Largest violation of |a-b| <= atol + rtol*|b|, as (index, a, b), if any.
+pub fn first_mismatch(
+    actual: &[f64],
+    expected: &[f64],
+    rtol: f64,
+    atol: f64,
+) -> Option<(usize, f64, f64)> {
+    if actual.len() != expected.len() {
+        return Some((usize::MAX, actual.len() as f64, expected.len() as f64));
+    }
+    actual
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .find_map(|(i, (a, b))| {
+            let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= atol + rtol * b.abs();
+            (!ok).then_some((i, *a, *b))
+        })
+}
+
+/// Runs `model` under Python onnxruntime on f32 inputs and returns every
+/// output as (shape, values as f64). Inputs go through raw little-endian
+/// files in a temp dir; `support/ort_run.py` does the work.
+pub fn onnxruntime(
+    model: &Path,
+    inputs: &[(String, Vec<usize>, Vec<f32>)],
+) -> Vec<(Vec<usize>, Vec<f64>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = Vec::new();
+    for (i, (name, shape, values)) in inputs.iter().enumerate() {
+        let file = dir.path().join(format!("in{i}.f32"));
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&file, bytes).unwrap();
+        manifest.push(serde_json::json!({"name": name, "shape": shape, "file": file}));
+    }
+    let manifest_path = dir.path().join("inputs.json");
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/ort_run.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(model)
+        .arg(&manifest_path)
+        .arg(dir.path())
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "onnxruntime helper failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("outputs.json")).unwrap()).unwrap();
+    meta.iter()
+        .map(|m| {
+            let shape: Vec<usize> = serde_json::from_value(m["shape"].clone()).unwrap();
+            let raw = std::fs::read(m["file"].as_str().unwrap()).unwrap();
+            let values = raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (shape, values)
+        })
+        .collect()
+}
