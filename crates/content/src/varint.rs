@@ -39,12 +39,6 @@ pub(crate) fn encode(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-/// Number of bytes `encode` would write for `value`.
-pub(crate) fn encoded_len(value: u64) -> usize {
-    let bits = 64 - value.max(1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,7 +57,6 @@ mod tests {
         ] {
             let mut out = Vec::new();
             encode(v, &mut out);
-            assert_eq!(out.len(), encoded_len(v));
             assert_eq!(decode(&out), Ok((v, out.len())));
         }
         assert_eq!(decode(&[0x80, 0x80]), Err(VarintError::Truncated));

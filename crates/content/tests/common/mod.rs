@@ -90,3 +90,43 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// Path of a fixture CAR.
+pub fn car_path(file: &str, profile: &str) -> PathBuf {
+    fixtures().join(format!("ipfs/cars/{file}.{profile}.car"))
+}
+
+/// The profiles that have CAR files.
+pub const CAR_PROFILES: [&str; 2] = ["kubo-default-v0", "kubo-cidv1-rawleaves"];
+
+/// Parses a CAR into its blocks (CAR order), failing on any framing error.
+pub fn car_blocks(car: &[u8]) -> Vec<(attesta_content::Cid, bytes::Bytes)> {
+    let mut r = attesta_content::car::CarReader::new(car, 4 << 20);
+    let mut out = Vec::new();
+    while let Some(b) = r.next_block().unwrap() {
+        out.push((b.cid.unwrap(), b.data));
+    }
+    out
+}
+
+/// Builds a CAR (DFS order) of `data` imported under `profile`.
+pub fn make_car(data: &[u8], profile: attesta_content::Profile) -> (attesta_content::Cid, Vec<u8>) {
+    let (root, blocks) = attesta_content::import_reader(data, profile, Vec::new()).unwrap();
+    let map: std::collections::HashMap<_, _> = blocks.into_iter().collect();
+    let mut car = Vec::new();
+    attesta_content::unixfs::write_car_dfs(&mut car, &root, &map).unwrap();
+    (root, car)
+}
+
+/// Encodes a CAR from explicit parts.
+pub fn encode_car(
+    root: &attesta_content::Cid,
+    blocks: &[(attesta_content::Cid, Vec<u8>)],
+) -> Vec<u8> {
+    let mut car = Vec::new();
+    attesta_content::car::write_header(&mut car, root).unwrap();
+    for (c, b) in blocks {
+        attesta_content::car::write_block(&mut car, c, b).unwrap();
+    }
+    car
+}
