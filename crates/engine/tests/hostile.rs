@@ -1,0 +1,481 @@
+//! Hostile and corrupt model files: every one must come back as a typed
+//! error, quickly, without a panic or an abort.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use attesta_engine::tract::TractEngine;
+use attesta_engine::{Engine, EngineError, Limits, Tensor, TensorData};
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension::Value as DimValue};
+
+const FLOAT: i32 = 1;
+const INT64: i32 = 7;
+/// Generous bound for one load of a tiny hostile file in release mode.
+const QUICK: Duration = Duration::from_secs(5);
+
+fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> pb::ValueInfoProto {
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(DimValue::DimValue(*d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        name: outputs.first().map(|s| s.to_string()).unwrap_or_default(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: INT64,
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn tensor_attr(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 4,
+        t: Some(t),
+        ..Default::default()
+    }
+}
+
+fn graph(
+    nodes: Vec<pb::NodeProto>,
+    initializer: Vec<pb::TensorProto>,
+    inputs: Vec<pb::ValueInfoProto>,
+    outputs: Vec<pb::ValueInfoProto>,
+) -> pb::GraphProto {
+    pb::GraphProto {
+        node: nodes,
+        initializer,
+        input: inputs,
+        output: outputs,
+        name: "g".into(),
+        ..Default::default()
+    }
+}
+
+fn model(g: pb::GraphProto) -> Vec<u8> {
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(g),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Loads `bytes` and returns the error, asserting it is a quick `Load` error.
+fn refused(bytes: &[u8]) -> String {
+    let start = Instant::now();
+    let result = TractEngine::new(1).load(bytes, &Limits::default());
+    assert!(start.elapsed() < QUICK, "load took {:?}", start.elapsed());
+    match result {
+        Err(EngineError::Load(msg)) => msg,
+        Err(other) => panic!("expected a Load error, got {other:?}"),
+        Ok(_) => panic!("hostile model was accepted"),
+    }
+}
+
+/// A valid one-node model, to show that the builders produce loadable files.
+#[test]
+fn the_builders_make_a_valid_model() {
+    let g = graph(
+        vec![node("Relu", &["x"], &["y"], vec![])],
+        vec![],
+        vec![value_info("x", FLOAT, &[2])],
+        vec![value_info("y", FLOAT, &[2])],
+    );
+    let m = TractEngine::new(1)
+        .load(&model(g), &Limits::default())
+        .unwrap();
+    let out = m
+        .run(vec![
+            Tensor::new(vec![2], TensorData::F32(vec![-1.0, 2.0])).unwrap(),
+        ])
+        .unwrap();
+    assert_eq!(out[0].tensor.data(), &TensorData::F32(vec![0.0, 2.0]));
+}
+
+#[test]
+fn zero_byte_file() {
+    assert!(refused(&[]).contains("empty"));
+}
+
+#[test]
+fn random_bytes_never_load() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..300 {
+        let len = 1 + (round * 37) % 4096;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect();
+        refused(&bytes);
+    }
+}
+
+#[test]
+fn truncated_real_models_fail_cleanly() {
+    for rel in [
+        "onnx/onnxruntime-datasets/sigmoid.onnx",
+        "onnx/onnx-light-1.23.2/light_squeezenet.onnx",
+        "onnx/real/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    ] {
+        let bytes = support::fixture(rel);
+        let cuts: Vec<usize> = if bytes.len() <= 256 {
+            (0..bytes.len()).collect()
+        } else {
+            (0..200)
+                .map(|i| i * bytes.len() / 200)
+                .chain([1, 2, bytes.len() - 1])
+                .collect()
+        };
+        let mut errors = 0;
+        for cut in cuts {
+            let start = Instant::now();
+            let result = TractEngine::new(1).load(&bytes[..cut], &Limits::default());
+            assert!(
+                start.elapsed() < QUICK,
+                "{rel} cut at {cut}: {:?}",
+                start.elapsed()
+            );
+            match result {
+                Err(EngineError::Load(_)) => errors += 1,
+                Err(other) => panic!("{rel} cut at {cut}: unexpected {other:?}"),
+                // A cut on a field boundary can leave a smaller valid model;
+                // accepting it is fine as long as nothing panics.
+                Ok(_) => {}
+            }
+        }
+        assert!(errors > 0, "{rel}: no truncation was refused");
+    }
+}
+
+#[test]
+fn huge_initializer_without_data() {
+    let init = pb::TensorProto {
+        name: "w".into(),
+        dims: vec![1 << 20, 1 << 20],
+        data_type: FLOAT,
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Add", &["x", "w"], &["y"], vec![])],
+        vec![init],
+        vec![value_info("x", FLOAT, &[1])],
+        vec![value_info("y", FLOAT, &[1])],
+    );
+    let msg = refused(&model(g));
+    assert!(msg.contains("cap"), "{msg}");
+}
+
+#[test]
+fn initializer_with_less_data_than_declared() {
+    let init = pb::TensorProto {
+        name: "w".into(),
+        dims: vec![10],
+        data_type: FLOAT,
+        float_data: vec![1.0; 3],
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Add", &["x", "w"], &["y"], vec![])],
+        vec![init],
+        vec![value_info("x", FLOAT, &[10])],
+        vec![value_info("y", FLOAT, &[10])],
+    );
+    assert!(refused(&model(g)).contains("carries 3"));
+    let raw = pb::TensorProto {
+        name: "w".into(),
+        dims: vec![10],
+        data_type: FLOAT,
+        raw_data: vec![0; 7],
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Add", &["x", "w"], &["y"], vec![])],
+        vec![raw],
+        vec![value_info("x", FLOAT, &[10])],
+        vec![value_info("y", FLOAT, &[10])],
+    );
+    assert!(refused(&model(g)).contains("raw_data"));
+}
+
+#[test]
+fn negative_dimension() {
+    let init = pb::TensorProto {
+        name: "w".into(),
+        dims: vec![2, -3],
+        data_type: FLOAT,
+        float_data: vec![1.0; 6],
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Add", &["x", "w"], &["y"], vec![])],
+        vec![init],
+        vec![value_info("x", FLOAT, &[1])],
+        vec![value_info("y", FLOAT, &[2, 3])],
+    );
+    assert!(refused(&model(g)).contains("negative"));
+}
+
+#[test]
+fn constant_of_shape_over_the_cap() {
+    // Shape from a Constant node.
+    let g = graph(
+        vec![
+            node(
+                "Constant",
+                &[],
+                &["s"],
+                vec![tensor_attr("value", int64s("s", &[1 << 40]))],
+            ),
+            node("ConstantOfShape", &["s"], &["y"], vec![]),
+        ],
+        vec![],
+        vec![],
+        vec![value_info("y", FLOAT, &[1 << 40])],
+    );
+    assert!(refused(&model(g)).contains("ConstantOfShape"));
+    // Shape from an initializer, spread over several dims.
+    let g = graph(
+        vec![node("ConstantOfShape", &["s"], &["y"], vec![])],
+        vec![int64s("s", &[1 << 20, 1 << 20])],
+        vec![],
+        vec![value_info("y", FLOAT, &[1 << 20, 1 << 20])],
+    );
+    assert!(refused(&model(g)).contains("ConstantOfShape"));
+    // And with a negative extent.
+    let g = graph(
+        vec![node("ConstantOfShape", &["s"], &["y"], vec![])],
+        vec![int64s("s", &[-5])],
+        vec![],
+        vec![value_info("y", FLOAT, &[5])],
+    );
+    assert!(refused(&model(g)).contains("invalid"));
+}
+
+#[test]
+fn expand_tile_and_range_over_the_cap() {
+    let x = || vec![value_info("x", FLOAT, &[1])];
+    let g = graph(
+        vec![node("Expand", &["x", "s"], &["y"], vec![])],
+        vec![int64s("s", &[1 << 16, 1 << 16, 1 << 16])],
+        x(),
+        vec![value_info("y", FLOAT, &[])],
+    );
+    assert!(refused(&model(g)).contains("Expand"));
+    let g = graph(
+        vec![node("Tile", &["x", "r"], &["y"], vec![])],
+        vec![int64s("r", &[1 << 45])],
+        x(),
+        vec![value_info("y", FLOAT, &[])],
+    );
+    assert!(refused(&model(g)).contains("Tile"));
+    let scalar = |name: &str, v: i64| pb::TensorProto {
+        name: name.into(),
+        data_type: INT64,
+        int64_data: vec![v],
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Range", &["a", "b", "c"], &["y"], vec![])],
+        vec![scalar("a", 0), scalar("b", 1 << 50), scalar("c", 1)],
+        vec![],
+        vec![value_info("y", INT64, &[])],
+    );
+    assert!(refused(&model(g)).contains("Range"));
+    let g = graph(
+        vec![node("Range", &["a", "b", "c"], &["y"], vec![])],
+        vec![scalar("a", 0), scalar("b", 10), scalar("c", 0)],
+        vec![],
+        vec![value_info("y", INT64, &[])],
+    );
+    assert!(refused(&model(g)).contains("step"));
+}
+
+#[test]
+fn huge_constant_attribute() {
+    let t = pb::TensorProto {
+        name: "c".into(),
+        dims: vec![1 << 31, 1 << 31],
+        data_type: FLOAT,
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Constant", &[], &["y"], vec![tensor_attr("value", t)])],
+        vec![],
+        vec![],
+        vec![value_info("y", FLOAT, &[])],
+    );
+    assert!(refused(&model(g)).contains("cap"));
+}
+
+#[test]
+fn external_data_is_refused() {
+    let t = pb::TensorProto {
+        name: "w".into(),
+        dims: vec![1],
+        data_type: FLOAT,
+        data_location: Some(1),
+        external_data: vec![pb::StringStringEntryProto {
+            key: "location".into(),
+            value: "../../etc/passwd".into(),
+        }],
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Add", &["x", "w"], &["y"], vec![])],
+        vec![t],
+        vec![value_info("x", FLOAT, &[1])],
+        vec![value_info("y", FLOAT, &[1])],
+    );
+    assert!(refused(&model(g)).contains("external"));
+}
+
+#[test]
+fn unknown_operator_and_domain_are_named() {
+    let g = graph(
+        vec![node("NoSuchOp", &["x"], &["y"], vec![])],
+        vec![],
+        vec![value_info("x", FLOAT, &[1])],
+        vec![value_info("y", FLOAT, &[1])],
+    );
+    assert!(refused(&model(g)).contains("NoSuchOp"));
+    let mut n = node("Relu", &["x"], &["y"], vec![]);
+    n.domain = "com.example".into();
+    let g = graph(
+        vec![n],
+        vec![],
+        vec![value_info("x", FLOAT, &[1])],
+        vec![value_info("y", FLOAT, &[1])],
+    );
+    assert!(refused(&model(g)).contains("com.example"));
+}
+
+#[test]
+fn deeply_nested_subgraphs() {
+    let mut inner = graph(
+        vec![node("Identity", &["x"], &["y"], vec![])],
+        vec![],
+        vec![],
+        vec![value_info("y", FLOAT, &[1])],
+    );
+    for _ in 0..40 {
+        let branch = |g: &pb::GraphProto, name: &str| pb::AttributeProto {
+            name: name.into(),
+            r#type: 5,
+            g: Some(g.clone()),
+            ..Default::default()
+        };
+        let attrs = vec![branch(&inner, "then_branch"), branch(&inner, "else_branch")];
+        inner = graph(
+            vec![node("If", &["c"], &["y"], attrs)],
+            vec![],
+            vec![],
+            vec![value_info("y", FLOAT, &[1])],
+        );
+        // Keep the file small: only the then branch nests further.
+        if let Some(a) = inner.node[0].attribute.get_mut(1) {
+            a.g = Some(graph(vec![], vec![], vec![], vec![]));
+        }
+    }
+    inner.input = vec![value_info("c", 9, &[]), value_info("x", FLOAT, &[1])];
+    refused(&model(inner));
+}
+
+#[test]
+fn giant_graph() {
+    let nodes: Vec<pb::NodeProto> = (0..300_000)
+        .map(|i| {
+            let input = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("t{}", i - 1)
+            };
+            pb::NodeProto {
+                op_type: "Identity".into(),
+                input: vec![input],
+                output: vec![format!("t{i}")],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let g = graph(
+        nodes,
+        vec![],
+        vec![value_info("x", FLOAT, &[1])],
+        vec![value_info("t299999", FLOAT, &[1])],
+    );
+    assert!(refused(&model(g)).contains("nodes"));
+}
+
+#[test]
+fn model_tensor_cap_applies_to_known_intermediate_shapes() {
+    // 64 KiB input broadcast against a 64 KiB initializer gives 4 GiB: the
+    // typed graph knows that shape and the load is refused.
+    let w = pb::TensorProto {
+        name: "w".into(),
+        dims: vec![1, 1 << 14],
+        data_type: FLOAT,
+        raw_data: vec![0; 4 << 14],
+        ..Default::default()
+    };
+    let g = graph(
+        vec![node("Add", &["x", "w"], &["y"], vec![])],
+        vec![w],
+        vec![value_info("x", FLOAT, &[1 << 14, 1])],
+        vec![value_info("y", FLOAT, &[1 << 14, 1 << 14])],
+    );
+    let limits = Limits {
+        max_tensor_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    match TractEngine::new(1).load(&model(g), &limits) {
+        Err(EngineError::Load(msg)) => assert!(msg.contains("cap"), "{msg}"),
+        other => panic!("expected a Load error, got {:?}", other.map(|_| ())),
+    }
+}
