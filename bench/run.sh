@@ -11,8 +11,8 @@
 # to keep models, bodies, logs and wrk outputs; default a temp dir that is
 # removed), ATTESTA_BIN (default target/release/attesta), ATTESTA_NODE_ARGS
 # (extra arguments for `attesta node`), ATTESTA_PYTHON (default .venv/bin/python),
-# BENCH_CACHED_BASELINE (1: also run the baseline with one cached session per
-# model, "ort-cached", which is not what OpenGradient does; 0: skip it).
+# BENCH_CACHED_BASELINE (1: also run the baseline with one cached session and
+# file hash per model, "ort-cached", which is not what OpenGradient does; 0: skip it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -124,7 +124,7 @@ urls=("http://127.0.0.1:$baseline_port/infer")
 servers=(baseline)
 if [ "${BENCH_CACHED_BASELINE:-1}" = 1 ]; then
   cached_port=$(free_port)
-  "$py" "$bench/og_baseline/server.py" --cache-sessions --port "$cached_port" "${baseline_args[@]}" \
+  "$py" "$bench/og_baseline/server.py" --cache-models --port "$cached_port" "${baseline_args[@]}" \
     >"$work/ort-cached.log" 2>&1 &
   pids+=($!)
   wait_ready "${pids[-1]}" "$cached_port" "$work/ort-cached.log"
