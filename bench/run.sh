@@ -7,7 +7,8 @@
 #   bench/run.sh --baseline-only  # only the Python baseline (no attesta binary)
 #
 # Environment: BENCH_MODELS ("mlp cnn minilm"), BENCH_DURATION (10s),
-# BENCH_CONNECTIONS (8), BENCH_THREADS (1, wrk threads), BENCH_OUT (directory
+# BENCH_CONNECTIONS (8), BENCH_THREADS (1, wrk threads), BENCH_ROUNDS (1; the
+# table shows the median round per model and server), BENCH_OUT (directory
 # to keep models, bodies, logs and wrk outputs; default a temp dir that is
 # removed), ATTESTA_BIN (default target/release/attesta), ATTESTA_NODE_ARGS
 # (extra arguments for `attesta node`), ATTESTA_PYTHON (default .venv/bin/python),
@@ -21,7 +22,7 @@ baseline_only=0
 for arg in "$@"; do
   case "$arg" in
     --baseline-only) baseline_only=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -30,6 +31,7 @@ models=${BENCH_MODELS:-"mlp cnn minilm"}
 duration=${BENCH_DURATION:-10s}
 connections=${BENCH_CONNECTIONS:-8}
 threads=${BENCH_THREADS:-1}
+rounds=${BENCH_ROUNDS:-1}
 py=${ATTESTA_PYTHON:-$root/.venv/bin/python}
 attesta=${ATTESTA_BIN:-$root/target/release/attesta}
 
@@ -153,18 +155,19 @@ for m in $models; do
 done
 
 echo "== load average before the load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== load: wrk -t$threads -c$connections -d$duration per model per server"
-for m in $models; do
-  for i in "${!servers[@]}"; do
-    s=${servers[$i]}
-    out="$work/wrk-$m-$s.txt"
-    BENCH_BODY="$work/bodies/$m.json" wrk -t"$threads" -c"$connections" -d"$duration" \
-      --timeout 30s --latency -s "$bench/post_body.lua" "${urls[$i]}" >"$out"
-    echo "   $m $s: $(grep -E '^Requests/sec' "$out" || echo 'no result')"
-    if grep -q 'Non-2xx' "$out"; then echo "   !! $(grep 'Non-2xx' "$out")"; fi
+echo "== load: wrk -t$threads -c$connections -d$duration per model per server, $rounds round(s)"
+for r in $(seq 1 "$rounds"); do
+  for m in $models; do
+    for i in "${!servers[@]}"; do
+      s=${servers[$i]}
+      out="$work/wrk-$m-$s-r$r.txt"
+      BENCH_BODY="$work/bodies/$m.json" wrk -t"$threads" -c"$connections" -d"$duration" \
+        --timeout 30s --latency -s "$bench/post_body.lua" "${urls[$i]}" >"$out"
+      echo "   round $r $m $s: $(grep -E '^Requests/sec' "$out" || echo 'no result')"
+      if grep -q 'Non-2xx' "$out"; then echo "   !! $(grep 'Non-2xx' "$out")"; fi
+    done
   done
 done
-
 echo
 echo "== results ($(nproc) cores shared by wrk and the servers; load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%Y-%m-%dT%H:%MZ))"
 models_arr=()

@@ -3,9 +3,11 @@
 
 Usage: table.py RESULTS_DIR MODEL ...
 
-Reads RESULTS_DIR/wrk-<model>-<server>.txt (server is ``attesta``,
+Reads RESULTS_DIR/wrk-<model>-<server>-r<round>.txt (server is ``attesta``,
 ``baseline`` or ``ort-cached``), takes the BENCH_RESULT line printed by
-post_body.lua and prints model, server, successful requests per second, p50
+post_body.lua, keeps the median round by req/s (the upper median when the
+count is even) and prints model, server, successful requests per second (with the range
+over rounds), p50
 and p99 latency, failed requests (non-2xx, timeouts, socket errors) and the
 throughput ratios attesta / baseline and attesta / ort-cached.
 """
@@ -33,6 +35,17 @@ def parse(path: Path) -> dict | None:
     return None
 
 
+def median_round(results: Path, model: str, server: str) -> dict | None:
+    rounds = [parse(p) for p in sorted(results.glob(f"wrk-{model}-{server}-r*.txt"))]
+    rounds = sorted((r for r in rounds if r is not None), key=lambda r: r["rps"])
+    if not rounds:
+        return None
+    best = dict(rounds[len(rounds) // 2])
+    best["rounds"] = len(rounds)
+    best["spread"] = f"{rounds[0]['rps']:.1f}–{rounds[-1]['rps']:.1f}" if len(rounds) > 1 else ""
+    return best
+
+
 def ms(us: int) -> str:
     return f"{us / 1000:.2f}" if us < 100_000 else f"{us / 1000:.0f}"
 
@@ -45,7 +58,7 @@ def main(argv: list[str]) -> int:
     print("| model | server | req/s | p50 (ms) | p99 (ms) | failed | attesta ÷ baseline | attesta ÷ ort-cached |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for model in argv[1:]:
-        rows = {s: parse(results / f"wrk-{model}-{s}.txt") for s in SERVERS}
+        rows = {s: median_round(results, model, s) for s in SERVERS}
         ours = rows["attesta"]
 
         def ratio(other: str, bold: bool) -> str:
@@ -63,7 +76,8 @@ def main(argv: list[str]) -> int:
             if server == "attesta":
                 cells = [ratio("baseline", True), ratio("ort-cached", False)]
             print(
-                f"| {model} | {server} | {r['rps']:.1f} | {ms(r['p50_us'])} | {ms(r['p99_us'])} "
+                f"| {model} | {server} | {r['rps']:.1f}{' (' + r['spread'] + ')' if r['spread'] else ''} "
+                f"| {ms(r['p50_us'])} | {ms(r['p99_us'])} "
                 f"| {r['failed']} | {cells[0]} | {cells[1]} |"
             )
     return 0
