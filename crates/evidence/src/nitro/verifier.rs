@@ -157,7 +157,14 @@ impl NitroVerifier {
                 first = e;
             }
         };
-        let chain = self.check_chain(&doc, now);
+        let mut chain = self.check_chain(&doc, now);
+        // Checked outside the (cached) chain facts: the module id is per document.
+        if matches!(chain.root, Some((Platform::Dev, _)))
+            && !doc.module_id.starts_with("dev-")
+            && chain.chain.is_ok()
+        {
+            chain.chain = Err(VerifyError::DevModuleId(doc.module_id.clone()));
+        }
         let signature = match &chain.leaf_key {
             Some(key) => {
                 let msg = cose::sig_structure(&cose.protected, &cose.payload);
@@ -322,16 +329,13 @@ impl NitroVerifier {
                 root: None,
             };
         };
-        let chain_result = links.and_then(|()| {
-            if platform == Platform::Dev && !doc.module_id.starts_with("dev-") {
-                return Err(VerifyError::DevModuleId(doc.module_id.clone()));
-            }
-            Ok(format!(
+        let chain_result = links.map(|()| {
+            format!(
                 "leaf -> {} intermediate(s) -> {} (SHA-256 {})",
                 chain.len().saturating_sub(2),
                 root.name(),
                 root.fingerprint_hex()
-            ))
+            )
         });
         if let (Ok(detail), Ok(_), Some(leaf_key)) = (&chain_result, &validity, &leaf_key) {
             let facts = ChainFacts {

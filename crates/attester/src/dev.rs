@@ -1,0 +1,473 @@
+//! The dev TEE: documents in the exact Nitro format, signed by a local dev
+//! root. No hardware backs them; verifiers accept them only when told the
+//! dev root explicitly and always report them as `dev (insecure)`.
+//!
+//! Layout under the data dir: `dev-root.pem` (share this with verifiers) and
+//! `dev-root.key` (mode 0600). Each start issues a fresh leaf (3 h, like
+//! Nitro), re-issued before it expires. PCR0 is SHA-384 of the executable.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use attesta_evidence::nitro::cose;
+use attesta_evidence::{
+    AttestationDocument, Expected, NitroVerifier, Policy, Release, TrustedRoot, UnixTime, danger,
+    pem,
+};
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SerialNumber,
+};
+
+use crate::{AttestError, AttestRequest, Attester, Evidence, Platform, check_nitro_fields};
+
+/// The dev root certificate, relative to the data dir.
+pub const DEV_ROOT_FILE: &str = "dev-root.pem";
+/// The dev root private key (PKCS#8 PEM, 0600), relative to the data dir.
+pub const DEV_ROOT_KEY_FILE: &str = "dev-root.key";
+/// Leaf lifetime, as NSM uses.
+pub const LEAF_LIFETIME: Duration = Duration::from_secs(3 * 3600);
+/// A leaf is replaced this long before it expires.
+pub const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
+const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+const BACKDATE: Duration = Duration::from_secs(60);
+const ROOT_CN: &str = "attesta dev root (insecure)";
+const PCR_COUNT: u8 = 16;
+
+/// Source of the current time (injected so tests are deterministic).
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> UnixTime;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        UnixTime::from_system(std::time::SystemTime::now())
+    }
+}
+
+/// Source of randomness for keys and serial numbers (injected for tests).
+pub trait Entropy: Send + Sync {
+    /// Fills `dest` with random bytes.
+    fn fill(&self, dest: &mut [u8]) -> Result<(), AttestError>;
+}
+
+/// The operating system's CSPRNG (through aws-lc).
+#[derive(Debug, Default)]
+pub struct SystemEntropy(SystemRandom);
+
+impl Entropy for SystemEntropy {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), AttestError> {
+        self.0.fill(dest).map_err(|_| AttestError::Entropy)
+    }
+}
+
+/// How to start the dev TEE.
+#[derive(Clone)]
+pub struct DevOptions {
+    /// Where `dev-root.pem` / `dev-root.key` live.
+    pub data_dir: PathBuf,
+    /// The executable measured into PCR0.
+    pub executable: PathBuf,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness source.
+    pub entropy: Arc<dyn Entropy>,
+}
+
+impl std::fmt::Debug for DevOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevOptions")
+            .field("data_dir", &self.data_dir)
+            .field("executable", &self.executable)
+            .finish()
+    }
+}
+
+impl DevOptions {
+    /// The running executable, the system clock and the OS CSPRNG.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Result<Self, AttestError> {
+        let executable =
+            std::env::current_exe().map_err(AttestError::io("locate", "current executable"))?;
+        Ok(DevOptions {
+            data_dir: data_dir.into(),
+            executable,
+            clock: Arc::new(SystemClock),
+            entropy: Arc::new(SystemEntropy::default()),
+        })
+    }
+}
+
+/// SHA-384 of a file, streamed.
+pub fn measure_executable(path: &Path) -> Result<[u8; 48], AttestError> {
+    let mut file = std::fs::File::open(path).map_err(AttestError::io("open", path))?;
+    let mut ctx = digest::Context::new(&digest::SHA384);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(AttestError::io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(buf.get(..n).unwrap_or_default());
+    }
+    let mut out = [0u8; 48];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok(out)
+}
+
+/// The registry entry a dev node running `executable` matches (what `attesta measure` prints).
+pub fn release_for_executable(executable: &Path, name: &str) -> Result<Release, AttestError> {
+    let pcr0 = measure_executable(executable)?;
+    Ok(Release {
+        name: name.to_owned(),
+        pcrs: [(0u8, pcr0.to_vec())].into_iter().collect(),
+    })
+}
+
+struct Leaf {
+    der: Vec<u8>,
+    key: EcdsaKeyPair,
+    not_before: UnixTime,
+    not_after: UnixTime,
+}
+
+/// The dev TEE attester.
+pub struct DevAttester {
+    root_der: Vec<u8>,
+    root_issuer: rcgen::Certificate,
+    root_key: KeyPair,
+    leaf: Mutex<Arc<Leaf>>,
+    pcr0: [u8; 48],
+    module_id: String,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+}
+
+fn dev_err(what: &str) -> impl FnOnce(rcgen::Error) -> AttestError + '_ {
+    move |e| AttestError::Dev(format!("{what}: {e}"))
+}
+
+/// A P-384 key from 48 bytes of entropy (RFC 5915 without the public key;
+/// aws-lc derives it). Retries in the ~2^-190 case of a scalar ≥ n.
+fn p384_key(entropy: &dyn Entropy) -> Result<EcdsaKeyPair, AttestError> {
+    for _ in 0..4 {
+        let mut d = [0u8; 48];
+        entropy.fill(&mut d)?;
+        let mut der = vec![0x30, 0x3e, 0x02, 0x01, 0x01, 0x04, 0x30];
+        der.extend_from_slice(&d);
+        der.extend_from_slice(&[0xa0, 0x07, 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]);
+        if let Ok(k) = EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, &der) {
+            return Ok(k);
+        }
+    }
+    Err(AttestError::Dev("could not derive a P-384 key".into()))
+}
+
+fn rcgen_key(key: &EcdsaKeyPair) -> Result<KeyPair, AttestError> {
+    let pkcs8 = key
+        .to_pkcs8v1()
+        .map_err(|_| AttestError::Dev("cannot export key".into()))?;
+    KeyPair::try_from(pkcs8.as_ref()).map_err(dev_err("key"))
+}
+
+fn serial(entropy: &dyn Entropy) -> Result<SerialNumber, AttestError> {
+    let mut s = [0u8; 16];
+    entropy.fill(&mut s)?;
+    s[0] &= 0x7f;
+    s[0] |= 0x01;
+    Ok(SerialNumber::from_slice(&s))
+}
+
+fn offset(t: UnixTime) -> Result<time::OffsetDateTime, AttestError> {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+        .map_err(|e| AttestError::Dev(format!("time out of range: {e}")))
+}
+
+/// The root's parameters; deterministic in everything rcgen uses as issuer
+/// (name, key usages), so a reloaded root issues leaves that chain to the
+/// persisted certificate.
+fn root_params() -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "attesta");
+    dn.push(DnType::CommonName, ROOT_CN);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), AttestError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(AttestError::io("create", &tmp))?;
+    f.write_all(contents)
+        .and_then(|()| f.sync_all())
+        .map_err(AttestError::io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(AttestError::io("rename", path))
+}
+
+impl DevAttester {
+    /// Loads the dev root from the data dir (creating it on first start),
+    /// measures the executable and issues a leaf. Refuses a half-present
+    /// root (one of the two files missing) rather than replacing it.
+    pub fn open(opts: DevOptions) -> Result<Self, AttestError> {
+        let now = opts.clock.now();
+        let cert_path = opts.data_dir.join(DEV_ROOT_FILE);
+        let key_path = opts.data_dir.join(DEV_ROOT_KEY_FILE);
+        let (root_der, root_key) = match (cert_path.exists(), key_path.exists()) {
+            (true, true) => {
+                let key_pem = std::fs::read_to_string(&key_path)
+                    .map_err(AttestError::io("read", &key_path))?;
+                let root_key = KeyPair::from_pem(&key_pem).map_err(dev_err("dev-root.key"))?;
+                let cert_pem = std::fs::read_to_string(&cert_path)
+                    .map_err(AttestError::io("read", &cert_path))?;
+                let der = pem::certificates(&cert_pem)
+                    .map_err(|e| AttestError::Dev(format!("dev-root.pem: {e}")))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| AttestError::Dev("dev-root.pem is empty".into()))?;
+                (der, root_key)
+            }
+            (false, false) => {
+                std::fs::create_dir_all(&opts.data_dir)
+                    .map_err(AttestError::io("create", &opts.data_dir))?;
+                let root_key = rcgen_key(&p384_key(opts.entropy.as_ref())?)?;
+                let mut params = root_params();
+                params.not_before = offset(now.saturating_sub(BACKDATE))?;
+                params.not_after = offset(now.saturating_add(ROOT_LIFETIME))?;
+                params.serial_number = Some(serial(opts.entropy.as_ref())?);
+                let cert = params.self_signed(&root_key).map_err(dev_err("root"))?;
+                write_private(&key_path, root_key.serialize_pem().as_bytes())?;
+                std::fs::write(&cert_path, cert.pem())
+                    .map_err(AttestError::io("write", &cert_path))?;
+                (cert.der().to_vec(), root_key)
+            }
+            _ => {
+                return Err(AttestError::Dev(format!(
+                    "only one of {} and {} exists; refusing to replace the dev root",
+                    cert_path.display(),
+                    key_path.display()
+                )));
+            }
+        };
+        let root_issuer = root_params()
+            .self_signed(&root_key)
+            .map_err(dev_err("root"))?;
+        let mut id = [0u8; 8];
+        opts.entropy.fill(&mut id)?;
+        let module_id = format!("dev-{}", hex::encode(id));
+        let pcr0 = measure_executable(&opts.executable)?;
+        let mut me = DevAttester {
+            root_der,
+            root_issuer,
+            root_key,
+            leaf: Mutex::new(Arc::new(Leaf {
+                der: Vec::new(),
+                key: p384_key(opts.entropy.as_ref())?,
+                not_before: now,
+                not_after: now,
+            })),
+            pcr0,
+            module_id,
+            clock: opts.clock,
+            entropy: opts.entropy,
+        };
+        let leaf = me.issue_leaf(now)?;
+        me.leaf = Mutex::new(Arc::new(leaf));
+        me.self_test(now)?;
+        Ok(me)
+    }
+
+    /// Signs one document and verifies it against our own root, so a key
+    /// file that does not belong to the certificate fails at start.
+    fn self_test(&self, now: UnixTime) -> Result<(), AttestError> {
+        let root = TrustedRoot::from_der("dev root", &self.root_der)
+            .map_err(|e| AttestError::Dev(e.to_string()))?;
+        let policy = Policy::aws_nitro().map_err(|e| AttestError::Dev(e.to_string()))?;
+        let verifier = NitroVerifier::with_cache_capacity(danger::accept_dev_root(policy, root), 0);
+        let nonce = b"attesta dev self-test".to_vec();
+        let ev = self.attest(&AttestRequest {
+            nonce: nonce.clone(),
+            user_data: None,
+            public_key: None,
+            report_data: [0; 64],
+        })?;
+        let v = verifier.verify(
+            &ev.bytes,
+            &Expected {
+                nonce: Some(nonce),
+                ..Default::default()
+            },
+            now,
+        );
+        v.outcome.map(|_| ()).map_err(|e| {
+            AttestError::Dev(format!(
+                "self-test failed (dev-root.key does not match dev-root.pem?): {e}"
+            ))
+        })
+    }
+
+    fn issue_leaf(&self, now: UnixTime) -> Result<Leaf, AttestError> {
+        let key = p384_key(self.entropy.as_ref())?;
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "attesta");
+        dn.push(
+            DnType::CommonName,
+            format!("{}.dev.attesta", self.module_id),
+        );
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let not_before = now.saturating_sub(BACKDATE);
+        let not_after = now.saturating_add(LEAF_LIFETIME);
+        p.not_before = offset(not_before)?;
+        p.not_after = offset(not_after)?;
+        p.serial_number = Some(serial(self.entropy.as_ref())?);
+        p.use_authority_key_identifier_extension = true;
+        let cert = p
+            .signed_by(&rcgen_key(&key)?, &self.root_issuer, &self.root_key)
+            .map_err(dev_err("leaf"))?;
+        // Whole seconds, as X.509 stores them.
+        Ok(Leaf {
+            der: cert.der().to_vec(),
+            key,
+            not_before: UnixTime::from_secs(not_before.as_secs()),
+            not_after: UnixTime::from_secs(not_after.as_secs()),
+        })
+    }
+
+    fn current_leaf(&self, now: UnixTime) -> Result<Arc<Leaf>, AttestError> {
+        let mut slot = self
+            .leaf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now < slot.not_before || now.saturating_add(LEAF_RENEW_BEFORE) > slot.not_after {
+            *slot = Arc::new(self.issue_leaf(now)?);
+        }
+        Ok(Arc::clone(&slot))
+    }
+
+    /// The dev root certificate (DER): what verifiers must be given.
+    pub fn root_der(&self) -> &[u8] {
+        &self.root_der
+    }
+
+    /// The dev root certificate as PEM (the contents of `dev-root.pem`).
+    pub fn root_pem(&self) -> String {
+        pem::encode_certificate(&self.root_der)
+    }
+
+    /// PCR0: SHA-384 of the executable.
+    pub fn pcr0(&self) -> [u8; 48] {
+        self.pcr0
+    }
+
+    /// This process's module id (`dev-…`).
+    pub fn module_id(&self) -> &str {
+        &self.module_id
+    }
+
+    /// The registry entry this node matches.
+    pub fn release(&self, name: &str) -> Release {
+        Release {
+            name: name.to_owned(),
+            pcrs: [(0u8, self.pcr0.to_vec())].into_iter().collect(),
+        }
+    }
+
+    /// The document this attester would sign for `req` at `now`, unsigned.
+    pub fn document(
+        &self,
+        req: &AttestRequest,
+        now: UnixTime,
+    ) -> Result<AttestationDocument, AttestError> {
+        check_nitro_fields(req)?;
+        let leaf = self.current_leaf(now)?;
+        let pcrs = (0..PCR_COUNT)
+            .map(|i| {
+                (
+                    i,
+                    if i == 0 {
+                        self.pcr0.to_vec()
+                    } else {
+                        vec![0u8; 48]
+                    },
+                )
+            })
+            .collect();
+        Ok(AttestationDocument {
+            module_id: self.module_id.clone(),
+            digest: "SHA384".into(),
+            timestamp_ms: now.as_millis(),
+            pcrs,
+            certificate: leaf.der.clone(),
+            cabundle: vec![self.root_der.clone()],
+            public_key: req.public_key.clone(),
+            user_data: req.user_data.clone(),
+            nonce: (!req.nonce.is_empty()).then(|| req.nonce.clone()),
+        })
+    }
+
+    /// Signs any document with the current leaf key: for tests and tools that
+    /// need validly signed variants (the certificate fields are taken as given).
+    pub fn sign_document(&self, doc: &AttestationDocument) -> Result<Vec<u8>, AttestError> {
+        let leaf = self.current_leaf(self.clock.now())?;
+        self.sign_with(&leaf, doc)
+    }
+
+    fn sign_with(&self, leaf: &Leaf, doc: &AttestationDocument) -> Result<Vec<u8>, AttestError> {
+        let protected = cose::es384_protected_header();
+        let payload = doc.encode();
+        let msg = cose::sig_structure(&protected, &payload);
+        let sig = leaf
+            .key
+            .sign(&SystemRandom::new(), &msg)
+            .map_err(|_| AttestError::Dev("signing failed".into()))?;
+        Ok(cose::encode_sign1(&protected, &payload, sig.as_ref()))
+    }
+
+    /// The current leaf's public key (uncompressed point).
+    pub fn leaf_public_key(&self) -> Result<Vec<u8>, AttestError> {
+        Ok(self
+            .current_leaf(self.clock.now())?
+            .key
+            .public_key()
+            .as_ref()
+            .to_vec())
+    }
+}
+
+impl Attester for DevAttester {
+    fn platform(&self) -> Platform {
+        Platform::Dev
+    }
+
+    fn attest(&self, req: &AttestRequest) -> Result<Evidence, AttestError> {
+        let now = self.clock.now();
+        let doc = self.document(req, now)?;
+        let leaf = self.current_leaf(now)?;
+        Ok(Evidence {
+            platform: Platform::Dev,
+            bytes: self.sign_with(&leaf, &doc)?,
+            aux: None,
+        })
+    }
+}
