@@ -188,6 +188,20 @@ impl Registry {
 }
 
 impl PolicyFile {
+    /// Applies the file to `base`: its measurements, max age and (an
+    /// explicit relaxation) `allow_debug`. The dev root path is left to the
+    /// caller, which reads the file and calls [`crate::danger::accept_dev_root`].
+    pub fn apply(&self, base: crate::Policy) -> crate::Policy {
+        let mut p = base.with_measurements(self.registry.clone());
+        if let Some(secs) = self.max_age_secs {
+            p = p.with_max_age(std::time::Duration::from_secs(secs));
+        }
+        if self.allow_debug == Some(true) {
+            p = crate::danger::allow_debug(p);
+        }
+        p
+    }
+
     /// Parses a registry / policy file (JSON or TOML, detected).
     pub fn parse(text: &str) -> Result<Self, RegistryError> {
         let trimmed = text.trim_start();

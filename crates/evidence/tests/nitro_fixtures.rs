@@ -408,3 +408,37 @@ fn base64_encode(b: &[u8]) -> String {
         .map(|c| String::from_utf8_lossy(c).into_owned() + "\n")
         .collect()
 }
+
+#[test]
+fn policy_file_applies_debug_and_max_age() {
+    let doc = &DOCS[1];
+    let summary = NitroVerifier::new(danger::allow_debug(policy()))
+        .verify(&read(doc.file), &Expected::default(), inside(doc))
+        .report
+        .document
+        .unwrap();
+    let text = format!(
+        "allow_debug = true\nmax_age_secs = 3600\n[[releases]]\nname = \"ev\"\n[releases.pcrs]\n3 = \"{}\"\n",
+        summary.pcrs[&3]
+    );
+    let file = attesta_evidence::PolicyFile::parse(&text).unwrap();
+    let late = UnixTime::from_millis(doc.timestamp_ms + 50 * 60_000);
+    let v = NitroVerifier::new(file.apply(policy())).verify(
+        &read(doc.file),
+        &Expected::default(),
+        late,
+    );
+    assert!(v.report.verified, "{}", v.report);
+    assert_eq!(v.outcome.unwrap().release.as_deref(), Some("ev"));
+    // Without the file's relaxations the same document fails on debug mode first.
+    let strict = attesta_evidence::PolicyFile {
+        allow_debug: None,
+        ..file
+    };
+    let v = NitroVerifier::new(strict.apply(policy())).verify(
+        &read(doc.file),
+        &Expected::default(),
+        inside(doc),
+    );
+    assert_eq!(v.outcome.err(), Some(VerifyError::DebugMode));
+}
