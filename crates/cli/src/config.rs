@@ -39,6 +39,14 @@ pub struct NodeSection {
     pub max_model_bytes: Option<String>,
     /// Disk budget of the model store.
     pub store_max_bytes: Option<String>,
+    /// Trustless IPFS gateways, in order.
+    pub gateways: Option<Vec<String>>,
+    /// `any`, `allow-list` or `off`.
+    pub fetch: Option<crate::node_cmd::FetchMode>,
+    /// CIDs allowed under `fetch = "allow-list"`.
+    pub allow_cids: Option<Vec<String>>,
+    /// Per-gateway timeout.
+    pub gateway_timeout: Option<String>,
 }
 
 /// Reads and parses the config file; a missing explicit file is an error.

@@ -11,7 +11,8 @@ use attesta_engine::tract::TractEngine;
 use clap::{Args, Subcommand};
 
 use crate::Global;
-use crate::units::parse_size;
+use crate::units::{parse_duration, parse_size};
+use attesta_content::fetch::{FetchProgress, Fetcher};
 
 /// Subcommands of `attesta models`.
 #[derive(Subcommand)]
@@ -33,6 +34,31 @@ pub enum ModelsCmd {
         files: Vec<PathBuf>,
         #[command(flatten)]
         layout: Layout,
+    },
+    /// Download a model by CID from trustless IPFS gateways, verifying every block
+    /// against the CID before it is stored; prints the CID.
+    Fetch {
+        /// The model's CID.
+        cid: String,
+        /// Gateway to use, tried in order (repeatable; overrides the configured list).
+        #[arg(long = "gateway", value_name = "URL")]
+        gateways: Vec<String>,
+        /// Per-gateway timeout for connecting and for each stall of the download.
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        timeout: String,
+        /// Largest model accepted.
+        #[arg(long, default_value = "8GiB", value_name = "SIZE")]
+        max_bytes: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Enforce the store's disk budget (least recently used first) and remove stale temporary files.
+    Gc {
+        /// Disk budget to enforce (overrides the configured store_max_bytes).
+        #[arg(long, value_name = "SIZE")]
+        max_bytes: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// List stored models: CID, size, SHA-256 and input/output signature.
     Ls {
@@ -74,16 +100,21 @@ pub struct StoreArg {
 }
 
 fn open_store(arg: &StoreArg, global: &Global) -> anyhow::Result<ModelStore> {
+    open_store_with(arg, global, None)
+}
+
+fn open_store_with(
+    arg: &StoreArg,
+    global: &Global,
+    budget: Option<&str>,
+) -> anyhow::Result<ModelStore> {
     let dir = arg
         .store
         .clone()
         .or_else(|| global.file.node.store.clone())
         .unwrap_or_else(|| global.data_dir.join("models"));
-    let max_bytes = global
-        .file
-        .node
-        .store_max_bytes
-        .as_deref()
+    let max_bytes = budget
+        .or(global.file.node.store_max_bytes.as_deref())
         .map(parse_size)
         .transpose()
         .map_err(|e| anyhow::anyhow!("store_max_bytes: {e}"))?;
@@ -118,6 +149,46 @@ pub fn run(cmd: ModelsCmd, global: &Global) -> anyhow::Result<ExitCode> {
             for f in &files {
                 println!("{}", cid_of_file(f, layout.profile())?);
             }
+        }
+        ModelsCmd::Fetch {
+            cid,
+            gateways,
+            timeout,
+            max_bytes,
+            store,
+        } => {
+            let cid: attesta_content::Cid = cid
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{cid:?} is not a CID: {e}"))?;
+            let store = open_store(&store, global)?;
+            let mut gw = crate::node_cmd::gateway_config(
+                &gateways,
+                global.file.node.gateways.as_deref().unwrap_or_default(),
+            );
+            gw.timeout = parse_duration(&timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+            gw.max_model_bytes =
+                parse_size(&max_bytes).map_err(|e| anyhow::anyhow!("--max-bytes: {e}"))?;
+            let fetcher = Fetcher::new(gw, store);
+            let bar = Bar::new();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(fetcher.fetch(&cid, &bar));
+            bar.finish();
+            let m = result.with_context(|| format!("fetching {cid}"))?;
+            tracing::info!(cid = %m.cid, size = m.size, sha256 = %m.sha256_hex(), "fetched and verified model");
+            println!("{}", m.cid);
+        }
+        ModelsCmd::Gc { max_bytes, store } => {
+            let store = open_store_with(&store, global, max_bytes.as_deref())?;
+            let report = store.gc().context("collecting the store")?;
+            for cid in &report.evicted {
+                println!("evicted {cid}");
+            }
+            println!(
+                "freed {} bytes, removed {} temporary file(s), {} bytes remain",
+                report.freed_bytes, report.tmp_removed, report.total_bytes
+            );
         }
         ModelsCmd::Ls { json, store } => {
             let store = open_store(&store, global)?;
@@ -184,4 +255,39 @@ fn cid_of_file(path: &Path, profile: Profile) -> anyhow::Result<attesta_content:
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     attesta_content::cid_of_reader(std::io::BufReader::with_capacity(1 << 20, f), profile)
         .with_context(|| format!("hashing {}", path.display()))
+}
+
+/// A terminal progress bar for downloads (hidden when stderr is not a terminal).
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Bar(bar)
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl FetchProgress for Bar {
+    fn update(&self, verified: u64, total: Option<u64>) {
+        if let Some(t) = total {
+            self.0.set_length(t);
+        }
+        self.0.set_position(verified);
+    }
+
+    fn attempt(&self, gateway: &str, mode: &str) {
+        self.0.set_message(format!("{gateway} ({mode})"));
+        self.0.set_position(0);
+    }
 }

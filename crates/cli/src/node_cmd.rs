@@ -6,11 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use attesta_content::Cid;
+use attesta_content::fetch::{Fetcher, GatewayConfig};
 use attesta_content::store::{ModelStore, StoreOptions};
 use attesta_engine::Limits;
 use attesta_engine::tract::TractEngine;
+use attesta_node::fetching::{FetchMetrics, FetchPolicy, FetchingSource};
 use attesta_node::metrics::Metrics;
-use attesta_node::source::LocalStore;
+use attesta_node::source::{LocalStore, ModelSource};
 use attesta_node::{AppState, NodeConfig};
 use clap::Args;
 
@@ -47,6 +50,39 @@ pub struct NodeArgs {
     /// Disk budget of the model store (least recently used models are removed first).
     #[arg(long, env = "ATTESTA_STORE_MAX_BYTES", value_name = "SIZE")]
     store_max_bytes: Option<String>,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// How the node obtains models it does not have.
+#[derive(Args)]
+pub struct FetchArgs {
+    /// Trustless IPFS gateway to fetch unknown models from, tried in order (repeatable;
+    /// ATTESTA_IPFS_GATEWAYS, comma-separated, is tried first).
+    #[arg(long = "gateway", value_name = "URL")]
+    gateways: Vec<String>,
+    /// Which unknown CIDs may be fetched: `any`, `allow-list` (only --allow-cid), or `off`
+    /// [default: any when a gateway is configured].
+    #[arg(long, env = "ATTESTA_FETCH")]
+    fetch: Option<FetchMode>,
+    /// A CID the node may fetch under `--fetch allow-list` (repeatable).
+    #[arg(long = "allow-cid", value_name = "CID")]
+    allow_cids: Vec<String>,
+    /// Per-gateway timeout for connecting and for each stall of a download.
+    #[arg(long, env = "ATTESTA_GATEWAY_TIMEOUT", value_name = "DURATION")]
+    gateway_timeout: Option<String>,
+}
+
+/// `--fetch` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FetchMode {
+    /// Fetch any CID.
+    Any,
+    /// Fetch only allow-listed CIDs.
+    AllowList,
+    /// Never fetch.
+    Off,
 }
 
 fn size(flag: Option<&String>, file: Option<&String>, what: &str) -> anyhow::Result<Option<u64>> {
@@ -128,6 +164,7 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         },
     )
     .with_context(|| format!("opening model store {}", store_dir.display()))?;
+    let fetch = fetch_plan(&args.fetch, global, cfg.limits.max_model_bytes as u64)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -136,7 +173,15 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let engine = Arc::new(TractEngine::new(intra));
         let metrics = Arc::new(Metrics::new());
-        let source = Arc::new(LocalStore::new(store.clone()));
+        let source: Arc<dyn ModelSource> = match fetch {
+            None => Arc::new(LocalStore::new(store.clone())),
+            Some((gateways, policy)) => {
+                tracing::info!(gateways = ?gateways.urls, policy = ?policy, "fetching unknown models from IPFS");
+                let observer = Arc::new(FetchMetrics::register(&metrics));
+                let fetcher = Fetcher::new(gateways, store.clone()).with_observer(observer);
+                Arc::new(FetchingSource::new(store.clone(), fetcher, policy))
+            }
+        };
         let state = Arc::new(AppState::new(&cfg, engine, store, source, metrics));
         let app = attesta_node::router(state, &cfg);
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -171,4 +216,63 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Decides whether and how the node fetches: `None` means store-only.
+fn fetch_plan(
+    args: &FetchArgs,
+    global: &Global,
+    max_model_bytes: u64,
+) -> anyhow::Result<Option<(GatewayConfig, FetchPolicy)>> {
+    let file = &global.file.node;
+    let mut gw = gateway_config(&args.gateways, file.gateways.as_deref().unwrap_or_default());
+    gw.max_model_bytes = max_model_bytes;
+    if let Some(t) = args
+        .gateway_timeout
+        .as_ref()
+        .or(file.gateway_timeout.as_ref())
+    {
+        gw.timeout = parse_duration(t).map_err(|e| anyhow::anyhow!("gateway-timeout: {e}"))?;
+    }
+    let mode = args.fetch.or(file.fetch).unwrap_or(if gw.urls.is_empty() {
+        FetchMode::Off
+    } else {
+        FetchMode::Any
+    });
+    let allow: Vec<&String> = args
+        .allow_cids
+        .iter()
+        .chain(file.allow_cids.iter().flatten())
+        .collect();
+    match mode {
+        FetchMode::Off => Ok(None),
+        _ if gw.urls.is_empty() => {
+            anyhow::bail!("--fetch needs at least one --gateway (or ATTESTA_IPFS_GATEWAYS)")
+        }
+        FetchMode::Any => Ok(Some((gw, FetchPolicy::Any))),
+        FetchMode::AllowList => {
+            let cids = allow
+                .into_iter()
+                .map(|c| {
+                    c.parse::<Cid>()
+                        .map_err(|e| anyhow::anyhow!("--allow-cid {c}: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            Ok(Some((gw, FetchPolicy::AllowList(cids))))
+        }
+    }
+}
+
+/// Gateways from flags, then the config file, with ATTESTA_IPFS_GATEWAYS in front.
+pub fn gateway_config(flags: &[String], file: &[String]) -> GatewayConfig {
+    let urls = if flags.is_empty() {
+        file.to_vec()
+    } else {
+        flags.to_vec()
+    };
+    GatewayConfig {
+        urls,
+        ..GatewayConfig::default()
+    }
+    .with_env()
 }

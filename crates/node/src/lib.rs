@@ -20,6 +20,7 @@ use serde::Serialize;
 
 pub mod cache;
 pub mod error;
+pub mod fetching;
 pub mod infer;
 pub mod metrics;
 pub mod source;

@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests: paths, a tiny HTTP/1.1 client,
 //! and child processes that are killed when the test ends.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -1,0 +1,528 @@
+//! `attesta devnet`: N dev-TEE nodes and one validator as real child
+//! processes on 127.0.0.1, generated challenge models, a live table.
+//! `--faulty K` makes K nodes misbehave in distinct ways; `--rounds R --json`
+//! runs R rounds and prints the final state for scripts and tests.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use attesta_content::{ModelStore, Profile, StoreOptions};
+use attesta_validator::challenge::ChallengeSpec;
+use attesta_validator::config::{ChallengesConfig, PolicyConfig, RoundConfig, ValidatorConfig};
+use attesta_validator::devmodels;
+use attesta_validator::registry::NodeEntry;
+use attesta_validator::scoring::ScoringParams;
+use attesta_validator::status::{Board, NodeStatus};
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::Global;
+use crate::units::parse_duration;
+
+/// Options of `attesta devnet`.
+#[derive(Args)]
+pub struct DevnetArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
+    /// How many nodes misbehave, in this order: wrong outputs, slow, hanging,
+    /// wrong measurement, bad evidence (then repeating).
+    #[arg(long, default_value_t = 0)]
+    faulty: u16,
+    /// Run this many rounds, print the final state and exit 0.
+    #[arg(long, value_name = "R")]
+    rounds: Option<u64>,
+    /// With --rounds: print the final state as JSON instead of a table.
+    #[arg(long, requires = "rounds")]
+    json: bool,
+    /// Pause between rounds, e.g. 1s or 500ms.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    interval: String,
+    /// Per-node timeout of a round, e.g. 2s.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    timeout: String,
+    /// Working directory (kept afterwards) [default: a temporary one, removed at exit].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// What a devnet node is told to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    WrongOutput,
+    Slow(u64),
+    Hang,
+    WrongMeasurement,
+    BadEvidence,
+}
+
+impl Behaviour {
+    fn name(&self) -> String {
+        match self {
+            Behaviour::Honest => "honest".into(),
+            Behaviour::WrongOutput => "wrong-output".into(),
+            Behaviour::Slow(ms) => format!("slow:{ms}"),
+            Behaviour::Hang => "hang".into(),
+            Behaviour::WrongMeasurement => "wrong-measurement".into(),
+            Behaviour::BadEvidence => "bad-evidence".into(),
+        }
+    }
+
+    /// The node's `--insecure-fault` value (wrong measurement needs none: a different binary).
+    fn fault_flag(&self) -> Option<String> {
+        match self {
+            Behaviour::Honest | Behaviour::WrongMeasurement => None,
+            other => Some(other.name()),
+        }
+    }
+}
+
+fn behaviours(nodes: usize, faulty: usize, timeout: Duration) -> Vec<Behaviour> {
+    let slow_ms = u64::try_from(timeout.as_millis() / 4).unwrap_or(500).max(50);
+    let kinds = [
+        Behaviour::WrongOutput,
+        Behaviour::Slow(slow_ms),
+        Behaviour::Hang,
+        Behaviour::WrongMeasurement,
+        Behaviour::BadEvidence,
+    ];
+    (0..nodes)
+        .map(|i| {
+            // Honest nodes first, so node-0 is always an honest reference.
+            let honest = nodes - faulty.min(nodes);
+            if i < honest {
+                Behaviour::Honest
+            } else {
+                kinds[(i - honest) % kinds.len()].clone()
+            }
+        })
+        .collect()
+}
+
+/// One row of the final JSON.
+#[derive(Debug, serde::Serialize)]
+struct FinalNode {
+    id: String,
+    behaviour: String,
+    url: String,
+    platform: Option<String>,
+    attested: bool,
+    measurement_ok: Option<bool>,
+    correct: u64,
+    wrong: u64,
+    timeouts: u64,
+    attestation_failures: u64,
+    other_failures: u64,
+    score: f64,
+    weight: f64,
+    weight_u16: u16,
+    last_latency_ms: Option<f64>,
+    last_failure: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct FinalState {
+    rounds: u64,
+    tee: &'static str,
+    nodes: Vec<FinalNode>,
+}
+
+struct Net {
+    children: Vec<(String, Child)>,
+    workdir: PathBuf,
+    remove_workdir: bool,
+}
+
+impl Net {
+    /// SIGTERM every child by PID, wait (bounded), then SIGKILL what is left.
+    async fn stop(&mut self) {
+        for (_, child) in &self.children {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (name, child) in &mut self.children {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, child.wait()).await.is_err() {
+                tracing::warn!(%name, "did not stop on SIGTERM; killing");
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+        self.children.clear();
+        if self.remove_workdir {
+            let _ = std::fs::remove_dir_all(&self.workdir);
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+    let f = std::fs::File::create(dir.join(format!("{name}.log")))
+        .with_context(|| format!("creating the log of {name}"))?;
+    Ok(Stdio::from(f))
+}
+
+/// Runs `attesta devnet`.
+pub fn run(args: DevnetArgs, _global: &Global) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: DevnetArgs) -> anyhow::Result<ExitCode> {
+    let interval = parse_duration(&args.interval).map_err(anyhow::Error::msg)?;
+    let timeout = parse_duration(&args.timeout).map_err(anyhow::Error::msg)?;
+    let n = usize::from(args.nodes);
+    let faulty = usize::from(args.faulty);
+    if faulty > n {
+        bail!("--faulty {faulty} exceeds --nodes {n}");
+    }
+    let (workdir, remove_workdir) = match &args.dir {
+        Some(d) => (d.clone(), false),
+        None => (std::env::temp_dir().join(format!("attesta-devnet-{}", std::process::id())), true),
+    };
+    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let workdir = workdir.canonicalize()?;
+    let mut net = Net {
+        children: Vec::new(),
+        workdir: workdir.clone(),
+        remove_workdir,
+    };
+    let result = tokio::select! {
+        r = drive(&args, &workdir, n, faulty, interval, timeout, &mut net.children) => r,
+        _ = stop_signal() => {
+            eprintln!("stopping devnet…");
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    net.stop().await;
+    result
+}
+
+async fn drive(
+    args: &DevnetArgs,
+    workdir: &Path,
+    n: usize,
+    faulty: usize,
+    interval: Duration,
+    timeout: Duration,
+    children: &mut Vec<(String, Child)>,
+) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the attesta executable")?;
+    let logs = workdir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+
+    // Challenge models, generated (no downloads).
+    let model_dir = workdir.join("model-files");
+    std::fs::create_dir_all(&model_dir)?;
+    let mut model_files = Vec::new();
+    for (name, spec) in devmodels::devnet_set() {
+        let path = model_dir.join(format!("{name}.onnx"));
+        std::fs::write(&path, devmodels::mlp(&spec))?;
+        model_files.push(path);
+    }
+    let add_models = |store_dir: &Path| -> anyhow::Result<Vec<String>> {
+        let store = ModelStore::open(store_dir, StoreOptions::default())
+            .with_context(|| format!("opening {}", store_dir.display()))?;
+        model_files
+            .iter()
+            .map(|p| Ok(store.add_file(p, Profile::default())?.cid.to_string()))
+            .collect()
+    };
+    let validator_dir = workdir.join("validator");
+    let cids = add_models(&validator_dir.join("models"))?;
+
+    // One dev root shared by every node, so the validator can trust exactly it.
+    let root_dir = workdir.join("dev-root");
+    let attester = attesta_attester::dev::DevAttester::open(attesta_attester::dev::DevOptions::new(&root_dir)?)?;
+    drop(attester);
+    let release = attesta_attester::dev::release_for_executable(&exe, "attesta devnet")?;
+    let measurements = workdir.join("measurements.toml");
+    std::fs::write(&measurements, release.to_toml())?;
+    let odd_exe = workdir.join("attesta-other-build");
+    let mut bytes = std::fs::read(&exe)?;
+    bytes.push(0);
+    std::fs::write(&odd_exe, bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&odd_exe, std::fs::Permissions::from_mode(0o755))?;
+    }
+
+    // Nodes.
+    let plan = behaviours(n, faulty, timeout);
+    let mut entries = Vec::new();
+    let mut behaviour_of = BTreeMap::new();
+    for (i, b) in plan.iter().enumerate() {
+        let id = format!("node-{i}");
+        let data = workdir.join(&id);
+        std::fs::create_dir_all(&data)?;
+        for f in [attesta_attester::dev::DEV_ROOT_FILE, attesta_attester::dev::DEV_ROOT_KEY_FILE] {
+            std::fs::copy(root_dir.join(f), data.join(f)).with_context(|| format!("copying {f}"))?;
+        }
+        add_models(&data.join("models"))?;
+        let port = free_port()?;
+        let program = if *b == Behaviour::WrongMeasurement { &odd_exe } else { &exe };
+        let mut cmd = Command::new(program);
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .arg("--log-format")
+            .arg("json")
+            .arg("node")
+            .arg("--tee")
+            .arg("dev")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
+        if let Some(f) = b.fault_flag() {
+            cmd.arg("--insecure-fault").arg(f);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log_file(&logs, &id)?)
+            .stderr(log_file(&logs, &format!("{id}.err"))?)
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {id}"))?;
+        children.push((id.clone(), child));
+        entries.push(NodeEntry {
+            id: id.clone(),
+            url: format!("http://127.0.0.1:{port}"),
+            hotkey: None,
+        });
+        behaviour_of.insert(id, b.name());
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    for e in &entries {
+        wait_healthy(&http, &e.url, children).await.with_context(|| format!("{} did not start", e.id))?;
+    }
+
+    // The validator.
+    let nodes_file = workdir.join("nodes.json");
+    std::fs::write(&nodes_file, serde_json::to_vec_pretty(&entries)?)?;
+    let vport = free_port()?;
+    let cfg = ValidatorConfig {
+        nodes: nodes_file,
+        database: validator_dir.join("validator.sqlite"),
+        weights_file: validator_dir.join("weights.json"),
+        listen: Some(format!("127.0.0.1:{vport}").parse()?),
+        policy: PolicyConfig {
+            measurements: Some(measurements),
+            dev_root: Some(root_dir.join(attesta_attester::dev::DEV_ROOT_FILE)),
+            max_age_secs: Some(60),
+        },
+        rounds: RoundConfig {
+            interval_ms: u64::try_from(interval.as_millis())?,
+            concurrency: n.max(1),
+            node_timeout_ms: u64::try_from(timeout.as_millis())?,
+            challenges_per_node: 2,
+            epoch_rounds: 1,
+            max_bundles: 1000,
+            // The devnet stops the validator itself once it has read round R.
+            max_rounds: None,
+        },
+        scoring: ScoringParams::default(),
+        challenges: ChallengesConfig {
+            store: validator_dir.join("models"),
+            models: cids.iter().map(ChallengeSpec::new).collect(),
+        },
+    };
+    let config_file = workdir.join("validator.toml");
+    std::fs::write(&config_file, cfg.to_toml()?)?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--config")
+        .arg(&config_file)
+        .arg("--data-dir")
+        .arg(&validator_dir)
+        .arg("--log-format")
+        .arg("json")
+        .arg("validator")
+        .stdin(Stdio::null())
+        .stdout(log_file(&logs, "validator")?)
+        .stderr(log_file(&logs, "validator.err")?)
+        .kill_on_drop(true);
+    children.push(("validator".into(), cmd.spawn().context("starting the validator")?));
+    let vurl = format!("http://127.0.0.1:{vport}");
+    wait_healthy(&http, &vurl, children).await.context("the validator did not start")?;
+
+    let tty = std::io::stdout().is_terminal() && !args.json;
+    if !args.json {
+        println!(
+            "devnet: {n} nodes ({faulty} faulty), TEE dev (insecure), {} challenge models, logs in {}",
+            cids.len(),
+            logs.display()
+        );
+    }
+    let mut last_round = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some((name, status)) = exited(children) {
+            bail!("{name} exited unexpectedly ({status}); see {}", logs.display());
+        }
+        let board = match attesta_validator::http::fetch_board(&http, &vurl).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "validator status not available yet");
+                continue;
+            }
+        };
+        if board.round != last_round {
+            last_round = board.round;
+            if !args.json {
+                print_table(&board, &behaviour_of, tty);
+            }
+        }
+        if let Some(r) = args.rounds {
+            if board.round >= r {
+                if args.json {
+                    let state = final_state(&board, &behaviour_of);
+                    println!("{}", serde_json::to_string_pretty(&state)?);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
+fn exited(children: &mut [(String, Child)]) -> Option<(String, std::process::ExitStatus)> {
+    children
+        .iter_mut()
+        .find_map(|(name, c)| c.try_wait().ok().flatten().map(|s| (name.clone(), s)))
+}
+
+async fn wait_healthy(http: &reqwest::Client, url: &str, children: &mut [(String, Child)]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some((name, status)) = exited(children) {
+            bail!("{name} exited ({status})");
+        }
+        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("no answer on {url}/healthz within 60 s")
+}
+
+fn final_state(board: &Board, behaviour_of: &BTreeMap<String, String>) -> FinalState {
+    FinalState {
+        rounds: board.round,
+        tee: "dev (insecure)",
+        nodes: board
+            .nodes
+            .iter()
+            .map(|n| {
+                let c = &n.counts;
+                FinalNode {
+                    id: n.id.clone(),
+                    behaviour: behaviour_of.get(&n.id).cloned().unwrap_or_default(),
+                    url: n.url.clone(),
+                    platform: n.platform.clone(),
+                    attested: n.attested,
+                    measurement_ok: n.measurement_ok,
+                    correct: c.correct,
+                    wrong: c.wrong,
+                    timeouts: c.timeouts,
+                    attestation_failures: c.attestation_failures,
+                    other_failures: c.receipt_failures + c.transport_errors + c.protocol_errors,
+                    score: n.score,
+                    weight: n.weight,
+                    weight_u16: n.weight_u16,
+                    last_latency_ms: n.last_latency_ms,
+                    last_failure: n.last_failure.clone(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn attestation_cell(n: &NodeStatus) -> String {
+    // The dev TEE is never presented as secure.
+    let platform = n.platform.clone().unwrap_or_else(|| "dev (insecure)".into());
+    match (n.attested, n.measurement_ok) {
+        (true, _) => format!("ok, {platform}"),
+        (false, Some(false)) => "FAIL measurement".into(),
+        (false, _) => "FAIL".into(),
+    }
+}
+
+fn print_table(board: &Board, behaviour_of: &BTreeMap<String, String>, tty: bool) {
+    let mut out = String::new();
+    if tty {
+        out.push_str("\x1b[2J\x1b[H");
+    }
+    out.push_str(&format!("round {}  ({} ms)\n", board.round, board.last_round_ms));
+    out.push_str(&format!(
+        "{:<8} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9} {:>7}\n",
+        "node", "behaviour", "attestation", "latency", "correct", "wrong", "timeouts", "score", "weight"
+    ));
+    for n in &board.nodes {
+        let lat = n.last_latency_ms.map_or_else(|| "-".to_string(), |l| format!("{l:.1} ms"));
+        out.push_str(&format!(
+            "{:<8} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9.5} {:>7.3}\n",
+            n.id,
+            behaviour_of.get(&n.id).map_or("?", String::as_str),
+            attestation_cell(n),
+            lat,
+            n.counts.correct,
+            n.counts.wrong,
+            n.counts.timeouts,
+            n.score,
+            n.weight
+        ));
+    }
+    print!("{out}");
+    if !tty {
+        println!();
+    }
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faulty_nodes_get_distinct_behaviours() {
+        let b = behaviours(7, 5, Duration::from_secs(2));
+        assert_eq!(b[0], Behaviour::Honest);
+        assert_eq!(b[1], Behaviour::Honest);
+        let faulty: Vec<String> = b[2..].iter().map(Behaviour::name).collect();
+        assert_eq!(faulty, ["wrong-output", "slow:500", "hang", "wrong-measurement", "bad-evidence"]);
+        assert!(behaviours(3, 0, Duration::from_secs(1)).iter().all(|b| *b == Behaviour::Honest));
+    }
+}

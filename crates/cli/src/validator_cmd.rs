@@ -1,0 +1,108 @@
+//! `attesta validator`: rounds against the nodes of the `[validator]`
+//! section of the config file, until Ctrl-C / SIGTERM or `--max-rounds`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use attesta_validator::client_channel::ClientFactory;
+use attesta_validator::config::ValidatorConfig;
+use attesta_validator::round::SystemClock;
+use attesta_validator::service;
+use attesta_validator::status::Status;
+use clap::Args;
+
+use crate::Global;
+
+/// Options of `attesta validator` (the rest is the config file's `[validator]` section).
+#[derive(Args)]
+pub struct ValidatorArgs {
+    /// Address for GET /v1/nodes and /metrics (overrides `listen` in the config).
+    #[arg(long, env = "ATTESTA_VALIDATOR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Stop once this many rounds are committed in total (overrides `rounds.max_rounds`).
+    #[arg(long, value_name = "N")]
+    max_rounds: Option<u64>,
+}
+
+/// Runs `attesta validator`.
+pub fn run(args: ValidatorArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let table = global
+        .file
+        .validator
+        .clone()
+        .context("the config file (--config FILE) has no [validator] section")?;
+    // Relative paths in the section are relative to the working directory, like `[node]`'s.
+    let mut cfg = ValidatorConfig::from_table(table, Path::new(""))?;
+    if let Some(l) = args.listen {
+        cfg.listen = Some(l);
+    }
+    if let Some(m) = args.max_rounds {
+        cfg.rounds.max_rounds = Some(m);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
+    let policy = cfg.policy()?;
+    if policy.dev_root().is_some() {
+        tracing::warn!("accepting dev TEE evidence: dev (insecure) nodes carry no hardware guarantee");
+    }
+    let clock = Arc::new(SystemClock);
+    let channels = Arc::new(ClientFactory::new(policy, cfg.node_timeout(), clock.clone()));
+    let status = Arc::new(Status::new());
+    let rng = attesta_validator::os_rng().context("seeding the RNG")?;
+    let (mut validator, sink_errors) = service::build(&cfg, channels, rng, clock, Arc::clone(&status)).await?;
+    for e in sink_errors {
+        tracing::warn!(error = %e, "re-emitting the last weights failed");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = match cfg.listen {
+        Some(addr) => {
+            let mut rx = stop_rx.clone();
+            let (local, task) = service::serve(addr, Arc::clone(&status), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await?;
+            tracing::info!(%local, "validator status on /v1/nodes and /metrics");
+            Some(task)
+        }
+        None => None,
+    };
+    tracing::info!(next_round = validator.next_round()?, "validator starting");
+    let result = validator
+        .run(Duration::from_millis(cfg.rounds.interval_ms), cfg.rounds.max_rounds, shutdown_signal())
+        .await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    result?;
+    tracing::info!("validator stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
