@@ -410,7 +410,7 @@ impl ModelStore {
             let mut candidates: Vec<(u64, Cid, u64)> = state
                 .index
                 .values()
-                .filter(|m| Some(&m.cid) != keep && !state.pins.get(&m.cid).is_some_and(|&n| n > 0))
+                .filter(|m| Some(&m.cid) != keep && state.pins.get(&m.cid).is_none_or(|&n| n == 0))
                 .map(|m| (m.last_used_ms, m.cid.clone(), m.size))
                 .collect();
             candidates.sort();

@@ -143,6 +143,12 @@ pub enum VerifyError {
         /// The block.
         cid: Cid,
     },
+    /// The source sent far more data than the file can need.
+    #[error("more than {limit} bytes received for this file")]
+    ExcessData {
+        /// The cap that was exceeded.
+        limit: u64,
+    },
     /// The CAR framing is invalid (including hash-length and frame-length bombs).
     #[error("CAR: {0}")]
     Car(CarError),
@@ -191,6 +197,7 @@ impl VerifyError {
             VerifyError::OutOfOrder { .. } => "out_of_order",
             VerifyError::Truncated { .. } => "truncated",
             VerifyError::MissingBlock { .. } => "missing_block",
+            VerifyError::ExcessData { .. } => "excess_data",
             VerifyError::Car(_) => "car",
             VerifyError::Output(_) => "output",
         }

@@ -1,4 +1,5 @@
 //! Model store: atomic adds, persistence, crash leftovers, budget, LRU and pins.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers: failing loudly is the point
 
 mod common;
 

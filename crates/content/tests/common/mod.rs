@@ -1,4 +1,5 @@
 //! Shared test helpers: fixture location and generated inputs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers: failing loudly is the point
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -130,3 +131,4 @@ pub fn encode_car(
     }
     car
 }
+pub mod gateway;
