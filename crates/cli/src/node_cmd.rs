@@ -52,6 +52,10 @@ pub struct NodeArgs {
     store_max_bytes: Option<String>,
     #[command(flatten)]
     fetch: FetchArgs,
+    /// INSECURE, for demos and validator tests only: misbehave on purpose
+    /// (`wrong-output`, `slow:MS`, `hang`, `bad-evidence`).
+    #[arg(long, value_name = "FAULT")]
+    insecure_fault: Option<attesta_node::fault::Fault>,
 }
 
 /// How the node obtains models it does not have.
@@ -141,6 +145,10 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         limits.max_model_bytes = to_usize(v, "max-model-bytes")?;
     }
     cfg.limits = limits;
+    cfg.fault = args.insecure_fault;
+    if let Some(f) = cfg.fault {
+        tracing::warn!(fault = %f, "INSECURE: this node misbehaves on purpose (--insecure-fault)");
+    }
     let intra = args
         .intra_op_threads
         .or(file.intra_op_threads)

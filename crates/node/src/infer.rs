@@ -101,18 +101,21 @@ async fn infer_inner(
     let cid_text = cid.to_string();
     let metrics = state.metrics.clone();
     let model_label = cid_text.clone();
+    let fault = state.fault;
     let body = state
         .executor
         .run(move || {
             let inputs = og::to_tensors(&request.inputs, loaded.model.info())?;
             let t0 = Instant::now();
-            let outputs = loaded.model.run(inputs)?;
+            let mut outputs = loaded.model.run(inputs)?;
             metrics.inference_seconds(&model_label, t0.elapsed().as_secs_f64());
+            crate::fault::perturb(fault, &mut outputs);
             let response = og::encode_response(&outputs, &loaded.sha256_hex);
             serde_json::to_vec(&response)
                 .map_err(|e| ApiError::internal(format!("encoding response: {e}")))
         })
         .await?;
+    crate::fault::before_answer(state.fault).await;
     Ok((cid_text, body))
 }
 

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 pub mod cache;
 pub mod error;
+pub mod fault;
 pub mod fetching;
 pub mod infer;
 pub mod metrics;
@@ -46,6 +47,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Caps applied to untrusted model files.
     pub limits: Limits,
+    /// Deliberate misbehaviour (devnet demos only; see [`fault`]).
+    pub fault: Option<fault::Fault>,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +60,7 @@ impl Default for NodeConfig {
             max_body_bytes: 16 << 20,
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            fault: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The on-disk store, for listings.
     pub store: ModelStore,
+    /// Deliberate misbehaviour, if the operator asked for it.
+    pub fault: Option<fault::Fault>,
     started: Instant,
 }
 
@@ -94,6 +100,7 @@ impl AppState {
             executor: Executor::new(config.workers, config.request_timeout),
             metrics,
             store,
+            fault: config.fault,
             started: Instant::now(),
         }
     }
@@ -147,6 +154,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "engine": state.cache.engine().name(),
         "engine_version": state.cache.engine().version(),
         "uptime_s": state.started.elapsed().as_secs(),
+        "insecure_fault": state.fault.map(|f| f.to_string()),
     }))
 }
 
