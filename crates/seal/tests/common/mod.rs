@@ -1,0 +1,192 @@
+//! Shared test helpers: deterministic RNG, fixtures, a dev TEE.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use attesta_attester::dev::{self, Clock, DevAttester, DevOptions, Entropy};
+use attesta_attester::{AttestError, AttestRequest, Attester};
+use attesta_evidence::{NitroVerifier, Policy, TrustedRoot, UnixTime, danger};
+use attesta_seal::rand_core::{TryCryptoRng, TryRng};
+use attesta_seal::{NodeKeys, PublicKeySet, RequestPlaintext, sha256};
+
+/// Deterministic byte stream: SHA-256(seed ‖ counter) blocks. Test-only.
+pub struct TestRng {
+    seed: u64,
+    counter: u64,
+    buf: Vec<u8>,
+}
+
+impl TestRng {
+    pub fn new(seed: u64) -> Self {
+        TestRng {
+            seed,
+            counter: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl TryRng for TestRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for d in dst.iter_mut() {
+            if self.buf.is_empty() {
+                self.counter += 1;
+                let mut input = self.seed.to_le_bytes().to_vec();
+                input.extend_from_slice(&self.counter.to_le_bytes());
+                self.buf = sha256(&input).to_vec();
+            }
+            *d = self.buf.remove(0);
+        }
+        Ok(())
+    }
+}
+impl TryCryptoRng for TestRng {}
+
+/// Yields the given bytes, cyclically: pins the HPKE ephemeral IKM for vectors.
+pub struct FixedRng(pub Vec<u8>, pub usize);
+
+impl TryRng for FixedRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for d in dst.iter_mut() {
+            *d = self.0[self.1 % self.0.len()];
+            self.1 += 1;
+        }
+        Ok(())
+    }
+}
+impl TryCryptoRng for FixedRng {}
+
+pub const T0_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+pub fn t(secs: u64) -> UnixTime {
+    UnixTime::from_secs(secs)
+}
+
+pub fn keys(seed: u64) -> NodeKeys {
+    NodeKeys::generate(&mut TestRng::new(seed))
+}
+
+pub const MODEL: &str = "QmWATWQ7fVPP2EFGu71UkfnqhYXDYH566qy47CnJDgvs8u";
+
+pub fn request(issued_at: u64, nonce: Option<&str>) -> RequestPlaintext {
+    RequestPlaintext {
+        model: MODEL.into(),
+        inputs: serde_json::value::RawValue::from_string(
+            r#"{"numbers":[{"name":"x","shape":[1,3],"values":[{"value":"1337","decimals":3},{"value":"-2","decimals":0},{"value":"5","decimals":1}]}],"strings":[]}"#.into(),
+        )
+        .unwrap(),
+        request_id: "req-1".into(),
+        issued_at,
+        nonce: nonce.map(str::to_owned),
+    }
+}
+
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("ATTESTA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures"
+            ))
+        });
+    assert!(
+        dir.join("nitro").is_dir(),
+        "fixture dir {} missing: set ATTESTA_FIXTURES to the shared fixtures folder",
+        dir.display()
+    );
+    dir
+}
+
+struct FixedClock(AtomicU64);
+impl Clock for FixedClock {
+    fn now(&self) -> UnixTime {
+        UnixTime::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+struct CounterEntropy(Mutex<u64>);
+impl Entropy for CounterEntropy {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), AttestError> {
+        let mut c = self.0.lock().unwrap();
+        for chunk in dest.chunks_mut(32) {
+            *c += 1;
+            let d = sha256(&c.to_le_bytes());
+            chunk.copy_from_slice(&d[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// A dev TEE whose clock reads `T0_SECS`, and a verifier trusting its root.
+pub struct DevTee {
+    pub _dir: tempfile::TempDir,
+    pub attester: DevAttester,
+    pub verifier: NitroVerifier,
+    pub root: TrustedRoot,
+}
+
+pub fn dev_tee() -> DevTee {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("fake-attesta");
+    std::fs::write(&exe, b"pretend attesta build").unwrap();
+    let attester = DevAttester::open(DevOptions {
+        data_dir: dir.path().join("data"),
+        executable: exe,
+        clock: Arc::new(FixedClock(AtomicU64::new(T0_SECS * 1000))),
+        entropy: Arc::new(CounterEntropy(Mutex::new(7))),
+    })
+    .unwrap();
+    let pem = std::fs::read_to_string(dir.path().join("data").join(dev::DEV_ROOT_FILE)).unwrap();
+    let root = TrustedRoot::from_pem("dev root", &pem).unwrap();
+    let policy = danger::accept_dev_root(Policy::aws_nitro().unwrap(), root.clone());
+    DevTee {
+        _dir: dir,
+        attester,
+        verifier: NitroVerifier::new(policy),
+        root,
+    }
+}
+
+/// Dev evidence binding `keys` (or, to forge, announcing `announce`) and `nonce`.
+pub fn evidence(tee: &DevTee, keys: &NodeKeys, nonce: &[u8]) -> Vec<u8> {
+    let b = keys.attestation_binding(nonce);
+    tee.attester
+        .attest(&AttestRequest {
+            nonce: b.nonce,
+            user_data: Some(b.user_data),
+            public_key: Some(b.public_key),
+            report_data: b.report_data,
+        })
+        .unwrap()
+        .bytes
+}
+
+pub fn keyset_of(keys: &NodeKeys) -> PublicKeySet {
+    *keys.public()
+}
