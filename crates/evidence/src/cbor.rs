@@ -74,7 +74,7 @@ pub enum CborError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// Nesting beyond [`MAX_DEPTH`].
+    /// Nesting beyond 16 levels.
     #[error("CBOR nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
     /// Bytes left over after the top-level item.
@@ -162,7 +162,7 @@ impl<'a> Decoder<'a> {
             (0, Arg::Val(v)) => Ok(Value::Uint(v)),
             (1, Arg::Val(v)) => Ok(Value::Nint(v)),
             (2, Arg::Val(n)) => Ok(Value::Bytes(Cow::Borrowed(self.take(n)?))),
-            (2, Arg::Indefinite) => Ok(Value::Bytes(Cow::Owned(self.chunks(2, at)?))),
+            (2, Arg::Indefinite) => Ok(Value::Bytes(Cow::Owned(self.chunks(2)?))),
             (3, Arg::Val(n)) => {
                 let s = std::str::from_utf8(self.take(n)?).map_err(|_| CborError::Malformed {
                     offset: at,
@@ -171,7 +171,7 @@ impl<'a> Decoder<'a> {
                 Ok(Value::Text(Cow::Borrowed(s)))
             }
             (3, Arg::Indefinite) => {
-                let bytes = self.chunks(3, at)?;
+                let bytes = self.chunks(3)?;
                 let s = String::from_utf8(bytes).map_err(|_| CborError::Malformed {
                     offset: at,
                     reason: "text string is not UTF-8",
@@ -257,7 +257,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Concatenates the definite-length chunks of an indefinite string.
-    fn chunks(&mut self, major: u8, start: usize) -> Result<Vec<u8>, CborError> {
+    fn chunks(&mut self, major: u8) -> Result<Vec<u8>, CborError> {
         let mut out = Vec::new();
         while !self.at_break()? {
             let at = self.pos;
@@ -271,7 +271,6 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
-        let _ = start;
         Ok(out)
     }
 }
