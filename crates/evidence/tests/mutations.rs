@@ -428,3 +428,48 @@ fn self_signed_document_with_repaired_structure_is_untrusted() {
         r.report
     );
 }
+
+#[test]
+fn flipping_every_byte_of_one_document_never_passes() {
+    // The full sweep over one real document (one bit per byte); the sampled
+    // test above covers the other documents and a second bit.
+    let v = verifier();
+    let doc = &DOCS[0];
+    let bytes = raw(doc);
+    let now = inside(doc);
+    let mut codes = std::collections::BTreeSet::new();
+    for i in 0..bytes.len() {
+        let mut m = bytes.clone();
+        m[i] ^= 0x04;
+        let r = v.verify(&m, &Expected::default(), now);
+        let err = r
+            .outcome
+            .err()
+            .unwrap_or_else(|| panic!("flip at {i} passed"));
+        codes.insert(err.code());
+    }
+    // Flips land in every part of the document, so several kinds of failure show up.
+    for expected in ["bad_signature", "chain_broken", "malformed_payload"] {
+        assert!(codes.contains(expected), "{codes:?}");
+    }
+}
+
+#[test]
+fn verifier_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<NitroVerifier>();
+    let v = std::sync::Arc::new(verifier());
+    let handles: Vec<_> = DOCS
+        .iter()
+        .map(|doc| {
+            let v = v.clone();
+            let bytes = raw(doc);
+            let now = inside(doc);
+            std::thread::spawn(move || {
+                (0..20).all(|_| v.verify(&bytes, &Expected::default(), now).report.verified)
+            })
+        })
+        .collect();
+    assert!(handles.into_iter().all(|h| h.join().unwrap()));
+    assert_eq!(v.cached_chains(), 3);
+}
