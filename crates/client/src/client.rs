@@ -1,0 +1,339 @@
+//! The client: attest, cache, seal, open, verify.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attesta_evidence::{Expected, NitroVerifier, Platform, Report, UnixTime};
+use attesta_seal::channel::AnswerError;
+use attesta_seal::{
+    MEDIA_TYPE, ProofBundle, PublicKeySet, RequestPlaintext, SignedReceipt, binding, seal_request,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::value::RawValue;
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::wire::{AttestationResponse, PlainError};
+
+/// A node whose evidence verified and binds its key set.
+#[derive(Debug, Clone)]
+pub struct VerifiedNode {
+    /// The bound key set.
+    pub keyset: PublicKeySet,
+    /// Verified platform (`Dev` for the dev TEE).
+    pub platform: Platform,
+    /// The raw evidence (for proof bundles).
+    pub evidence: Vec<u8>,
+    /// The nonce the evidence answers.
+    pub nonce: Vec<u8>,
+    /// The evidence verification report.
+    pub report: Report,
+    /// When it was verified (client clock).
+    pub verified_at: UnixTime,
+}
+
+/// The result of one sealed inference.
+#[derive(Debug, Clone)]
+pub struct InferOutcome {
+    /// The OpenGradient `output` list, exactly as the receipt digests it.
+    pub output: Box<RawValue>,
+    /// SHA-256 hex of the model file.
+    pub model_hash: String,
+    /// The verified receipt.
+    pub receipt: SignedReceipt,
+    /// Receipt + evidence, verifiable offline.
+    pub bundle: ProofBundle,
+    /// The request plaintext that was sealed (its digest is in the receipt).
+    pub request: Vec<u8>,
+    /// Time from sealing to the verified answer (excludes attestation).
+    pub latency: Duration,
+    /// Whether this call fetched fresh evidence.
+    pub attested: bool,
+}
+
+struct Cached {
+    node: Arc<VerifiedNode>,
+    expires: UnixTime,
+}
+
+/// A client of one node. Cheap to share (`&self` methods).
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    verifier: NitroVerifier,
+    config: ClientConfig,
+    cache: Mutex<Option<Cached>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the node at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str, config: ClientConfig) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::InvalidInput(format!(
+                "node URL {base_url:?} is not http(s)"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Client {
+            base,
+            http,
+            verifier: NitroVerifier::new(config.policy.clone()),
+            config,
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// The evidence verifier (shares its chain cache with bundle checks).
+    pub fn verifier(&self) -> &NitroVerifier {
+        &self.verifier
+    }
+
+    fn now(&self) -> UnixTime {
+        (self.config.clock)()
+    }
+
+    fn fresh_nonce(&self) -> Vec<u8> {
+        let mut nonce = vec![0u8; self.config.nonce_len];
+        let mut rng = self.config.rng.lock().unwrap_or_else(|p| p.into_inner());
+        rng.fill_bytes(&mut nonce);
+        nonce
+    }
+
+    /// Drops the cached key set: the next call re-attests.
+    pub fn forget_node(&self) {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The cached verified node, if any and not expired.
+    pub fn cached_node(&self) -> Option<Arc<VerifiedNode>> {
+        let now = self.now();
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .as_ref()
+            .filter(|c| now < c.expires)
+            .map(|c| Arc::clone(&c.node))
+    }
+
+    /// Fetches and verifies evidence for a fresh nonce and caches the result.
+    pub async fn attest(&self) -> Result<Arc<VerifiedNode>, ClientError> {
+        let nonce = self.fresh_nonce();
+        let node = Arc::new(self.attest_with_nonce(&nonce).await?);
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
+            node: Arc::clone(&node),
+            expires: node.verified_at.saturating_add(self.config.key_cache_ttl),
+        });
+        Ok(node)
+    }
+
+    /// Fetches and verifies evidence for `nonce` (not cached).
+    pub async fn attest_with_nonce(&self, nonce: &[u8]) -> Result<VerifiedNode, ClientError> {
+        let url = format!("{}/v1/attestation?nonce={}", self.base, hex::encode(nonce));
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
+        if !status.is_success() {
+            return Err(refused(status.as_u16(), &body));
+        }
+        let att: AttestationResponse = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("attestation JSON: {e}")))?;
+        self.verify_attestation(&att, nonce, self.now())
+    }
+
+    /// Verifies an attestation answer for `nonce` at `now`: evidence under
+    /// the policy, then the binding of the announced key set and the nonce.
+    pub fn verify_attestation(
+        &self,
+        att: &AttestationResponse,
+        nonce: &[u8],
+        now: UnixTime,
+    ) -> Result<VerifiedNode, ClientError> {
+        let evidence = B64
+            .decode(att.evidence.trim())
+            .map_err(|e| ClientError::Protocol(format!("evidence is not base64: {e}")))?;
+        if !matches!(att.platform, Platform::Nitro | Platform::Dev) {
+            return Err(ClientError::Protocol(format!(
+                "no verifier for platform {}",
+                att.platform
+            )));
+        }
+        let expected = Expected {
+            nonce: Some(nonce.to_vec()),
+            ..Default::default()
+        };
+        let v = self.verifier.verify(&evidence, &expected, now);
+        let doc = v.outcome.map_err(|error| ClientError::Attestation {
+            error,
+            report: Box::new(v.report.clone()),
+        })?;
+        let d = &doc.document;
+        let bound = binding::check_nitro(
+            d.public_key.as_deref(),
+            d.user_data.as_deref(),
+            d.nonce.as_deref(),
+            nonce,
+        )?;
+        if bound != att.keyset {
+            return Err(attesta_seal::BindingError::KeySetMismatch.into());
+        }
+        Ok(VerifiedNode {
+            keyset: bound,
+            platform: doc.platform,
+            evidence,
+            nonce: nonce.to_vec(),
+            report: v.report,
+            verified_at: now,
+        })
+    }
+
+    /// Runs `model` on `model_inputs` (the OpenGradient `model_inputs` JSON,
+    /// as an object or as a string holding it) through the sealed channel.
+    pub async fn infer(
+        &self,
+        model: &str,
+        model_inputs: &str,
+    ) -> Result<InferOutcome, ClientError> {
+        let inputs = normalise_inputs(model_inputs)?;
+        let (node, mut attested) = match self.cached_node() {
+            Some(n) => (n, false),
+            None => (self.attest().await?, true),
+        };
+        match self.infer_with(&node, model, &inputs, attested).await {
+            // The node restarted with new keys: that is rotation, not an
+            // attack, so attest the new key set and try once more.
+            Err(ClientError::Refused { code, .. }) if code == "unknown_key_set" => {
+                self.forget_node();
+                let node = self.attest().await?;
+                attested = true;
+                self.infer_with(&node, model, &inputs, attested).await
+            }
+            Err(e) => {
+                if matches!(e, ClientError::Answer(ref a) if !matches!(a, AnswerError::Remote(_))) {
+                    // A signature or decryption failure: never trust this key set again without fresh evidence.
+                    self.forget_node();
+                }
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    async fn infer_with(
+        &self,
+        node: &VerifiedNode,
+        model: &str,
+        inputs: &RawValue,
+        attested: bool,
+    ) -> Result<InferOutcome, ClientError> {
+        let now = self.now();
+        let nonce = self.fresh_nonce();
+        let request = RequestPlaintext {
+            model: model.to_owned(),
+            inputs: inputs.to_owned(),
+            request_id: hex::encode(nonce.get(..8).unwrap_or(&nonce)),
+            issued_at: now.as_secs(),
+            nonce: Some(hex::encode(&nonce)),
+        };
+        request
+            .validate()
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        let started = Instant::now();
+        let (body, ctx) = {
+            let mut rng = self.config.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng: &mut dyn crate::config::SharedRng = &mut *rng;
+            seal_request(&node.keyset, &request, &mut rng)?
+        };
+        let resp = self
+            .http
+            .post(format!("{}/v1/infer", self.base))
+            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
+        let status = resp.status();
+        let sealed = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(MEDIA_TYPE));
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
+        if !sealed {
+            return Err(refused(status.as_u16(), &bytes));
+        }
+        let answer = ctx.open_verified(&bytes)?;
+        let latency = started.elapsed();
+        let receipt = *answer.receipt;
+        let bundle = ProofBundle::new(
+            node.platform,
+            &node.evidence,
+            &node.nonce,
+            node.keyset,
+            receipt.clone(),
+        );
+        Ok(InferOutcome {
+            output: answer.output,
+            model_hash: answer.model_hash,
+            receipt,
+            bundle,
+            request: ctx.request_bytes().to_vec(),
+            latency,
+            attested,
+        })
+    }
+}
+
+/// Accepts the `model_inputs` object or a JSON string holding it (OpenGradient's form).
+fn normalise_inputs(text: &str) -> Result<Box<RawValue>, ClientError> {
+    let bad = |e: serde_json::Error| ClientError::InvalidInput(format!("model_inputs: {e}"));
+    let raw: Box<RawValue> = serde_json::from_str(text.trim()).map_err(bad)?;
+    if raw.get().starts_with('"') {
+        let inner: String = serde_json::from_str(raw.get()).map_err(bad)?;
+        return serde_json::from_str(inner.trim()).map_err(bad);
+    }
+    if !raw.get().starts_with('{') {
+        return Err(ClientError::InvalidInput(
+            "model_inputs must be a JSON object {\"numbers\": [..], \"strings\": [..]}".into(),
+        ));
+    }
+    Ok(raw)
+}
+
+fn refused(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<PlainError>(body) {
+        Ok(e) => ClientError::Refused {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+        },
+        Err(_) => ClientError::Refused {
+            status,
+            code: "http_error".into(),
+            message: String::from_utf8_lossy(body.get(..200).unwrap_or(body)).into_owned(),
+        },
+    }
+}

@@ -1,0 +1,87 @@
+//! Client failures: transport (retryable), attestation, protocol and crypto
+//! (never retried silently).
+
+use attesta_evidence::{Report, VerifyError};
+use attesta_seal::channel::AnswerError;
+use attesta_seal::{BindingError, EnvelopeError};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Could not reach the node, or the connection broke. Retryable.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The node did not answer in time. Retryable.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The node refused in plaintext (before any decryption).
+    #[error("node answered HTTP {status} `{code}`: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Error code from the body.
+        code: String,
+        /// Message from the body.
+        message: String,
+    },
+    /// The evidence failed verification under the policy.
+    #[error("attestation failed: {error}")]
+    Attestation {
+        /// The first failure.
+        error: VerifyError,
+        /// Every step.
+        report: Box<Report>,
+    },
+    /// The evidence verified but does not bind the announced key set and nonce.
+    #[error("key binding failed: {0}")]
+    Binding(#[from] BindingError),
+    /// Sealing the request failed.
+    #[error("sealing: {0}")]
+    Seal(#[from] EnvelopeError),
+    /// The answer did not open, carried an error, or its receipt did not verify.
+    #[error("answer: {0}")]
+    Answer(#[from] AnswerError),
+    /// The node's reply is not the documented shape.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The caller's input is unusable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+impl ClientError {
+    /// Whether retrying the same call may succeed: only transport failures,
+    /// timeouts and a busy node. Security failures never are.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            ClientError::Refused { status, .. } => *status == 503 || *status == 429,
+            ClientError::Answer(AnswerError::Remote(e)) => e.0.code == "busy",
+            _ => false,
+        }
+    }
+
+    /// A stable code for logs and scores.
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Transport(_) => "transport",
+            ClientError::Timeout(_) => "timeout",
+            ClientError::Refused { code, .. } => code,
+            ClientError::Attestation { error, .. } => error.code(),
+            ClientError::Binding(e) => e.code(),
+            ClientError::Seal(e) => e.code(),
+            ClientError::Answer(e) => e.code(),
+            ClientError::Protocol(_) => "protocol",
+            ClientError::InvalidInput(_) => "invalid_input",
+        }
+    }
+
+    pub(crate) fn from_reqwest(e: reqwest::Error, timeout: std::time::Duration) -> Self {
+        if e.is_timeout() {
+            ClientError::Timeout(timeout)
+        } else {
+            ClientError::Transport(e.to_string())
+        }
+    }
+}
