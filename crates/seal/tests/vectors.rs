@@ -154,3 +154,38 @@ fn committed_envelopes_open_with_the_committed_keys() {
         [h("/receipt/encoding"), h("/receipt/signature")].concat()
     );
 }
+
+/// An independent implementation (Python `cryptography` primitives, RFC 9180
+/// written out) reproduces every committed value.
+#[test]
+fn independent_python_implementation_agrees() {
+    let python = std::env::var_os("ATTESTA_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../.venv/bin/python"
+            ))
+        });
+    assert!(
+        python.exists(),
+        "python not found at {}: run scripts/setup-venv (or set ATTESTA_PYTHON)",
+        python.display()
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/check_vectors.py"
+    );
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(FILE)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check_vectors.py failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+}
