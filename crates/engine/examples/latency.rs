@@ -141,9 +141,8 @@ fn run() -> Result<(), String> {
     let compile_start = Instant::now();
     model.run(inputs.clone()).map_err(|e| e.to_string())?;
     let first_ms = compile_start.elapsed().as_secs_f64() * 1e3;
-    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
     let optimised = !model
-        .plan_is_unoptimised(&shapes)
+        .plan_is_unoptimised(&inputs)
         .map_err(|e| e.to_string())?;
     for _ in 0..(args.iters / 10).max(3) {
         model.run(inputs.clone()).map_err(|e| e.to_string())?;

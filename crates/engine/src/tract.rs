@@ -15,11 +15,12 @@ use tract_linalg::multithread::Executor;
 use tract_onnx::Onnx;
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, TValue, TVec,
-    TypedModel,
+    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, TValue,
+    TVec, TypedModel, TypedSimplePlan,
 };
 use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_hir::infer::GenericFactoid;
+use tract_onnx::tract_hir::ops::konst::Const;
 
 use self::plans::{CompileError, Plan, PlanCache, ShapeKey};
 use crate::{Engine, EngineError, Limits, Model, ModelInfo, NamedTensor, Tensor};
@@ -82,7 +83,11 @@ impl TractEngine {
 
         let inference = guarded("parsing", || self.onnx.model_for_proto_model(&proto))
             .map_err(EngineError::Load)?;
-        let typed = typed_probe(&inference).map_err(EngineError::Load)?;
+        let (typed, needs_values) = match typed_probe(&inference).map_err(EngineError::Load)? {
+            Probe::Typed(t) => (Some(t), false),
+            Probe::Deferred => (None, false),
+            Probe::NeedsValues => (None, true),
+        };
         if let Some(typed) = &typed {
             check_facts(typed, limits).map_err(EngineError::Load)?;
         }
@@ -111,6 +116,7 @@ impl TractEngine {
             executor: self.executor.clone(),
             max_tensor_bytes: limits.max_tensor_bytes,
             file_bytes: onnx.len(),
+            needs_values,
         })
     }
 }
@@ -138,6 +144,8 @@ pub struct TractModel {
     executor: Option<Executor>,
     max_tensor_bytes: usize,
     file_bytes: usize,
+    /// The graph only types with some input values known (see `frozen_inputs`).
+    needs_values: bool,
 }
 
 impl std::fmt::Debug for TractModel {
@@ -156,13 +164,22 @@ impl TractModel {
         self.plans.len()
     }
 
-    /// Whether the plan for these input shapes runs without tract's
-    /// optimisations (optimisation failed). Compiles the plan if needed.
-    pub fn plan_is_unoptimised(&self, shapes: &[Vec<usize>]) -> Result<bool, EngineError> {
-        Ok(self.plan(shapes.to_vec())?.unoptimised)
+    /// Whether the plan for these inputs runs without tract's optimisations
+    /// (optimisation failed, or the graph is evaluated per request).
+    /// Compiles the plan if needed.
+    pub fn plan_is_unoptimised(&self, inputs: &[Tensor]) -> Result<bool, EngineError> {
+        let shapes = self.validate(inputs)?;
+        let frozen = self.frozen_inputs(inputs);
+        let values = inputs
+            .iter()
+            .zip(&frozen)
+            .filter(|(_, f)| **f)
+            .map(|(t, _)| integer_values(t))
+            .collect();
+        Ok(self.plan((shapes, values), inputs)?.unoptimised)
     }
 
-    fn validate(&self, inputs: &[Tensor]) -> Result<ShapeKey, EngineError> {
+    fn validate(&self, inputs: &[Tensor]) -> Result<Vec<Vec<usize>>, EngineError> {
         if inputs.len() < self.info.inputs.len() {
             let missing = self
                 .info
@@ -223,34 +240,96 @@ impl TractModel {
         Ok(inputs.iter().map(|t| t.shape().to_vec()).collect())
     }
 
-    fn plan(&self, key: ShapeKey) -> Result<Arc<Plan>, EngineError> {
-        let compile_key = key.clone();
+    fn plan(&self, key: ShapeKey, inputs: &[Tensor]) -> Result<Arc<Plan>, EngineError> {
+        let shapes = key.0.clone();
         self.plans
-            .get_or_compile(key, || self.compile(&compile_key))
+            .get_or_compile(key, || self.compile(&shapes, inputs))
             .map_err(|e| match e {
-                CompileError::Failed(m) => EngineError::Run(format!(
-                    "cannot prepare the model for these input shapes: {m}"
-                )),
+                CompileError::Failed(m) => {
+                    EngineError::Run(format!("cannot prepare the model for these inputs: {m}"))
+                }
                 CompileError::Panicked(m) => EngineError::Internal(m),
             })
     }
 
-    fn compile(&self, shapes: &[Vec<usize>]) -> Result<Plan, CompileError> {
+    /// Inputs baked into the plan: for models that only type once some
+    /// input values are known (ONNX allows axes, shapes, pads... as graph
+    /// inputs; tract needs them constant), the integer inputs.
+    fn frozen_inputs(&self, inputs: &[Tensor]) -> Vec<bool> {
+        inputs
+            .iter()
+            .map(|t| self.needs_values && is_integer(t.dtype()))
+            .collect()
+    }
+
+    /// The inference graph with `frozen` inputs replaced by constants of
+    /// their values and the others fixed to their concrete shapes.
+    fn specialise(
+        &self,
+        inputs: &[Tensor],
+        frozen: &[bool],
+    ) -> Result<(InferenceModel, Vec<usize>), String> {
         let mut model = (*self.inference).clone();
-        for (ix, (shape, dt)) in shapes.iter().zip(&self.input_types).enumerate() {
-            model = model
-                .with_input_fact(ix, InferenceFact::dt_shape(*dt, shape.iter().copied()))
-                .map_err(|e| CompileError::Failed(format!("{e:#}")))?;
+        let outlets = model
+            .input_outlets()
+            .map_err(|e| format!("{e:#}"))?
+            .to_vec();
+        let mut kept = Vec::new();
+        let mut feeds = Vec::new();
+        for (ix, ((outlet, t), dt)) in outlets
+            .iter()
+            .zip(inputs)
+            .zip(&self.input_types)
+            .enumerate()
+        {
+            if frozen.get(ix).copied().unwrap_or(false) {
+                let value = Arc::new(convert::to_tract(t.clone(), *dt)?);
+                let fact = InferenceFact::dt_shape_from_tensor(&value);
+                model.node_mut(outlet.node).op =
+                    Box::new(Const::new(value).map_err(|e| format!("{e:#}"))?);
+                model
+                    .set_outlet_fact(*outlet, fact)
+                    .map_err(|e| format!("{e:#}"))?;
+            } else {
+                let fact = InferenceFact::dt_shape(*dt, t.shape().iter().copied());
+                model
+                    .set_outlet_fact(*outlet, fact)
+                    .map_err(|e| format!("{e:#}"))?;
+                kept.push(*outlet);
+                feeds.push(ix);
+            }
         }
-        let typed = guarded_compile("typing", || model.into_typed())?;
-        check_facts(
-            &typed,
-            &Limits {
-                max_tensor_bytes: self.max_tensor_bytes,
-                ..Limits::default()
-            },
-        )
-        .map_err(CompileError::Failed)?;
+        model
+            .set_input_outlets(&kept)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok((model, feeds))
+    }
+
+    fn compile(&self, shapes: &[Vec<usize>], inputs: &[Tensor]) -> Result<Plan, CompileError> {
+        debug_assert_eq!(shapes.len(), inputs.len());
+        let frozen = self.frozen_inputs(inputs);
+        let (model, feeds) = self
+            .specialise(inputs, &frozen)
+            .map_err(CompileError::Failed)?;
+        let typed = match guarded_compile("typing", || model.into_typed()) {
+            Ok(typed) => typed,
+            // Still untypable with the integer inputs known: evaluate with
+            // every input frozen, per request.
+            Err(CompileError::Failed(_)) if self.needs_values => {
+                return Ok(Plan {
+                    runnable: None,
+                    feeds: Vec::new(),
+                    bytes: 0,
+                    unoptimised: true,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let limits = Limits {
+            max_tensor_bytes: self.max_tensor_bytes,
+            ..Limits::default()
+        };
+        check_facts(&typed, &limits).map_err(CompileError::Failed)?;
         let (chosen, unoptimised) = match guarded("optimising", || typed.clone().into_optimized()) {
             Ok(optimised) => (optimised, false),
             Err(_) => (typed, true),
@@ -262,10 +341,70 @@ impl TractModel {
         };
         let runnable = guarded_compile("planning", || chosen.into_runnable_with_options(&options))?;
         Ok(Plan {
-            runnable,
+            runnable: Some(runnable),
+            feeds,
             bytes,
             unoptimised,
         })
+    }
+
+    /// Evaluates the graph with every input frozen to its value (tract folds
+    /// the whole graph), for input sets no plan can be cached for.
+    fn evaluate_frozen(&self, inputs: &[Tensor]) -> Result<TVec<TValue>, EngineError> {
+        let all = vec![true; inputs.len()];
+        let (model, _) = self.specialise(inputs, &all).map_err(EngineError::Run)?;
+        let typed = guarded_compile("typing", || model.into_typed()).map_err(|e| match e {
+            CompileError::Failed(m) => {
+                EngineError::Run(format!("cannot evaluate the model on these inputs: {m}"))
+            }
+            CompileError::Panicked(m) => EngineError::Internal(m),
+        })?;
+        let limits = Limits {
+            max_tensor_bytes: self.max_tensor_bytes,
+            ..Limits::default()
+        };
+        check_facts(&typed, &limits).map_err(EngineError::Run)?;
+        let runnable =
+            guarded_compile("planning", || typed.into_runnable()).map_err(|e| match e {
+                CompileError::Failed(m) => EngineError::Run(m),
+                CompileError::Panicked(m) => EngineError::Internal(m),
+            })?;
+        run_guarded(&runnable, TVec::new())
+    }
+}
+
+fn is_integer(dtype: crate::DType) -> bool {
+    use crate::DType::*;
+    matches!(dtype, I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64)
+}
+
+/// Integer input values as cache-key material (injective per dtype).
+fn integer_values(t: &Tensor) -> Vec<i64> {
+    use crate::TensorData as D;
+    match t.data() {
+        D::I8(v) => v.iter().map(|x| i64::from(*x)).collect(),
+        D::I16(v) => v.iter().map(|x| i64::from(*x)).collect(),
+        D::I32(v) => v.iter().map(|x| i64::from(*x)).collect(),
+        D::I64(v) => v.clone(),
+        D::U8(v) => v.iter().map(|x| i64::from(*x)).collect(),
+        D::U16(v) => v.iter().map(|x| i64::from(*x)).collect(),
+        D::U32(v) => v.iter().map(|x| i64::from(*x)).collect(),
+        D::U64(v) => v.iter().map(|x| *x as i64).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn run_guarded(
+    plan: &Arc<TypedSimplePlan>,
+    values: TVec<TValue>,
+) -> Result<TVec<TValue>, EngineError> {
+    match catch_unwind(AssertUnwindSafe(|| plan.run(values))) {
+        Ok(Ok(o)) => Ok(o),
+        Ok(Err(e)) => Err(EngineError::Run(format!("{e:#}"))),
+        Err(p) => Err(EngineError::Internal(format!(
+            "tract panicked while running: {}",
+            panic_text(&*p)
+        ))),
     }
 }
 
@@ -275,28 +414,36 @@ impl Model for TractModel {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {
-        let key = self.validate(&inputs)?;
-        let plan = self.plan(key)?;
-        let mut values: TVec<TValue> = TVec::with_capacity(inputs.len());
-        for ((t, dt), decl) in inputs
-            .into_iter()
-            .zip(&self.input_types)
-            .zip(&self.info.inputs)
-        {
-            let t = convert::to_tract(t, *dt).map_err(|reason| EngineError::InvalidInput {
-                input: decl.name.clone(),
-                reason,
-            })?;
-            values.push(t.into());
-        }
-        let outputs = match catch_unwind(AssertUnwindSafe(|| plan.runnable.run(values))) {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return Err(EngineError::Run(format!("{e:#}"))),
-            Err(p) => {
-                return Err(EngineError::Internal(format!(
-                    "tract panicked while running: {}",
-                    panic_text(&*p)
-                )));
+        let shapes = self.validate(&inputs)?;
+        let frozen = self.frozen_inputs(&inputs);
+        let values: Vec<Vec<i64>> = inputs
+            .iter()
+            .zip(&frozen)
+            .filter(|(_, f)| **f)
+            .map(|(t, _)| integer_values(t))
+            .collect();
+        let plan = self.plan((shapes, values), &inputs)?;
+        let outputs = match &plan.runnable {
+            None => self.evaluate_frozen(&inputs)?,
+            Some(runnable) => {
+                let mut values: TVec<TValue> = TVec::with_capacity(plan.feeds.len());
+                for (ix, ((t, dt), decl)) in inputs
+                    .into_iter()
+                    .zip(&self.input_types)
+                    .zip(&self.info.inputs)
+                    .enumerate()
+                {
+                    if plan.feeds.contains(&ix) {
+                        let t = convert::to_tract(t, *dt).map_err(|reason| {
+                            EngineError::InvalidInput {
+                                input: decl.name.clone(),
+                                reason,
+                            }
+                        })?;
+                        values.push(t.into());
+                    }
+                }
+                run_guarded(runnable, values)?
             }
         };
         if outputs.len() != self.info.outputs.len() {
@@ -379,15 +526,15 @@ fn panic_text(p: &(dyn Any + Send)) -> String {
 
 /// Types the graph once at load to catch broken models early. Unknown input
 /// dimensions become fresh symbols so shape-polymorphic models type too; a
-/// model that still does not type is refused only when its inputs are fully
-/// concrete (otherwise the check happens per shape set at run time).
-fn typed_probe(inference: &InferenceModel) -> Result<Option<TypedModel>, String> {
+/// model that still does not type is checked again per shape set (or, with
+/// concrete inputs, per set of parameter values) at run time.
+fn typed_probe(inference: &InferenceModel) -> Result<Probe, String> {
     let mut probe = inference.clone();
     let mut all_concrete = true;
     for ix in 0..probe.inputs.len() {
         let fact = probe.input_fact(ix).map_err(|e| format!("{e:#}"))?.clone();
         if fact.shape.is_open() {
-            return Ok(None);
+            return Ok(Probe::Deferred);
         }
         all_concrete &= fact
             .shape
@@ -414,12 +561,24 @@ fn typed_probe(inference: &InferenceModel) -> Result<Option<TypedModel>, String>
         }
     }
     match guarded("typing", || probe.into_typed()) {
-        Ok(typed) => Ok(Some(typed)),
+        Ok(typed) => Ok(Probe::Typed(typed)),
+        // Concrete shapes and still untypable: some input is used as a
+        // parameter tract needs constant (axes, a shape, pads...).
+        Err(_) if all_concrete && !inference.inputs.is_empty() => Ok(Probe::NeedsValues),
         Err(e) if all_concrete => Err(e),
         // Some graphs (a Reshape fed by computed shapes, say) only type once
         // the input shapes are concrete: typing is retried for each shape set.
-        Err(_) => Ok(None),
+        Err(_) => Ok(Probe::Deferred),
     }
+}
+
+/// What typing the graph at load time showed.
+enum Probe {
+    Typed(TypedModel),
+    /// Types only with concrete input shapes: checked per shape set.
+    Deferred,
+    /// Types only with some input values known.
+    NeedsValues,
 }
 
 /// Rejects any tensor with a known shape over the cap (weights, constant

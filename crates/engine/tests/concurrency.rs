@@ -100,7 +100,9 @@ fn same_shape_from_many_threads_compiles_one_plan() {
     assert!(outs.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(model.cached_plans(), 1);
     assert!(
-        !model.plan_is_unoptimised(&[vec![1, 3, 48, 64]]).unwrap(),
+        !model
+            .plan_is_unoptimised(&[input(&[1, 3, 48, 64], 3)])
+            .unwrap(),
         "the OCR plan should be optimised"
     );
 }

@@ -9,12 +9,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tract_onnx::prelude::TypedSimplePlan;
 
-/// Concrete shapes of every input, in input order.
-pub(crate) type ShapeKey = Vec<Vec<usize>>;
+/// Concrete shapes of every input (in input order), plus the values of the
+/// inputs a plan bakes in as constants (empty for most models).
+pub(crate) type ShapeKey = (Vec<Vec<usize>>, Vec<Vec<i64>>);
 
 /// A compiled, runnable plan.
 pub(crate) struct Plan {
-    pub(crate) runnable: Arc<TypedSimplePlan>,
+    /// `None` when this input set can only be evaluated with every input
+    /// frozen to a constant (not cacheable: the plan depends on all values).
+    pub(crate) runnable: Option<Arc<TypedSimplePlan>>,
+    /// Indices of the inputs the plan takes at run time (the others are baked in).
+    pub(crate) feeds: Vec<usize>,
     /// Rough resident size (constants of the optimised graph), in bytes.
     pub(crate) bytes: usize,
     /// True when optimisation failed and the plan runs the typed graph.
