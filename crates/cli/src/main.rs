@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod config;
+mod infer_cmd;
 mod models_cmd;
 mod node_cmd;
+mod policy_args;
 mod units;
+mod verify_cmd;
 
 /// Exit status for "ran fine, but the answer is no" (e.g. verification failed).
 pub const EXIT_REJECTED: u8 = 3;
@@ -57,6 +60,13 @@ enum Command {
     /// Manage the content-addressed model store.
     #[command(subcommand)]
     Models(models_cmd::ModelsCmd),
+    /// Run one inference through the attested, sealed channel and verify its receipt.
+    Infer(infer_cmd::InferArgs),
+    /// Verify attestation evidence (and, with the sealed channel, proof bundles).
+    #[command(subcommand)]
+    Verify(verify_cmd::VerifyCmd),
+    /// Print the measurement registry entry (PCR0) the dev TEE reports for this binary.
+    Measure(verify_cmd::MeasureArgs),
 }
 
 /// Settings every subcommand sees.
@@ -73,6 +83,7 @@ fn init_logging(format: LogFormat, filter: &str) {
         .unwrap_or_else(|| filter.to_string());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -94,6 +105,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node(args) => node_cmd::run(args, &global),
             Command::Models(cmd) => models_cmd::run(cmd, &global),
+            Command::Verify(cmd) => verify_cmd::run(cmd),
+            Command::Infer(args) => infer_cmd::run(args),
+            Command::Measure(args) => verify_cmd::measure(args),
         }
     })();
     match result {

@@ -6,15 +6,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use attesta_attester::dev::DevOptions;
+use attesta_attester::{SelectOptions, TeeKind};
 use attesta_content::Cid;
 use attesta_content::fetch::{Fetcher, GatewayConfig};
 use attesta_content::store::{ModelStore, StoreOptions};
 use attesta_engine::Limits;
 use attesta_engine::tract::TractEngine;
+use attesta_node::attested::Attestation;
 use attesta_node::fetching::{FetchMetrics, FetchPolicy, FetchingSource};
 use attesta_node::metrics::Metrics;
 use attesta_node::source::{LocalStore, ModelSource};
 use attesta_node::{AppState, NodeConfig};
+use attesta_seal::{NodeKeys, ReplayGuard, UnixTime};
 use clap::Args;
 
 use crate::Global;
@@ -52,6 +56,20 @@ pub struct NodeArgs {
     store_max_bytes: Option<String>,
     #[command(flatten)]
     fetch: FetchArgs,
+    /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
+    /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
+    /// root written to <data-dir>/dev-root.pem), or `none` (plain /infer only, no attestation).
+    #[arg(long, env = "ATTESTA_TEE", default_value = "auto", value_name = "TEE")]
+    tee: String,
+    /// Accepted clock difference for sealed requests; accepted requests are remembered this long
+    /// to refuse replays.
+    #[arg(
+        long,
+        env = "ATTESTA_REPLAY_WINDOW",
+        default_value = "120s",
+        value_name = "DURATION"
+    )]
+    replay_window: String,
     /// INSECURE, for demos and validator tests only: misbehave on purpose
     /// (`wrong-output`, `slow:MS`, `hang`, `bad-evidence`).
     #[arg(long, value_name = "FAULT")]
@@ -174,6 +192,8 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("opening model store {}", store_dir.display()))?;
     let fetch = fetch_plan(&args.fetch, global, cfg.limits.max_model_bytes as u64)?;
 
+    let attestation = start_attestation(&args, global)?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -190,7 +210,11 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
                 Arc::new(FetchingSource::new(store.clone(), fetcher, policy))
             }
         };
-        let state = Arc::new(AppState::new(&cfg, engine, store, source, metrics));
+        let mut state = AppState::new(&cfg, engine, store, source, metrics);
+        if let Some(a) = attestation {
+            state = state.with_attestation(a);
+        }
+        let state = Arc::new(state);
         let app = attesta_node::router(state, &cfg);
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -283,4 +307,42 @@ pub fn gateway_config(flags: &[String], file: &[String]) -> GatewayConfig {
         ..GatewayConfig::default()
     }
     .with_env()
+}
+
+/// Makes the key set and the evidence producer named by `--tee`.
+fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<Attestation>> {
+    if args.tee == "none" {
+        tracing::warn!("running without a TEE (--tee none): no attestation, no sealed channel");
+        return Ok(None);
+    }
+    let kind: TeeKind = args
+        .tee
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--tee: {e}"))?;
+    let mut opts = SelectOptions::default();
+    if kind == TeeKind::Dev {
+        std::fs::create_dir_all(&global.data_dir)
+            .with_context(|| format!("creating data dir {}", global.data_dir.display()))?;
+        opts.dev = Some(DevOptions::new(&global.data_dir).context("preparing the dev TEE")?);
+    }
+    let attester = attesta_attester::select(kind, opts).map_err(|e| {
+        anyhow::anyhow!("{e}\n(use `--tee dev` for the INSECURE dev TEE, or `--tee none` to serve without attestation)")
+    })?;
+    let platform = attester.platform();
+    if kind == TeeKind::Dev {
+        tracing::warn!(
+            root = %global.data_dir.join("dev-root.pem").display(),
+            "INSECURE dev TEE: evidence is signed by a local root; verifiers must name it with --dev-root"
+        );
+    }
+    let window =
+        parse_duration(&args.replay_window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
+    let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
+    tracing::info!(tee = %platform, keyset_digest = %hex::encode(keys.keyset_digest()), "key set ready");
+    Ok(Some(Attestation {
+        keys,
+        attester: Arc::from(attester),
+        replay: ReplayGuard::new(window, 1 << 18),
+        clock: Arc::new(|| UnixTime::from_system(std::time::SystemTime::now())),
+    }))
 }

@@ -164,7 +164,14 @@ fn node_serves_opengradient_requests_and_rejects_bad_ones() {
         .unwrap();
     assert!(junk_row["load_error"].is_string(), "{junk_row}");
 
-    let node = start_node(&["--store", store_s, "--max-body-bytes", "1MiB"]);
+    let node = start_node(&[
+        "--tee",
+        "none",
+        "--store",
+        store_s,
+        "--max-body-bytes",
+        "1MiB",
+    ]);
     let addr = node.addr.as_str();
     assert_eq!(http(addr, "GET", "/healthz", b"").status, 200);
 

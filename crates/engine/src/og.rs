@@ -411,7 +411,17 @@ fn with_embedded<T>(
 }
 
 /// Decodes the `model_inputs` JSON text (`{"numbers": [...], "strings": [...]}`).
+/// `model_inputs` may also arrive as a JSON string holding that object.
 pub fn parse_inputs(text: &str) -> Result<ModelInputs, CodecError> {
+    if text.trim_start().starts_with('"') {
+        let inner: String = serde_json::from_str(text)
+            .map_err(|e| CodecError::Malformed(format!("model_inputs: {e}")))?;
+        return parse_object_inputs(&inner);
+    }
+    parse_object_inputs(text)
+}
+
+fn parse_object_inputs(text: &str) -> Result<ModelInputs, CodecError> {
     let wire: WireInputs<'_> = serde_json::from_str(text)
         .map_err(|e| CodecError::Malformed(format!("model_inputs: {e}")))?;
     Ok(ModelInputs {

@@ -17,7 +17,9 @@ use crate::source::{ModelSource, ResolveError};
 pub struct LoadedModel {
     /// Content address it was loaded by.
     pub cid: Cid,
-    /// SHA-256 hex of the model file.
+    /// SHA-256 of the model file.
+    pub sha256: [u8; 32],
+    /// The same as lowercase hex (OpenGradient's `model_hash`).
     pub sha256_hex: String,
     /// File size in bytes.
     pub file_size: u64,
@@ -201,6 +203,7 @@ impl ModelCache {
         tracing::info!(model = %cid, ms = started.elapsed().as_millis() as u64, "loaded model");
         Ok(Arc::new(LoadedModel {
             cid: cid.clone(),
+            sha256: stored.sha256,
             sha256_hex: hex::encode(stored.sha256),
             file_size: stored.size,
             model,

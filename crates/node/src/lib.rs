@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
+pub mod attested;
 pub mod cache;
 pub mod error;
 pub mod fault;
@@ -77,10 +78,18 @@ pub struct AppState {
     pub store: ModelStore,
     /// Deliberate misbehaviour, if the operator asked for it.
     pub fault: Option<fault::Fault>,
+    /// Key set and evidence producer (`None` when the node runs without a TEE).
+    pub attestation: Option<attested::Attestation>,
     started: Instant,
 }
 
 impl AppState {
+    /// Enables attestation and the sealed channel.
+    pub fn with_attestation(mut self, attestation: attested::Attestation) -> Self {
+        self.attestation = Some(attestation);
+        self
+    }
+
     /// Wires a node together.
     pub fn new(
         config: &NodeConfig,
@@ -101,6 +110,7 @@ impl AppState {
             metrics,
             store,
             fault: config.fault,
+            attestation: None,
             started: Instant::now(),
         }
     }
@@ -110,6 +120,9 @@ impl AppState {
 pub fn router(state: Arc<AppState>, config: &NodeConfig) -> Router {
     Router::new()
         .route("/infer", post(infer::infer))
+        .route("/v1/infer", post(attested::infer))
+        .route("/v1/attestation", get(attested::v1))
+        .route("/enclave/attestation", get(attested::nitriding))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
@@ -155,6 +168,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "engine_version": state.cache.engine().version(),
         "uptime_s": state.started.elapsed().as_secs(),
         "insecure_fault": state.fault.map(|f| f.to_string()),
+        "tee": state.attestation.as_ref().map(|a| a.attester.platform().to_string()),
+        "keyset_digest": state.attestation.as_ref().map(|a| hex::encode(a.keys.keyset_digest())),
     }))
 }
 

@@ -1,0 +1,101 @@
+//! `attesta infer`: one inference through the attested, sealed channel.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use attesta_client::{Client, ClientConfig, ClientError};
+use clap::Args;
+
+use crate::policy_args::PolicyArgs;
+use crate::units::parse_duration;
+use crate::verify_cmd::read_input;
+
+/// Options of `attesta infer`.
+#[derive(Args)]
+pub struct InferArgs {
+    /// Base URL of the node, e.g. http://127.0.0.1:8000.
+    #[arg(long, value_name = "URL")]
+    node: String,
+    /// CID of the model.
+    #[arg(long, value_name = "CID")]
+    model: String,
+    /// OpenGradient `model_inputs` JSON (`{"numbers": [...], "strings": [...]}`); `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    inputs: PathBuf,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Write the proof bundle (receipt + evidence) here.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// Write the `output` JSON exactly as the receipt digests it.
+    #[arg(long, value_name = "FILE")]
+    save_output: Option<PathBuf>,
+    /// Write the sealed request's plaintext exactly as the receipt digests it.
+    #[arg(long, value_name = "FILE")]
+    save_request: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    timeout: String,
+}
+
+/// Runs `attesta infer`.
+pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.policy()?;
+    if policy.measurements().is_empty() {
+        eprintln!("warning: no --measurements given: any enclave image is accepted");
+    }
+    let inputs = String::from_utf8(read_input(&args.inputs)?).context("inputs are not UTF-8")?;
+    let mut config = ClientConfig::new(policy);
+    config.timeout =
+        parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let client = Client::new(&args.node, config).context("creating the client")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = match runtime.block_on(client.infer(&args.model, &inputs)) {
+        Ok(o) => o,
+        Err(e) => return Ok(report_failure(&e)),
+    };
+    let node = client.cached_node();
+    if let Some(n) = &node {
+        eprintln!(
+            "attested: {} (key set {}), receipt verified, {:.1} ms",
+            n.platform,
+            hex::encode(&n.keyset.digest()[..8]),
+            outcome.latency.as_secs_f64() * 1000.0
+        );
+    }
+    if let Some(path) = &args.bundle {
+        std::fs::write(path, outcome.bundle.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.save_output {
+        std::fs::write(path, outcome.output.get())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.save_request {
+        std::fs::write(path, &outcome.request)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let answer = serde_json::json!({
+        "output": serde_json::from_str::<serde_json::Value>(outcome.output.get())?,
+        "model_hash": outcome.model_hash,
+    });
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Security failures exit 3 (rejected); transport and input problems exit 1.
+fn report_failure(e: &ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    if let ClientError::Attestation { report, .. } = e {
+        eprintln!("{report}");
+    }
+    match e {
+        ClientError::Attestation { .. } | ClientError::Binding(_) | ClientError::Answer(_) => {
+            ExitCode::from(crate::EXIT_REJECTED)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}

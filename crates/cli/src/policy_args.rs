@@ -1,0 +1,66 @@
+//! The verification policy options shared by every command that verifies
+//! evidence (`verify evidence`, `verify receipt`, `infer`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use attesta_evidence::{Policy, PolicyFile, TrustedRoot, danger};
+use clap::Args;
+
+use crate::units::parse_duration;
+
+/// How strictly to verify.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PolicyArgs {
+    /// Allowed measurements: `nitro-cli describe-enclaves` JSON, `{"Measurements": {...}}`,
+    /// or attesta's TOML/JSON releases (as printed by `attesta measure`).
+    #[arg(long, value_name = "FILE")]
+    pub measurements: Option<PathBuf>,
+    /// Accept documents of the INSECURE dev TEE signed by this root (`<data-dir>/dev-root.pem` of the node).
+    #[arg(long, value_name = "FILE")]
+    pub dev_root: Option<PathBuf>,
+    /// Accept debug-mode enclaves (PCRs all zero). INSECURE.
+    #[arg(long)]
+    pub allow_debug: bool,
+    /// Oldest acceptable document age, e.g. 5m [default: 300s].
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+}
+
+impl PolicyArgs {
+    /// Builds the policy: the pinned AWS Nitro root plus whatever the flags relax or add.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        let mut policy = Policy::aws_nitro().context("loading the pinned AWS Nitro root")?;
+        if let Some(path) = &self.measurements {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let file = PolicyFile::parse(&text)
+                .with_context(|| format!("parsing measurements {}", path.display()))?;
+            policy = file.apply(policy);
+            if let Some(rel) = &file.dev_root {
+                let root_path = path
+                    .parent()
+                    .map_or_else(|| PathBuf::from(rel), |dir| dir.join(rel));
+                policy = danger::accept_dev_root(policy, read_root(&root_path)?);
+            }
+        }
+        if let Some(path) = &self.dev_root {
+            policy = danger::accept_dev_root(policy, read_root(path)?);
+        }
+        if self.allow_debug {
+            policy = danger::allow_debug(policy);
+        }
+        if let Some(age) = &self.max_age {
+            policy = policy
+                .with_max_age(parse_duration(age).map_err(|e| anyhow::anyhow!("--max-age: {e}"))?);
+        }
+        Ok(policy)
+    }
+}
+
+fn read_root(path: &std::path::Path) -> anyhow::Result<TrustedRoot> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading dev root {}", path.display()))?;
+    TrustedRoot::from_pem("dev (insecure)", &text)
+        .with_context(|| format!("parsing dev root {}", path.display()))
+}

@@ -1,0 +1,366 @@
+//! End to end over real processes: a dev-TEE node proves itself on both
+//! attestation endpoints, `attesta verify evidence` checks the proof (and
+//! rejects another binary's measurement), and `attesta infer` runs a sealed
+//! request through a logging relay that never sees the plaintext.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use support::*;
+
+fn run_status(args: &[&str]) -> (i32, String, String) {
+    let out = attesta().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A TCP relay that forwards to `target` and records every byte in both directions.
+fn logging_relay(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(64) {
+            let Ok(client) = conn else { continue };
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn dev_tee_node_attests_and_serves_sealed_requests() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |p: &str| work.path().join(p);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    make_models(&w("models"), &["mlp.onnx", "tiny_identity_string.onnx"]);
+    let store = s(&w("store"));
+    let data = s(&w("data"));
+    let str_cid = run_ok(&[
+        "models",
+        "add",
+        &s(&w("models/tiny_identity_string.onnx")),
+        "--store",
+        &store,
+    ])
+    .trim()
+    .to_string();
+    let mlp_cid = run_ok(&[
+        "models",
+        "add",
+        &s(&w("models/mlp.onnx")),
+        "--store",
+        &store,
+    ])
+    .trim()
+    .to_string();
+
+    let node = start_node(&["--tee", "dev", "--data-dir", &data, "--store", &store]);
+    let addr = node.addr.clone();
+    let root = s(&w("data/dev-root.pem"));
+    assert!(
+        Path::new(&root).exists(),
+        "the dev root is written to <data-dir>/dev-root.pem"
+    );
+    let health = http(&addr, "GET", "/healthz", b"").json();
+    assert_eq!(health["tee"], "dev (insecure)");
+
+    // The registry entry of this very binary, and of a copy that differs by one byte.
+    let registry = w("registry.toml");
+    std::fs::write(&registry, run_ok(&["measure"])).unwrap();
+    let other_exe = w("attesta-other");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_attesta")).unwrap();
+    bytes.push(0);
+    std::fs::write(&other_exe, bytes).unwrap();
+    let other_registry = w("other.toml");
+    std::fs::write(
+        &other_registry,
+        run_ok(&["measure", "--executable", &s(&other_exe)]),
+    )
+    .unwrap();
+
+    // nitriding's endpoint: base64 + newline, bound to a 20-byte nonce.
+    let nonce = "00112233445566778899aabbccddeeff00112233";
+    let r = http(
+        &addr,
+        "GET",
+        &format!("/enclave/attestation?nonce={nonce}"),
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.ends_with(b"\n") && !r.body[..r.body.len() - 1].contains(&b'\n'));
+    let doc = w("doc.b64");
+    std::fs::write(&doc, &r.body).unwrap();
+    let (code, out, _) = run_status(&[
+        "verify",
+        "evidence",
+        &s(&doc),
+        "--nonce",
+        nonce,
+        "--dev-root",
+        &root,
+        "--measurements",
+        &s(&registry),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dev (insecure)"), "{out}");
+    let (code, out, _) = run_status(&[
+        "verify",
+        "evidence",
+        &s(&doc),
+        "--nonce",
+        nonce,
+        "--dev-root",
+        &root,
+        "--measurements",
+        &s(&other_registry),
+        "--json",
+    ]);
+    assert_eq!(code, 3, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["error"]["code"], "measurement_mismatch", "{report}");
+    assert!(
+        out.contains("PCR0") || out.contains("\"index\": 0") || report.to_string().contains("0"),
+        "{out}"
+    );
+    let (code, out, _) = run_status(&[
+        "verify",
+        "evidence",
+        &s(&doc),
+        "--nonce",
+        nonce,
+        "--measurements",
+        &s(&registry),
+        "--json",
+    ]);
+    assert_eq!(
+        code, 3,
+        "without --dev-root the dev root is untrusted: {out}"
+    );
+    let (code, _, _) = run_status(&[
+        "verify",
+        "evidence",
+        &s(&doc),
+        "--nonce",
+        "ff112233445566778899aabbccddeeff00112233",
+        "--dev-root",
+        &root,
+    ]);
+    assert_eq!(code, 3, "another nonce must fail");
+    // Each call is fresh evidence for its own nonce.
+    let r2 = http(
+        &addr,
+        "GET",
+        &format!("/enclave/attestation?nonce={nonce}"),
+        b"",
+    );
+    assert_ne!(r2.body, r.body);
+    http(&addr, "GET", "/enclave/attestation?nonce=abc", b"").assert_error(400, "invalid_nonce");
+    http(&addr, "GET", "/enclave/attestation", b"").assert_error(400, "invalid_nonce");
+    http(&addr, "GET", "/v1/attestation?nonce=0011", b"").assert_error(400, "invalid_nonce");
+    let v1 = http(
+        &addr,
+        "GET",
+        &format!("/v1/attestation?nonce={}", "ab".repeat(32)),
+        b"",
+    )
+    .json();
+    assert_eq!(v1["platform"], "dev");
+    assert_eq!(v1["insecure"], true);
+    assert_eq!(v1["keyset_digest"], health["keyset_digest"]);
+
+    // Sealed inference through a relay that logs everything.
+    let (relay, seen) = logging_relay(addr.clone());
+    let secret = "TOP-SECRET-INPUT-7f3a9c";
+    let inputs = w("inputs.json");
+    std::fs::write(
+        &inputs,
+        json!({"strings": [{"name": "x", "shape": [1], "values": [secret]}]}).to_string(),
+    )
+    .unwrap();
+    let bundle = w("bundle.json");
+    let output = w("output.json");
+    let request = w("request.json");
+    let url = format!("http://{relay}");
+    let (code, out, err) = run_status(&[
+        "infer",
+        "--node",
+        &url,
+        "--model",
+        &str_cid,
+        "--inputs",
+        &s(&inputs),
+        "--dev-root",
+        &root,
+        "--measurements",
+        &s(&registry),
+        "--bundle",
+        &s(&bundle),
+        "--save-output",
+        &s(&output),
+        "--save-request",
+        &s(&request),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["output"][0]["result"], json!([secret]));
+    let log = seen.lock().unwrap().clone();
+    assert!(
+        contains(&log, b"/v1/infer"),
+        "the relay carried the request"
+    );
+    assert!(
+        !contains(&log, secret.as_bytes()),
+        "the relay saw the plaintext"
+    );
+
+    // The same numbers as the plaintext /infer on the same inputs.
+    let mlp_inputs = json!({"numbers": [{"name": "x", "shape": [1, 784], "values": (0..784).map(|i| json!({"value": (i * 37 % 1000) as i64 - 500, "decimals": 3})).collect::<Vec<_>>()}]});
+    std::fs::write(&inputs, mlp_inputs.to_string()).unwrap();
+    let (code, out, err) = run_status(&[
+        "infer",
+        "--node",
+        &format!("http://{addr}"),
+        "--model",
+        &mlp_cid,
+        "--inputs",
+        &s(&inputs),
+        "--dev-root",
+        &root,
+        "--measurements",
+        &s(&registry),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let sealed: Value = serde_json::from_str(&out).unwrap();
+    let plain = http(
+        &addr,
+        "POST",
+        "/infer",
+        json!({"ipfs_hash": mlp_cid, "model_inputs": mlp_inputs.to_string()})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(plain.status, 200);
+    assert_eq!(sealed["output"], plain.json()["output"]);
+    assert_eq!(sealed["model_hash"], plain.json()["model_hash"]);
+
+    // The proof bundle verifies offline, and fails on any change.
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "receipt"];
+        args.extend_from_slice(extra);
+        run_status(&args)
+    };
+    let b = s(&bundle);
+    let (code, out, _) = verify(&[
+        &b,
+        "--dev-root",
+        &root,
+        "--measurements",
+        &s(&registry),
+        "--output",
+        &s(&output),
+        "--request",
+        &s(&request),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, _) = verify(&[&b, "--measurements", &s(&registry)]);
+    assert_eq!(code, 3, "dev evidence without its root must not verify");
+    let (code, _, _) = verify(&[
+        &b,
+        "--dev-root",
+        &root,
+        "--measurements",
+        &s(&other_registry),
+    ]);
+    assert_eq!(code, 3, "another binary's measurement must not verify");
+    let mut tampered_output = std::fs::read(&output).unwrap();
+    let pos = tampered_output.iter().position(|b| *b == b'T').unwrap();
+    tampered_output[pos] = b'X';
+    std::fs::write(w("output2.json"), tampered_output).unwrap();
+    let (code, out, _) = verify(&[&b, "--dev-root", &root, "--output", &s(&w("output2.json"))]);
+    assert_eq!(code, 3, "{out}");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let sig = doc["receipt"]["signature"].as_str().unwrap().to_string();
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { "1" } else { "0" },
+        &sig[1..]
+    );
+    doc["receipt"]["signature"] = json!(flipped);
+    std::fs::write(w("bundle2.json"), doc.to_string()).unwrap();
+    let (code, _, _) = verify(&[&s(&w("bundle2.json")), "--dev-root", &root]);
+    assert_eq!(code, 3, "a receipt with one byte changed must not verify");
+
+    // A sealed request captured by the relay and replayed is refused.
+    let start = log
+        .windows(15)
+        .position(|w| w == b"POST /v1/infer ")
+        .unwrap();
+    let head_end = start
+        + log[start..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap();
+    let head = String::from_utf8_lossy(&log[start..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let sealed_request = log[head_end + 4..head_end + 4 + len].to_vec();
+    let replay = http(&addr, "POST", "/v1/infer", &sealed_request);
+    assert!(
+        (400..500).contains(&replay.status),
+        "replay answered {}",
+        replay.status
+    );
+    assert_eq!(
+        replay.header("content-type"),
+        Some("application/vnd.attesta.sealed")
+    );
+    let metrics = String::from_utf8(http(&addr, "GET", "/metrics", b"").body).unwrap();
+    assert!(
+        metrics.contains("attesta_errors_total{code=\"replayed_request\"} 1"),
+        "{metrics}"
+    );
+    // Garbage is refused in plaintext JSON, before any decryption.
+    http(&addr, "POST", "/v1/infer", b"\x09garbage").assert_error(400, "unsupported_version");
+}
