@@ -11,7 +11,7 @@
 # table shows the median round per model and server), BENCH_OUT (directory
 # to keep models, bodies, logs and wrk outputs; default a temp dir that is
 # removed), ATTESTA_BIN (default target/release/attesta), ATTESTA_NODE_ARGS
-# (extra arguments for `attesta node`), ATTESTA_PYTHON (default .venv/bin/python),
+# (extra arguments for `attesta node`, default `--tee dev`), ATTESTA_PYTHON (default .venv/bin/python),
 # BENCH_CACHED_BASELINE (1: also run the baseline with one cached session and
 # file hash per model, "ort-cached", which is not what OpenGradient does; 0: skip it).
 set -euo pipefail
@@ -136,8 +136,11 @@ if [ "${BENCH_CACHED_BASELINE:-1}" = 1 ]; then
 fi
 if [ "$baseline_only" = 0 ]; then
   node_port=$(free_port)
+  # The dev TEE (attestation on, insecure root) is how a node runs off TEE
+  # hardware; its state goes to the work dir, not the user's data dir.
   # shellcheck disable=SC2086 # ATTESTA_NODE_ARGS is a word list on purpose
-  "$attesta" node --listen "127.0.0.1:$node_port" --store "$work/store" ${ATTESTA_NODE_ARGS:-} \
+  "$attesta" node --listen "127.0.0.1:$node_port" --store "$work/store" --data-dir "$work/node-data" \
+    ${ATTESTA_NODE_ARGS---tee dev} \
     >"$work/attesta.log" 2>&1 &
   pids+=($!)
   wait_ready "${pids[-1]}" "$node_port" "$work/attesta.log"
