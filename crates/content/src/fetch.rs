@@ -6,7 +6,7 @@
 //! failures (timeouts, connection errors, 5xx, 429) are retried with exponential backoff;
 //! verification failures are never retried against the same gateway — they move on to the next.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub const GATEWAYS_ENV: &str = "ATTESTA_IPFS_GATEWAYS";
 pub const DEFAULT_MAX_BLOCK_BYTES: usize = 1024 * 1024 + 16 * 1024;
 const CAR_MEDIA_TYPE: &str = "application/vnd.ipld.car";
 const RAW_MEDIA_TYPE: &str = "application/vnd.ipld.raw";
+/// Block requests kept in flight in raw mode (hides round trips; memory ≤ this × block cap).
+const RAW_PREFETCH: usize = 8;
 
 /// Gateway client settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -610,26 +612,67 @@ impl Fetcher {
         let limits = self.inner.config.limits();
         let mut pending: PendingBlob = self.inner.store.begin()?;
         let mut verifier = DagVerifier::new(cid.clone(), limits);
+        // Blocks are requested ahead of the walk, a few at a time; dropping the set cancels them.
+        let mut tasks: tokio::task::JoinSet<(Cid, Result<Bytes, AttemptError>)> =
+            tokio::task::JoinSet::new();
+        let mut in_flight: HashSet<Cid> = HashSet::new();
+        let mut ready: HashMap<Cid, Bytes> = HashMap::new();
         while let Some(next) = verifier.next_needed().cloned() {
-            let mut attempt = 0;
-            let block = loop {
-                match self.raw_block(base, &next, limits.max_block_bytes).await {
-                    Ok(b) => break b,
-                    Err(e) if e.is_retryable() && attempt < self.inner.config.retries => {
-                        self.backoff(attempt).await;
-                        attempt += 1;
-                    }
-                    Err(AttemptError::NotFound) => {
-                        return Err(VerifyError::MissingBlock { cid: next }.into());
-                    }
-                    Err(e) => return Err(e.into()),
+            for c in verifier.upcoming(RAW_PREFETCH) {
+                if in_flight.len() >= RAW_PREFETCH {
+                    break;
                 }
-            };
+                if in_flight.contains(&c) || ready.contains_key(&c) {
+                    continue;
+                }
+                in_flight.insert(c.clone());
+                let this = self.clone();
+                let base = base.to_owned();
+                tasks.spawn(async move {
+                    let r = this
+                        .raw_block_with_retries(&base, &c, limits.max_block_bytes)
+                        .await;
+                    (c, r)
+                });
+            }
+            while !ready.contains_key(&next) {
+                match tasks.join_next().await {
+                    Some(Ok((c, Ok(b)))) => {
+                        in_flight.remove(&c);
+                        ready.insert(c, b);
+                    }
+                    Some(Ok((c, Err(AttemptError::NotFound)))) => {
+                        return Err(VerifyError::MissingBlock { cid: c }.into());
+                    }
+                    Some(Ok((_, Err(e)))) => return Err(e.into()),
+                    Some(Err(e)) => return Err(AttemptError::Transport(e.to_string()).into()),
+                    None => return Err(VerifyError::MissingBlock { cid: next }.into()),
+                }
+            }
+            let block = ready.remove(&next).unwrap_or_default();
             verifier.push(&next, block, &mut pending)?;
             progress.update(verifier.bytes_verified(), verifier.declared_size());
         }
         verifier.finish()?;
         Ok(pending.commit(cid)?)
+    }
+
+    async fn raw_block_with_retries(
+        &self,
+        base: &str,
+        cid: &Cid,
+        max: usize,
+    ) -> Result<Bytes, AttemptError> {
+        let mut attempt = 0;
+        loop {
+            match self.raw_block(base, cid, max).await {
+                Err(e) if e.is_retryable() && attempt < self.inner.config.retries => {
+                    self.backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn raw_block(&self, base: &str, cid: &Cid, max: usize) -> Result<Bytes, AttemptError> {

@@ -338,6 +338,33 @@ impl DagVerifier {
             .map(|c| &c.cid)
     }
 
+    /// Up to `max` blocks the walk will need, in the order they are known (the next one first):
+    /// the remaining children of every node being expanded. For prefetching; excludes blocks
+    /// already held or seen.
+    pub fn upcoming(&self, max: usize) -> Vec<Cid> {
+        let mut out: Vec<Cid> = Vec::new();
+        if !self.started {
+            out.push(self.root.clone());
+            return out;
+        }
+        for (i, frame) in self.stack.iter().rev().enumerate() {
+            // Below the top, the child at `next` is the node being expanded above it.
+            let from = if i == 0 { frame.next } else { frame.next + 1 };
+            for child in frame.children.iter().skip(from) {
+                if out.len() >= max {
+                    return out;
+                }
+                if !self.completed.contains_key(&child.cid)
+                    && !self.early.contains_key(&child.cid)
+                    && !out.contains(&child.cid)
+                {
+                    out.push(child.cid.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// True when the whole DAG has been verified and written.
     pub fn is_done(&self) -> bool {
         self.started && self.stack.is_empty()

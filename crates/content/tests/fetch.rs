@@ -501,3 +501,29 @@ fn fetch_futures_are_send() {
     let fut = f.fetch(&cid, &NoProgress);
     send(&fut);
 }
+
+#[tokio::test]
+async fn a_gateway_missing_a_block_fails_with_missing_block_or_truncated() {
+    let data = common::det(4 * 262_144);
+    let (root, mut blocks) =
+        attesta_content::import_reader(&data[..], Profile::KuboCidV1RawLeaves, Vec::new()).unwrap();
+    blocks.remove(2); // the third leaf
+    let gw = Gateway::start(Mode::Honest).await;
+    gw.add_blocks(&root, blocks);
+    for (prefer_car, expect) in [(false, "missing_block"), (true, "truncated")] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let cfg = GatewayConfig {
+            prefer_car,
+            ..config(&[&gw])
+        };
+        let failures = all_failed(
+            Fetcher::new(cfg, s.clone())
+                .fetch(&root, &NoProgress)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(failures[0].error.kind(), expect, "{:?}", failures[0]);
+        assert_empty(&dir, &s);
+    }
+}
