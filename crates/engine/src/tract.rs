@@ -117,6 +117,7 @@ impl TractEngine {
             max_tensor_bytes: limits.max_tensor_bytes,
             file_bytes: onnx.len(),
             needs_values,
+            value_guard: prescan::ValueGuard::new(graph),
         })
     }
 }
@@ -146,6 +147,8 @@ pub struct TractModel {
     file_bytes: usize,
     /// The graph only types with some input values known (see `frozen_inputs`).
     needs_values: bool,
+    /// Size checks on the values of inputs baked in as constants.
+    value_guard: prescan::ValueGuard,
 }
 
 impl std::fmt::Debug for TractModel {
@@ -422,6 +425,28 @@ impl Model for TractModel {
             .filter(|(_, f)| **f)
             .map(|(t, _)| integer_values(t))
             .collect();
+        if self.needs_values {
+            // tract evaluates operators fed only by constants while typing, so
+            // sizes set by baked-in values are checked before it sees them.
+            let named: Vec<(&str, &[i64])> = self
+                .info
+                .inputs
+                .iter()
+                .zip(&frozen)
+                .filter(|(_, f)| **f)
+                .zip(&values)
+                .map(|((decl, _), v)| (decl.name.as_str(), v.as_slice()))
+                .collect();
+            self.value_guard
+                .check(&named, self.max_tensor_bytes)
+                .map_err(|e| match e {
+                    EngineError::Load(reason) => EngineError::InvalidInput {
+                        input: String::new(),
+                        reason,
+                    },
+                    other => other,
+                })?;
+        }
         let plan = self.plan((shapes, values), &inputs)?;
         let outputs = match &plan.runnable {
             None => self.evaluate_frozen(&inputs)?,
@@ -457,6 +482,28 @@ impl Model for TractModel {
             .iter()
             .zip(&self.info.outputs)
             .map(|(value, decl)| {
+                // The declared type is the contract callers see in `info()`;
+                // tract sometimes computes in another (ConstantOfShape's
+                // default value comes out f64), so numeric outputs are cast.
+                let want = convert::datum_of(decl.dtype);
+                let cast;
+                let value: &tract_onnx::prelude::Tensor = if convert::dtype_of(value.datum_type())
+                    != Some(decl.dtype)
+                    && decl.dtype.is_numeric()
+                    && value.datum_type() != DatumType::String
+                {
+                    cast = value.cast_to_dt(want).map_err(|e| {
+                        EngineError::Run(format!(
+                            "output {:?}: cannot return {:?} as {}: {e:#}",
+                            decl.name,
+                            value.datum_type(),
+                            decl.dtype
+                        ))
+                    })?;
+                    &cast
+                } else {
+                    value
+                };
                 let tensor = convert::from_tract(value)
                     .map_err(|e| EngineError::Run(format!("output {:?}: {e}", decl.name)))?;
                 Ok(NamedTensor {

@@ -479,3 +479,36 @@ fn model_tensor_cap_applies_to_known_intermediate_shapes() {
         other => panic!("expected a Load error, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn sizes_set_by_request_values_are_checked_before_tract_sees_them() {
+    // ConstantOfShape fed by a graph input: tract only types it with the
+    // value known, so the engine bakes the value in; a huge value must be
+    // refused, not allocated.
+    let g = graph(
+        vec![node("ConstantOfShape", &["s"], &["y"], vec![])],
+        vec![],
+        vec![value_info("s", INT64, &[1])],
+        vec![value_info("y", FLOAT, &[])],
+    );
+    let model = TractEngine::new(1)
+        .load(&model(g), &Limits::default())
+        .unwrap();
+    let small = model
+        .run(vec![
+            Tensor::new(vec![1], TensorData::I64(vec![4])).unwrap(),
+        ])
+        .unwrap();
+    assert_eq!(small[0].tensor.data(), &TensorData::F32(vec![0.0; 4]));
+    for huge in [1i64 << 40, -3] {
+        let err = model
+            .run(vec![
+                Tensor::new(vec![1], TensorData::I64(vec![huge])).unwrap(),
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::InvalidInput { .. }),
+            "{huge}: {err:?}"
+        );
+    }
+}

@@ -99,6 +99,24 @@ pub(crate) fn onnx_elem_type(elem_type: i32) -> Option<(DType, DatumType)> {
     })
 }
 
+/// The tract type attesta's `dtype` is carried in.
+pub(crate) fn datum_of(dtype: DType) -> DatumType {
+    match dtype {
+        DType::F32 => DatumType::F32,
+        DType::F64 => DatumType::F64,
+        DType::I8 => DatumType::I8,
+        DType::I16 => DatumType::I16,
+        DType::I32 => DatumType::I32,
+        DType::I64 => DatumType::I64,
+        DType::U8 => DatumType::U8,
+        DType::U16 => DatumType::U16,
+        DType::U32 => DatumType::U32,
+        DType::U64 => DatumType::U64,
+        DType::Bool => DatumType::Bool,
+        DType::String => DatumType::String,
+    }
+}
+
 /// The attesta type a tract output of type `dt` is returned as.
 pub(crate) fn dtype_of(dt: DatumType) -> Option<DType> {
     Some(match dt {

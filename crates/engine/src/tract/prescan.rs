@@ -139,7 +139,7 @@ impl Scan<'_> {
             {
                 consts.insert(out.as_str(), c);
             }
-            self.materialising(node, &consts)?;
+            materialising(node, &consts, self.limits.max_tensor_bytes)?;
         }
         Ok(())
     }
@@ -200,21 +200,35 @@ impl Scan<'_> {
     fn tensor(&self, t: &TensorProto, what: &str) -> Result<(), EngineError> {
         check_tensor(t, what, self.limits.max_tensor_bytes)
     }
+}
 
-    /// Operators whose output size is set by the values of constant operands.
-    fn materialising(
-        &self,
-        node: &pb::NodeProto,
-        consts: &HashMap<&str, Const<'_>>,
-    ) -> Result<(), EngineError> {
-        let cap = self.limits.max_tensor_bytes as f64;
+/// Operators whose output size is set by the values of their operands.
+const MATERIALISING: &[&str] = &[
+    "ConstantOfShape",
+    "Expand",
+    "Tile",
+    "Range",
+    "Resize",
+    "Upsample",
+    "RandomNormal",
+    "RandomUniform",
+];
+
+/// Checks an operator whose output size is set by the values of constant operands.
+fn materialising(
+    node: &pb::NodeProto,
+    consts: &HashMap<&str, Const<'_>>,
+    max_tensor_bytes: usize,
+) -> Result<(), EngineError> {
+    {
+        let cap = max_tensor_bytes as f64;
         let operand = |i: usize| node.input.get(i).and_then(|name| consts.get(name.as_str()));
         let numbers = |i: usize| operand(i).and_then(Const::numbers);
         let over = |elements: f64, size: usize, why: &str| -> Result<(), EngineError> {
             if elements * size as f64 > cap {
                 Err(load(format!(
                     "node {:?} ({}) would materialise {elements:.0} elements ({why}), over the {} byte tensor cap",
-                    node.name, node.op_type, self.limits.max_tensor_bytes
+                    node.name, node.op_type, max_tensor_bytes
                 )))
             } else {
                 Ok(())
@@ -309,6 +323,48 @@ impl Scan<'_> {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The main-graph operators whose size-setting operands come straight from
+/// graph inputs: checked against the actual values when those inputs are
+/// baked into a plan as constants (tract would evaluate them while typing).
+pub(crate) struct ValueGuard {
+    nodes: Vec<pb::NodeProto>,
+}
+
+impl ValueGuard {
+    pub(crate) fn new(graph: &pb::GraphProto) -> ValueGuard {
+        let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
+        let nodes = graph
+            .node
+            .iter()
+            .filter(|n| {
+                MATERIALISING.contains(&n.op_type.as_str())
+                    && n.input.iter().any(|i| inputs.contains(i.as_str()))
+            })
+            .cloned()
+            .collect();
+        ValueGuard { nodes }
+    }
+
+    /// Checks the guarded operators with `values` (input name → integer values).
+    pub(crate) fn check(
+        &self,
+        values: &[(&str, &[i64])],
+        max_tensor_bytes: usize,
+    ) -> Result<(), EngineError> {
+        if self.nodes.is_empty() {
+            return Ok(());
+        }
+        let consts: HashMap<&str, Const<'_>> = values
+            .iter()
+            .map(|(name, v)| (*name, Const::Ints(v)))
+            .collect();
+        for node in &self.nodes {
+            materialising(node, &consts, max_tensor_bytes)?;
         }
         Ok(())
     }
