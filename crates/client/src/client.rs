@@ -78,6 +78,12 @@ impl Client {
     /// A client of the node at `base_url` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base_url: &str, config: ClientConfig) -> Result<Self, ClientError> {
         let base = base_url.trim_end_matches('/').to_owned();
+        if !(16..=64).contains(&config.nonce_len) {
+            return Err(ClientError::InvalidInput(format!(
+                "nonce_len {} outside 16..=64 bytes",
+                config.nonce_len
+            )));
+        }
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidInput(format!(
                 "node URL {base_url:?} is not http(s)"
@@ -228,7 +234,10 @@ impl Client {
                 self.infer_with(&node, model, &inputs, attested).await
             }
             Err(e) => {
-                if matches!(e, ClientError::Answer(ref a) if !matches!(a, AnswerError::Remote(_))) {
+                let refused_decryption = matches!(e, ClientError::Refused { ref code, .. } if code == "decryption_failed");
+                let crypto =
+                    matches!(e, ClientError::Answer(ref a) if !matches!(a, AnswerError::Remote(_)));
+                if crypto || refused_decryption {
                     // A signature or decryption failure: never trust this key set again without fresh evidence.
                     self.forget_node();
                 }

@@ -137,7 +137,7 @@ impl fmt::Display for BundleReport {
                 Status::Fail => "FAIL",
                 Status::Skipped => "SKIP",
             };
-            writeln!(f, "  [{tag}] {:<16} {}", s.name, s.detail)?;
+            writeln!(f, "  [{tag}] {:<18} {}", s.name, s.detail)?;
         }
         match &self.error {
             None => write!(f, "result:     RECEIPT VERIFIED"),
