@@ -47,6 +47,10 @@ pub struct NodeSection {
     pub allow_cids: Option<Vec<String>>,
     /// Per-gateway timeout.
     pub gateway_timeout: Option<String>,
+    /// `auto`, `nitro`, `tsm`, `gramine`, `dev` or `none`.
+    pub tee: Option<String>,
+    /// Replay window of the sealed channel.
+    pub replay_window: Option<String>,
 }
 
 /// Reads and parses the config file; a missing explicit file is an error.

@@ -59,17 +59,12 @@ pub struct NodeArgs {
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
     /// root written to <data-dir>/dev-root.pem), or `none` (plain /infer only, no attestation).
-    #[arg(long, env = "ATTESTA_TEE", default_value = "auto", value_name = "TEE")]
-    tee: String,
+    #[arg(long, env = "ATTESTA_TEE", value_name = "TEE")]
+    tee: Option<String>,
     /// Accepted clock difference for sealed requests; accepted requests are remembered this long
     /// to refuse replays.
-    #[arg(
-        long,
-        env = "ATTESTA_REPLAY_WINDOW",
-        default_value = "120s",
-        value_name = "DURATION"
-    )]
-    replay_window: String,
+    #[arg(long, env = "ATTESTA_REPLAY_WINDOW", value_name = "DURATION")]
+    replay_window: Option<String>,
     /// INSECURE, for demos and validator tests only: misbehave on purpose
     /// (`wrong-output`, `slow:MS`, `hang`, `bad-evidence`).
     #[arg(long, value_name = "FAULT")]
@@ -311,12 +306,17 @@ pub fn gateway_config(flags: &[String], file: &[String]) -> GatewayConfig {
 
 /// Makes the key set and the evidence producer named by `--tee`.
 fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<Attestation>> {
-    if args.tee == "none" {
+    let file = &global.file.node;
+    let tee = args
+        .tee
+        .as_deref()
+        .or(file.tee.as_deref())
+        .unwrap_or("auto");
+    if tee == "none" {
         tracing::warn!("running without a TEE (--tee none): no attestation, no sealed channel");
         return Ok(None);
     }
-    let kind: TeeKind = args
-        .tee
+    let kind: TeeKind = tee
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--tee: {e}"))?;
     let mut opts = SelectOptions::default();
@@ -335,8 +335,12 @@ fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<
             "INSECURE dev TEE: evidence is signed by a local root; verifiers must name it with --dev-root"
         );
     }
-    let window =
-        parse_duration(&args.replay_window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
+    let window = args
+        .replay_window
+        .as_deref()
+        .or(file.replay_window.as_deref())
+        .unwrap_or("120s");
+    let window = parse_duration(window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
     let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
     tracing::info!(tee = %platform, keyset_digest = %hex::encode(keys.keyset_digest()), "key set ready");
     Ok(Some(Attestation {
