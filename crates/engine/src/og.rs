@@ -1025,4 +1025,48 @@ mod tests {
             ], "model_hash": "ab"})
         );
     }
+
+    /// Bounded mutation fuzzing: no body, however mangled, makes the codec panic,
+    /// and whatever parses converts (or fails) cleanly against a model.
+    #[test]
+    fn mutated_bodies_never_panic() {
+        let inner = r#"{"numbers":[{"name":"x","shape":[2,2],"values":[{"value":15,"decimals":1},{"value":"-25","decimals":"2"},{"value":"1.5","decimals":0},{"value":7,"decimals":18}]}],"strings":[{"name":"s","shape":[1],"values":["hi"]}]}"#;
+        let seed = serde_json::json!({"ipfs_hash": "QmX", "model_inputs": inner})
+            .to_string()
+            .into_bytes();
+        let model = info(vec![
+            (
+                "x",
+                DType::I16,
+                Some(vec![Dim::Symbolic("n".into()), Dim::Fixed(2)]),
+            ),
+            ("s", DType::String, None),
+        ]);
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut body = seed.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let pos = (next() as usize) % body.len();
+                match next() % 3 {
+                    0 => body[pos] = next() as u8,
+                    1 => {
+                        body.remove(pos);
+                    }
+                    _ => {
+                        let alphabet = b"{}[]\",:0-9e.";
+                        body.insert(pos, alphabet[(next() as usize) % alphabet.len()]);
+                    }
+                }
+            }
+            if let Ok(req) = parse_request(&body) {
+                let _ = to_tensors(&req.inputs, &model);
+            }
+        }
+    }
 }
