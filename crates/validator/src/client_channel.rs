@@ -1,0 +1,154 @@
+//! The production [`NodeChannel`]: `attesta-client` (fresh-nonce attestation
+//! under the policy, HPKE-sealed request, sealed answer, receipt checked
+//! against the attested key set and the request/output digests).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use attesta_client::{Client, ClientConfig, ClientError};
+use attesta_evidence::{Policy, Report, Status, UnixTime};
+use futures::future::BoxFuture;
+
+pub use attesta_client::{RngHandle, system_rng};
+
+use crate::challenge::Challenge;
+use crate::probe::{Answer, Attested, ChannelFactory, NodeChannel, ProbeError};
+use crate::registry::NodeEntry;
+use crate::round::Clock;
+use crate::status::MEASUREMENT_MISMATCH;
+
+/// Makes one [`Client`] per node (kept across rounds, so connections and the
+/// verified certificate chains are reused) with the validator's policy,
+/// clock and RNG.
+pub struct ClientFactory {
+    policy: Policy,
+    timeout: Duration,
+    clock: Arc<dyn Clock>,
+    rng: RngHandle,
+    clients: Mutex<HashMap<(String, String), Arc<ClientChannel>>>,
+}
+
+impl std::fmt::Debug for ClientFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFactory")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientFactory {
+    /// A factory for clients verifying under `policy`, each HTTP request
+    /// bounded by `timeout`, nonces and HPKE keys drawn from `rng`.
+    pub fn new(policy: Policy, timeout: Duration, clock: Arc<dyn Clock>, rng: RngHandle) -> Self {
+        ClientFactory {
+            policy,
+            timeout,
+            clock,
+            rng,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ChannelFactory for ClientFactory {
+    fn channel(&self, node: &NodeEntry) -> Result<Arc<dyn NodeChannel>, ProbeError> {
+        let key = (node.id.clone(), node.url.clone());
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(&key) {
+            return Ok(Arc::clone(c) as Arc<dyn NodeChannel>);
+        }
+        let clock = Arc::clone(&self.clock);
+        let config = ClientConfig {
+            policy: self.policy.clone(),
+            // Every round re-attests explicitly; the cache only spans one node check.
+            key_cache_ttl: self.timeout.saturating_mul(2),
+            timeout: self.timeout,
+            nonce_len: 32,
+            clock: Arc::new(move || UnixTime::from_system(clock.now())),
+            rng: Arc::clone(&self.rng),
+        };
+        let client =
+            Client::new(&node.url, config).map_err(|e| ProbeError::Transport(e.to_string()))?;
+        let ch = Arc::new(ClientChannel { client });
+        clients.insert(key, Arc::clone(&ch));
+        Ok(ch as Arc<dyn NodeChannel>)
+    }
+}
+
+/// One node's client.
+#[derive(Debug)]
+pub struct ClientChannel {
+    client: Client,
+}
+
+fn measurement_of(report: &Report) -> Option<String> {
+    let step = report.steps.iter().find(|s| s.name == "measurements")?;
+    Some(match step.status {
+        Status::Pass => step.detail.clone(),
+        Status::Fail => format!("{MEASUREMENT_MISMATCH}: {}", step.detail),
+        Status::Skipped => "not checked".into(),
+    })
+}
+
+fn probe_error(e: ClientError) -> ProbeError {
+    use attesta_seal::channel::AnswerError;
+    match e {
+        ClientError::Transport(m) => ProbeError::Transport(m),
+        ClientError::Timeout(d) => ProbeError::Timeout(format!("request timed out after {d:?}")),
+        ClientError::Attestation { error, report } => ProbeError::Attestation {
+            reason: format!("{} ({})", error, error.code()),
+            measurement: measurement_of(&report),
+            platform: report.platform.map(|p| p.to_string()),
+        },
+        ClientError::Binding(b) => ProbeError::Attestation {
+            reason: format!("key binding: {b}"),
+            measurement: None,
+            platform: None,
+        },
+        // An answer that does not authenticate is as bad as a forged receipt.
+        ClientError::Answer(AnswerError::Receipt(r)) => ProbeError::Receipt(r.to_string()),
+        ClientError::Answer(AnswerError::Envelope(env)) => {
+            ProbeError::Receipt(format!("answer did not open: {env}"))
+        }
+        other => ProbeError::Protocol(format!("{other} ({})", other.code())),
+    }
+}
+
+impl NodeChannel for ClientChannel {
+    fn attest(&self) -> BoxFuture<'_, Result<Attested, ProbeError>> {
+        Box::pin(async move {
+            self.client.forget_node();
+            let node = self.client.attest().await.map_err(probe_error)?;
+            Ok(Attested {
+                nonce: node.nonce.clone(),
+                platform: node.platform.to_string(),
+                measurement: measurement_of(&node.report).unwrap_or_else(|| "not checked".into()),
+            })
+        })
+    }
+
+    fn infer<'a>(&'a self, challenge: &'a Challenge) -> BoxFuture<'a, Result<Answer, ProbeError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .infer(&challenge.model_cid, &challenge.inputs.to_string())
+                .await
+                .map_err(probe_error)?;
+            let output = serde_json::from_str(out.output.get())
+                .map_err(|e| ProbeError::Protocol(format!("output is not JSON: {e}")))?;
+            let bundle = String::from_utf8(out.bundle.to_json())
+                .map_err(|e| ProbeError::Protocol(format!("bundle is not UTF-8: {e}")))?;
+            Ok(Answer {
+                output,
+                receipt_model_cid: out.receipt.receipt.model_cid.clone(),
+                receipt_model_sha256: hex::encode(out.receipt.receipt.model_sha256),
+                latency: out.latency,
+                bundle,
+            })
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! The validator's TOML config (`attesta validator --config FILE`). Relative
+//! paths are resolved against the config file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use attesta_evidence::{Policy, PolicyFile, TrustedRoot, danger};
+
+use crate::challenge::ChallengeSpec;
+use crate::scoring::ScoringParams;
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config is not valid TOML for this schema.
+    #[error("config {path}: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        reason: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+    /// The measurements file is unusable.
+    #[error("measurements {path}: {reason}")]
+    Measurements {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The dev root (or the pinned AWS root) is unusable.
+    #[error("trusted root: {0}")]
+    Root(String),
+}
+
+/// Attestation policy settings.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Registry of allowed measurements (nitro-cli JSON or our TOML); none = any measurement.
+    pub measurements: Option<PathBuf>,
+    /// PEM of a dev root to accept (`dev (insecure)` documents). Absent = hardware only.
+    pub dev_root: Option<PathBuf>,
+    /// Maximum document age in seconds (default 300).
+    pub max_age_secs: Option<u64>,
+}
+
+/// Round timing and sizes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoundConfig {
+    /// Pause between the end of a round and the start of the next (ms).
+    pub interval_ms: u64,
+    /// Nodes checked at once.
+    pub concurrency: usize,
+    /// Budget for one node's whole check: attestation + all its challenges (ms).
+    pub node_timeout_ms: u64,
+    /// Sealed challenges per node per round.
+    pub challenges_per_node: u32,
+    /// Weights are emitted every this many rounds.
+    pub epoch_rounds: u64,
+    /// Proof bundles kept in the database (newest first).
+    pub max_bundles: u64,
+    /// Stop after this many committed rounds in total (absent = run forever).
+    pub max_rounds: Option<u64>,
+}
+
+impl Default for RoundConfig {
+    fn default() -> Self {
+        RoundConfig {
+            interval_ms: 5_000,
+            concurrency: 32,
+            node_timeout_ms: 5_000,
+            challenges_per_node: 1,
+            epoch_rounds: 10,
+            max_bundles: 1_000,
+            max_rounds: None,
+        }
+    }
+}
+
+/// The challenge set.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengesConfig {
+    /// Model store directory holding the challenge models.
+    pub store: PathBuf,
+    /// The models.
+    pub models: Vec<ChallengeSpec>,
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// Static node list (`{id, url, hotkey?}`, TOML or JSON).
+    pub nodes: PathBuf,
+    /// SQLite database.
+    pub database: PathBuf,
+    /// Weights JSON, rewritten atomically every epoch.
+    pub weights_file: PathBuf,
+    /// Address for `GET /v1/nodes` and `GET /metrics` (absent = no HTTP).
+    pub listen: Option<SocketAddr>,
+    /// Attestation policy.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Rounds.
+    #[serde(default)]
+    pub rounds: RoundConfig,
+    /// Scoring.
+    #[serde(default)]
+    pub scoring: ScoringParams,
+    /// Challenge models.
+    pub challenges: ChallengesConfig,
+}
+
+impl ValidatorConfig {
+    /// Reads the `[validator]` section of an attesta config file; relative
+    /// paths are taken relative to `base`.
+    pub fn load(path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, base).map_err(|e| match e {
+            ConfigError::Syntax { reason, .. } => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses config text and takes its `[validator]` section.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let syntax = |reason: String| ConfigError::Syntax {
+            path: PathBuf::new(),
+            reason,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        match table.remove("validator") {
+            Some(toml::Value::Table(t)) => Self::from_table(t, base),
+            Some(_) => Err(syntax("`validator` must be a table".into())),
+            None => Err(syntax("no [validator] section".into())),
+        }
+    }
+
+    /// Builds the config from an already parsed `[validator]` table.
+    pub fn from_table(table: toml::Table, base: &Path) -> Result<Self, ConfigError> {
+        let mut c: ValidatorConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: PathBuf::new(),
+                    reason: e.to_string(),
+                })?;
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut c.nodes);
+        fix(&mut c.database);
+        fix(&mut c.weights_file);
+        fix(&mut c.challenges.store);
+        if let Some(p) = c.policy.measurements.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = c.policy.dev_root.as_mut() {
+            fix(p);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Renders the config as a complete `[validator]` section.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        #[derive(serde::Serialize)]
+        struct Wrap<'a> {
+            validator: &'a ValidatorConfig,
+        }
+        toml::to_string(&Wrap { validator: self }).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.rounds;
+        if r.concurrency == 0
+            || r.node_timeout_ms == 0
+            || r.challenges_per_node == 0
+            || r.epoch_rounds == 0
+        {
+            return Err(ConfigError::Invalid(
+                "rounds: concurrency, node_timeout_ms, challenges_per_node and epoch_rounds must be ≥ 1".into(),
+            ));
+        }
+        let s = &self.scoring;
+        if !(s.alpha > 0.0 && s.alpha <= 1.0) || !(0.0..1.0).contains(&s.failure_decay) {
+            return Err(ConfigError::Invalid(
+                "scoring: need 0 < alpha ≤ 1 and 0 ≤ failure_decay < 1".into(),
+            ));
+        }
+        if !(s.slowest_fraction > 0.0 && s.slowest_fraction <= 1.0) || !(s.t_min_offset_secs >= 0.0)
+        {
+            return Err(ConfigError::Invalid(
+                "scoring: need 0 < slowest_fraction ≤ 1 and t_min_offset_secs ≥ 0".into(),
+            ));
+        }
+        if self.challenges.models.is_empty() {
+            return Err(ConfigError::Invalid(
+                "challenges: at least one model is required".into(),
+            ));
+        }
+        for m in &self.challenges.models {
+            m.validate().map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Per-node timeout.
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_millis(self.rounds.node_timeout_ms)
+    }
+
+    /// Builds the attestation policy: the pinned AWS root, the measurement
+    /// registry, the max age, and the dev root only when the config names one.
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        let mut policy = Policy::aws_nitro().map_err(|e| ConfigError::Root(e.to_string()))?;
+        if let Some(path) = &self.policy.measurements {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let file = PolicyFile::parse(&text).map_err(|e| ConfigError::Measurements {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            policy = policy.with_measurements(file.registry);
+        }
+        if let Some(secs) = self.policy.max_age_secs {
+            policy = policy.with_max_age(Duration::from_secs(secs));
+        }
+        if let Some(path) = &self.policy.dev_root {
+            let pem = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let root = TrustedRoot::from_pem("dev root", &pem)
+                .map_err(|e| ConfigError::Root(e.to_string()))?;
+            policy = danger::accept_dev_root(policy, root);
+        }
+        Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[validator]
+nodes = "nodes.toml"
+database = "state/v.sqlite"
+weights_file = "/abs/weights.json"
+[validator.challenges]
+store = "models"
+[[validator.challenges.models]]
+cid = "bafkreia"
+"#;
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let c = ValidatorConfig::parse(MIN, Path::new("/etc/attesta")).unwrap();
+        assert_eq!(c.nodes, Path::new("/etc/attesta/nodes.toml"));
+        assert_eq!(c.database, Path::new("/etc/attesta/state/v.sqlite"));
+        assert_eq!(c.weights_file, Path::new("/abs/weights.json"));
+        assert_eq!(c.rounds.concurrency, 32);
+        assert_eq!(c.scoring.failure_decay, 0.6);
+        assert!(c.listen.is_none());
+        let p = c.policy().unwrap();
+        assert!(p.dev_root().is_none(), "no dev root unless configured");
+        // Round trip through the rendered form.
+        let again = ValidatorConfig::parse(&c.to_toml().unwrap(), Path::new("/elsewhere")).unwrap();
+        assert_eq!(again.database, c.database);
+        assert!(matches!(
+            ValidatorConfig::parse("x = 1", Path::new(".")),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = format!("{MIN}\n[validator.rounds]\nconcurrency = 0\n");
+        assert!(matches!(
+            ValidatorConfig::parse(&bad, Path::new(".")),
+            Err(ConfigError::Invalid(_))
+        ));
+        let bad = MIN.replace(
+            "[[validator.challenges.models]]\ncid = \"bafkreia\"\n",
+            "models = []\n",
+        );
+        assert!(matches!(
+            ValidatorConfig::parse(&bad, Path::new(".")),
+            Err(ConfigError::Invalid(_))
+        ));
+        let bad = format!("{MIN}\n[validator.scoring]\nalpha = 0.0\n");
+        assert!(matches!(
+            ValidatorConfig::parse(&bad, Path::new(".")),
+            Err(ConfigError::Invalid(_))
+        ));
+        let typo = MIN.replace("nodes = ", "listen_addr = \"x\"\nnodes = ");
+        assert!(matches!(
+            ValidatorConfig::parse(&typo, Path::new(".")),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn dev_root_must_be_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.pem"), "not a pem").unwrap();
+        let text = format!("{MIN}\n[validator.policy]\ndev_root = \"root.pem\"\n");
+        let c = ValidatorConfig::parse(&text, dir.path()).unwrap();
+        assert!(matches!(c.policy(), Err(ConfigError::Root(_))));
+    }
+}

@@ -1,0 +1,69 @@
+//! `GET /v1/nodes` (JSON board) and `GET /metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::status::Status;
+
+/// The validator's HTTP routes over a shared [`Status`].
+pub fn router(status: Arc<Status>) -> Router {
+    Router::new()
+        .route("/v1/nodes", get(nodes))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(status)
+}
+
+async fn nodes(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    axum::Json(status.board())
+}
+
+async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        status.render_metrics(),
+    )
+}
+
+/// Why the board could not be fetched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// Connection or HTTP failure.
+    #[error("fetching {url}: {reason}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Fetches `GET {base}/v1/nodes` (the devnet's view of a validator process).
+pub async fn fetch_board(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<crate::status::Board, FetchError> {
+    let url = format!("{}/v1/nodes", base.trim_end_matches('/'));
+    let err = |reason: String| FetchError::Http {
+        url: url.clone(),
+        reason,
+    };
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("status {}", resp.status())));
+    }
+    resp.json().await.map_err(|e| err(e.to_string()))
+}

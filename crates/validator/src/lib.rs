@@ -1,0 +1,27 @@
+//! The attesta validator: challenge nodes round after round, verify their
+//! attestation and answers, score them with Omron's curve, persist
+//! everything in SQLite and emit weights.
+//!
+//! Layers: [`registry`] (who), [`challenge`] (what to ask, and the expected
+//! answer), [`probe`] (one node's attested channel, as a trait), [`round`]
+//! (bounded concurrency, timeouts), [`scoring`] (pure maths), [`state`]
+//! (SQLite, crash-safe), [`weights`] (sinks), [`status`] + [`http`]
+//! (`/v1/nodes`, `/metrics`), [`runner`] (the loop).
+#![forbid(unsafe_code)]
+
+pub mod challenge;
+pub mod client_channel;
+pub mod config;
+pub mod devmodels;
+pub mod http;
+pub mod probe;
+pub mod registry;
+pub mod round;
+pub mod runner;
+pub mod scoring;
+pub mod service;
+pub mod state;
+pub mod status;
+pub mod weights;
+
+pub use runner::{Parts, RoundError, RoundSummary, Validator, ValidatorRng, os_rng};

@@ -1,0 +1,115 @@
+//! Assembling a [`Validator`] from a [`ValidatorConfig`], and serving its
+//! status over HTTP. The binary's `attesta validator` is a thin shell on this.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use attesta_content::{ModelStore, StoreOptions};
+use attesta_engine::tract::TractEngine;
+
+use crate::challenge::{ChallengeError, ChallengeSet};
+use crate::config::{ConfigError, ValidatorConfig};
+use crate::probe::ChannelFactory;
+use crate::registry::StaticFile;
+use crate::round::{Clock, RoundSettings};
+use crate::runner::{Parts, Validator, ValidatorRng};
+use crate::state::{CommitSettings, State, StateError};
+use crate::status::Status;
+use crate::weights::{FileSink, WeightSink};
+
+/// Why the validator could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Config problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Challenge models problem.
+    #[error(transparent)]
+    Challenge(#[from] ChallengeError),
+    /// Database problem.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Model store or HTTP listener problem.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Loads the challenge models named by the config from its store.
+pub fn load_challenges(
+    cfg: &ValidatorConfig,
+    engine: &TractEngine,
+) -> Result<ChallengeSet, ServiceError> {
+    let store = ModelStore::open(&cfg.challenges.store, StoreOptions::default()).map_err(|e| {
+        ServiceError::Io(format!(
+            "model store {}: {e}",
+            cfg.challenges.store.display()
+        ))
+    })?;
+    Ok(ChallengeSet::load(&store, &cfg.challenges.models, engine)?)
+}
+
+/// Builds the validator described by `cfg`, reaching nodes through
+/// `channels`; also returns sink errors from re-emitting the last weights.
+pub async fn build(
+    cfg: &ValidatorConfig,
+    channels: Arc<dyn ChannelFactory>,
+    rng: ValidatorRng,
+    clock: Arc<dyn Clock>,
+    status: Arc<Status>,
+) -> Result<(Validator, Vec<String>), ServiceError> {
+    let engine = TractEngine::new(1);
+    let challenges = load_challenges(cfg, &engine)?;
+    if let Some(dir) = cfg.database.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ServiceError::Io(format!("{}: {e}", dir.display())))?;
+    }
+    let state = State::open(&cfg.database)?;
+    let sinks: Vec<Box<dyn WeightSink>> = vec![Box::new(FileSink::new(&cfg.weights_file))];
+    let parts = Parts {
+        source: Arc::new(StaticFile::new(&cfg.nodes)),
+        channels,
+        challenges,
+        state,
+        sinks,
+        commit: CommitSettings {
+            scoring: cfg.scoring,
+            epoch_rounds: cfg.rounds.epoch_rounds,
+            max_bundles: cfg.rounds.max_bundles,
+        },
+        round: RoundSettings {
+            concurrency: cfg.rounds.concurrency,
+            node_timeout: cfg.node_timeout(),
+        },
+        challenges_per_node: cfg.rounds.challenges_per_node,
+        rng,
+        clock,
+        status,
+    };
+    Ok(Validator::start(parts).await?)
+}
+
+/// Binds `addr` and serves `/v1/nodes` and `/metrics` until `stop` resolves.
+/// Returns the bound address (useful with port 0) and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    status: Arc<Status>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServiceError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::Io(format!("listen {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServiceError::Io(e.to_string()))?;
+    let app = crate::http::router(status);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, "status server stopped");
+        }
+    });
+    Ok((local, task))
+}
