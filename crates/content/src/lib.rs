@@ -5,6 +5,23 @@
 //! - [`store`]: the on-disk model store (atomic writes, byte budget, LRU, pins).
 //! - [`fetch`]: the trustless-gateway client that downloads, verifies and stores models.
 //! - [`car`] and [`verify`]: a CARv1 stream decoder and the DAG verifier for untrusted blocks.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use attesta_content::{Fetcher, GatewayConfig, ModelStore, NoProgress, Profile, StoreOptions};
+//!
+//! let store = ModelStore::open("models", StoreOptions { max_bytes: Some(20 << 30), ..Default::default() })?;
+//! // Local file: the CID is computed while copying, as `ipfs add` would compute it.
+//! let added = store.add_file(std::path::Path::new("model.onnx"), Profile::KuboDefaultV0)?;
+//! println!("{} sha256={}", added.cid, added.sha256_hex());
+//!
+//! // Unknown CID: fetched from untrusted gateways, verified block by block, then stored.
+//! let config = GatewayConfig { urls: vec!["http://127.0.0.1:8080".into()], ..Default::default() }.with_env();
+//! let fetcher = Fetcher::new(config, store.clone());
+//! let (model, _pin) = fetcher.fetch_pinned(&"QmTMdR3F3Dkc5fwGhVTHiruQUTbnVia6a8bFcdtK7Yh4hr".parse()?, &NoProgress).await?;
+//! println!("{} bytes at {}", model.size, model.path.display());
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod car;
