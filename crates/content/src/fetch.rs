@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub max_depth: usize,
     /// Ask for a CAR first (`false`: go straight to block-by-block requests).
     pub prefer_car: bool,
+    /// Slowest acceptable average rate after the first `timeout`: stops a gateway that drips
+    /// bytes just fast enough to dodge the idle timeout.
+    pub min_bytes_per_sec: u64,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +65,7 @@ impl Default for GatewayConfig {
             max_block_bytes: DEFAULT_MAX_BLOCK_BYTES,
             max_depth: 32,
             prefer_car: true,
+            min_bytes_per_sec: 64 * 1024,
         }
     }
 }
@@ -110,6 +114,14 @@ pub enum AttemptError {
     /// Connection or protocol error.
     #[error("transport error: {0}")]
     Transport(String),
+    /// The response arrives slower than `min_bytes_per_sec` on average.
+    #[error("too slow: {bytes} bytes in {millis} ms")]
+    TooSlow {
+        /// Bytes received in this attempt.
+        bytes: u64,
+        /// Milliseconds spent.
+        millis: u64,
+    },
     /// The gateway does not have the content.
     #[error("not found (HTTP 404)")]
     NotFound,
@@ -128,7 +140,9 @@ impl AttemptError {
     /// Transient failures worth retrying against the same gateway. Verification failures never are.
     pub fn is_retryable(&self) -> bool {
         match self {
-            AttemptError::Timeout | AttemptError::Transport(_) => true,
+            AttemptError::Timeout | AttemptError::TooSlow { .. } | AttemptError::Transport(_) => {
+                true
+            }
             AttemptError::Status(s) => *s == 429 || *s >= 500,
             AttemptError::NotFound | AttemptError::ContentType(_) => false,
             AttemptError::Verify(v) => v.is_retryable(),
@@ -139,6 +153,7 @@ impl AttemptError {
     pub fn kind(&self) -> &'static str {
         match self {
             AttemptError::Timeout => "timeout",
+            AttemptError::TooSlow { .. } => "too_slow",
             AttemptError::Transport(_) => "transport",
             AttemptError::NotFound => "not_found",
             AttemptError::Status(_) => "http_status",
@@ -577,6 +592,7 @@ impl Fetcher {
         let mut decoder = CarDecoder::new(limits.max_block_bytes + 128);
         let mut stream = resp.bytes_stream();
         let mut received: u64 = 0;
+        let pace = Pace::start(&self.inner.config);
         while !verifier.is_done() {
             let chunk = match tokio::time::timeout(self.inner.config.timeout, stream.next()).await {
                 Err(_) => return Err(AttemptError::Timeout.into()),
@@ -587,6 +603,7 @@ impl Fetcher {
             received += chunk.len() as u64;
             self.inner.observer.bytes_received(base, chunk.len() as u64);
             check_excess(received, &verifier, limits)?;
+            pace.check(received)?;
             decoder.push(&chunk);
             while let Some(block) = decoder.next_block().map_err(VerifyError::from)? {
                 if let Some(c) = block.cid {
@@ -617,6 +634,8 @@ impl Fetcher {
             tokio::task::JoinSet::new();
         let mut in_flight: HashSet<Cid> = HashSet::new();
         let mut ready: HashMap<Cid, Bytes> = HashMap::new();
+        let pace = Pace::start(&self.inner.config);
+        let mut received: u64 = 0;
         while let Some(next) = verifier.next_needed().cloned() {
             for c in verifier.upcoming(RAW_PREFETCH) {
                 if in_flight.len() >= RAW_PREFETCH {
@@ -639,6 +658,8 @@ impl Fetcher {
                 match tasks.join_next().await {
                     Some(Ok((c, Ok(b)))) => {
                         in_flight.remove(&c);
+                        received += b.len() as u64;
+                        pace.check(received)?;
                         ready.insert(c, b);
                     }
                     Some(Ok((c, Err(AttemptError::NotFound)))) => {
@@ -689,6 +710,7 @@ impl Fetcher {
         }
         let mut stream = resp.bytes_stream();
         let mut buf = BytesMut::new();
+        let pace = Pace::start(&self.inner.config);
         loop {
             match tokio::time::timeout(self.inner.config.timeout, stream.next()).await {
                 Err(_) => return Err(AttemptError::Timeout),
@@ -704,10 +726,45 @@ impl Fetcher {
                         .into());
                     }
                     buf.extend_from_slice(&c);
+                    pace.check(buf.len() as u64)?;
                 }
             }
         }
         Ok(buf.freeze())
+    }
+}
+
+/// Average-rate floor for one attempt, enforced after a grace period of one `timeout`.
+struct Pace {
+    start: std::time::Instant,
+    grace: Duration,
+    min_rate: u64,
+}
+
+impl Pace {
+    fn start(config: &GatewayConfig) -> Pace {
+        Pace {
+            start: std::time::Instant::now(),
+            grace: config.timeout,
+            min_rate: config.min_bytes_per_sec,
+        }
+    }
+
+    fn check(&self, received: u64) -> Result<(), AttemptError> {
+        let elapsed = self.start.elapsed();
+        if self.min_rate == 0 || elapsed <= self.grace {
+            return Ok(());
+        }
+        // Bytes owed at the minimum rate for the time past the grace period.
+        let owed = (elapsed - self.grace).as_secs_f64() * self.min_rate as f64;
+        if (received as f64) < owed {
+            let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            return Err(AttemptError::TooSlow {
+                bytes: received,
+                millis,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -527,3 +527,35 @@ async fn a_gateway_missing_a_block_fails_with_missing_block_or_truncated() {
         assert_empty(&dir, &s);
     }
 }
+
+#[tokio::test]
+async fn a_gateway_that_drips_bytes_is_cut_off() {
+    let data = common::det(5000);
+    let drip = Gateway::start(Mode::Drip(Duration::from_millis(20))).await;
+    let root = drip.add(&data, Profile::KuboDefaultV0);
+    let honest = Gateway::start(Mode::Honest).await;
+    honest.add(&data, Profile::KuboDefaultV0);
+    for prefer_car in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GatewayConfig {
+            retries: 0,
+            timeout: Duration::from_millis(200),
+            min_bytes_per_sec: 1_000_000,
+            prefer_car,
+            ..config(&[&drip, &honest])
+        };
+        let stats = FetchStats::default();
+        let started = std::time::Instant::now();
+        let m = Fetcher::new(cfg, store(&dir))
+            .with_observer(Arc::new(stats.clone()))
+            .fetch(&root, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(m.path).unwrap(), data);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cut off early, not after the whole drip"
+        );
+        assert_eq!(stats.snapshot()[&drip.url].failed, 1);
+    }
+}

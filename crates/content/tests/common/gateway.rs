@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 
 /// How the gateway behaves.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub enum Mode {
     FixedCar(Vec<u8>),
     /// Has nothing.
     Empty,
+    /// Sends its answer one byte every `0` (dodging any idle timeout longer than that).
+    Drip(Duration),
 }
 
 #[derive(Default)]
@@ -153,6 +156,20 @@ async fn handle(
             "application/vnd.ipld.raw",
         )
     };
+    if let Mode::Drip(every) = gw.mode {
+        let every = every;
+        let bytes = body.0;
+        let stream = futures::stream::iter(bytes.into_iter().map(|b| Bytes::from(vec![b]))).then(
+            move |b| async move {
+                tokio::time::sleep(every).await;
+                Ok::<_, std::convert::Infallible>(b)
+            },
+        );
+        let mut resp = axum::body::Body::from_stream(stream).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(body.1));
+        return resp;
+    }
     let mut resp = Bytes::from(body.0).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(body.1));
