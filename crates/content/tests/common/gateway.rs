@@ -157,7 +157,6 @@ async fn handle(
         )
     };
     if let Mode::Drip(every) = gw.mode {
-        let every = every;
         let bytes = body.0;
         let stream = futures::stream::iter(bytes.into_iter().map(|b| Bytes::from(vec![b]))).then(
             move |b| async move {
