@@ -559,3 +559,21 @@ async fn a_gateway_that_drips_bytes_is_cut_off() {
         assert_eq!(stats.snapshot()[&drip.url].failed, 1);
     }
 }
+
+#[tokio::test]
+async fn repeated_blocks_are_replayed_from_the_temp_file() {
+    // Identical chunks: the DAG (and the CAR) holds the leaf once, the file holds it 5 times.
+    let mut data = vec![0u8; 5 * 262_144];
+    data.extend_from_slice(b"tail");
+    let gw = Gateway::start(Mode::Honest).await;
+    for profile in [Profile::KuboDefaultV0, Profile::KuboCidV1RawLeaves] {
+        let root = gw.add(&data, profile);
+        for prefer_car in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = GatewayConfig { prefer_car, ..config(&[&gw]) };
+            let m = Fetcher::new(cfg, store(&dir)).fetch(&root, &NoProgress).await.unwrap();
+            assert!(std::fs::read(&m.path).unwrap() == data, "{profile} car={prefer_car}");
+            assert_eq!(m.sha256_hex(), common::sha256_hex(&data));
+        }
+    }
+}
