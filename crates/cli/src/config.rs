@@ -15,6 +15,9 @@ pub struct FileConfig {
     /// `[node]` section.
     #[serde(default)]
     pub node: NodeSection,
+    /// `[validator]` section, parsed by `attesta_validator::config::ValidatorConfig`.
+    #[serde(default)]
+    pub validator: Option<toml::Table>,
 }
 
 /// `[node]` section; sizes and durations are strings such as `2GiB`, `30s`.

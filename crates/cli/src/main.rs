@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod config;
+mod devnet_cmd;
 mod infer_cmd;
 mod models_cmd;
 mod node_cmd;
 mod policy_args;
 mod units;
+mod validator_cmd;
 mod verify_cmd;
 
 /// Exit status for "ran fine, but the answer is no" (e.g. verification failed).
@@ -67,6 +69,10 @@ enum Command {
     Verify(verify_cmd::VerifyCmd),
     /// Print the measurement registry entry (PCR0) the dev TEE reports for this binary.
     Measure(verify_cmd::MeasureArgs),
+    /// Run a validator: challenge nodes, verify, score, emit weights (config: `[validator]`).
+    Validator(validator_cmd::ValidatorArgs),
+    /// Start a local network of dev-TEE nodes and a validator, and show it working.
+    Devnet(devnet_cmd::DevnetArgs),
 }
 
 /// Settings every subcommand sees.
@@ -108,6 +114,8 @@ fn main() -> ExitCode {
             Command::Verify(cmd) => verify_cmd::run(cmd),
             Command::Infer(args) => infer_cmd::run(args),
             Command::Measure(args) => verify_cmd::measure(args),
+            Command::Validator(args) => validator_cmd::run(args, &global),
+            Command::Devnet(args) => devnet_cmd::run(args, &global),
         }
     })();
     match result {

@@ -53,7 +53,12 @@ async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
         tracing::warn!("accepting dev TEE evidence: dev (insecure) nodes carry no hardware guarantee");
     }
     let clock = Arc::new(SystemClock);
-    let channels = Arc::new(ClientFactory::new(policy, cfg.node_timeout(), clock.clone()));
+    let channels = Arc::new(ClientFactory::new(
+        policy,
+        cfg.node_timeout(),
+        clock.clone(),
+        attesta_validator::client_channel::system_rng(),
+    ));
     let status = Arc::new(Status::new());
     let rng = attesta_validator::os_rng().context("seeding the RNG")?;
     let (mut validator, sink_errors) = service::build(&cfg, channels, rng, clock, Arc::clone(&status)).await?;
