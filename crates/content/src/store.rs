@@ -461,13 +461,15 @@ impl ModelStore {
             .create_new(true)
             .open(&path)
             .map_err(StoreError::io("create", &path))?;
+        let reader = file.try_clone().map_err(StoreError::io("open", &path))?;
+        let writer = Writer::spawn(file).map_err(StoreError::io("spawn writer for", &path))?;
         self.lock().active_tmp.insert(path.clone());
         Ok(PendingBlob {
             store: self.clone(),
-            file: Some(file),
+            writer: Some(writer),
+            reader,
             path,
             size: 0,
-            hasher: Sha256::new(),
         })
     }
 
@@ -541,14 +543,71 @@ impl Drop for PinGuard {
     }
 }
 
+/// Messages to the thread that writes and hashes a pending blob.
+enum WriterMsg {
+    Data(Vec<u8>),
+    /// Reply once everything sent before has been written.
+    Barrier(std::sync::mpsc::SyncSender<std::io::Result<()>>),
+}
+
+/// Writes and hashes on its own thread, so the file's SHA-256 and the disk writes overlap with
+/// block verification (each byte is hashed twice: as part of its block, and as part of the file).
+struct Writer {
+    tx: std::sync::mpsc::SyncSender<WriterMsg>,
+    handle: std::thread::JoinHandle<std::io::Result<(File, [u8; 32])>>,
+}
+
+impl Writer {
+    fn spawn(file: File) -> std::io::Result<Writer> {
+        // A few MiB in flight at most: memory stays bounded whatever the file size.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<WriterMsg>(8);
+        let handle = std::thread::Builder::new()
+            .name("blob-writer".into())
+            .spawn(move || {
+                let mut file = file;
+                let mut hasher = Sha256::new();
+                for msg in rx {
+                    match msg {
+                        WriterMsg::Data(d) => {
+                            file.write_all(&d)?;
+                            hasher.update(&d);
+                        }
+                        WriterMsg::Barrier(ack) => {
+                            let _ = ack.send(Ok(()));
+                        }
+                    }
+                }
+                Ok((file, hasher.finalize().into()))
+            })?;
+        Ok(Writer { tx, handle })
+    }
+
+    /// Stops the thread and returns the file and its hash (or the write error).
+    fn finish(self) -> std::io::Result<(File, [u8; 32])> {
+        drop(self.tx);
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("blob writer panicked")))
+    }
+}
+
 /// A blob being written to `tmp/`; dropped without commit, it is deleted.
-#[derive(Debug)]
 pub struct PendingBlob {
     store: ModelStore,
-    file: Option<File>,
+    writer: Option<Writer>,
+    /// A second handle on the same file for reading back (see [`PendingBlob::read_at`]).
+    reader: File,
     path: PathBuf,
     size: u64,
-    hasher: Sha256,
+}
+
+impl std::fmt::Debug for PendingBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingBlob")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PendingBlob {
@@ -574,22 +633,33 @@ impl PendingBlob {
                 "read past written data",
             ));
         }
-        match &self.file {
-            Some(f) => f.read_exact_at(buf, offset),
-            None => Err(std::io::Error::other("blob already closed")),
-        }
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("blob already closed"))?;
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+        writer
+            .tx
+            .send(WriterMsg::Barrier(ack_tx))
+            .map_err(|_| std::io::Error::other("blob writer stopped"))?;
+        ack_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("blob writer stopped"))??;
+        self.reader.read_exact_at(buf, offset)
     }
 
     /// Makes the blob visible under `cid` (the caller vouches that the bytes match it).
     pub fn commit(mut self, cid: &Cid) -> Result<StoredModel, StoreError> {
-        let file = self
-            .file
+        let writer = self
+            .writer
             .take()
             .ok_or_else(|| StoreError::io("commit", &self.path)(std::io::Error::other("closed")))?;
-        let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-        let result = self
-            .store
-            .commit_tmp(&self.path, file, cid, self.size, sha256);
+        let result = match writer.finish() {
+            Ok((file, sha256)) => self
+                .store
+                .commit_tmp(&self.path, file, cid, self.size, sha256),
+            Err(e) => Err(StoreError::io("write", &self.path)(e)),
+        };
         if result.is_err() {
             let _ = fs::remove_file(&self.path);
             self.store.lock().active_tmp.remove(&self.path);
@@ -602,15 +672,22 @@ impl PendingBlob {
 
 impl Write for PendingBlob {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let file = self
-            .file
-            .as_mut()
+        let writer = self
+            .writer
+            .as_ref()
             .ok_or_else(|| std::io::Error::other("blob already closed"))?;
-        let n = file.write(buf)?;
-        let written = buf.get(..n).unwrap_or_default();
-        self.hasher.update(written);
-        self.size += n as u64;
-        Ok(n)
+        if writer.tx.send(WriterMsg::Data(buf.to_vec())).is_err() {
+            // The thread stopped on an error: surface it.
+            let err = self
+                .writer
+                .take()
+                .map(Writer::finish)
+                .and_then(Result::err)
+                .unwrap_or_else(|| std::io::Error::other("blob writer stopped"));
+            return Err(err);
+        }
+        self.size += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -623,7 +700,9 @@ impl Drop for PendingBlob {
         if self.path.as_os_str().is_empty() {
             return;
         }
-        self.file.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.finish();
+        }
         let _ = fs::remove_file(&self.path);
         self.store.lock().active_tmp.remove(&self.path);
     }

@@ -570,9 +570,18 @@ async fn repeated_blocks_are_replayed_from_the_temp_file() {
         let root = gw.add(&data, profile);
         for prefer_car in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let cfg = GatewayConfig { prefer_car, ..config(&[&gw]) };
-            let m = Fetcher::new(cfg, store(&dir)).fetch(&root, &NoProgress).await.unwrap();
-            assert!(std::fs::read(&m.path).unwrap() == data, "{profile} car={prefer_car}");
+            let cfg = GatewayConfig {
+                prefer_car,
+                ..config(&[&gw])
+            };
+            let m = Fetcher::new(cfg, store(&dir))
+                .fetch(&root, &NoProgress)
+                .await
+                .unwrap();
+            assert!(
+                std::fs::read(&m.path).unwrap() == data,
+                "{profile} car={prefer_car}"
+            );
             assert_eq!(m.sha256_hex(), common::sha256_hex(&data));
         }
     }
