@@ -83,7 +83,9 @@ impl Behaviour {
 }
 
 fn behaviours(nodes: usize, faulty: usize, timeout: Duration) -> Vec<Behaviour> {
-    let slow_ms = u64::try_from(timeout.as_millis() / 4).unwrap_or(500).max(50);
+    let slow_ms = u64::try_from(timeout.as_millis() / 4)
+        .unwrap_or(500)
+        .max(50);
     let kinds = [
         Behaviour::WrongOutput,
         Behaviour::Slow(slow_ms),
@@ -128,6 +130,7 @@ struct FinalNode {
 #[derive(Debug, serde::Serialize)]
 struct FinalState {
     rounds: u64,
+    last_round_ms: u64,
     tee: &'static str,
     nodes: Vec<FinalNode>,
 }
@@ -180,7 +183,9 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
 
 /// Runs `attesta devnet`.
 pub fn run(args: DevnetArgs, _global: &Global) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(args))
 }
 
@@ -194,7 +199,10 @@ async fn run_async(args: DevnetArgs) -> anyhow::Result<ExitCode> {
     }
     let (workdir, remove_workdir) = match &args.dir {
         Some(d) => (d.clone(), false),
-        None => (std::env::temp_dir().join(format!("attesta-devnet-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("attesta-devnet-{}", std::process::id())),
+            true,
+        ),
     };
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let workdir = workdir.canonicalize()?;
@@ -249,7 +257,9 @@ async fn drive(
 
     // One dev root shared by every node, so the validator can trust exactly it.
     let root_dir = workdir.join("dev-root");
-    let attester = attesta_attester::dev::DevAttester::open(attesta_attester::dev::DevOptions::new(&root_dir)?)?;
+    let attester = attesta_attester::dev::DevAttester::open(
+        attesta_attester::dev::DevOptions::new(&root_dir)?,
+    )?;
     drop(attester);
     let release = attesta_attester::dev::release_for_executable(&exe, "attesta devnet")?;
     let measurements = workdir.join("measurements.toml");
@@ -272,12 +282,20 @@ async fn drive(
         let id = format!("node-{i}");
         let data = workdir.join(&id);
         std::fs::create_dir_all(&data)?;
-        for f in [attesta_attester::dev::DEV_ROOT_FILE, attesta_attester::dev::DEV_ROOT_KEY_FILE] {
-            std::fs::copy(root_dir.join(f), data.join(f)).with_context(|| format!("copying {f}"))?;
+        for f in [
+            attesta_attester::dev::DEV_ROOT_FILE,
+            attesta_attester::dev::DEV_ROOT_KEY_FILE,
+        ] {
+            std::fs::copy(root_dir.join(f), data.join(f))
+                .with_context(|| format!("copying {f}"))?;
         }
         add_models(&data.join("models"))?;
         let port = free_port()?;
-        let program = if *b == Behaviour::WrongMeasurement { &odd_exe } else { &exe };
+        let program = if *b == Behaviour::WrongMeasurement {
+            &odd_exe
+        } else {
+            &exe
+        };
         let mut cmd = Command::new(program);
         cmd.arg("--data-dir")
             .arg(&data)
@@ -304,9 +322,13 @@ async fn drive(
         });
         behaviour_of.insert(id, b.name());
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     for e in &entries {
-        wait_healthy(&http, &e.url, children).await.with_context(|| format!("{} did not start", e.id))?;
+        wait_healthy(&http, &e.url, children)
+            .await
+            .with_context(|| format!("{} did not start", e.id))?;
     }
 
     // The validator.
@@ -353,9 +375,14 @@ async fn drive(
         .stdout(log_file(&logs, "validator")?)
         .stderr(log_file(&logs, "validator.err")?)
         .kill_on_drop(true);
-    children.push(("validator".into(), cmd.spawn().context("starting the validator")?));
+    children.push((
+        "validator".into(),
+        cmd.spawn().context("starting the validator")?,
+    ));
     let vurl = format!("http://127.0.0.1:{vport}");
-    wait_healthy(&http, &vurl, children).await.context("the validator did not start")?;
+    wait_healthy(&http, &vurl, children)
+        .await
+        .context("the validator did not start")?;
 
     let tty = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
@@ -369,7 +396,10 @@ async fn drive(
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Some((name, status)) = exited(children) {
-            bail!("{name} exited unexpectedly ({status}); see {}", logs.display());
+            bail!(
+                "{name} exited unexpectedly ({status}); see {}",
+                logs.display()
+            );
         }
         let board = match attesta_validator::http::fetch_board(&http, &vurl).await {
             Ok(b) => b,
@@ -402,7 +432,11 @@ fn exited(children: &mut [(String, Child)]) -> Option<(String, std::process::Exi
         .find_map(|(name, c)| c.try_wait().ok().flatten().map(|s| (name.clone(), s)))
 }
 
-async fn wait_healthy(http: &reqwest::Client, url: &str, children: &mut [(String, Child)]) -> anyhow::Result<()> {
+async fn wait_healthy(
+    http: &reqwest::Client,
+    url: &str,
+    children: &mut [(String, Child)],
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some((name, status)) = exited(children) {
@@ -421,6 +455,7 @@ async fn wait_healthy(http: &reqwest::Client, url: &str, children: &mut [(String
 fn final_state(board: &Board, behaviour_of: &BTreeMap<String, String>) -> FinalState {
     FinalState {
         rounds: board.round,
+        last_round_ms: board.last_round_ms,
         tee: "dev (insecure)",
         nodes: board
             .nodes
@@ -452,7 +487,10 @@ fn final_state(board: &Board, behaviour_of: &BTreeMap<String, String>) -> FinalS
 
 fn attestation_cell(n: &NodeStatus) -> String {
     // The dev TEE is never presented as secure.
-    let platform = n.platform.clone().unwrap_or_else(|| "dev (insecure)".into());
+    let platform = n
+        .platform
+        .clone()
+        .unwrap_or_else(|| "dev (insecure)".into());
     match (n.attested, n.measurement_ok) {
         (true, _) => format!("ok, {platform}"),
         (false, Some(false)) => "FAIL measurement".into(),
@@ -465,13 +503,26 @@ fn print_table(board: &Board, behaviour_of: &BTreeMap<String, String>, tty: bool
     if tty {
         out.push_str("\x1b[2J\x1b[H");
     }
-    out.push_str(&format!("round {}  ({} ms)\n", board.round, board.last_round_ms));
+    out.push_str(&format!(
+        "round {}  ({} ms)\n",
+        board.round, board.last_round_ms
+    ));
     out.push_str(&format!(
         "{:<8} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9} {:>7}\n",
-        "node", "behaviour", "attestation", "latency", "correct", "wrong", "timeouts", "score", "weight"
+        "node",
+        "behaviour",
+        "attestation",
+        "latency",
+        "correct",
+        "wrong",
+        "timeouts",
+        "score",
+        "weight"
     ));
     for n in &board.nodes {
-        let lat = n.last_latency_ms.map_or_else(|| "-".to_string(), |l| format!("{l:.1} ms"));
+        let lat = n
+            .last_latency_ms
+            .map_or_else(|| "-".to_string(), |l| format!("{l:.1} ms"));
         out.push_str(&format!(
             "{:<8} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9.5} {:>7.3}\n",
             n.id,
@@ -522,7 +573,20 @@ mod tests {
         assert_eq!(b[0], Behaviour::Honest);
         assert_eq!(b[1], Behaviour::Honest);
         let faulty: Vec<String> = b[2..].iter().map(Behaviour::name).collect();
-        assert_eq!(faulty, ["wrong-output", "slow:500", "hang", "wrong-measurement", "bad-evidence"]);
-        assert!(behaviours(3, 0, Duration::from_secs(1)).iter().all(|b| *b == Behaviour::Honest));
+        assert_eq!(
+            faulty,
+            [
+                "wrong-output",
+                "slow:500",
+                "hang",
+                "wrong-measurement",
+                "bad-evidence"
+            ]
+        );
+        assert!(
+            behaviours(3, 0, Duration::from_secs(1))
+                .iter()
+                .all(|b| *b == Behaviour::Honest)
+        );
     }
 }

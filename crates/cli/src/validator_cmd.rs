@@ -43,14 +43,18 @@ pub fn run(args: ValidatorArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if let Some(m) = args.max_rounds {
         cfg.rounds.max_rounds = Some(m);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(cfg))
 }
 
 async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
     let policy = cfg.policy()?;
     if policy.dev_root().is_some() {
-        tracing::warn!("accepting dev TEE evidence: dev (insecure) nodes carry no hardware guarantee");
+        tracing::warn!(
+            "accepting dev TEE evidence: dev (insecure) nodes carry no hardware guarantee"
+        );
     }
     let clock = Arc::new(SystemClock);
     let channels = Arc::new(ClientFactory::new(
@@ -61,7 +65,8 @@ async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
     ));
     let status = Arc::new(Status::new());
     let rng = attesta_validator::os_rng().context("seeding the RNG")?;
-    let (mut validator, sink_errors) = service::build(&cfg, channels, rng, clock, Arc::clone(&status)).await?;
+    let (mut validator, sink_errors) =
+        service::build(&cfg, channels, rng, clock, Arc::clone(&status)).await?;
     for e in sink_errors {
         tracing::warn!(error = %e, "re-emitting the last weights failed");
     }
@@ -80,7 +85,11 @@ async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(next_round = validator.next_round()?, "validator starting");
     let result = validator
-        .run(Duration::from_millis(cfg.rounds.interval_ms), cfg.rounds.max_rounds, shutdown_signal())
+        .run(
+            Duration::from_millis(cfg.rounds.interval_ms),
+            cfg.rounds.max_rounds,
+            shutdown_signal(),
+        )
         .await;
     let _ = stop_tx.send(true);
     if let Some(task) = server {

@@ -274,12 +274,16 @@ impl Status {
                 .iter()
                 .any(|a| a.attestation == crate::state::Step::Pass);
             s.measurement = first.and_then(|a| a.measurement.clone());
+            // Only a verified document or an explicit PCR mismatch says anything about the measurement.
+            let mismatch = first
+                .and_then(|a| a.measurement.as_ref())
+                .is_some_and(|m| m.starts_with(MEASUREMENT_MISMATCH));
             s.measurement_ok = if s.attested {
                 Some(true)
+            } else if mismatch {
+                Some(false)
             } else {
-                first
-                    .and_then(|a| a.measurement.as_ref())
-                    .map(|m| !m.starts_with(MEASUREMENT_MISMATCH))
+                None
             };
             s.last_outcome = Some(worst.unwrap_or(Outcome::Correct));
             s.last_latency_ms = (lat_n > 0).then(|| lat_sum / f64::from(lat_n));
