@@ -72,7 +72,8 @@ impl ChallengeSpec {
                 self.cid
             ));
         }
-        if self.decimals > 9 || !(self.abs_tolerance >= 0.0) || !(self.rel_tolerance >= 0.0) {
+        let tolerances_ok = self.abs_tolerance >= 0.0 && self.rel_tolerance >= 0.0; // false for NaN
+        if self.decimals > 9 || !tolerances_ok {
             return Err(format!(
                 "model {}: decimals ≤ 9 and tolerances ≥ 0 required",
                 self.cid

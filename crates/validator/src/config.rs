@@ -208,13 +208,15 @@ impl ValidatorConfig {
             ));
         }
         let s = &self.scoring;
-        if !(s.alpha > 0.0 && s.alpha <= 1.0) || !(0.0..1.0).contains(&s.failure_decay) {
+        let rates_ok = s.alpha > 0.0 && s.alpha <= 1.0 && (0.0..1.0).contains(&s.failure_decay);
+        if !rates_ok {
             return Err(ConfigError::Invalid(
                 "scoring: need 0 < alpha ≤ 1 and 0 ≤ failure_decay < 1".into(),
             ));
         }
-        if !(s.slowest_fraction > 0.0 && s.slowest_fraction <= 1.0) || !(s.t_min_offset_secs >= 0.0)
-        {
+        let window_ok =
+            s.slowest_fraction > 0.0 && s.slowest_fraction <= 1.0 && s.t_min_offset_secs >= 0.0;
+        if !window_ok {
             return Err(ConfigError::Invalid(
                 "scoring: need 0 < slowest_fraction ≤ 1 and t_min_offset_secs ≥ 0".into(),
             ));

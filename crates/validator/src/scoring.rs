@@ -53,7 +53,9 @@ pub fn fraction(t_hat: f64) -> f64 {
 /// (t_max ≤ t_min) treats every verified time as the fastest.
 pub fn normalised_time(t: f64, t_min: f64, t_max: f64) -> f64 {
     let span = t_max - t_min;
-    if !(span > 0.0) || !t.is_finite() {
+    // `span > 0.0` is false for NaN too.
+    let usable = span > 0.0 && t.is_finite();
+    if !usable {
         return 0.0;
     }
     ((t - t_min) / span).clamp(0.0, T_HAT_MAX)
