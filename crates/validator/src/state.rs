@@ -216,7 +216,8 @@ pub struct ReplayReport {
     pub problems: Vec<String>,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE nodes (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -269,7 +270,13 @@ CREATE TABLE bundles (
     bundle TEXT NOT NULL,
     PRIMARY KEY (round, node_id, seq)
 );
-"#];
+"#,
+    // Per-node lookups (latest score, outcome counts) without scanning the history.
+    r#"
+CREATE INDEX scores_by_node ON scores (node_id, round);
+CREATE INDEX attempts_by_node ON attempts (node_id, outcome);
+"#,
+];
 
 fn to_i64(v: u64) -> Result<i64, StateError> {
     i64::try_from(v).map_err(|_| StateError::Corrupt(format!("{v} exceeds i64")))
@@ -929,6 +936,15 @@ mod tests {
             st.commit_round(&record(1), &settings()).unwrap();
         }
         let mut st = State::open(&path).unwrap();
+        let applied: i64 = st
+            .conn
+            .query_row("SELECT COUNT(*) FROM migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            applied,
+            MIGRATIONS.len() as i64,
+            "each migration applied once"
+        );
         assert_eq!(st.next_round().unwrap(), 2);
         st.commit_round(&record(2), &settings()).unwrap();
         assert!(
