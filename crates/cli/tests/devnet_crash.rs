@@ -162,9 +162,9 @@ listen = "127.0.0.1:{vport}"
 [validator.policy]
 dev_root = "{devroot}"
 [validator.rounds]
-interval_ms = 20
+interval_ms = 1
 node_timeout_ms = 2000
-challenges_per_node = 2
+challenges_per_node = 4
 epoch_rounds = 2
 [validator.challenges]
 store = "{store}"
@@ -195,7 +195,8 @@ cid = "{cid}"
             .unwrap()
     };
 
-    // Pseudo-random kill points from the clock, bounded count.
+    // Pseudo-random kill points from the clock, bounded count. With a 1 ms
+    // interval the validator is inside a round almost all the time.
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -245,11 +246,16 @@ cid = "{cid}"
     let report = st.replay(&cfg.scoring).unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
     assert_eq!(report.rounds, target);
-    // Honest nodes: exactly two correct attempts per node per round, none lost, none doubled.
+    // Honest nodes: exactly four correct attempts per node per round, none lost, none doubled.
     for i in 0..3 {
         let counts = st.outcome_counts(&format!("node-{i}")).unwrap();
         let total: u64 = counts.values().sum();
-        assert_eq!(total, 2 * target, "node-{i}: {counts:?}");
+        assert_eq!(total, 4 * target, "node-{i}: {counts:?}");
+        assert_eq!(
+            counts.len(),
+            1,
+            "node-{i}: only correct answers: {counts:?}"
+        );
     }
     assert!(st.latest_scores().unwrap().values().all(|s| *s > 0.0));
     // Weights on disk match the last epoch in the database.
