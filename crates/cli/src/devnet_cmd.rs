@@ -213,7 +213,7 @@ async fn run_async(args: DevnetArgs) -> anyhow::Result<ExitCode> {
     };
     let result = tokio::select! {
         r = drive(&args, &workdir, n, faulty, interval, timeout, &mut net.children) => r,
-        _ = stop_signal() => {
+        _ = crate::signals::stop_requested() => {
             eprintln!("stopping devnet…");
             Ok(ExitCode::SUCCESS)
         }
@@ -539,27 +539,6 @@ fn print_table(board: &Board, behaviour_of: &BTreeMap<String, String>, tty: bool
     print!("{out}");
     if !tty {
         println!();
-    }
-}
-
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }
 

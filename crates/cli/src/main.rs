@@ -11,6 +11,7 @@ mod infer_cmd;
 mod models_cmd;
 mod node_cmd;
 mod policy_args;
+mod signals;
 mod units;
 mod validator_cmd;
 mod verify_cmd;

@@ -217,32 +217,13 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, store = %store_dir.display(), workers = cfg.workers, intra_op_threads = intra, "node listening");
         println!("listening on {addr}");
-        attesta_node::serve(listener, app, shutdown_signal()).await.context("serving")?;
+        attesta_node::serve(listener, app, async {
+            crate::signals::stop_requested().await;
+            tracing::info!("shutting down");
+        }).await.context("serving")?;
         tracing::info!("node stopped");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }
 
 /// Decides whether and how the node fetches: `None` means store-only.

@@ -88,7 +88,7 @@ async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
         .run(
             Duration::from_millis(cfg.rounds.interval_ms),
             cfg.rounds.max_rounds,
-            shutdown_signal(),
+            crate::signals::stop_requested(),
         )
         .await;
     let _ = stop_tx.send(true);
@@ -98,25 +98,4 @@ async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
     result?;
     tracing::info!("validator stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -12,7 +12,9 @@ mod tensor;
 pub mod tract;
 
 pub use error::EngineError;
-pub use tensor::{DType, Dim, ModelInfo, NamedTensor, Tensor, TensorData, TensorInfo, element_count};
+pub use tensor::{
+    DType, Dim, ModelInfo, NamedTensor, Tensor, TensorData, TensorInfo, element_count,
+};
 
 /// Resource caps applied while loading and running an untrusted model.
 #[derive(Debug, Clone)]
