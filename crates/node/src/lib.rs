@@ -157,7 +157,8 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     if let Some(code) = resp.extensions().get::<error::ErrorCode>() {
         state.metrics.error(code.0);
     }
-    tracing::info!(%method, route, status, us = started.elapsed().as_micros() as u64, "request");
+    // Per request: debug, or a busy node writes thousands of lines a second; /metrics has the totals.
+    tracing::debug!(%method, route, status, us = started.elapsed().as_micros() as u64, "request");
     resp
 }
 
