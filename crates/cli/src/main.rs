@@ -58,7 +58,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an inference node (HTTP: /infer, /v1/models, /healthz, /metrics).
+    /// Run an inference node (HTTP: /infer, sealed /v1/infer, attestation, /v1/models, /healthz, /metrics).
     Node(node_cmd::NodeArgs),
     /// Manage the content-addressed model store.
     #[command(subcommand)]
