@@ -25,13 +25,13 @@ impl GramineAttester {
             return Err(AttestError::DeviceMissing { path: quote });
         }
         let kind_path = dir.join("attestation_type");
-        if let Ok(kind) = std::fs::read_to_string(&kind_path) {
-            if kind.trim() == "none" {
-                return Err(AttestError::Malformed {
-                    path: kind_path,
-                    reason: "Gramine runs without remote attestation (`none`)".into(),
-                });
-            }
+        if let Ok(kind) = std::fs::read_to_string(&kind_path)
+            && kind.trim() == "none"
+        {
+            return Err(AttestError::Malformed {
+                path: kind_path,
+                reason: "Gramine runs without remote attestation (`none`)".into(),
+            });
         }
         Ok(GramineAttester {
             dir: dir.to_owned(),

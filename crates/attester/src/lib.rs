@@ -153,14 +153,14 @@ pub(crate) fn check_nitro_fields(req: &AttestRequest) -> Result<(), AttestError>
         ("user_data", req.user_data.as_ref()),
         ("public_key", req.public_key.as_ref()),
     ] {
-        if let Some(v) = v {
-            if v.len() > MAX_NITRO_FIELD {
-                return Err(AttestError::TooLarge {
-                    field,
-                    len: v.len(),
-                    max: MAX_NITRO_FIELD,
-                });
-            }
+        if let Some(v) = v
+            && v.len() > MAX_NITRO_FIELD
+        {
+            return Err(AttestError::TooLarge {
+                field,
+                len: v.len(),
+                max: MAX_NITRO_FIELD,
+            });
         }
     }
     Ok(())

@@ -414,14 +414,14 @@ async fn drive(
                 print_table(&board, &behaviour_of, tty);
             }
         }
-        if let Some(r) = args.rounds {
-            if board.round >= r {
-                if args.json {
-                    let state = final_state(&board, &behaviour_of);
-                    println!("{}", serde_json::to_string_pretty(&state)?);
-                }
-                return Ok(ExitCode::SUCCESS);
+        if let Some(r) = args.rounds
+            && board.round >= r
+        {
+            if args.json {
+                let state = final_state(&board, &behaviour_of);
+                println!("{}", serde_json::to_string_pretty(&state)?);
             }
+            return Ok(ExitCode::SUCCESS);
         }
     }
 }
@@ -442,10 +442,10 @@ async fn wait_healthy(
         if let Some((name, status)) = exited(children) {
             bail!("{name} exited ({status})");
         }
-        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = http.get(format!("{url}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -187,12 +187,13 @@ impl FixedPoint {
     /// The exact quotient, correctly rounded to `f64`.
     pub fn to_f64(&self) -> f64 {
         // Fast path (Clinger): both operands exact in f64, one rounding.
-        if self.scale <= 22 && self.digits.len() <= 15 {
-            if let Some(pow) = POW10_F64.get(self.scale as usize) {
-                let mantissa = self.digits.parse::<u64>().unwrap_or(0) as f64;
-                let v = mantissa / pow;
-                return if self.negative { -v } else { v };
-            }
+        if self.scale <= 22
+            && self.digits.len() <= 15
+            && let Some(pow) = POW10_F64.get(self.scale as usize)
+        {
+            let mantissa = self.digits.parse::<u64>().unwrap_or(0) as f64;
+            let v = mantissa / pow;
+            return if self.negative { -v } else { v };
         }
         let text = format!(
             "{}{}e-{}",

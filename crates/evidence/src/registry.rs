@@ -274,13 +274,13 @@ fn measurements(name: &str, m: &Json) -> Result<Release, RegistryError> {
             "\"Measurements\" must be an object".into(),
         ));
     };
-    if let Some(alg) = obj.get("HashAlgorithm").and_then(Json::as_str) {
-        if !alg.to_ascii_lowercase().contains("sha384") {
-            return Err(RegistryError::Pcr {
-                release: name.to_owned(),
-                reason: format!("hash algorithm {alg} is not SHA384"),
-            });
-        }
+    if let Some(alg) = obj.get("HashAlgorithm").and_then(Json::as_str)
+        && !alg.to_ascii_lowercase().contains("sha384")
+    {
+        return Err(RegistryError::Pcr {
+            release: name.to_owned(),
+            reason: format!("hash algorithm {alg} is not SHA384"),
+        });
     }
     let mut pcrs = BTreeMap::new();
     for (k, v) in obj {

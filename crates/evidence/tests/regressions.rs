@@ -20,10 +20,10 @@ fn saved_fuzz_inputs_do_not_panic() {
         }
         let data = std::fs::read(&path).unwrap();
         let _ = cbor::decode(&data);
-        if let Ok((_, bytes)) = decode_input(&data) {
-            if let Ok(c) = cose::parse(&bytes) {
-                let _ = AttestationDocument::parse(&c.payload);
-            }
+        if let Ok((_, bytes)) = decode_input(&data)
+            && let Ok(c) = cose::parse(&bytes)
+        {
+            let _ = AttestationDocument::parse(&c.payload);
         }
         if let Ok(text) = std::str::from_utf8(&data) {
             let _ = PolicyFile::parse(text);

@@ -87,10 +87,10 @@ pub fn perturb(fault: Option<Fault>, outputs: &mut [NamedTensor]) {
 
 /// Corrupts evidence under [`Fault::BadEvidence`] (the last byte, inside the COSE signature).
 pub fn corrupt_evidence(fault: Option<Fault>, evidence: &mut [u8]) {
-    if fault == Some(Fault::BadEvidence) {
-        if let Some(b) = evidence.last_mut() {
-            *b ^= 0x01;
-        }
+    if fault == Some(Fault::BadEvidence)
+        && let Some(b) = evidence.last_mut()
+    {
+        *b ^= 0x01;
     }
 }
 

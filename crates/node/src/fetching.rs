@@ -46,12 +46,12 @@ impl ModelSource for FetchingSource {
             if let Some(found) = lookup(&self.store, cid).await? {
                 return Ok(found);
             }
-            if let FetchPolicy::AllowList(allowed) = &self.policy {
-                if !allowed.contains(cid) {
-                    return Err(ResolveError::NotAllowed(format!(
-                        "model {cid} is not in the store and not on this node's fetch allow-list"
-                    )));
-                }
+            if let FetchPolicy::AllowList(allowed) = &self.policy
+                && !allowed.contains(cid)
+            {
+                return Err(ResolveError::NotAllowed(format!(
+                    "model {cid} is not in the store and not on this node's fetch allow-list"
+                )));
             }
             tracing::info!(model = %cid, "fetching model from IPFS");
             let (stored, pin) = self

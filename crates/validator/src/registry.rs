@@ -132,10 +132,10 @@ pub fn parse_nodes(text: &str, path: &Path) -> Result<Vec<NodeEntry>, RegistryEr
         }
     }
     for pair in nodes.windows(2) {
-        if let [a, b] = pair {
-            if a.id == b.id {
-                return Err(invalid(format!("duplicate node id `{}`", a.id)));
-            }
+        if let [a, b] = pair
+            && a.id == b.id
+        {
+            return Err(invalid(format!("duplicate node id `{}`", a.id)));
         }
     }
     Ok(nodes)

@@ -228,10 +228,10 @@ impl Validator {
     ) -> Result<(), RoundError> {
         tokio::pin!(stop);
         loop {
-            if let Some(max) = max_rounds {
-                if self.p.state.next_round()? > max {
-                    return Ok(());
-                }
+            if let Some(max) = max_rounds
+                && self.p.state.next_round()? > max
+            {
+                return Ok(());
             }
             tokio::select! {
                 _ = &mut stop => return Ok(()),

@@ -423,7 +423,9 @@ impl State {
                 params![round, id, s],
             )?;
         }
-        let weights = if settings.epoch_rounds > 0 && record.round % settings.epoch_rounds == 0 {
+        let weights = if settings.epoch_rounds > 0
+            && record.round.is_multiple_of(settings.epoch_rounds)
+        {
             let w = scoring::normalise(&scores);
             let u = scoring::to_u16(&w);
             let epoch = record.round / settings.epoch_rounds;

@@ -173,13 +173,13 @@ impl ParsedCert {
                 self.which
             )));
         }
-        if let Some(max) = self.path_len {
-            if cas_below > usize::from(max) {
-                return Err(broken(format!(
-                    "{} pathLenConstraint {max} exceeded",
-                    self.which
-                )));
-            }
+        if let Some(max) = self.path_len
+            && cas_below > usize::from(max)
+        {
+            return Err(broken(format!(
+                "{} pathLenConstraint {max} exceeded",
+                self.which
+            )));
         }
         self.key
             .verify_sig(&child.tbs, &child.signature)
