@@ -301,21 +301,7 @@ impl ProofBundle {
             (claimed, verified) => Err(BundleError::PlatformMismatch { claimed, verified }),
         };
         let mut step = |name: &'static str, r: Result<String, BundleError>| {
-            let status = if r.is_ok() {
-                Status::Pass
-            } else {
-                Status::Fail
-            };
-            let detail = match &r {
-                Ok(d) => d.clone(),
-                Err(e) => e.to_string(),
-            };
-            report.steps.push(Step {
-                name,
-                status,
-                detail,
-            });
-            r.map(|_| ())
+            push_step(&mut report.steps, name, r)
         };
         step("platform", claimed_ok)?;
         let d = &doc.document;
@@ -371,21 +357,7 @@ impl ProofBundle {
                         self.receipt.check_digests(None, Some(b))
                     };
                     let mut step = |name, r: Result<String, BundleError>| {
-                        let status = if r.is_ok() {
-                            Status::Pass
-                        } else {
-                            Status::Fail
-                        };
-                        let detail = match &r {
-                            Ok(d) => d.clone(),
-                            Err(e) => e.to_string(),
-                        };
-                        report.steps.push(Step {
-                            name,
-                            status,
-                            detail,
-                        });
-                        r.map(|_| ())
+                        push_step(&mut report.steps, name, r)
                     };
                     step(
                         name,
@@ -401,4 +373,23 @@ impl ProofBundle {
             release: doc.release,
         })
     }
+}
+
+/// Records one bundle step (pass with its detail, or fail with the error) and
+/// hands the result on.
+fn push_step(
+    steps: &mut Vec<Step>,
+    name: &'static str,
+    r: Result<String, BundleError>,
+) -> Result<(), BundleError> {
+    let (status, detail) = match &r {
+        Ok(d) => (Status::Pass, d.clone()),
+        Err(e) => (Status::Fail, e.to_string()),
+    };
+    steps.push(Step {
+        name,
+        status,
+        detail,
+    });
+    r.map(|_| ())
 }
