@@ -219,23 +219,12 @@ async fn infer_inner(
         Ok(m) => m,
         Err(e) => return fail(e, responder),
     };
-    let metrics = state.metrics.clone();
-    let fault = state.fault;
-    let label = cid.to_string();
-    let job_model = loaded.clone();
-    let ran = state
-        .executor
-        .run(move || {
-            let tensors = og::to_tensors(&inputs, job_model.model.info())?;
-            let t0 = Instant::now();
-            let mut outputs = job_model.model.run(tensors)?;
-            metrics.inference_seconds(&label, t0.elapsed().as_secs_f64());
-            crate::fault::perturb(fault, &mut outputs);
-            let response = og::encode_response(&outputs, &job_model.sha256_hex);
-            serde_json::to_vec(&response.output)
-                .map_err(|e| ApiError::internal(format!("encoding output: {e}")))
-        })
-        .await;
+    let ran = crate::infer::run_model(state, loaded.clone(), inputs, |outputs, model_hash| {
+        let response = og::encode_response(outputs, model_hash);
+        serde_json::to_vec(&response.output)
+            .map_err(|e| ApiError::internal(format!("encoding output: {e}")))
+    })
+    .await;
     let output_json = match ran {
         Ok(o) => o,
         Err(e) => return fail(e, responder),

@@ -99,24 +99,41 @@ async fn infer_inner(
     })?;
     let loaded = state.cache.get(&cid).await?;
     let cid_text = cid.to_string();
-    let metrics = state.metrics.clone();
-    let model_label = cid_text.clone();
-    let fault = state.fault;
-    let body = state
-        .executor
-        .run(move || {
-            let inputs = og::to_tensors(&request.inputs, loaded.model.info())?;
-            let t0 = Instant::now();
-            let mut outputs = loaded.model.run(inputs)?;
-            metrics.inference_seconds(&model_label, t0.elapsed().as_secs_f64());
-            crate::fault::perturb(fault, &mut outputs);
-            let response = og::encode_response(&outputs, &loaded.sha256_hex);
-            serde_json::to_vec(&response)
-                .map_err(|e| ApiError::internal(format!("encoding response: {e}")))
-        })
-        .await?;
+    let body = run_model(state, loaded, request.inputs, |outputs, model_hash| {
+        let response = og::encode_response(outputs, model_hash);
+        serde_json::to_vec(&response)
+            .map_err(|e| ApiError::internal(format!("encoding response: {e}")))
+    })
+    .await?;
     crate::fault::before_answer(state.fault).await;
     Ok((cid_text, body))
+}
+
+/// Converts the inputs for `loaded`, runs it on the executor, applies any
+/// configured fault, and encodes the outputs with `encode` (given the outputs
+/// and the model file's SHA-256 hex), all off the async workers. Shared by the
+/// plaintext and the sealed routes.
+pub async fn run_model(
+    state: &AppState,
+    loaded: std::sync::Arc<crate::cache::LoadedModel>,
+    inputs: og::ModelInputs,
+    encode: impl FnOnce(&[attesta_engine::NamedTensor], &str) -> Result<Vec<u8>, ApiError>
+    + Send
+    + 'static,
+) -> Result<Vec<u8>, ApiError> {
+    let metrics = state.metrics.clone();
+    let fault = state.fault;
+    state
+        .executor
+        .run(move || {
+            let tensors = og::to_tensors(&inputs, loaded.model.info())?;
+            let t0 = Instant::now();
+            let mut outputs = loaded.model.run(tensors)?;
+            metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
+            crate::fault::perturb(fault, &mut outputs);
+            encode(&outputs, &loaded.sha256_hex)
+        })
+        .await
 }
 
 /// Maps body-reading failures (size limit, broken stream) to wire errors.
