@@ -155,9 +155,19 @@ fn dev_tee_node_attests_and_serves_sealed_requests() {
     assert_eq!(code, 3, "{out}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["error"]["code"], "measurement_mismatch", "{report}");
+    // The failure names PCR0 (the binary's hash) and only PCR0.
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "measurements")
+        .unwrap();
+    assert_eq!(step["status"], "fail", "{step}");
+    let detail = step["detail"].as_str().unwrap();
+    assert!(detail.contains("PCR0 expected"), "{detail}");
     assert!(
-        out.contains("PCR0") || out.contains("\"index\": 0") || report.to_string().contains("0"),
-        "{out}"
+        !detail.contains("PCR1 expected") && !detail.contains("PCR2 expected"),
+        "{detail}"
     );
     let (code, out, _) = run_status(&[
         "verify",
