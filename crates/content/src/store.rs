@@ -7,8 +7,10 @@
 //!
 //! A blob becomes visible only by `rename` after `fsync`, and only after its CID is known
 //! (computed while copying, or verified by the fetcher), so a crash never exposes a partial
-//! file. The store is safe for concurrent use within one process; two processes must not share
-//! one directory.
+//! file. The store is safe for concurrent use within one process. Another process may add
+//! models to the directory while it is open (`attesta models add` beside a running node): a
+//! lookup that misses the in-memory index checks the disk for that CID. Removal and eviction
+//! must stay with one process.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -236,20 +238,36 @@ impl ModelStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The metadata at `path` if it names a complete blob under its own file name.
+    fn read_valid_meta(&self, path: &Path) -> Option<Meta> {
+        let meta: Option<Meta> = fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        meta.filter(|m| {
+            path.file_name().and_then(|n| n.to_str()) == Some(&format!("{}.json", m.cid))
+                && fs::metadata(self.blob_path(&m.cid)).is_ok_and(|md| md.len() == m.size)
+        })
+    }
+
+    /// Looks for a model another process (`attesta models add` on the same directory) has
+    /// committed since the index was read. Its metadata is written last, by rename, after the
+    /// blob: when it is there and valid, the blob is complete.
+    fn discover(&self, state: &mut State, cid: &Cid) -> Option<Meta> {
+        let meta = self.read_valid_meta(&self.meta_path(cid))?;
+        if &meta.cid != cid {
+            return None;
+        }
+        state.index.insert(cid.clone(), meta.clone());
+        Some(meta)
+    }
+
     fn load_index(&self) -> Result<(), StoreError> {
         let meta_dir = self.inner.dir.join("meta");
         let mut index = BTreeMap::new();
         for entry in fs::read_dir(&meta_dir).map_err(StoreError::io("list", &meta_dir))? {
             let entry = entry.map_err(StoreError::io("list", &meta_dir))?;
             let path = entry.path();
-            let meta: Option<Meta> = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            let valid = meta.filter(|m| {
-                path.file_name().and_then(|n| n.to_str()) == Some(&format!("{}.json", m.cid))
-                    && fs::metadata(self.blob_path(&m.cid)).is_ok_and(|md| md.len() == m.size)
-            });
-            match valid {
+            match self.read_valid_meta(&path) {
                 Some(m) => {
                     index.insert(m.cid.clone(), m);
                 }
@@ -323,15 +341,22 @@ impl ModelStore {
             .join(format!("{}-{n}-{nanos}.part", std::process::id()))
     }
 
-    /// True if the model is stored (does not touch `last_used`).
+    /// True if the model is stored (does not touch `last_used`). Models committed by another
+    /// process since the store was opened are found too.
     pub fn contains(&self, cid: &Cid) -> bool {
-        self.lock().index.contains_key(cid)
+        let mut state = self.lock();
+        state.index.contains_key(cid) || self.discover(&mut state, cid).is_some()
     }
 
-    /// Looks a model up and marks it as used now.
+    /// Looks a model up and marks it as used now. A miss looks on disk once more, so a model
+    /// added by another process (`attesta models add` on this directory) is found without a
+    /// restart.
     pub fn get(&self, cid: &Cid) -> Result<Option<StoredModel>, StoreError> {
         let mut state = self.lock();
         let now = to_ms(self.inner.opts.clock.now());
+        if !state.index.contains_key(cid) && self.discover(&mut state, cid).is_none() {
+            return Ok(None);
+        }
         let Some(meta) = state.index.get_mut(cid) else {
             return Ok(None);
         };

@@ -279,3 +279,50 @@ fn concurrent_adds_from_many_threads() {
     assert_eq!(tmp_entries(root.path()), 0);
     let _ = SystemTime::now();
 }
+
+#[test]
+fn a_model_added_by_another_handle_on_the_directory_is_found_on_a_miss() {
+    let src = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // The serving handle opens the directory first and indexes it (empty).
+    let serving = ModelStore::open(root.path(), StoreOptions::default()).unwrap();
+    let data = common::det(300_000);
+    let cid = cid_of_bytes(&data, Profile::KuboDefaultV0);
+    assert!(serving.get(&cid).unwrap().is_none());
+
+    // Another handle (as `attesta models add` in another process) commits the model.
+    let adder = ModelStore::open(root.path(), StoreOptions::default()).unwrap();
+    let path = write(src.path(), "m.onnx", &data);
+    adder.add_file(&path, Profile::KuboDefaultV0).unwrap();
+
+    // The serving handle finds it without reopening.
+    assert!(serving.contains(&cid));
+    let m = serving
+        .get(&cid)
+        .unwrap()
+        .expect("found on disk after a miss");
+    assert_eq!(std::fs::read(&m.path).unwrap(), data);
+    assert_eq!(m.sha256_hex(), common::sha256_hex(&data));
+    assert_eq!(serving.list().unwrap().len(), 1);
+
+    // A half-committed model (blob without metadata, or metadata naming a short blob) is not.
+    let other = common::det(1000);
+    let other_cid = cid_of_bytes(&other, Profile::KuboDefaultV0);
+    std::fs::write(
+        root.path().join("blobs").join(other_cid.to_string()),
+        &other,
+    )
+    .unwrap();
+    assert!(serving.get(&other_cid).unwrap().is_none());
+    let meta = serde_json::json!({
+        "cid": other_cid.to_string(), "size": 5000, "sha256": common::sha256_hex(&other),
+        "added_at_ms": 1, "last_used_ms": 1,
+    });
+    std::fs::write(
+        root.path().join("meta").join(format!("{other_cid}.json")),
+        meta.to_string(),
+    )
+    .unwrap();
+    assert!(serving.get(&other_cid).unwrap().is_none());
+    assert!(!serving.contains(&other_cid));
+}
