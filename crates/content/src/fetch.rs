@@ -134,6 +134,15 @@ pub enum AttemptError {
     /// The gateway sent data that failed verification.
     #[error("verification failed: {0}")]
     Verify(VerifyError),
+    /// The gateway redirected to another origin (scheme, host or port), which is refused:
+    /// otherwise any gateway could point the node at an arbitrary host.
+    #[error("refused a redirect from {from} to another origin {to}")]
+    CrossOriginRedirect {
+        /// Origin of the gateway.
+        from: String,
+        /// Origin redirected to.
+        to: String,
+    },
 }
 
 impl AttemptError {
@@ -144,7 +153,9 @@ impl AttemptError {
                 true
             }
             AttemptError::Status(s) => *s == 429 || *s >= 500,
-            AttemptError::NotFound | AttemptError::ContentType(_) => false,
+            AttemptError::NotFound
+            | AttemptError::ContentType(_)
+            | AttemptError::CrossOriginRedirect { .. } => false,
             AttemptError::Verify(v) => v.is_retryable(),
         }
     }
@@ -159,6 +170,7 @@ impl AttemptError {
             AttemptError::Status(_) => "http_status",
             AttemptError::ContentType(_) => "content_type",
             AttemptError::Verify(v) => v.kind(),
+            AttemptError::CrossOriginRedirect { .. } => "cross_origin_redirect",
         }
     }
 }
@@ -374,7 +386,52 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// Redirects followed within one gateway's origin before giving up.
+const MAX_REDIRECTS: usize = 10;
+
+/// Why the redirect policy stopped a redirect to another origin (found again in
+/// [`transport`] to build [`AttemptError::CrossOriginRedirect`]).
+#[derive(Debug, thiserror::Error)]
+#[error("redirect from {from} to {to}")]
+struct CrossOrigin {
+    from: String,
+    to: String,
+}
+
+/// Follows redirects only within the origin of the first request.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt
+            .previous()
+            .first()
+            .map(|u| u.origin())
+            .unwrap_or_else(|| attempt.url().origin());
+        let to = attempt.url().origin();
+        if to != from {
+            let err = CrossOrigin {
+                from: from.ascii_serialization(),
+                to: to.ascii_serialization(),
+            };
+            attempt.error(err)
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 fn transport(e: reqwest::Error) -> AttemptError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(x) = c.downcast_ref::<CrossOrigin>() {
+            return AttemptError::CrossOriginRedirect {
+                from: x.from.clone(),
+                to: x.to.clone(),
+            };
+        }
+        cause = c.source();
+    }
     if e.is_timeout() {
         AttemptError::Timeout
     } else {
@@ -395,6 +452,7 @@ impl Fetcher {
     pub fn new(config: GatewayConfig, store: ModelStore) -> Fetcher {
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout)
+            .redirect(redirect_policy())
             .no_proxy()
             .build()
             .unwrap_or_default();

@@ -586,3 +586,46 @@ async fn repeated_blocks_are_replayed_from_the_temp_file() {
         }
     }
 }
+
+#[tokio::test]
+async fn redirects_are_followed_within_the_gateway_origin_only() {
+    let data = common::det(300_000);
+
+    // Same origin: followed, the model arrives verified.
+    let same = Gateway::start(Mode::RedirectSameOrigin).await;
+    let cid = same.add(&data, Profile::KuboDefaultV0);
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let m = Fetcher::new(config(&[&same]), s.clone())
+        .fetch(&cid, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&m.path).unwrap(), data);
+
+    // Another origin (another port on the same host) holding the very same content: refused
+    // with a typed error, the target is never asked, nothing is stored.
+    let elsewhere = Gateway::start(Mode::Honest).await;
+    assert_eq!(elsewhere.add(&data, Profile::KuboDefaultV0), cid);
+    let bouncer = Gateway::start(Mode::RedirectTo(elsewhere.url.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let err = Fetcher::new(config(&[&bouncer]), s.clone())
+        .fetch(&cid, &NoProgress)
+        .await
+        .unwrap_err();
+    let failures = all_failed(err);
+    assert_eq!(failures.len(), 1);
+    match &failures[0].error {
+        AttemptError::CrossOriginRedirect { from, to } => {
+            assert_eq!(from, &bouncer.url);
+            assert_eq!(to, &elsewhere.url);
+        }
+        other => panic!("expected a cross-origin redirect error, got {other}"),
+    }
+    assert!(!failures[0].error.is_retryable());
+    assert_eq!(failures[0].error.kind(), "cross_origin_redirect");
+    let asked = elsewhere.counters.car.load(Ordering::SeqCst)
+        + elsewhere.counters.raw.load(Ordering::SeqCst);
+    assert_eq!(asked, 0, "the other origin must not be contacted");
+    assert_empty(&dir, &s);
+}

@@ -32,6 +32,10 @@ pub enum Mode {
     Empty,
     /// Sends its answer one byte every `0` (dodging any idle timeout longer than that).
     Drip(Duration),
+    /// Redirects every request to the same path and query under this base URL.
+    RedirectTo(String),
+    /// Redirects every request to `/moved/...` on itself, where it serves honestly.
+    RedirectSameOrigin,
 }
 
 #[derive(Default)]
@@ -67,6 +71,7 @@ impl Gateway {
         });
         let app = axum::Router::new()
             .route("/ipfs/{cid}", axum::routing::get(handle))
+            .route("/moved/ipfs/{cid}", axum::routing::get(serve))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -106,11 +111,28 @@ fn flip(mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
+fn redirect(location: &str) -> Response {
+    let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(location).unwrap());
+    resp
+}
+
 async fn handle(
     State(gw): State<Arc<Gw>>,
-    Path(cid): Path<String>,
-    Query(q): Query<Q>,
+    path: Path<String>,
+    query: Query<Q>,
+    uri: axum::http::Uri,
 ) -> Response {
+    let pq = uri.path_and_query().map_or("", |p| p.as_str());
+    match &gw.mode {
+        Mode::RedirectTo(base) => redirect(&format!("{base}{pq}")),
+        Mode::RedirectSameOrigin => redirect(&format!("/moved{pq}")),
+        _ => serve(State(gw), path, query).await,
+    }
+}
+
+async fn serve(State(gw): State<Arc<Gw>>, Path(cid): Path<String>, Query(q): Query<Q>) -> Response {
     let is_car = q.format.as_deref() == Some("car");
     if is_car {
         gw.counters.car.fetch_add(1, Ordering::SeqCst);
