@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use attesta_content::Cid;
-use attesta_content::fetch::{AttemptError, FetchError, FetchObserver, Fetcher, NoProgress};
+use attesta_content::fetch::{
+    AttemptError, FetchError, FetchObserver, Fetcher, GatewayConfig, NoProgress,
+};
 use attesta_content::store::ModelStore;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +22,15 @@ pub enum FetchPolicy {
     Any,
     /// Only these CIDs.
     AllowList(HashSet<Cid>),
+}
+
+/// How a node obtains models it does not have: which gateways, and which CIDs.
+#[derive(Debug, Clone)]
+pub struct FetchPlan {
+    /// Gateways in order (their `max_model_bytes` is set from the node's limits).
+    pub gateways: GatewayConfig,
+    /// Which unknown CIDs may be fetched.
+    pub policy: FetchPolicy,
 }
 
 /// Local store first, then the gateways.

@@ -136,15 +136,22 @@ pub async fn run_model(
         .await
 }
 
-/// Maps body-reading failures (size limit, broken stream) to wire errors.
+/// Maps body-reading failures (size limit, a body slower than the body timeout, a broken
+/// stream) to wire errors: all of them are the request's fault, so all are 4xx.
 pub fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
+        return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             e.body_text(),
-        )
-    } else {
-        ApiError::bad_request("bad_body", e.body_text())
+        );
     }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<crate::server::BodyTimeout>() {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", t.to_string());
+        }
+        cause = c.source();
+    }
+    ApiError::bad_request("bad_body", e.body_text())
 }

@@ -1,15 +1,23 @@
 //! The attesta node: an HTTP service that runs ONNX models by content address.
 //!
-//! Routes: `POST /infer` (OpenGradient's format), `GET /v1/models`,
+//! Routes: `POST /infer` (OpenGradient's format), `POST /v1/infer` (the sealed
+//! channel), `GET /v1/attestation`, `GET /enclave/attestation`, `GET /v1/models`,
 //! `GET /healthz`, `GET /metrics`. Every error is a JSON body
 //! `{"error": {"code", "message"}}`.
+//!
+//! [`Node::build`] assembles the whole service from a [`NodeConfig`] and the
+//! [`NodeParts`] an operator chooses; [`Node::serve`] runs it on a listener with
+//! the limits of [`server`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attesta_attester::Attester;
+use attesta_content::fetch::Fetcher;
 use attesta_content::store::ModelStore;
 use attesta_engine::{Engine, Limits};
+use attesta_seal::{NodeKeys, ReplayGuard};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
@@ -24,14 +32,17 @@ pub mod error;
 pub mod fault;
 pub mod fetching;
 pub mod infer;
+pub mod media;
 pub mod metrics;
+pub mod server;
 pub mod source;
 
 use cache::ModelCache;
 use error::ApiError;
+use fetching::{FetchMetrics, FetchPlan, FetchingSource};
 use infer::Executor;
 use metrics::Metrics;
-use source::ModelSource;
+use source::{LocalStore, ModelSource};
 
 /// Tunables of a node.
 #[derive(Debug, Clone)]
@@ -48,6 +59,10 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Caps applied to untrusted model files.
     pub limits: Limits,
+    /// Header, body and idle timeouts and the connection cap of the HTTP surface.
+    pub http: server::HttpLimits,
+    /// Accepted clock difference for sealed requests (and how long they are remembered).
+    pub replay_window: Duration,
     /// Deliberate misbehaviour (devnet demos only; see [`fault`]).
     pub fault: Option<fault::Fault>,
 }
@@ -61,8 +76,121 @@ impl Default for NodeConfig {
             max_body_bytes: 16 << 20,
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            http: server::HttpLimits::default(),
+            replay_window: Duration::from_secs(120),
             fault: None,
         }
+    }
+}
+
+/// Replay memory entries of the sealed channel.
+const REPLAY_CAPACITY: usize = 1 << 18;
+
+/// What a node is built from besides its tunables: the pieces an operator chooses.
+pub struct NodeParts {
+    /// The inference backend.
+    pub engine: Arc<dyn Engine>,
+    /// The on-disk model store.
+    pub store: ModelStore,
+    /// Gateways and policy for unknown CIDs; `None` serves the store only.
+    pub fetch: Option<FetchPlan>,
+    /// Evidence producer; `None` runs without a TEE (no attestation routes, no sealed channel).
+    pub attester: Option<Arc<dyn Attester>>,
+    /// Time source of the sealed channel (replay windows, receipts).
+    pub clock: attested::Clock,
+}
+
+impl NodeParts {
+    /// Parts for a store-only node without a TEE, on the system clock.
+    pub fn new(engine: Arc<dyn Engine>, store: ModelStore) -> Self {
+        NodeParts {
+            engine,
+            store,
+            fetch: None,
+            attester: None,
+            clock: system_clock(),
+        }
+    }
+}
+
+/// Unix time from the system clock, for [`NodeParts::clock`].
+pub fn system_clock() -> attested::Clock {
+    Arc::new(|| attesta_seal::UnixTime::from_system(std::time::SystemTime::now()))
+}
+
+/// A fully assembled node, ready to serve.
+pub struct Node {
+    config: NodeConfig,
+    state: Arc<AppState>,
+    app: Router,
+}
+
+impl Node {
+    /// Builds the whole service: metrics, the model source (store, or store then gateways),
+    /// the cache, the executor, a fresh in-memory key set and replay memory when an attester
+    /// is given, and the routes.
+    pub fn build(config: NodeConfig, parts: NodeParts) -> Node {
+        let metrics = Arc::new(Metrics::new());
+        let source: Arc<dyn ModelSource> = match parts.fetch {
+            None => Arc::new(LocalStore::new(parts.store.clone())),
+            Some(plan) => {
+                let mut gateways = plan.gateways;
+                gateways.max_model_bytes = config.limits.max_model_bytes as u64;
+                tracing::info!(gateways = ?gateways.urls, policy = ?plan.policy, "fetching unknown models from IPFS");
+                let observer = Arc::new(FetchMetrics::register(&metrics));
+                let fetcher = Fetcher::new(gateways, parts.store.clone()).with_observer(observer);
+                Arc::new(FetchingSource::new(
+                    parts.store.clone(),
+                    fetcher,
+                    plan.policy,
+                ))
+            }
+        };
+        let mut state = AppState::new(&config, parts.engine, parts.store, source, metrics);
+        if let Some(attester) = parts.attester {
+            // Fresh keys from the OS on every start: they exist only in this process.
+            let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
+            tracing::info!(tee = %attester.platform(), keyset_digest = %hex::encode(keys.keyset_digest()), "key set ready");
+            state = state.with_attestation(attested::Attestation {
+                keys,
+                attester,
+                replay: ReplayGuard::new(config.replay_window, REPLAY_CAPACITY),
+                clock: parts.clock,
+            });
+        }
+        let state = Arc::new(state);
+        let app = router(state.clone(), &config);
+        Node { config, state, app }
+    }
+
+    /// The shared state (cache, metrics, store) behind the routes.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// The configuration the node was built with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The routes, for serving on a listener of one's own or for calling in-process.
+    pub fn router(&self) -> Router {
+        self.app.clone()
+    }
+
+    /// Binds [`NodeConfig::listen`].
+    pub async fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(self.config.listen).await
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests
+    /// finish within the configured grace period.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        server::serve(listener, self.app, self.config.http, shutdown).await
     }
 }
 
@@ -119,8 +247,14 @@ impl AppState {
 /// The node's router.
 pub fn router(state: Arc<AppState>, config: &NodeConfig) -> Router {
     Router::new()
-        .route("/infer", post(infer::infer))
-        .route("/v1/infer", post(attested::infer))
+        .route(
+            "/infer",
+            post(infer::infer).route_layer(middleware::from_fn(media::require_json)),
+        )
+        .route(
+            "/v1/infer",
+            post(attested::infer).route_layer(middleware::from_fn(media::require_sealed)),
+        )
         .route("/v1/attestation", get(attested::v1))
         .route("/enclave/attestation", get(attested::nitriding))
         .route("/v1/models", get(list_models))
@@ -131,17 +265,6 @@ pub fn router(state: Arc<AppState>, config: &NodeConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
-}
-
-/// Serves until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
