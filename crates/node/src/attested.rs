@@ -9,7 +9,7 @@ use attesta_content::Cid;
 use attesta_engine::og;
 use attesta_seal::{AttestationBinding, NodeKeys, ReplayGuard, SealedOutput, UnixTime};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -59,23 +59,35 @@ pub struct NonceQuery {
     nonce: Option<String>,
 }
 
-fn parse_nonce(q: &NonceQuery, min: usize, max: usize) -> Result<Vec<u8>, ApiError> {
+fn parse_nonce(
+    q: Result<Query<NonceQuery>, QueryRejection>,
+    min: usize,
+    max: usize,
+) -> Result<Vec<u8>, ApiError> {
+    // A query string that does not parse (e.g. `nonce` given twice) is the caller's fault,
+    // answered with the same JSON error as any other bad nonce.
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad_request("invalid_nonce", format!("query string: {}", e.body_text()))
+    })?;
     let text = q.nonce.as_deref().ok_or_else(|| {
         ApiError::bad_request("invalid_nonce", "query parameter `nonce` is required")
     })?;
     let bytes = hex::decode(text)
         .map_err(|e| ApiError::bad_request("invalid_nonce", format!("nonce is not hex: {e}")))?;
     if bytes.len() < min || bytes.len() > max {
-        let want = if min == max {
-            format!("{min}")
+        // Two hex characters per byte.
+        let (want, hex_chars) = if min == max {
+            (format!("{min}"), format!("{}", 2 * min))
         } else {
-            format!("{min}..={max}")
+            (
+                format!("{min}..={max}"),
+                format!("{}..={}", 2 * min, 2 * max),
+            )
         };
         return Err(ApiError::bad_request(
             "invalid_nonce",
             format!(
-                "nonce must be {want} bytes ({} hex characters), got {}",
-                want,
+                "nonce must be {want} bytes ({hex_chars} hex characters), got {}",
                 bytes.len()
             ),
         ));
@@ -97,10 +109,10 @@ fn attestation(state: &AppState) -> Result<&Attestation, ApiError> {
 /// the base64 of the raw document and a newline.
 pub async fn nitriding(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<NonceQuery>,
+    q: Result<Query<NonceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let att = attestation(&state)?;
-    let nonce = parse_nonce(&q, 20, 20)?;
+    let nonce = parse_nonce(q, 20, 20)?;
     // No TLS inside the node: the certificate-hash slot is zero.
     let mut evidence = att
         .attest(att.keys.nitriding_binding(&nonce, &[0u8; 32]))
@@ -114,10 +126,10 @@ pub async fn nitriding(
 /// `GET /v1/attestation?nonce=<hex, 16..=64 bytes>`: evidence plus the key set it binds.
 pub async fn v1(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<NonceQuery>,
+    q: Result<Query<NonceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let att = attestation(&state)?;
-    let nonce = parse_nonce(&q, 16, 64)?;
+    let nonce = parse_nonce(q, 16, 64)?;
     let mut evidence = att.attest(att.keys.attestation_binding(&nonce)).await?;
     crate::fault::corrupt_evidence(state.fault, &mut evidence);
     let keyset = att.keys.public();
