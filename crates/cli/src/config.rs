@@ -42,6 +42,14 @@ pub struct NodeSection {
     pub max_model_bytes: Option<String>,
     /// Disk budget of the model store.
     pub store_max_bytes: Option<String>,
+    /// Longest time to receive a request's headers.
+    pub header_timeout: Option<String>,
+    /// Longest time to receive a request's body after its headers.
+    pub body_timeout: Option<String>,
+    /// Longest silence on a keep-alive connection.
+    pub idle_timeout: Option<String>,
+    /// Connections open at once.
+    pub max_connections: Option<usize>,
     /// Trustless IPFS gateways, in order.
     pub gateways: Option<Vec<String>>,
     /// `any`, `allow-list` or `off`.

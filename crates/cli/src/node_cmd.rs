@@ -6,19 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use attesta_attester::Attester;
 use attesta_attester::dev::DevOptions;
 use attesta_attester::{SelectOptions, TeeKind};
 use attesta_content::Cid;
-use attesta_content::fetch::{Fetcher, GatewayConfig};
+use attesta_content::fetch::GatewayConfig;
 use attesta_content::store::{ModelStore, StoreOptions};
 use attesta_engine::Limits;
 use attesta_engine::tract::TractEngine;
-use attesta_node::attested::Attestation;
-use attesta_node::fetching::{FetchMetrics, FetchPolicy, FetchingSource};
-use attesta_node::metrics::Metrics;
-use attesta_node::source::{LocalStore, ModelSource};
-use attesta_node::{AppState, NodeConfig};
-use attesta_seal::{NodeKeys, ReplayGuard, UnixTime};
+use attesta_node::fetching::{FetchPlan, FetchPolicy};
+use attesta_node::{Node, NodeConfig, NodeParts};
 use clap::Args;
 
 use crate::Global;
@@ -54,6 +51,21 @@ pub struct NodeArgs {
     /// Disk budget of the model store (least recently used models are removed first).
     #[arg(long, env = "ATTESTA_STORE_MAX_BYTES", value_name = "SIZE")]
     store_max_bytes: Option<String>,
+    /// Longest time a client may take to send a request's headers (counted from the
+    /// connection's start or the head's first byte) [default: 10s].
+    #[arg(long, env = "ATTESTA_HEADER_TIMEOUT", value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// Longest time a client may take to send a request body after its headers; slower
+    /// bodies are answered 408 `body_timeout` [default: 30s].
+    #[arg(long, env = "ATTESTA_BODY_TIMEOUT", value_name = "DURATION")]
+    body_timeout: Option<String>,
+    /// Longest silence on a keep-alive connection between requests [default: 60s].
+    #[arg(long, env = "ATTESTA_IDLE_TIMEOUT", value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Connections open at once; beyond it the longest-idle connection is closed to make
+    /// room, and when all are busy new ones wait [default: 1024].
+    #[arg(long, env = "ATTESTA_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
     #[command(flatten)]
     fetch: FetchArgs,
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
@@ -108,6 +120,16 @@ fn size(flag: Option<&String>, file: Option<&String>, what: &str) -> anyhow::Res
         .transpose()
 }
 
+fn duration(
+    flag: Option<&String>,
+    file: Option<&String>,
+    what: &str,
+) -> anyhow::Result<Option<std::time::Duration>> {
+    flag.or(file)
+        .map(|s| parse_duration(s).map_err(|e| anyhow::anyhow!("{what}: {e}")))
+        .transpose()
+}
+
 fn to_usize(v: u64, what: &str) -> anyhow::Result<usize> {
     usize::try_from(v).with_context(|| format!("{what} does not fit this platform"))
 }
@@ -141,14 +163,14 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     )? {
         cfg.max_body_bytes = to_usize(v, "max-body-bytes")?;
     }
-    if let Some(t) = args
-        .request_timeout
-        .as_ref()
-        .or(file.request_timeout.as_ref())
-    {
-        cfg.request_timeout =
-            parse_duration(t).map_err(|e| anyhow::anyhow!("request-timeout: {e}"))?;
+    if let Some(t) = duration(
+        args.request_timeout.as_ref(),
+        file.request_timeout.as_ref(),
+        "request-timeout",
+    )? {
+        cfg.request_timeout = t;
     }
+    http_limits(&args, file, &mut cfg)?;
     let mut limits = Limits::default();
     if let Some(v) = size(
         args.max_model_bytes.as_ref(),
@@ -185,56 +207,85 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         },
     )
     .with_context(|| format!("opening model store {}", store_dir.display()))?;
-    let fetch = fetch_plan(&args.fetch, global, cfg.limits.max_model_bytes as u64)?;
-
-    let attestation = start_attestation(&args, global)?;
+    let fetch = fetch_plan(&args.fetch, global)?;
+    let attester = start_attester(&args, global, &mut cfg)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let engine = Arc::new(TractEngine::new(intra));
-        let metrics = Arc::new(Metrics::new());
-        let source: Arc<dyn ModelSource> = match fetch {
-            None => Arc::new(LocalStore::new(store.clone())),
-            Some((gateways, policy)) => {
-                tracing::info!(gateways = ?gateways.urls, policy = ?policy, "fetching unknown models from IPFS");
-                let observer = Arc::new(FetchMetrics::register(&metrics));
-                let fetcher = Fetcher::new(gateways, store.clone()).with_observer(observer);
-                Arc::new(FetchingSource::new(store.clone(), fetcher, policy))
-            }
-        };
-        let mut state = AppState::new(&cfg, engine, store, source, metrics);
-        if let Some(a) = attestation {
-            state = state.with_attestation(a);
-        }
-        let state = Arc::new(state);
-        let app = attesta_node::router(state, &cfg);
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
+        let mut parts = NodeParts::new(Arc::new(TractEngine::new(intra)), store);
+        parts.fetch = fetch;
+        parts.attester = attester;
+        let node = Node::build(cfg, parts);
+        let listen = node.config().listen;
+        let listener = node
+            .bind()
             .await
-            .with_context(|| format!("binding {}", cfg.listen))?;
+            .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        tracing::info!(%addr, store = %store_dir.display(), workers = cfg.workers, intra_op_threads = intra, "node listening");
+        tracing::info!(%addr, store = %store_dir.display(), workers = node.config().workers, intra_op_threads = intra, "node listening");
         println!("listening on {addr}");
-        attesta_node::serve(listener, app, async {
+        node.serve(listener, async {
             crate::signals::stop_requested().await;
             tracing::info!("shutting down");
-        }).await.context("serving")?;
+        })
+        .await
+        .context("serving")?;
         tracing::info!("node stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
 
+/// Header, body and idle timeouts and the connection cap, from flags or the file.
+fn http_limits(
+    args: &NodeArgs,
+    file: &crate::config::NodeSection,
+    cfg: &mut NodeConfig,
+) -> anyhow::Result<()> {
+    let http = &mut cfg.http;
+    if let Some(t) = duration(
+        args.header_timeout.as_ref(),
+        file.header_timeout.as_ref(),
+        "header-timeout",
+    )? {
+        http.header_timeout = t;
+    }
+    if let Some(t) = duration(
+        args.body_timeout.as_ref(),
+        file.body_timeout.as_ref(),
+        "body-timeout",
+    )? {
+        http.body_timeout = t;
+    }
+    if let Some(t) = duration(
+        args.idle_timeout.as_ref(),
+        file.idle_timeout.as_ref(),
+        "idle-timeout",
+    )? {
+        http.idle_timeout = t;
+    }
+    for (t, what) in [
+        (http.header_timeout, "header-timeout"),
+        (http.body_timeout, "body-timeout"),
+        (http.idle_timeout, "idle-timeout"),
+    ] {
+        anyhow::ensure!(!t.is_zero(), "{what} must be longer than zero");
+    }
+    if let Some(n) = args.max_connections.or(file.max_connections) {
+        anyhow::ensure!(n > 0, "max-connections must be at least 1");
+        http.max_connections = n;
+    }
+    // In-flight work is bounded by the body and request timeouts: let it finish on shutdown.
+    http.shutdown_grace = http.body_timeout + cfg.request_timeout;
+    Ok(())
+}
+
 /// Decides whether and how the node fetches: `None` means store-only.
-fn fetch_plan(
-    args: &FetchArgs,
-    global: &Global,
-    max_model_bytes: u64,
-) -> anyhow::Result<Option<(GatewayConfig, FetchPolicy)>> {
+fn fetch_plan(args: &FetchArgs, global: &Global) -> anyhow::Result<Option<FetchPlan>> {
     let file = &global.file.node;
     let mut gw = gateway_config(&args.gateways, file.gateways.as_deref().unwrap_or_default());
-    gw.max_model_bytes = max_model_bytes;
     if let Some(t) = args
         .gateway_timeout
         .as_ref()
@@ -257,7 +308,10 @@ fn fetch_plan(
         _ if gw.urls.is_empty() => {
             anyhow::bail!("--fetch needs at least one --gateway (or ATTESTA_IPFS_GATEWAYS)")
         }
-        FetchMode::Any => Ok(Some((gw, FetchPolicy::Any))),
+        FetchMode::Any => Ok(Some(FetchPlan {
+            gateways: gw,
+            policy: FetchPolicy::Any,
+        })),
         FetchMode::AllowList => {
             let cids = allow
                 .into_iter()
@@ -266,7 +320,10 @@ fn fetch_plan(
                         .map_err(|e| anyhow::anyhow!("--allow-cid {c}: {e}"))
                 })
                 .collect::<anyhow::Result<_>>()?;
-            Ok(Some((gw, FetchPolicy::AllowList(cids))))
+            Ok(Some(FetchPlan {
+                gateways: gw,
+                policy: FetchPolicy::AllowList(cids),
+            }))
         }
     }
 }
@@ -285,8 +342,13 @@ pub fn gateway_config(flags: &[String], file: &[String]) -> GatewayConfig {
     .with_env()
 }
 
-/// Makes the key set and the evidence producer named by `--tee`.
-fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<Attestation>> {
+/// Makes the evidence producer named by `--tee` (the node makes its key set) and sets the
+/// replay window.
+fn start_attester(
+    args: &NodeArgs,
+    global: &Global,
+    cfg: &mut NodeConfig,
+) -> anyhow::Result<Option<Arc<dyn Attester>>> {
     let file = &global.file.node;
     let tee = args
         .tee
@@ -309,7 +371,6 @@ fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<
     let attester = attesta_attester::select(kind, opts).map_err(|e| {
         anyhow::anyhow!("{e}\n(use `--tee dev` for the INSECURE dev TEE, or `--tee none` to serve without attestation)")
     })?;
-    let platform = attester.platform();
     if kind == TeeKind::Dev {
         tracing::warn!(
             root = %global.data_dir.join("dev-root.pem").display(),
@@ -321,13 +382,7 @@ fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<
         .as_deref()
         .or(file.replay_window.as_deref())
         .unwrap_or("120s");
-    let window = parse_duration(window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
-    let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
-    tracing::info!(tee = %platform, keyset_digest = %hex::encode(keys.keyset_digest()), "key set ready");
-    Ok(Some(Attestation {
-        keys,
-        attester: Arc::from(attester),
-        replay: ReplayGuard::new(window, 1 << 18),
-        clock: Arc::new(|| UnixTime::from_system(std::time::SystemTime::now())),
-    }))
+    cfg.replay_window =
+        parse_duration(window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
+    Ok(Some(Arc::from(attester)))
 }

@@ -12,6 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use attesta_seal::MEDIA_TYPE as SEALED;
 use serde_json::{Value, json};
 use support::*;
 
@@ -356,7 +357,7 @@ fn dev_tee_node_attests_and_serves_sealed_requests() {
         .parse()
         .unwrap();
     let sealed_request = log[head_end + 4..head_end + 4 + len].to_vec();
-    let replay = http(&addr, "POST", "/v1/infer", &sealed_request);
+    let replay = http_typed(&addr, "POST", "/v1/infer", SEALED, &sealed_request);
     assert!(
         (400..500).contains(&replay.status),
         "replay answered {}",
@@ -372,5 +373,6 @@ fn dev_tee_node_attests_and_serves_sealed_requests() {
         "{metrics}"
     );
     // Garbage is refused in plaintext JSON, before any decryption.
-    http(&addr, "POST", "/v1/infer", b"\x09garbage").assert_error(400, "unsupported_version");
+    http_typed(&addr, "POST", "/v1/infer", SEALED, b"\x09garbage")
+        .assert_error(400, "unsupported_version");
 }

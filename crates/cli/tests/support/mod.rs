@@ -153,10 +153,21 @@ impl Response {
 
 /// Sends one request with `Connection: close` and reads the whole answer.
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Response {
+    http_typed(addr, method, path, "application/json", body)
+}
+
+/// [`http`] with the given `Content-Type`.
+pub fn http_typed(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
