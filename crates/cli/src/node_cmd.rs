@@ -214,7 +214,7 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let mut parts = NodeParts::new(Arc::new(TractEngine::new(intra)), store);
         parts.fetch = fetch;
         parts.attester = attester;
@@ -235,7 +235,11 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .context("serving")?;
         tracing::info!("node stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Dropping a runtime waits for every blocking task (a model load, an inference past its
+    // deadline); bound that wait so a stop request ends the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 /// Header, body and idle timeouts and the connection cap, from flags or the file.
