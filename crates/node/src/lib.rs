@@ -190,7 +190,8 @@ impl Node {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        server::serve(listener, self.app, self.config.http, shutdown).await
+        let metrics = server::ConnectionMetrics::register(&self.state.metrics);
+        server::serve(listener, self.app, self.config.http, metrics, shutdown).await
     }
 }
 

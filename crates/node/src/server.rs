@@ -32,6 +32,9 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -62,6 +65,43 @@ impl Default for HttpLimits {
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(30),
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Connection counts for `/metrics`: open connections, and closes by reason
+/// (`ended`, `header_timeout`, `idle_timeout`, `evicted`, `refused`).
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    closed: Family<ReasonLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    /// Creates the metrics and registers them with the node's registry.
+    pub fn register(metrics: &crate::metrics::Metrics) -> Self {
+        let m = ConnectionMetrics::default();
+        metrics.with_registry(|r| {
+            r.register(
+                "http_connections_open",
+                "HTTP connections open now",
+                m.open.clone(),
+            );
+            r.register(
+                "http_connections_closed",
+                "HTTP connections closed, by reason",
+                m.closed.clone(),
+            );
+        });
+        m
+    }
+
+    fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabels { reason }).inc();
     }
 }
 
@@ -324,6 +364,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    metrics: ConnectionMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = Arc::new(limits);
@@ -382,9 +423,13 @@ pub async fn serve(
             stop: stop_rx.clone(),
         };
         let registry = registry.clone();
+        let metrics = metrics.clone();
+        metrics.open.inc();
         tokio::spawn(async move {
-            task.run(stream).await;
+            let reason = task.run(stream).await;
             registry.remove(id);
+            metrics.open.dec();
+            metrics.closed(reason);
             drop(permit);
         });
     }
@@ -411,7 +456,8 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream) {
+    /// Serves the connection until it ends; returns why it was closed.
+    async fn run(mut self, stream: TcpStream) -> &'static str {
         let io = TokioIo::new(TrackedIo {
             inner: stream,
             conn: self.conn.clone(),
@@ -452,18 +498,27 @@ impl Connection {
                     if let Err(e) = r {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    return;
+                    return "ended";
                 }
                 () = sleep_until(deadline) => {
-                    if self.conn.deadline(&self.limits).is_some_and(|d| d <= Instant::now()) {
-                        tracing::debug!("closing a connection past its header or idle timeout");
-                        return;
+                    let now = Instant::now();
+                    let phase = *self.conn.phase();
+                    match phase {
+                        Phase::Head { since } if since + self.limits.header_timeout <= now => {
+                            tracing::debug!("closing a connection past its header timeout");
+                            return "header_timeout";
+                        }
+                        Phase::Idle { since } if since + self.limits.idle_timeout <= now => {
+                            tracing::debug!("closing a connection past its idle timeout");
+                            return "idle_timeout";
+                        }
+                        _ => {}
                     }
                 }
                 () = self.conn.changed.notified() => {}
                 () = self.conn.evict.notified() => {
                     tracing::debug!("closing an unused connection to make room under the cap");
-                    return;
+                    return "evicted";
                 }
                 r = self.stop.changed(), if !draining => {
                     draining = true;

@@ -150,6 +150,16 @@ async fn thousands_of_idle_connections_cannot_lock_out_healthz() {
         closed >= IDLE - CAP,
         "only {closed} of {IDLE} idle connections were closed with a cap of {CAP}"
     );
+    // Operators see it in /metrics.
+    let metrics = request(node.addr, "GET", "/metrics", &[], b"").await;
+    let text = String::from_utf8(metrics.body).unwrap();
+    let evicted: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("attesta_http_connections_closed_total{reason=\"evicted\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no eviction count in {text}"));
+    assert!(evicted >= IDLE - CAP, "{evicted} evictions counted");
+    assert!(text.contains("attesta_http_connections_open "), "{text}");
     eprintln!(
         "opened {IDLE} idle connections in {opened:?}; /healthz answered in {answered:?}; {closed} closed by the cap"
     );
