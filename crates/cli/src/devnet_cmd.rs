@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use attesta_content::{ModelStore, Profile, StoreOptions};
+use attesta_engine::demo;
 use attesta_validator::challenge::ChallengeSpec;
 use attesta_validator::config::{ChallengesConfig, PolicyConfig, RoundConfig, ValidatorConfig};
-use attesta_validator::devmodels;
 use attesta_validator::registry::NodeEntry;
 use attesta_validator::scoring::ScoringParams;
 use attesta_validator::status::{Board, NodeStatus};
@@ -239,9 +239,9 @@ async fn drive(
     let model_dir = workdir.join("model-files");
     std::fs::create_dir_all(&model_dir)?;
     let mut model_files = Vec::new();
-    for (name, spec) in devmodels::devnet_set() {
+    for (name, spec) in demo::devnet_set() {
         let path = model_dir.join(format!("{name}.onnx"));
-        std::fs::write(&path, devmodels::mlp(&spec))?;
+        std::fs::write(&path, demo::mlp(&spec))?;
         model_files.push(path);
     }
     let add_models = |store_dir: &Path| -> anyhow::Result<Vec<String>> {

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+pub mod demo;
 mod error;
 pub mod og;
 mod tensor;

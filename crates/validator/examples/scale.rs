@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use attesta_attester::dev::{DevAttester, DevOptions};
 use attesta_attester::{AttestRequest, Attester};
+use attesta_engine::demo;
 use attesta_engine::tract::TractEngine;
 use attesta_engine::{Engine, Limits, Model, og};
 use attesta_evidence::{Policy, TrustedRoot, UnixTime, danger};
@@ -29,7 +30,6 @@ use attesta_seal::channel::SealedOutput;
 use attesta_seal::{MEDIA_TYPE, NodeKeys, ReplayGuard, sha256};
 use attesta_validator::challenge::{ChallengeSet, ChallengeSpec};
 use attesta_validator::client_channel::{ClientFactory, system_rng};
-use attesta_validator::devmodels;
 use attesta_validator::registry::{FixedNodes, NodeEntry};
 use attesta_validator::round::{RoundSettings, SystemClock};
 use attesta_validator::scoring::ScoringParams;
@@ -114,7 +114,7 @@ async fn infer(AxState(s): AxState<Arc<Sim>>, body: Bytes) -> Response {
 }
 
 fn model_bytes() -> Vec<u8> {
-    devmodels::mlp(&devmodels::devnet_set()[0].1)
+    demo::mlp(&demo::devnet_set()[0].1)
 }
 
 async fn nodes(dir: &Path, count: usize, hanging: usize) {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use attesta_attester::dev::{DevAttester, DevOptions, release_for_executable};
 use attesta_attester::{AttestRequest, Attester};
+use attesta_engine::demo;
 use attesta_engine::tract::TractEngine;
 use attesta_engine::{Engine, Limits, Model, og};
 use attesta_evidence::{Policy, Registry, TrustedRoot, UnixTime, danger};
@@ -29,7 +30,7 @@ use attesta_validator::round::{RoundSettings, SystemClock};
 use attesta_validator::scoring::ScoringParams;
 use attesta_validator::state::{CommitSettings, Outcome, State};
 use attesta_validator::status::Status;
-use attesta_validator::{Parts, Validator, devmodels};
+use attesta_validator::{Parts, Validator};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State as AxState};
@@ -173,7 +174,7 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
     let odd = attester(&root_dir, &odd_exe); // same root, different PCR0
     let rogue = attester(&dir.path().join("rogue-root"), &good_exe); // right PCR0, untrusted root
 
-    let bytes = devmodels::mlp(&devmodels::devnet_set()[0].1);
+    let bytes = demo::mlp(&demo::devnet_set()[0].1);
     let model = TractEngine::new(1)
         .load(&bytes, &Limits::default())
         .unwrap();
