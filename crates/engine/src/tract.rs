@@ -2,6 +2,7 @@
 //! plan per distinct set of input shapes and runs them concurrently.
 
 mod convert;
+mod einsum;
 mod guard;
 mod info;
 mod plans;

@@ -276,10 +276,21 @@ impl InferenceOp for SizeGuard {
         self.check(&known, &[])?;
         // tract's `infer` evaluates the operator as soon as its inputs are
         // known; the facts it derives first are checked before that.
-        let (ins, outs, _) =
+        let (ins, outs, obs) =
             self.inner
                 .infer_facts(inputs.clone(), outputs.clone(), observed.clone())?;
         self.check(&ins, &outs)?;
+        // Evaluating an integer matrix product here would reach tract's
+        // kernels (none for int64); it is left to the exact typed op.
+        let integer = |f: &InferenceFact| {
+            f.datum_type
+                .concretize()
+                .is_some_and(|dt| dt.is_integer() && !dt.is_quantized())
+        };
+        if super::einsum::PRODUCTS.contains(&self.node.op_type.as_str()) && ins.iter().any(integer)
+        {
+            return Ok((ins, outs, obs));
+        }
         self.inner.infer(inputs, outputs, observed)
     }
 
@@ -327,7 +338,10 @@ impl InferenceOp for SizeGuard {
         target: &mut TypedModel,
         mapping: &HashMap<OutletId, OutletId>,
     ) -> TractResult<TVec<OutletId>> {
-        self.inner.to_typed(source, node, target, mapping)
+        let first = target.nodes.len();
+        let outputs = self.inner.to_typed(source, node, target, mapping)?;
+        super::einsum::reroute(target, first..target.nodes.len());
+        Ok(outputs)
     }
 }
 

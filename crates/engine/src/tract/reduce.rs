@@ -360,7 +360,9 @@ impl EvalOp for IntReduce {
         } else {
             dt
         };
-        Ok(tvec!(narrow(&out, out_dt, &out_shape)?.into_tvalue()))
+        Ok(tvec!(
+            narrow(&out, out_dt, &out_shape, Narrow::Saturate)?.into_tvalue()
+        ))
     }
 }
 
@@ -482,7 +484,7 @@ impl Acc {
 }
 
 /// Reads an integer tensor as `i128` values, row-major.
-fn widen(t: &Tensor) -> TractResult<Vec<i128>> {
+pub(crate) fn widen(t: &Tensor) -> TractResult<Vec<i128>> {
     fn w<T: Datum + Copy + Into<i128>>(t: &Tensor) -> TractResult<Vec<i128>> {
         Ok(t.try_as_plain_ram()?
             .as_slice::<T>()?
@@ -503,32 +505,55 @@ fn widen(t: &Tensor) -> TractResult<Vec<i128>> {
     }
 }
 
-/// Saturates exact results into a tensor of `dt`.
-fn narrow(values: &[i128], dt: DatumType, shape: &[usize]) -> TractResult<Tensor> {
+/// How an exact result out of the element type's range is stored.
+#[derive(Clone, Copy)]
+pub(crate) enum Narrow {
+    /// Clamped to the type's range (reductions, like onnxruntime's).
+    Saturate,
+    /// Reduced modulo 2^bits (matrix products, like onnxruntime's).
+    Wrap,
+}
+
+/// Stores exact results into a tensor of `dt`.
+pub(crate) fn narrow(
+    values: &[i128],
+    dt: DatumType,
+    shape: &[usize],
+    mode: Narrow,
+) -> TractResult<Tensor> {
     fn n<T: Datum + Copy + TryFrom<i128> + tract_num_traits::Bounded>(
         values: &[i128],
         shape: &[usize],
+        mode: Narrow,
     ) -> TractResult<Tensor>
     where
         i128: From<T>,
     {
         let lo = i128::from(T::min_value());
         let hi = i128::from(T::max_value());
+        // The type's width, to wrap into: hi - lo + 1 = 2^bits.
+        let span = hi.wrapping_sub(lo).wrapping_add(1);
         let v: Vec<T> = values
             .iter()
-            .map(|x| T::try_from((*x).clamp(lo, hi)).unwrap_or(T::max_value()))
+            .map(|x| {
+                let x = match mode {
+                    Narrow::Saturate => (*x).clamp(lo, hi),
+                    Narrow::Wrap => (x.wrapping_sub(lo)).rem_euclid(span).wrapping_add(lo),
+                };
+                T::try_from(x).unwrap_or(T::max_value())
+            })
             .collect();
         Tensor::from_shape(shape, &v)
     }
     match dt {
-        DatumType::I8 => n::<i8>(values, shape),
-        DatumType::I16 => n::<i16>(values, shape),
-        DatumType::I32 => n::<i32>(values, shape),
-        DatumType::I64 => n::<i64>(values, shape),
-        DatumType::U8 => n::<u8>(values, shape),
-        DatumType::U16 => n::<u16>(values, shape),
-        DatumType::U32 => n::<u32>(values, shape),
-        DatumType::U64 => n::<u64>(values, shape),
+        DatumType::I8 => n::<i8>(values, shape, mode),
+        DatumType::I16 => n::<i16>(values, shape, mode),
+        DatumType::I32 => n::<i32>(values, shape, mode),
+        DatumType::I64 => n::<i64>(values, shape, mode),
+        DatumType::U8 => n::<u8>(values, shape, mode),
+        DatumType::U16 => n::<u16>(values, shape, mode),
+        DatumType::U32 => n::<u32>(values, shape, mode),
+        DatumType::U64 => n::<u64>(values, shape, mode),
         other => bail!("IntReduce cannot return {other:?}"),
     }
 }
