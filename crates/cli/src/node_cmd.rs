@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use attesta_attester::dev::DevOptions;
@@ -56,6 +57,8 @@ pub struct NodeArgs {
     store_max_bytes: Option<String>,
     #[command(flatten)]
     fetch: FetchArgs,
+    #[command(flatten)]
+    loading: crate::load_args::LoadArgs,
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
     /// root written to <data-dir>/dev-root.pem), or `none` (plain /infer only, no attestation).
@@ -158,6 +161,7 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         limits.max_model_bytes = to_usize(v, "max-model-bytes")?;
     }
     cfg.limits = limits;
+    let shutdown_timeout = args.loading.apply(file, &mut cfg)?;
     cfg.fault = args.insecure_fault;
     if let Some(f) = cfg.fault {
         tracing::warn!(fault = %f, "INSECURE: this node misbehaves on purpose (--insecure-fault)");
@@ -193,7 +197,7 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let engine = Arc::new(TractEngine::new(intra));
         let metrics = Arc::new(Metrics::new());
         let source: Arc<dyn ModelSource> = match fetch {
@@ -217,13 +221,14 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(%addr, store = %store_dir.display(), workers = cfg.workers, intra_op_threads = intra, "node listening");
         println!("listening on {addr}");
-        attesta_node::serve(listener, app, async {
-            crate::signals::stop_requested().await;
-            tracing::info!("shutting down");
-        }).await.context("serving")?;
+        crate::signals::serve_until_stopped(listener, app, shutdown_timeout).await.context("serving")?;
         tracing::info!("node stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Loads nobody waits for are dropped with their tasks (killing probe
+    // processes); a blocking thread still running must not keep us alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 /// Decides whether and how the node fetches: `None` means store-only.

@@ -19,12 +19,15 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 pub mod attested;
+pub mod budget;
 pub mod cache;
 pub mod error;
 pub mod fault;
 pub mod fetching;
 pub mod infer;
+pub mod loader;
 pub mod metrics;
+pub mod probe;
 pub mod source;
 
 use cache::ModelCache;
@@ -50,6 +53,10 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Deliberate misbehaviour (devnet demos only; see [`fault`]).
     pub fault: Option<fault::Fault>,
+    /// Time and memory budget, isolation and concurrency of model loads.
+    pub loading: loader::LoadConfig,
+    /// Memory budget of the inferences in flight, in bytes.
+    pub inflight_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +69,8 @@ impl Default for NodeConfig {
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             fault: None,
+            loading: loader::LoadConfig::default(),
+            inflight_bytes: infer::DEFAULT_INFLIGHT_BYTES,
         }
     }
 }
@@ -100,13 +109,14 @@ impl AppState {
     ) -> Self {
         AppState {
             cache: ModelCache::new(
-                engine,
-                config.limits.clone(),
+                loader::Loader::new(engine, config.limits.clone(), config.loading.clone()),
                 config.cache_bytes,
+                config.request_timeout,
                 source,
                 metrics.clone(),
             ),
-            executor: Executor::new(config.workers, config.request_timeout),
+            executor: Executor::new(config.workers, config.request_timeout)
+                .with_inflight_bytes(config.inflight_bytes),
             metrics,
             store,
             fault: config.fault,
