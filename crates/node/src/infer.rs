@@ -105,7 +105,7 @@ async fn infer_inner(
             .map_err(|e| ApiError::internal(format!("encoding response: {e}")))
     })
     .await?;
-    crate::fault::before_answer(state.fault).await;
+    crate::fault::before_answer(state.fault()).await;
     Ok((cid_text, body))
 }
 
@@ -122,7 +122,7 @@ pub async fn run_model(
     + 'static,
 ) -> Result<Vec<u8>, ApiError> {
     let metrics = state.metrics.clone();
-    let fault = state.fault;
+    let fault = state.fault();
     state
         .executor
         .run(move || {
