@@ -19,6 +19,9 @@ mod verify_cmd;
 
 /// Exit status for "ran fine, but the answer is no" (e.g. verification failed).
 pub const EXIT_REJECTED: u8 = 3;
+/// Exit status for flags that contradict each other (as clap's usage errors),
+/// e.g. `--insecure-fault` under a hardware TEE.
+pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use attesta_attester::dev::DevOptions;
-use attesta_attester::{SelectOptions, TeeKind};
+use attesta_attester::dev::{DevAttester, DevOptions};
+use attesta_attester::{Attester, SelectOptions, TeeKind};
 use attesta_content::Cid;
 use attesta_content::fetch::{Fetcher, GatewayConfig};
 use attesta_content::store::{ModelStore, StoreOptions};
 use attesta_engine::Limits;
 use attesta_engine::tract::TractEngine;
 use attesta_node::attested::Attestation;
+use attesta_node::fault::{ActiveFault, Fault};
 use attesta_node::fetching::{FetchMetrics, FetchPolicy, FetchingSource};
 use attesta_node::metrics::Metrics;
 use attesta_node::source::{LocalStore, ModelSource};
@@ -69,9 +70,11 @@ pub struct NodeArgs {
     #[arg(long, env = "ATTESTA_REPLAY_WINDOW", value_name = "DURATION")]
     replay_window: Option<String>,
     /// INSECURE, for demos and validator tests only: misbehave on purpose
-    /// (`wrong-output`, `slow:MS`, `hang`, `bad-evidence`).
+    /// (`wrong-output`, `slow:MS`, `hang`, `bad-evidence`). Only with `--tee dev`, where every
+    /// document declares the fault in a signed field, or `--tee none`; under any hardware TEE
+    /// (or `auto`) the node refuses to start (exit 2).
     #[arg(long, value_name = "FAULT")]
-    insecure_fault: Option<attesta_node::fault::Fault>,
+    insecure_fault: Option<Fault>,
 }
 
 /// How the node obtains models it does not have.
@@ -162,10 +165,21 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     }
     cfg.limits = limits;
     let shutdown_timeout = args.loading.apply(file, &mut cfg)?;
-    cfg.fault = args.insecure_fault;
-    if let Some(f) = cfg.fault {
-        tracing::warn!(fault = %f, "INSECURE: this node misbehaves on purpose (--insecure-fault)");
+    // Before anything is opened or served: a fault under hardware is refused here.
+    let (attestation, fault) = match start_attestation(&args, global) {
+        Ok(started) => started,
+        Err(e) => match e.downcast_ref::<FaultRefused>() {
+            Some(refused) => {
+                eprintln!("error: {refused}");
+                return Ok(ExitCode::from(crate::EXIT_USAGE));
+            }
+            None => return Err(e),
+        },
+    };
+    if let Some(f) = &fault {
+        tracing::warn!(fault = %f.fault(), "INSECURE: this node misbehaves on purpose (--insecure-fault)");
     }
+    cfg.fault = fault;
     let intra = args
         .intra_op_threads
         .or(file.intra_op_threads)
@@ -190,8 +204,6 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("opening model store {}", store_dir.display()))?;
     let fetch = fetch_plan(&args.fetch, global, cfg.limits.max_model_bytes as u64)?;
-
-    let attestation = start_attestation(&args, global)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -290,8 +302,35 @@ pub fn gateway_config(flags: &[String], file: &[String]) -> GatewayConfig {
     .with_env()
 }
 
-/// Makes the key set and the evidence producer named by `--tee`.
-fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<Attestation>> {
+/// `--insecure-fault` under a TEE that may be hardware: the node does not start.
+#[derive(Debug)]
+pub struct FaultRefused {
+    fault: Fault,
+    tee: String,
+}
+
+impl std::fmt::Display for FaultRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing --insecure-fault {} under --tee {}: a hardware-attested node must never \
+             answer wrongly on purpose; faults run only under --tee dev (declared in every \
+             document) or --tee none",
+            self.fault, self.tee
+        )
+    }
+}
+
+impl std::error::Error for FaultRefused {}
+
+/// Makes the key set, the evidence producer named by `--tee` and the active
+/// fault. A fault can only be made for `none` or bound to the dev attester
+/// (which declares it in every document); any other TEE with a fault is
+/// refused before its device is opened.
+fn start_attestation(
+    args: &NodeArgs,
+    global: &Global,
+) -> anyhow::Result<(Option<Attestation>, Option<ActiveFault>)> {
     let file = &global.file.node;
     let tee = args
         .tee
@@ -300,27 +339,41 @@ fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<
         .unwrap_or("auto");
     if tee == "none" {
         tracing::warn!("running without a TEE (--tee none): no attestation, no sealed channel");
-        return Ok(None);
+        return Ok((None, args.insecure_fault.map(ActiveFault::unattested)));
     }
     let kind: TeeKind = tee
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--tee: {e}"))?;
-    let mut opts = SelectOptions::default();
-    if kind == TeeKind::Dev {
+    let (attester, fault): (Arc<dyn Attester>, Option<ActiveFault>) = if kind == TeeKind::Dev {
         std::fs::create_dir_all(&global.data_dir)
             .with_context(|| format!("creating data dir {}", global.data_dir.display()))?;
-        opts.dev = Some(DevOptions::new(&global.data_dir).context("preparing the dev TEE")?);
-    }
-    let attester = attesta_attester::select(kind, opts).map_err(|e| {
-        anyhow::anyhow!("{e}\n(use `--tee dev` for the INSECURE dev TEE, or `--tee none` to serve without attestation)")
-    })?;
-    let platform = attester.platform();
-    if kind == TeeKind::Dev {
+        let opts = DevOptions::new(&global.data_dir).context("preparing the dev TEE")?;
+        let dev = DevAttester::open(opts).context("starting the dev TEE")?;
         tracing::warn!(
             root = %global.data_dir.join("dev-root.pem").display(),
             "INSECURE dev TEE: evidence is signed by a local root; verifiers must name it with --dev-root"
         );
-    }
+        match args.insecure_fault {
+            Some(f) => {
+                let (fault, dev) = ActiveFault::declare(f, dev).context("declaring the fault")?;
+                (dev, Some(fault))
+            }
+            None => (Arc::new(dev), None),
+        }
+    } else {
+        if let Some(fault) = args.insecure_fault {
+            return Err(FaultRefused {
+                fault,
+                tee: tee.to_owned(),
+            }
+            .into());
+        }
+        let attester = attesta_attester::select(kind, SelectOptions::default()).map_err(|e| {
+            anyhow::anyhow!("{e}\n(use `--tee dev` for the INSECURE dev TEE, or `--tee none` to serve without attestation)")
+        })?;
+        (Arc::from(attester), None)
+    };
+    let platform = attester.platform();
     let window = args
         .replay_window
         .as_deref()
@@ -329,10 +382,13 @@ fn start_attestation(args: &NodeArgs, global: &Global) -> anyhow::Result<Option<
     let window = parse_duration(window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
     let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
     tracing::info!(tee = %platform, keyset_digest = %hex::encode(keys.keyset_digest()), "key set ready");
-    Ok(Some(Attestation {
-        keys,
-        attester: Arc::from(attester),
-        replay: ReplayGuard::new(window, 1 << 18),
-        clock: Arc::new(|| UnixTime::from_system(std::time::SystemTime::now())),
-    }))
+    Ok((
+        Some(Attestation {
+            keys,
+            attester,
+            replay: ReplayGuard::new(window, 1 << 18),
+            clock: Arc::new(|| UnixTime::from_system(std::time::SystemTime::now())),
+        }),
+        fault,
+    ))
 }

@@ -105,7 +105,7 @@ pub async fn nitriding(
     let mut evidence = att
         .attest(att.keys.nitriding_binding(&nonce, &[0u8; 32]))
         .await?;
-    crate::fault::corrupt_evidence(state.fault, &mut evidence);
+    crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let mut body = base64::engine::general_purpose::STANDARD.encode(&evidence);
     body.push('\n');
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
@@ -119,7 +119,7 @@ pub async fn v1(
     let att = attestation(&state)?;
     let nonce = parse_nonce(&q, 16, 64)?;
     let mut evidence = att.attest(att.keys.attestation_binding(&nonce)).await?;
-    crate::fault::corrupt_evidence(state.fault, &mut evidence);
+    crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let keyset = att.keys.public();
     let platform = att.attester.platform();
     let platform_id = match platform {
@@ -246,7 +246,7 @@ async fn infer_inner(
             resp
         }
     };
-    crate::fault::before_answer(state.fault).await;
+    crate::fault::before_answer(state.fault()).await;
     state
         .metrics
         .infer_request_seconds(&cid.to_string(), started.elapsed().as_secs_f64());

@@ -138,7 +138,7 @@ async fn infer_inner(
             .map_err(|e| ApiError::internal(format!("encoding response: {e}")))
     })
     .await?;
-    crate::fault::before_answer(state.fault).await;
+    crate::fault::before_answer(state.fault()).await;
     Ok((cid_text, body))
 }
 
@@ -156,7 +156,7 @@ pub async fn run_model(
     + 'static,
 ) -> Result<Vec<u8>, ApiError> {
     let metrics = state.metrics.clone();
-    let fault = state.fault;
+    let fault = state.fault();
     // Converted here, not in the job, because the charge depends on the
     // tensors; the conversion is bounded by the body size limit.
     let tensors = og::to_tensors(&inputs, loaded.model.info())?;

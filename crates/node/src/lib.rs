@@ -51,8 +51,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Caps applied to untrusted model files.
     pub limits: Limits,
-    /// Deliberate misbehaviour (devnet demos only; see [`fault`]).
-    pub fault: Option<fault::Fault>,
+    /// Deliberate misbehaviour (devnet demos only; see [`fault::ActiveFault`]).
+    pub fault: Option<fault::ActiveFault>,
     /// Time and memory budget, isolation and concurrency of model loads.
     pub loading: loader::LoadConfig,
     /// Memory budget of the inferences in flight, in bytes.
@@ -85,8 +85,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The on-disk store, for listings.
     pub store: ModelStore,
-    /// Deliberate misbehaviour, if the operator asked for it.
-    pub fault: Option<fault::Fault>,
+    /// Deliberate misbehaviour, if the operator asked for it (read through [`AppState::fault`]).
+    insecure_fault: Option<fault::ActiveFault>,
     /// Key set and evidence producer (`None` when the node runs without a TEE).
     pub attestation: Option<attested::Attestation>,
     started: Instant,
@@ -97,6 +97,13 @@ impl AppState {
     pub fn with_attestation(mut self, attestation: attested::Attestation) -> Self {
         self.attestation = Some(attestation);
         self
+    }
+
+    /// The fault to apply now: `None` unless the configured fault is bound to
+    /// this node's attestation (see [`fault::ActiveFault::effective`]).
+    pub fn fault(&self) -> Option<fault::Fault> {
+        let attester = self.attestation.as_ref().map(|a| &a.attester);
+        self.insecure_fault.as_ref()?.effective(attester)
     }
 
     /// Wires a node together.
@@ -119,7 +126,7 @@ impl AppState {
                 .with_inflight_bytes(config.inflight_bytes),
             metrics,
             store,
-            fault: config.fault,
+            insecure_fault: config.fault.clone(),
             attestation: None,
             started: Instant::now(),
         }
@@ -178,7 +185,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "engine": state.cache.engine().name(),
         "engine_version": state.cache.engine().version(),
         "uptime_s": state.started.elapsed().as_secs(),
-        "insecure_fault": state.fault.map(|f| f.to_string()),
+        "insecure_fault": state.fault().map(|f| f.to_string()),
         "tee": state.attestation.as_ref().map(|a| a.attester.platform().to_string()),
         "keyset_digest": state.attestation.as_ref().map(|a| hex::encode(a.keys.keyset_digest())),
     }))
