@@ -20,6 +20,7 @@ pub struct Policy {
     pub(crate) max_skew: Duration,
     pub(crate) measurements: Registry,
     pub(crate) allow_debug: bool,
+    pub(crate) accept_declared_faults: bool,
 }
 
 impl Policy {
@@ -34,6 +35,7 @@ impl Policy {
             max_skew: DEFAULT_MAX_SKEW,
             measurements: Registry::default(),
             allow_debug: false,
+            accept_declared_faults: false,
         })
     }
 
@@ -79,6 +81,11 @@ impl Policy {
     pub fn allows_debug(&self) -> bool {
         self.allow_debug
     }
+
+    /// Whether documents and receipts that declare an active fault pass.
+    pub fn accepts_declared_faults(&self) -> bool {
+        self.accept_declared_faults
+    }
 }
 
 /// Relaxations of [`Policy`]. Each one weakens what "verified" means; use
@@ -97,6 +104,13 @@ pub mod danger {
     /// reported as `dev (insecure)`: no hardware backs them.
     pub fn accept_dev_root(mut policy: Policy, root: TrustedRoot) -> Policy {
         policy.dev_root = Some(root);
+        policy
+    }
+
+    /// Accepts documents and receipts that declare an active fault (a dev
+    /// node started with `--insecure-fault`): its answers may be wrong on purpose.
+    pub fn accept_declared_faults(mut policy: Policy) -> Policy {
+        policy.accept_declared_faults = true;
         policy
     }
 
