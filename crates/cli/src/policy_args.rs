@@ -25,6 +25,10 @@ pub struct PolicyArgs {
     /// Oldest acceptable document age, e.g. 5m [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
+    /// Accept receipts (and documents) of a node that declares an active fault
+    /// (`--insecure-fault`): its answers may be wrong on purpose. INSECURE.
+    #[arg(long)]
+    pub accept_declared_faults: bool,
 }
 
 impl PolicyArgs {
@@ -49,6 +53,9 @@ impl PolicyArgs {
         }
         if self.allow_debug {
             policy = danger::allow_debug(policy);
+        }
+        if self.accept_declared_faults {
+            policy = danger::accept_declared_faults(policy);
         }
         if let Some(age) = &self.max_age {
             policy = policy

@@ -56,6 +56,10 @@ pub struct PolicyConfig {
     pub dev_root: Option<PathBuf>,
     /// Maximum document age in seconds (default 300).
     pub max_age_secs: Option<u64>,
+    /// INSECURE: accept receipts (and documents) of nodes that declare an active fault
+    /// (`--insecure-fault`), so their wrong answers are scored instead of refused. Devnet only.
+    #[serde(default)]
+    pub accept_declared_faults: bool,
 }
 
 /// Round timing and sizes.
@@ -264,6 +268,9 @@ impl ValidatorConfig {
                 .map_err(|e| ConfigError::Root(e.to_string()))?;
             policy = danger::accept_dev_root(policy, root);
         }
+        if self.policy.accept_declared_faults {
+            policy = danger::accept_declared_faults(policy);
+        }
         Ok(policy)
     }
 }
@@ -294,6 +301,10 @@ cid = "bafkreia"
         assert!(c.listen.is_none());
         let p = c.policy().unwrap();
         assert!(p.dev_root().is_none(), "no dev root unless configured");
+        assert!(
+            !p.accepts_declared_faults(),
+            "declared faults are refused unless configured"
+        );
         // Round trip through the rendered form.
         let again = ValidatorConfig::parse(&c.to_toml().unwrap(), Path::new("/elsewhere")).unwrap();
         assert_eq!(again.database, c.database);
