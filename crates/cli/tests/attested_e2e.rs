@@ -60,6 +60,13 @@ fn logging_relay(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
+/// `attesta models add FILE --store STORE`; returns the CID.
+fn add_model(file: &Path, store: &str) -> String {
+    run_ok(&["models", "add", file.to_str().unwrap(), "--store", store])
+        .trim()
+        .to_string()
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -72,24 +79,8 @@ fn dev_tee_node_attests_and_serves_sealed_requests() {
     make_models(&w("models"), &["mlp.onnx", "tiny_identity_string.onnx"]);
     let store = s(&w("store"));
     let data = s(&w("data"));
-    let str_cid = run_ok(&[
-        "models",
-        "add",
-        &s(&w("models/tiny_identity_string.onnx")),
-        "--store",
-        &store,
-    ])
-    .trim()
-    .to_string();
-    let mlp_cid = run_ok(&[
-        "models",
-        "add",
-        &s(&w("models/mlp.onnx")),
-        "--store",
-        &store,
-    ])
-    .trim()
-    .to_string();
+    let str_cid = add_model(&w("models/tiny_identity_string.onnx"), &store);
+    let mlp_cid = add_model(&w("models/mlp.onnx"), &store);
 
     let node = start_node(&["--tee", "dev", "--data-dir", &data, "--store", &store]);
     let addr = node.addr.clone();
@@ -495,15 +486,7 @@ fn swapped_refusals_are_unauthenticated_and_declared_faults_are_refused() {
     make_models(&w("models"), &["tiny_identity_string.onnx"]);
     let store = s(&w("store"));
     let data = s(&w("data"));
-    let cid = run_ok(&[
-        "models",
-        "add",
-        &s(&w("models/tiny_identity_string.onnx")),
-        "--store",
-        &store,
-    ])
-    .trim()
-    .to_string();
+    let cid = add_model(&w("models/tiny_identity_string.onnx"), &store);
     let node = start_node(&[
         "--tee",
         "dev",
