@@ -344,7 +344,7 @@ async fn drive(
             measurements: Some(measurements),
             dev_root: Some(root_dir.join(attesta_attester::dev::DEV_ROOT_FILE)),
             max_age_secs: Some(60),
-            // The devnet runs faulty nodes on purpose, to show their wrong answers being scored.
+            // The faulty nodes declare their faults; judge them by their answers.
             accept_declared_faults: true,
         },
         rounds: RoundConfig {

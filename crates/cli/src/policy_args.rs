@@ -22,13 +22,13 @@ pub struct PolicyArgs {
     /// Accept debug-mode enclaves (PCRs all zero). INSECURE.
     #[arg(long)]
     pub allow_debug: bool,
+    /// Accept dev documents that declare an `--insecure-fault` (still printed). INSECURE:
+    /// such a node may answer wrongly on purpose. Without it they fail with `fault_declared`.
+    #[arg(long)]
+    pub accept_declared_faults: bool,
     /// Oldest acceptable document age, e.g. 5m [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
-    /// Accept receipts (and documents) of a node that declares an active fault
-    /// (`--insecure-fault`): its answers may be wrong on purpose. INSECURE.
-    #[arg(long)]
-    pub accept_declared_faults: bool,
 }
 
 impl PolicyArgs {

@@ -82,7 +82,7 @@ impl Policy {
         self.allow_debug
     }
 
-    /// Whether documents and receipts that declare an active fault pass.
+    /// Whether dev documents declaring an insecure fault pass (they are still reported).
     pub fn accepts_declared_faults(&self) -> bool {
         self.accept_declared_faults
     }
@@ -107,8 +107,8 @@ pub mod danger {
         policy
     }
 
-    /// Accepts documents and receipts that declare an active fault (a dev
-    /// node started with `--insecure-fault`): its answers may be wrong on purpose.
+    /// Accepts dev documents that declare an insecure fault (`--insecure-fault`):
+    /// their answers may be wrong on purpose. For devnets and validator tests.
     pub fn accept_declared_faults(mut policy: Policy) -> Policy {
         policy.accept_declared_faults = true;
         policy

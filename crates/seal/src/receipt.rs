@@ -141,7 +141,7 @@ impl ReceiptError {
             ReceiptError::ModelMismatch { .. } => "receipt_model_mismatch",
             ReceiptError::ModelHashMismatch => "receipt_model_hash_mismatch",
             ReceiptError::NonceMismatch => "receipt_nonce_mismatch",
-            ReceiptError::DeclaredFault { .. } => "declared_fault",
+            ReceiptError::DeclaredFault { .. } => "fault_declared",
         }
     }
 }

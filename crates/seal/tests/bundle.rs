@@ -135,7 +135,7 @@ fn declared_fault_fails_by_default_and_is_printed_when_accepted() {
     let b = bundle(&r);
     let res = b.verify(&r.tee.verifier, BundleChecks::default());
     assert!(!res.report.verified);
-    assert_eq!(res.outcome.unwrap_err().code(), "declared_fault");
+    assert_eq!(res.outcome.unwrap_err().code(), "fault_declared");
     assert_eq!(res.report.step("fault").unwrap().status, Status::Fail);
     assert!(res.report.to_string().contains("wrong-output"));
     let relaxed = NitroVerifier::new(danger::accept_declared_faults(

@@ -400,7 +400,7 @@ fn declared_fault_is_signed_and_refused_unless_the_policy_accepts_it() {
         .unwrap();
     match ctx.open_verified(&sealed, &strict()) {
         Err(AnswerError::Receipt(e)) => {
-            assert_eq!(e.code(), "declared_fault");
+            assert_eq!(e.code(), "fault_declared");
             assert!(e.to_string().contains("wrong-output"), "{e}");
         }
         other => panic!("{other:?}"),
