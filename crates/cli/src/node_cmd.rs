@@ -20,7 +20,7 @@ use attesta_node::fetching::{FetchMetrics, FetchPolicy, FetchingSource};
 use attesta_node::metrics::Metrics;
 use attesta_node::source::{LocalStore, ModelSource};
 use attesta_node::{AppState, NodeConfig};
-use attesta_seal::{NodeKeys, ReplayGuard, UnixTime};
+use attesta_seal::{NodeKeys, ReplayConfig, ReplayGuard, UnixTime};
 use clap::Args;
 
 use crate::Global;
@@ -65,8 +65,9 @@ pub struct NodeArgs {
     /// root written to <data-dir>/dev-root.pem), or `none` (plain /infer only, no attestation).
     #[arg(long, env = "ATTESTA_TEE", value_name = "TEE")]
     tee: Option<String>,
-    /// Accepted clock difference for sealed requests; accepted requests are remembered this long
-    /// to refuse replays.
+    /// How old a sealed request may be (its `issued_at`, on the node clock) [default: 60s];
+    /// clocks up to 10 s ahead are tolerated. Accepted requests are remembered while they could
+    /// pass this check, to refuse replays.
     #[arg(long, env = "ATTESTA_REPLAY_WINDOW", value_name = "DURATION")]
     replay_window: Option<String>,
     /// INSECURE, for demos and validator tests only: misbehave on purpose
@@ -378,7 +379,7 @@ fn start_attestation(
         .replay_window
         .as_deref()
         .or(file.replay_window.as_deref())
-        .unwrap_or("120s");
+        .unwrap_or("60s");
     let window = parse_duration(window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
     let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
     tracing::info!(tee = %platform, keyset_digest = %hex::encode(keys.keyset_digest()), "key set ready");
@@ -386,8 +387,14 @@ fn start_attestation(
         Some(Attestation {
             keys,
             attester,
-            replay: ReplayGuard::new(window, 1 << 18),
+            replay: ReplayGuard::new(ReplayConfig {
+                max_age: window,
+                ..ReplayConfig::default()
+            }),
             clock: Arc::new(|| UnixTime::from_system(std::time::SystemTime::now())),
+            rng: Arc::new(std::sync::Mutex::new(rand_core::UnwrapErr(
+                getrandom::SysRng,
+            ))),
         }),
         fault,
     ))

@@ -22,6 +22,7 @@ use attesta_engine::tract::TractEngine;
 use attesta_engine::{Engine, Limits, Model, og};
 use attesta_evidence::{Policy, Registry, TrustedRoot, UnixTime, danger};
 use attesta_seal::channel::SealedOutput;
+use attesta_seal::rand_core::UnwrapErr;
 use attesta_seal::{MEDIA_TYPE, NodeKeys, ReplayGuard, sha256};
 use attesta_validator::challenge::{ChallengeSet, ChallengeSpec};
 use attesta_validator::client_channel::{ClientFactory, system_rng};
@@ -110,7 +111,11 @@ async fn infer(AxState(s): AxState<Arc<Sim>>, body: Bytes) -> Response {
         Behaviour::Slow => tokio::time::sleep(Duration::from_millis(300)).await,
         _ => {}
     }
-    let opened = match s.keys.open_request(&body, &s.replay, now()) {
+    let opened = match s
+        .keys
+        .open_request(&body, &s.replay, now())
+        .and_then(|o| o.admit(&s.replay, now()))
+    {
         Ok(o) => o,
         Err(r) => {
             let status = StatusCode::from_u16(r.http_status()).unwrap();
@@ -139,8 +144,12 @@ async fn infer(AxState(s): AxState<Arc<Sim>>, body: Bytes) -> Response {
         model_sha256: s.model_sha,
         engine: "tract",
         engine_version: "test",
+        fault: None,
     };
-    let sealed = opened.responder.seal_output(&s.keys, &out, now()).unwrap();
+    let sealed = opened
+        .responder
+        .seal_output(&s.keys, &out, now(), &mut UnwrapErr(getrandom::SysRng))
+        .unwrap();
     ([(header::CONTENT_TYPE, MEDIA_TYPE)], sealed).into_response()
 }
 
@@ -193,7 +202,10 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
         let url = serve(Sim {
             keys: NodeKeys::generate(&mut rng),
             attester: Arc::clone(att),
-            replay: ReplayGuard::new(Duration::from_secs(120), 1 << 12),
+            replay: ReplayGuard::new(attesta_seal::ReplayConfig {
+                capacity: 1 << 12,
+                ..Default::default()
+            }),
             model: Arc::clone(&model),
             model_sha: sha256(&bytes),
             behaviour,
