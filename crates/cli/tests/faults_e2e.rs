@@ -115,9 +115,9 @@ fn a_dev_node_declares_its_fault_and_verify_prints_and_refuses_it() {
     let dir = tempfile::tempdir().unwrap();
     let w = |p: &str| dir.path().join(p);
     let data = w("data");
-    let (name, spec) = attesta_validator::devmodels::devnet_set().remove(1);
+    let (name, spec) = attesta_engine::demo::devnet_set().remove(1);
     let model = w(&format!("{name}.onnx"));
-    std::fs::write(&model, attesta_validator::devmodels::mlp(&spec)).unwrap();
+    std::fs::write(&model, attesta_engine::demo::mlp(&spec)).unwrap();
     let cid = run_ok(&[
         "--data-dir",
         &data.display().to_string(),
