@@ -3,12 +3,12 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use attesta_seal::channel::{RequestContext, seal_request_bytes};
 use attesta_seal::envelope::{parse_request, parse_response};
 use attesta_seal::rand_core::{TryCryptoRng, TryRng};
-use attesta_seal::{NodeKeys, ReplayGuard, UnixTime};
+use attesta_evidence::Policy;
+use attesta_seal::{NodeKeys, ReplayConfig, ReplayGuard, UnixTime};
 use libfuzzer_sys::fuzz_target;
 
 /// Fixed bytes as "randomness": fuzzing needs determinism, not secrecy.
@@ -28,18 +28,18 @@ impl TryRng for Fixed {
 }
 impl TryCryptoRng for Fixed {}
 
-fn fixture() -> &'static (NodeKeys, RequestContext) {
-    static F: OnceLock<(NodeKeys, RequestContext)> = OnceLock::new();
+fn fixture() -> &'static (NodeKeys, RequestContext, Policy) {
+    static F: OnceLock<(NodeKeys, RequestContext, Policy)> = OnceLock::new();
     F.get_or_init(|| {
         let keys = NodeKeys::from_secret_bytes(&[1; 32], &[2; 32]);
         let (_, ctx) =
             seal_request_bytes(keys.public(), b"{}".to_vec(), "m".into(), vec![], &mut Fixed(3)).expect("seal");
-        (keys, ctx)
+        (keys, ctx, Policy::aws_nitro().expect("pinned root"))
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (keys, ctx) = fixture();
+    let (keys, ctx, policy) = fixture();
     let _ = parse_request(data);
     let _ = parse_response(data);
     // Point the request at this node so the HPKE path runs on fuzzed bytes.
@@ -47,9 +47,9 @@ fuzz_target!(|data: &[u8]| {
     if let Some(d) = req.get_mut(2..34) {
         d.copy_from_slice(&keys.keyset_digest());
     }
-    let guard = ReplayGuard::new(Duration::from_secs(60), 16);
+    let guard = ReplayGuard::new(ReplayConfig { capacity: 16, ..ReplayConfig::default() });
     if keys.open_request(&req, &guard, UnixTime::from_secs(1_767_225_600)).is_ok() {
         panic!("fuzzed bytes opened as a valid request");
     }
-    let _ = ctx.open_verified(data);
+    let _ = ctx.open_verified(data, policy);
 });

@@ -150,6 +150,7 @@ pub struct DevAttester {
     leaf: Mutex<Arc<Leaf>>,
     pcr0: [u8; 48],
     module_id: String,
+    insecure_fault: Option<String>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
 }
@@ -286,6 +287,7 @@ impl DevAttester {
             })),
             pcr0,
             module_id,
+            insecure_fault: None,
             clock: opts.clock,
             entropy: opts.entropy,
         };
@@ -380,6 +382,26 @@ impl DevAttester {
         self.pcr0
     }
 
+    /// Declares an active `--insecure-fault` in a signed field
+    /// (`attesta_insecure_fault`) of every document signed from now on, so
+    /// verifiers refuse this node unless they opted in. Only the dev TEE can
+    /// declare a fault: hardware attesters have no such field to sign.
+    pub fn declare_insecure_fault(&mut self, label: &str) -> Result<(), AttestError> {
+        attesta_evidence::nitro::document::check_fault_label(label).map_err(|source| {
+            AttestError::FaultLabel {
+                label: label.to_owned(),
+                source,
+            }
+        })?;
+        self.insecure_fault = Some(label.to_owned());
+        Ok(())
+    }
+
+    /// The fault this attester declares in every document, if any.
+    pub fn insecure_fault(&self) -> Option<&str> {
+        self.insecure_fault.as_deref()
+    }
+
     /// This process's module id (`dev-…`).
     pub fn module_id(&self) -> &str {
         &self.module_id
@@ -423,6 +445,7 @@ impl DevAttester {
             public_key: req.public_key.clone(),
             user_data: req.user_data.clone(),
             nonce: (!req.nonce.is_empty()).then(|| req.nonce.clone()),
+            insecure_fault: self.insecure_fault.clone(),
         })
     }
 

@@ -65,6 +65,15 @@ pub enum AttestError {
     /// Dev TEE key or certificate handling failed.
     #[error("dev TEE: {0}")]
     Dev(String),
+    /// A fault label the dev TEE cannot declare in a document.
+    #[error("fault label {label:?} cannot be declared: {source}")]
+    FaultLabel {
+        /// The rejected label.
+        label: String,
+        /// Why the document format refuses it.
+        #[source]
+        source: attesta_evidence::VerifyError,
+    },
     /// The entropy source failed.
     #[error("entropy source failed")]
     Entropy,

@@ -445,3 +445,147 @@ fn oversized_fields_are_refused() {
         Err(AttestError::TooLarge { field: "nonce", .. })
     ));
 }
+
+fn fault_evidence(s: &Setup, seed: u64, nonce: &[u8]) -> Vec<u8> {
+    let mut a = open(s, seed);
+    a.declare_insecure_fault("wrong-output").unwrap();
+    assert_eq!(a.insecure_fault(), Some("wrong-output"));
+    a.attest(&req(nonce)).unwrap().bytes
+}
+
+#[test]
+fn a_declared_fault_fails_by_default_and_is_named() {
+    let s = setup();
+    let ev = fault_evidence(&s, 20, b"n");
+    let v = NitroVerifier::new(dev_policy(&s.data)).verify(&ev, &expect_nonce(b"n"), s.clock.now());
+    assert_eq!(
+        v.outcome.as_ref().err(),
+        Some(&VerifyError::FaultDeclared("wrong-output".into())),
+        "{}",
+        v.report
+    );
+    let step = v.report.step("declared_fault").unwrap();
+    assert_eq!(step.status, Status::Fail);
+    assert!(step.detail.contains("wrong-output"), "{}", step.detail);
+    assert_eq!(v.report.error.as_ref().unwrap().code, "fault_declared");
+    let text = v.report.to_string();
+    assert!(
+        text.contains("fault:      wrong-output (declared; INSECURE)"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&v.report).unwrap();
+    assert_eq!(json["document"]["insecure_fault"], "wrong-output");
+    // Every other check passed: the fault alone decides.
+    assert!(
+        v.report
+            .steps
+            .iter()
+            .all(|s| s.name == "declared_fault" || s.status != Status::Fail),
+        "{}",
+        v.report
+    );
+}
+
+#[test]
+fn an_opted_in_policy_accepts_a_declared_fault_and_still_reports_it() {
+    let s = setup();
+    let ev = fault_evidence(&s, 21, b"n");
+    let policy = danger::accept_declared_faults(dev_policy(&s.data));
+    assert!(policy.accepts_declared_faults());
+    let v = NitroVerifier::new(policy).verify(&ev, &expect_nonce(b"n"), s.clock.now());
+    let ok = v.outcome.as_ref().unwrap();
+    assert_eq!(ok.document.insecure_fault.as_deref(), Some("wrong-output"));
+    let step = v.report.step("declared_fault").unwrap();
+    assert_eq!(step.status, Status::Pass);
+    assert!(step.detail.contains("wrong-output (declared; INSECURE"));
+    assert!(v.report.to_string().contains("fault:      wrong-output"));
+}
+
+#[test]
+fn documents_without_a_fault_keep_the_nitro_layout() {
+    let s = setup();
+    let a = open(&s, 22);
+    assert_eq!(a.insecure_fault(), None);
+    let ev = a.attest(&req(b"n")).unwrap();
+    let payload = attesta_evidence::nitro::cose::parse(&ev.bytes)
+        .unwrap()
+        .payload
+        .into_owned();
+    // A map of exactly NSM's nine fields.
+    assert_eq!(payload[0], 0xa9);
+    let v = NitroVerifier::new(dev_policy(&s.data)).verify(
+        &ev.bytes,
+        &Expected::default(),
+        s.clock.now(),
+    );
+    assert!(v.report.verified, "{}", v.report);
+    let step = v.report.step("declared_fault").unwrap();
+    assert_eq!(
+        (step.status, step.detail.as_str()),
+        (Status::Pass, "none declared")
+    );
+}
+
+#[test]
+fn a_fault_field_under_a_production_root_is_malformed() {
+    let s = setup();
+    let ev = fault_evidence(&s, 23, b"n");
+    // Trust the dev root as if it were a production (hardware) root.
+    let pem = std::fs::read_to_string(s.data.join(dev::DEV_ROOT_FILE)).unwrap();
+    let root = TrustedRoot::from_pem("pretend hardware root", &pem).unwrap();
+    let policy = danger::trust_root(Policy::aws_nitro().unwrap(), root);
+    // Even a policy that accepts declared faults: hardware never declares one.
+    for policy in [policy.clone(), danger::accept_declared_faults(policy)] {
+        let v = NitroVerifier::new(policy).verify(&ev, &Expected::default(), s.clock.now());
+        assert_eq!(v.report.platform, Some(Platform::Nitro));
+        assert!(
+            matches!(&v.outcome, Err(VerifyError::MalformedPayload(m)) if m.contains("attesta_insecure_fault")),
+            "{:?}",
+            v.outcome
+        );
+        assert_eq!(
+            v.report.step("declared_fault").unwrap().status,
+            Status::Fail
+        );
+    }
+}
+
+#[test]
+fn the_fault_declaration_cannot_be_stripped() {
+    use attesta_evidence::AttestationDocument;
+    use attesta_evidence::nitro::cose;
+    let s = setup();
+    let ev = fault_evidence(&s, 24, b"n");
+    let c = cose::parse(&ev).unwrap();
+    let mut doc = AttestationDocument::parse(&c.payload).unwrap();
+    assert_eq!(doc.insecure_fault.as_deref(), Some("wrong-output"));
+    // A relay removes the field (or renames the fault) and keeps the signature.
+    for edit in [None, Some("slow:1".to_string())] {
+        doc.insecure_fault = edit;
+        let forged = cose::encode_sign1(&c.protected, &doc.encode(), &c.signature);
+        let v = NitroVerifier::new(danger::accept_declared_faults(dev_policy(&s.data))).verify(
+            &forged,
+            &Expected::default(),
+            s.clock.now(),
+        );
+        assert_eq!(v.outcome.err(), Some(VerifyError::BadSignature));
+    }
+}
+
+#[test]
+fn fault_labels_must_be_printable_and_short() {
+    let s = setup();
+    let mut a = open(&s, 25);
+    for bad in ["", "wrong\noutput", "\u{1b}[2J", &"x".repeat(65)] {
+        assert!(
+            matches!(
+                a.declare_insecure_fault(bad),
+                Err(AttestError::FaultLabel { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(a.insecure_fault(), None, "a refused label declares nothing");
+    a.declare_insecure_fault("slow:250").unwrap();
+    assert_eq!(a.insecure_fault(), Some("slow:250"));
+}

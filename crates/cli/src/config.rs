@@ -62,6 +62,18 @@ pub struct NodeSection {
     pub tee: Option<String>,
     /// Replay window of the sealed channel.
     pub replay_window: Option<String>,
+    /// Time budget of one model load.
+    pub load_timeout: Option<String>,
+    /// Address-space budget of the isolated model-load probe.
+    pub load_max_memory: Option<String>,
+    /// Model loads that may run at once.
+    pub max_concurrent_loads: Option<usize>,
+    /// `process` or `insecure-none`.
+    pub load_isolation: Option<crate::load_args::IsolationMode>,
+    /// Memory budget of the inferences in flight.
+    pub inflight_bytes: Option<String>,
+    /// Drain period after a stop signal.
+    pub shutdown_timeout: Option<String>,
 }
 
 /// Reads and parses the config file; a missing explicit file is an error.

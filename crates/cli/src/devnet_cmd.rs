@@ -2,6 +2,11 @@
 //! processes on 127.0.0.1, generated challenge models, a live table.
 //! `--faulty K` makes K nodes misbehave in distinct ways; `--rounds R --json`
 //! runs R rounds and prints the final state for scripts and tests.
+//!
+//! Faulty nodes declare their fault in every (dev) document, so the devnet's
+//! validator accepts declared faults on purpose (`accept_declared_faults`) and
+//! catches a wrong-output node by its answers. A node that dies is shown as
+//! dead; the others, and the validator, keep running.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -11,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use attesta_content::{ModelStore, Profile, StoreOptions};
+use attesta_engine::demo;
 use attesta_validator::challenge::ChallengeSpec;
 use attesta_validator::config::{ChallengesConfig, PolicyConfig, RoundConfig, ValidatorConfig};
-use attesta_validator::devmodels;
 use attesta_validator::registry::NodeEntry;
 use attesta_validator::scoring::ScoringParams;
 use attesta_validator::status::{Board, NodeStatus};
@@ -106,11 +111,38 @@ fn behaviours(nodes: usize, faulty: usize, timeout: Duration) -> Vec<Behaviour> 
         .collect()
 }
 
+/// What the devnet knows about a node beyond the validator's board.
+#[derive(Debug, Clone, Default)]
+struct NodeInfo {
+    /// The behaviour it was started with.
+    behaviour: String,
+    /// The fault its attestation document declares (read once at start).
+    declared_fault: Option<String>,
+    /// Why its process ended, once it has (`signal 9`, `code 1`).
+    exit: Option<String>,
+}
+
+impl NodeInfo {
+    fn status(&self) -> &'static str {
+        if self.exit.is_some() {
+            "dead"
+        } else {
+            "running"
+        }
+    }
+}
+
 /// One row of the final JSON.
 #[derive(Debug, serde::Serialize)]
 struct FinalNode {
     id: String,
     behaviour: String,
+    /// The fault the node's signed document declares (`None` for honest nodes).
+    declared_fault: Option<String>,
+    /// `running`, or `dead` once its process ended.
+    status: &'static str,
+    /// How a dead node's process ended.
+    exit: Option<String>,
     url: String,
     platform: Option<String>,
     attested: bool,
@@ -239,9 +271,9 @@ async fn drive(
     let model_dir = workdir.join("model-files");
     std::fs::create_dir_all(&model_dir)?;
     let mut model_files = Vec::new();
-    for (name, spec) in devmodels::devnet_set() {
+    for (name, spec) in demo::devnet_set() {
         let path = model_dir.join(format!("{name}.onnx"));
-        std::fs::write(&path, devmodels::mlp(&spec))?;
+        std::fs::write(&path, demo::mlp(&spec))?;
         model_files.push(path);
     }
     let add_models = |store_dir: &Path| -> anyhow::Result<Vec<String>> {
@@ -277,7 +309,7 @@ async fn drive(
     // Nodes.
     let plan = behaviours(n, faulty, timeout);
     let mut entries = Vec::new();
-    let mut behaviour_of = BTreeMap::new();
+    let mut info: BTreeMap<String, NodeInfo> = BTreeMap::new();
     for (i, b) in plan.iter().enumerate() {
         let id = format!("node-{i}");
         let data = workdir.join(&id);
@@ -320,7 +352,13 @@ async fn drive(
             url: format!("http://127.0.0.1:{port}"),
             hotkey: None,
         });
-        behaviour_of.insert(id, b.name());
+        info.insert(
+            id,
+            NodeInfo {
+                behaviour: b.name(),
+                ..NodeInfo::default()
+            },
+        );
     }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -329,6 +367,12 @@ async fn drive(
         wait_healthy(&http, &e.url, children)
             .await
             .with_context(|| format!("{} did not start", e.id))?;
+    }
+    let dev_root = root_dir.join(attesta_attester::dev::DEV_ROOT_FILE);
+    for e in &entries {
+        if let Some(i) = info.get_mut(&e.id) {
+            i.declared_fault = declared_fault(&e.url, &dev_root).await?;
+        }
     }
 
     // The validator.
@@ -342,8 +386,10 @@ async fn drive(
         listen: Some(format!("127.0.0.1:{vport}").parse()?),
         policy: PolicyConfig {
             measurements: Some(measurements),
-            dev_root: Some(root_dir.join(attesta_attester::dev::DEV_ROOT_FILE)),
+            dev_root: Some(dev_root),
             max_age_secs: Some(60),
+            // The faulty nodes declare their faults; judge them by their answers.
+            accept_declared_faults: true,
         },
         rounds: RoundConfig {
             interval_ms: u64::try_from(interval.as_millis())?,
@@ -396,10 +442,25 @@ async fn drive(
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Some((name, status)) = exited(children) {
-            bail!(
-                "{name} exited unexpectedly ({status}); see {}",
-                logs.display()
-            );
+            // Without the validator there is nothing left to show.
+            if name == "validator" {
+                bail!(
+                    "{name} exited unexpectedly ({status}); see {}",
+                    logs.display()
+                );
+            }
+            children.retain(|(n, _)| *n != name);
+            let exit = describe_exit(status);
+            if !args.json {
+                println!(
+                    "{name} died ({exit}); the others keep running (log: {})",
+                    logs.join(format!("{name}.err.log")).display()
+                );
+            }
+            tracing::warn!(node = %name, %exit, "node died");
+            if let Some(i) = info.get_mut(&name) {
+                i.exit = Some(exit);
+            }
         }
         let board = match attesta_validator::http::fetch_board(&http, &vurl).await {
             Ok(b) => b,
@@ -411,19 +472,53 @@ async fn drive(
         if board.round != last_round {
             last_round = board.round;
             if !args.json {
-                print_table(&board, &behaviour_of, tty);
+                print!("{}", render_table(&board, &info, tty));
             }
         }
         if let Some(r) = args.rounds
             && board.round >= r
         {
             if args.json {
-                let state = final_state(&board, &behaviour_of);
+                let state = final_state(&board, &info);
                 println!("{}", serde_json::to_string_pretty(&state)?);
             }
             return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+/// `code 1`, `signal 9`: how a child process ended.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("code {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// The fault a node's evidence declares: fetched for a fresh nonce and read
+/// from the signed document (verified under the dev root with declared faults
+/// accepted; a node whose evidence does not verify shows what it claims).
+async fn declared_fault(url: &str, dev_root: &Path) -> anyhow::Result<Option<String>> {
+    let pem = std::fs::read_to_string(dev_root)
+        .with_context(|| format!("reading {}", dev_root.display()))?;
+    let root = attesta_evidence::TrustedRoot::from_pem("dev (insecure)", &pem)?;
+    let policy = attesta_evidence::danger::accept_declared_faults(
+        attesta_evidence::danger::accept_dev_root(attesta_evidence::Policy::aws_nitro()?, root),
+    );
+    let mut config = attesta_client::ClientConfig::new(policy);
+    config.timeout = Duration::from_secs(5);
+    let client = attesta_client::Client::new(url, config)?;
+    let report = match client.attest().await {
+        Ok(node) => node.report.clone(),
+        Err(attesta_client::ClientError::Attestation { report, .. }) => *report,
+        Err(e) => {
+            tracing::debug!(%url, error = %e, "no evidence to read a declared fault from");
+            return Ok(None);
+        }
+    };
+    Ok(report.document.and_then(|d| d.insecure_fault))
 }
 
 fn exited(children: &mut [(String, Child)]) -> Option<(String, std::process::ExitStatus)> {
@@ -452,7 +547,7 @@ async fn wait_healthy(
     bail!("no answer on {url}/healthz within 60 s")
 }
 
-fn final_state(board: &Board, behaviour_of: &BTreeMap<String, String>) -> FinalState {
+fn final_state(board: &Board, info: &BTreeMap<String, NodeInfo>) -> FinalState {
     FinalState {
         rounds: board.round,
         last_round_ms: board.last_round_ms,
@@ -462,9 +557,13 @@ fn final_state(board: &Board, behaviour_of: &BTreeMap<String, String>) -> FinalS
             .iter()
             .map(|n| {
                 let c = &n.counts;
+                let i = info.get(&n.id).cloned().unwrap_or_default();
                 FinalNode {
                     id: n.id.clone(),
-                    behaviour: behaviour_of.get(&n.id).cloned().unwrap_or_default(),
+                    status: i.status(),
+                    behaviour: i.behaviour,
+                    declared_fault: i.declared_fault,
+                    exit: i.exit,
                     url: n.url.clone(),
                     platform: n.platform.clone(),
                     attested: n.attested,
@@ -498,7 +597,8 @@ fn attestation_cell(n: &NodeStatus) -> String {
     }
 }
 
-fn print_table(board: &Board, behaviour_of: &BTreeMap<String, String>, tty: bool) {
+/// The live table (with a clear-screen prefix on a terminal).
+fn render_table(board: &Board, info: &BTreeMap<String, NodeInfo>, tty: bool) -> String {
     let mut out = String::new();
     if tty {
         out.push_str("\x1b[2J\x1b[H");
@@ -508,9 +608,11 @@ fn print_table(board: &Board, behaviour_of: &BTreeMap<String, String>, tty: bool
         board.round, board.last_round_ms
     ));
     out.push_str(&format!(
-        "{:<8} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9} {:>7}\n",
+        "{:<8} {:<18} {:<16} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9} {:>7}\n",
         "node",
         "behaviour",
+        "declared fault",
+        "status",
         "attestation",
         "latency",
         "correct",
@@ -523,10 +625,17 @@ fn print_table(board: &Board, behaviour_of: &BTreeMap<String, String>, tty: bool
         let lat = n
             .last_latency_ms
             .map_or_else(|| "-".to_string(), |l| format!("{l:.1} ms"));
+        let i = info.get(&n.id);
+        let status = match i.and_then(|i| i.exit.as_deref()) {
+            Some(exit) => format!("dead ({exit})"),
+            None => "running".into(),
+        };
         out.push_str(&format!(
-            "{:<8} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9.5} {:>7.3}\n",
+            "{:<8} {:<18} {:<16} {:<18} {:<24} {:>10} {:>7} {:>6} {:>8} {:>9.5} {:>7.3}\n",
             n.id,
-            behaviour_of.get(&n.id).map_or("?", String::as_str),
+            i.map_or("?", |i| i.behaviour.as_str()),
+            i.and_then(|i| i.declared_fault.as_deref()).unwrap_or("-"),
+            status,
             attestation_cell(n),
             lat,
             n.counts.correct,
@@ -536,10 +645,10 @@ fn print_table(board: &Board, behaviour_of: &BTreeMap<String, String>, tty: bool
             n.weight
         ));
     }
-    print!("{out}");
     if !tty {
-        println!();
+        out.push('\n');
     }
+    out
 }
 
 #[cfg(test)]
@@ -567,5 +676,55 @@ mod tests {
                 .iter()
                 .all(|b| *b == Behaviour::Honest)
         );
+    }
+
+    #[test]
+    fn the_table_and_json_show_declared_faults_and_dead_nodes() {
+        let board = Board {
+            round: 3,
+            nodes: ["node-0", "node-1"]
+                .map(|id| NodeStatus {
+                    id: id.into(),
+                    ..NodeStatus::default()
+                })
+                .to_vec(),
+            ..Board::default()
+        };
+        let info: BTreeMap<String, NodeInfo> = [
+            (
+                "node-0".to_string(),
+                NodeInfo {
+                    behaviour: "honest".into(),
+                    declared_fault: None,
+                    exit: Some("signal 9".into()),
+                },
+            ),
+            (
+                "node-1".to_string(),
+                NodeInfo {
+                    behaviour: "wrong-output".into(),
+                    declared_fault: Some("wrong-output".into()),
+                    exit: None,
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let table = render_table(&board, &info, false);
+        let row = |id: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(id))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(row("node-0").contains("dead (signal 9)"), "{table}");
+        assert!(row("node-1").contains("running"), "{table}");
+        assert_eq!(row("node-1").matches("wrong-output").count(), 2, "{table}");
+        let json = serde_json::to_value(final_state(&board, &info)).unwrap();
+        assert_eq!(json["nodes"][0]["status"], "dead");
+        assert_eq!(json["nodes"][0]["exit"], "signal 9");
+        assert_eq!(json["nodes"][1]["declared_fault"], "wrong-output");
+        assert_eq!(json["nodes"][1]["status"], "running");
     }
 }

@@ -66,6 +66,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             outcome.latency.as_secs_f64() * 1000.0
         );
     }
+    if let Some(fault) = outcome.receipt.declared_fault() {
+        eprintln!(
+            "warning: the receipt declares the fault `{fault}` (accepted by --accept-declared-faults): this answer may be wrong on purpose"
+        );
+    }
     if let Some(path) = &args.bundle {
         std::fs::write(path, outcome.bundle.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -86,9 +91,24 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Security failures exit 3 (rejected); transport and input problems exit 1.
+/// Security failures and the node's sealed verdicts exit 3 (rejected);
+/// transport, input problems and unauthenticated refusals exit 1.
 fn report_failure(e: &ClientError) -> ExitCode {
-    eprintln!("error: {e}");
+    match e {
+        ClientError::Unauthenticated {
+            status,
+            code,
+            message,
+        } => eprintln!(
+            "error: unauthenticated refusal (may come from a relay): {code} (HTTP {status}: {message})\n\
+             nothing authenticates this answer: it is not the node's verdict, and the request's outcome is unknown"
+        ),
+        ClientError::Answer(attesta_seal::AnswerError::Remote(r)) => eprintln!(
+            "error: the node's authenticated answer: {}: {}",
+            r.0.code, r.0.message
+        ),
+        _ => eprintln!("error: {e}"),
+    }
     if let ClientError::Attestation { report, .. } = e {
         eprintln!("{report}");
     }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod config;
 mod devnet_cmd;
 mod infer_cmd;
+mod load_args;
 mod models_cmd;
 mod node_cmd;
 mod policy_args;
@@ -18,6 +19,9 @@ mod verify_cmd;
 
 /// Exit status for "ran fine, but the answer is no" (e.g. verification failed).
 pub const EXIT_REJECTED: u8 = 3;
+/// Exit status for flags that contradict each other (as clap's usage errors),
+/// e.g. `--insecure-fault` under a hardware TEE.
+pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +63,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run an inference node (HTTP: /infer, sealed /v1/infer, attestation, /v1/models, /healthz, /metrics).
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
     /// Manage the content-addressed model store.
     #[command(subcommand)]
     Models(models_cmd::ModelsCmd),
@@ -74,6 +78,9 @@ enum Command {
     Validator(validator_cmd::ValidatorArgs),
     /// Start a local network of dev-TEE nodes and a validator, and show it working.
     Devnet(devnet_cmd::DevnetArgs),
+    /// Internal: load one model from stdin under resource limits and report (run by `attesta node`).
+    #[command(name = "internal-probe-model", hide = true)]
+    InternalProbeModel(load_args::ProbeArgs),
 }
 
 /// Settings every subcommand sees.
@@ -110,13 +117,14 @@ fn main() -> ExitCode {
             .unwrap_or_else(config::default_data_dir);
         let global = Global { file, data_dir };
         match cli.command {
-            Command::Node(args) => node_cmd::run(args, &global),
+            Command::Node(args) => node_cmd::run(*args, &global),
             Command::Models(cmd) => models_cmd::run(cmd, &global),
             Command::Verify(cmd) => verify_cmd::run(cmd),
             Command::Infer(args) => infer_cmd::run(args),
             Command::Measure(args) => verify_cmd::measure(args),
             Command::Validator(args) => validator_cmd::run(args, &global),
             Command::Devnet(args) => devnet_cmd::run(args, &global),
+            Command::InternalProbeModel(args) => load_args::probe(args),
         }
     })();
     match result {

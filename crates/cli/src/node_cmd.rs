@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use attesta_attester::Attester;
-use attesta_attester::dev::DevOptions;
+use attesta_attester::dev::{DevAttester, DevOptions};
 use attesta_attester::{SelectOptions, TeeKind};
 use attesta_content::Cid;
 use attesta_content::fetch::GatewayConfig;
 use attesta_content::store::{ModelStore, StoreOptions};
 use attesta_engine::Limits;
 use attesta_engine::tract::TractEngine;
+use attesta_node::fault::{ActiveFault, Fault};
 use attesta_node::fetching::{FetchPlan, FetchPolicy};
 use attesta_node::{Node, NodeConfig, NodeParts};
 use clap::Args;
@@ -68,19 +69,24 @@ pub struct NodeArgs {
     max_connections: Option<usize>,
     #[command(flatten)]
     fetch: FetchArgs,
+    #[command(flatten)]
+    loading: crate::load_args::LoadArgs,
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
     /// root written to <data-dir>/dev-root.pem), or `none` (plain /infer only, no attestation).
     #[arg(long, env = "ATTESTA_TEE", value_name = "TEE")]
     tee: Option<String>,
-    /// Accepted clock difference for sealed requests; accepted requests are remembered this long
-    /// to refuse replays.
+    /// How old a sealed request may be (its `issued_at`, on the node clock) [default: 60s];
+    /// clocks up to 10 s ahead are tolerated. Accepted requests are remembered while they could
+    /// pass this check, to refuse replays.
     #[arg(long, env = "ATTESTA_REPLAY_WINDOW", value_name = "DURATION")]
     replay_window: Option<String>,
     /// INSECURE, for demos and validator tests only: misbehave on purpose
-    /// (`wrong-output`, `slow:MS`, `hang`, `bad-evidence`).
+    /// (`wrong-output`, `slow:MS`, `hang`, `bad-evidence`). Only with `--tee dev`, where every
+    /// document declares the fault in a signed field, or `--tee none`; under any hardware TEE
+    /// (or `auto`) the node refuses to start (exit 2).
     #[arg(long, value_name = "FAULT")]
-    insecure_fault: Option<attesta_node::fault::Fault>,
+    insecure_fault: Option<Fault>,
 }
 
 /// How the node obtains models it does not have.
@@ -180,10 +186,23 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         limits.max_model_bytes = to_usize(v, "max-model-bytes")?;
     }
     cfg.limits = limits;
-    cfg.fault = args.insecure_fault;
-    if let Some(f) = cfg.fault {
-        tracing::warn!(fault = %f, "INSECURE: this node misbehaves on purpose (--insecure-fault)");
+    // Stopping: in-flight requests get at most --shutdown-timeout to finish.
+    cfg.http.shutdown_grace = args.loading.apply(file, &mut cfg)?;
+    // Before anything is opened or served: a fault under hardware is refused here.
+    let (attester, fault) = match start_attester(&args, global, &mut cfg) {
+        Ok(started) => started,
+        Err(e) => match e.downcast_ref::<FaultRefused>() {
+            Some(refused) => {
+                eprintln!("error: {refused}");
+                return Ok(ExitCode::from(crate::EXIT_USAGE));
+            }
+            None => return Err(e),
+        },
+    };
+    if let Some(f) = &fault {
+        tracing::warn!(fault = %f.fault(), "INSECURE: this node misbehaves on purpose (--insecure-fault)");
     }
+    cfg.fault = fault;
     let intra = args
         .intra_op_threads
         .or(file.intra_op_threads)
@@ -208,7 +227,6 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("opening model store {}", store_dir.display()))?;
     let fetch = fetch_plan(&args.fetch, global)?;
-    let attester = start_attester(&args, global, &mut cfg)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -346,13 +364,39 @@ pub fn gateway_config(flags: &[String], file: &[String]) -> GatewayConfig {
     .with_env()
 }
 
-/// Makes the evidence producer named by `--tee` (the node makes its key set) and sets the
-/// replay window.
+/// `--insecure-fault` under a TEE that may be hardware: the node does not start.
+#[derive(Debug)]
+pub struct FaultRefused {
+    fault: Fault,
+    tee: String,
+}
+
+impl std::fmt::Display for FaultRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing --insecure-fault {} under --tee {}: a hardware-attested node must never \
+             answer wrongly on purpose; faults run only under --tee dev (declared in every \
+             document) or --tee none",
+            self.fault, self.tee
+        )
+    }
+}
+
+impl std::error::Error for FaultRefused {}
+
+/// The evidence producer (`None` under `--tee none`) and the fault bound to it, if any.
+type Started = (Option<Arc<dyn Attester>>, Option<ActiveFault>);
+
+/// Makes the evidence producer named by `--tee` (the node makes its key set), the active
+/// fault, and sets the replay window. A fault can only be made for `none` or bound to the dev
+/// attester (which declares it in every document); any other TEE with a fault is refused
+/// before its device is opened.
 fn start_attester(
     args: &NodeArgs,
     global: &Global,
     cfg: &mut NodeConfig,
-) -> anyhow::Result<Option<Arc<dyn Attester>>> {
+) -> anyhow::Result<Started> {
     let file = &global.file.node;
     let tee = args
         .tee
@@ -361,32 +405,47 @@ fn start_attester(
         .unwrap_or("auto");
     if tee == "none" {
         tracing::warn!("running without a TEE (--tee none): no attestation, no sealed channel");
-        return Ok(None);
+        return Ok((None, args.insecure_fault.map(ActiveFault::unattested)));
     }
     let kind: TeeKind = tee
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--tee: {e}"))?;
-    let mut opts = SelectOptions::default();
-    if kind == TeeKind::Dev {
+    let (attester, fault): (Arc<dyn Attester>, Option<ActiveFault>) = if kind == TeeKind::Dev {
         std::fs::create_dir_all(&global.data_dir)
             .with_context(|| format!("creating data dir {}", global.data_dir.display()))?;
-        opts.dev = Some(DevOptions::new(&global.data_dir).context("preparing the dev TEE")?);
-    }
-    let attester = attesta_attester::select(kind, opts).map_err(|e| {
-        anyhow::anyhow!("{e}\n(use `--tee dev` for the INSECURE dev TEE, or `--tee none` to serve without attestation)")
-    })?;
-    if kind == TeeKind::Dev {
+        let opts = DevOptions::new(&global.data_dir).context("preparing the dev TEE")?;
+        let dev = DevAttester::open(opts).context("starting the dev TEE")?;
         tracing::warn!(
             root = %global.data_dir.join("dev-root.pem").display(),
             "INSECURE dev TEE: evidence is signed by a local root; verifiers must name it with --dev-root"
         );
-    }
-    let window = args
+        match args.insecure_fault {
+            Some(f) => {
+                let (fault, dev) = ActiveFault::declare(f, dev).context("declaring the fault")?;
+                (dev, Some(fault))
+            }
+            None => (Arc::new(dev), None),
+        }
+    } else {
+        if let Some(fault) = args.insecure_fault {
+            return Err(FaultRefused {
+                fault,
+                tee: tee.to_owned(),
+            }
+            .into());
+        }
+        let attester = attesta_attester::select(kind, SelectOptions::default()).map_err(|e| {
+            anyhow::anyhow!("{e}\n(use `--tee dev` for the INSECURE dev TEE, or `--tee none` to serve without attestation)")
+        })?;
+        (Arc::from(attester), None)
+    };
+    if let Some(window) = args
         .replay_window
         .as_deref()
         .or(file.replay_window.as_deref())
-        .unwrap_or("120s");
-    cfg.replay_window =
-        parse_duration(window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
-    Ok(Some(Arc::from(attester)))
+    {
+        cfg.replay_window =
+            parse_duration(window).map_err(|e| anyhow::anyhow!("--replay-window: {e}"))?;
+    }
+    Ok((Some(attester), fault))
 }

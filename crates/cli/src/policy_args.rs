@@ -22,6 +22,10 @@ pub struct PolicyArgs {
     /// Accept debug-mode enclaves (PCRs all zero). INSECURE.
     #[arg(long)]
     pub allow_debug: bool,
+    /// Accept dev documents that declare an `--insecure-fault` (still printed). INSECURE:
+    /// such a node may answer wrongly on purpose. Without it they fail with `fault_declared`.
+    #[arg(long)]
+    pub accept_declared_faults: bool,
     /// Oldest acceptable document age, e.g. 5m [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
@@ -49,6 +53,9 @@ impl PolicyArgs {
         }
         if self.allow_debug {
             policy = danger::allow_debug(policy);
+        }
+        if self.accept_declared_faults {
+            policy = danger::accept_declared_faults(policy);
         }
         if let Some(age) = &self.max_age {
             policy = policy

@@ -16,9 +16,12 @@ use crate::policy_args::PolicyArgs;
 pub enum VerifyCmd {
     /// Verify an attestation document (raw CBOR, base64 or hex; `-` reads stdin) and print a
     /// per-step report. Exit 0 only when every required check passed, 3 when one failed.
+    /// A fault a dev node declares is printed (`fault: ... (declared; INSECURE)`) and fails
+    /// with `fault_declared` unless `--accept-declared-faults` is given.
     Evidence(EvidenceArgs),
     /// Verify a proof bundle offline: the evidence under the policy, the key binding, the
     /// receipt signature and, when given, the request/output digests. Exit 0 only when verified.
+    /// A fault declared in the bundle's evidence is printed and refused as for `evidence`.
     Receipt(ReceiptArgs),
 }
 

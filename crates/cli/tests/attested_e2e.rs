@@ -61,6 +61,13 @@ fn logging_relay(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
+/// `attesta models add FILE --store STORE`; returns the CID.
+fn add_model(file: &Path, store: &str) -> String {
+    run_ok(&["models", "add", file.to_str().unwrap(), "--store", store])
+        .trim()
+        .to_string()
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -73,24 +80,8 @@ fn dev_tee_node_attests_and_serves_sealed_requests() {
     make_models(&w("models"), &["mlp.onnx", "tiny_identity_string.onnx"]);
     let store = s(&w("store"));
     let data = s(&w("data"));
-    let str_cid = run_ok(&[
-        "models",
-        "add",
-        &s(&w("models/tiny_identity_string.onnx")),
-        "--store",
-        &store,
-    ])
-    .trim()
-    .to_string();
-    let mlp_cid = run_ok(&[
-        "models",
-        "add",
-        &s(&w("models/mlp.onnx")),
-        "--store",
-        &store,
-    ])
-    .trim()
-    .to_string();
+    let str_cid = add_model(&w("models/tiny_identity_string.onnx"), &store);
+    let mlp_cid = add_model(&w("models/mlp.onnx"), &store);
 
     let node = start_node(&["--tee", "dev", "--data-dir", &data, "--store", &store]);
     let addr = node.addr.clone();
@@ -204,7 +195,43 @@ fn dev_tee_node_attests_and_serves_sealed_requests() {
     assert_ne!(r2.body, r.body);
     http(&addr, "GET", "/enclave/attestation?nonce=abc", b"").assert_error(400, "invalid_nonce");
     http(&addr, "GET", "/enclave/attestation", b"").assert_error(400, "invalid_nonce");
-    http(&addr, "GET", "/v1/attestation?nonce=0011", b"").assert_error(400, "invalid_nonce");
+    let short = http(&addr, "GET", "/v1/attestation?nonce=0011", b"");
+    short.assert_error(400, "invalid_nonce");
+    let msg = short.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("16..=64 bytes (32..=128 hex characters)") && msg.contains("got 2 bytes"),
+        "{msg}"
+    );
+    let short = http(&addr, "GET", "/enclave/attestation?nonce=0011", b"");
+    let msg = short.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(msg.contains("20 bytes (40 hex characters)"), "{msg}");
+    // A repeated `nonce` is a JSON error too, on both endpoints (not axum's plain text).
+    for path in [
+        format!(
+            "/v1/attestation?nonce={}&nonce={}",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        ),
+        format!("/enclave/attestation?nonce={nonce}&nonce={nonce}"),
+    ] {
+        let r = http(&addr, "GET", &path, b"");
+        r.assert_error(400, "invalid_nonce");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    // Percent-encoding and other parameters are understood.
+    let encoded = http(
+        &addr,
+        "GET",
+        &format!("/enclave/attestation?x=1&%6eonce={nonce}"),
+        b"",
+    );
+    assert_eq!(encoded.status, 200);
     let v1 = http(
         &addr,
         "GET",
@@ -357,22 +384,178 @@ fn dev_tee_node_attests_and_serves_sealed_requests() {
         .parse()
         .unwrap();
     let sealed_request = log[head_end + 4..head_end + 4 + len].to_vec();
-    let replay = http_typed(&addr, "POST", "/v1/infer", SEALED, &sealed_request);
-    assert!(
-        (400..500).contains(&replay.status),
-        "replay answered {}",
-        replay.status
-    );
-    assert_eq!(
-        replay.header("content-type"),
-        Some("application/vnd.attesta.sealed")
-    );
+    // In plaintext: v1 sealed this refusal under the genuine answer's key and
+    // nonce, and XOR with the guessable refusal gave the answer back. Now no
+    // second ciphertext exists, however often it is replayed.
+    for _ in 0..3 {
+        let replay = http_typed(&addr, "POST", "/v1/infer", SEALED, &sealed_request);
+        replay.assert_error(409, "replayed_request");
+        assert_eq!(replay.header("content-type"), Some("application/json"));
+    }
     let metrics = String::from_utf8(http(&addr, "GET", "/metrics", b"").body).unwrap();
     assert!(
-        metrics.contains("attesta_errors_total{code=\"replayed_request\"} 1"),
+        metrics.contains("attesta_errors_total{code=\"replayed_request\"} 3"),
         "{metrics}"
+    );
+    // A v1 envelope is told to upgrade.
+    let mut v1 = sealed_request.clone();
+    v1[0] = 1;
+    let r = http_typed(&addr, "POST", "/v1/infer", SEALED, &v1);
+    r.assert_error(400, "unsupported_version");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("v2 is required")
     );
     // Garbage is refused in plaintext JSON, before any decryption.
     http_typed(&addr, "POST", "/v1/infer", SEALED, b"\x09garbage")
         .assert_error(400, "unsupported_version");
+}
+
+/// Reads one HTTP/1.1 request (head and `Content-Length` body) from `s`.
+fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = raw[head_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
+        body.extend_from_slice(&buf[..n]);
+    }
+    Some((head, body))
+}
+
+/// Sends `head` (with `Connection: close`) and `body` to `target`; returns the raw answer.
+fn forward(target: &str, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(target).unwrap();
+    let mut lines: Vec<&str> = head
+        .trim_end()
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    lines.push("Connection: close");
+    let head = format!("{}\r\n\r\n", lines.join("\r\n"));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer
+}
+
+/// A hostile relay: it forwards everything, but for `POST /v1/infer` it keeps
+/// the node's genuine sealed answer, replays the request and hands the client
+/// the node's (authentic, plaintext) replay refusal instead.
+fn swapping_relay(target: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
+            let Ok(mut client) = conn else { continue };
+            let Some((head, body)) = read_request(&mut client) else {
+                continue;
+            };
+            let mut answer = forward(&target, &head, &body);
+            if head.starts_with("POST /v1/infer ") {
+                answer = forward(&target, &head, &body);
+            }
+            let _ = client.write_all(&answer);
+        }
+    });
+    addr
+}
+
+#[test]
+fn swapped_refusals_are_unauthenticated_and_declared_faults_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |p: &str| work.path().join(p);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    make_models(&w("models"), &["tiny_identity_string.onnx"]);
+    let store = s(&w("store"));
+    let data = s(&w("data"));
+    let cid = add_model(&w("models/tiny_identity_string.onnx"), &store);
+    let node = start_node(&[
+        "--tee",
+        "dev",
+        "--data-dir",
+        &data,
+        "--store",
+        &store,
+        "--insecure-fault",
+        "wrong-output",
+    ]);
+    let root = s(&w("data/dev-root.pem"));
+    let inputs = w("inputs.json");
+    std::fs::write(
+        &inputs,
+        json!({"strings": [{"name": "x", "shape": [1], "values": ["hello"]}]}).to_string(),
+    )
+    .unwrap();
+    let infer = |url: &str, extra: &[&str]| {
+        let mut args = vec![
+            "infer",
+            "--node",
+            url,
+            "--model",
+            &cid,
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--dev-root",
+            &root,
+        ];
+        args.extend_from_slice(extra);
+        run_status(&args)
+    };
+
+    // The relay swaps the genuine answer for the node's replay refusal: not
+    // success, and not the node's verdict either.
+    let relay = swapping_relay(node.addr.clone());
+    let (code, out, err) = infer(&format!("http://{relay}"), &["--accept-declared-faults"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("unauthenticated refusal (may come from a relay): replayed_request"),
+        "{err}"
+    );
+
+    // Directly: the receipt declares the fault and is refused by default...
+    let url = format!("http://{}", node.addr);
+    let (code, out, err) = infer(&url, &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("wrong-output"), "{err}");
+    // ...and accepted, loudly, when asked for.
+    let bundle = w("bundle.json");
+    let (code, out, err) = infer(&url, &["--accept-declared-faults", "--bundle", &s(&bundle)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("declares the fault `wrong-output`"), "{err}");
+
+    // The proof bundle prints the fault and fails unless faults are accepted.
+    let (code, out, _) = run_status(&["verify", "receipt", &s(&bundle), "--dev-root", &root]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("wrong-output"), "{out}");
+    let (code, out, _) = run_status(&[
+        "verify",
+        "receipt",
+        &s(&bundle),
+        "--dev-root",
+        &root,
+        "--accept-declared-faults",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("wrong-output"), "{out}");
 }

@@ -98,8 +98,8 @@ fn kill_dash_nine_mid_round_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let model = root.join("mlp.onnx");
-    let (_, spec) = attesta_validator::devmodels::devnet_set().remove(0);
-    std::fs::write(&model, attesta_validator::devmodels::mlp(&spec)).unwrap();
+    let (_, spec) = attesta_engine::demo::devnet_set().remove(0);
+    std::fs::write(&model, attesta_engine::demo::mlp(&spec)).unwrap();
 
     // Three nodes sharing one dev root (the first node creates it).
     let mut nodes = Kill(Vec::new());

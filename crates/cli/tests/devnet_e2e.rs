@@ -101,6 +101,22 @@ fn honest_fast_node_ranks_first_and_liars_get_nothing() {
     assert_eq!(be["attested"], false);
     assert_eq!(be["attestation_failures"].as_u64().unwrap(), rounds);
 
+    // Each node shows the fault its signed document declares (read with the dev
+    // root); the validator accepted the declarations on purpose, so the
+    // wrong-output node above was caught by its answers, not its evidence.
+    assert_eq!(honest["declared_fault"], Value::Null, "{state:#}");
+    assert_eq!(
+        node(&state, "wrong-measurement")["declared_fault"],
+        Value::Null
+    );
+    for b in ["wrong-output", "slow", "hang", "bad-evidence"] {
+        let n = node(&state, b);
+        assert_eq!(n["declared_fault"], n["behaviour"], "{state:#}");
+    }
+    for n in state["nodes"].as_array().unwrap() {
+        assert_eq!(n["status"], "running", "{state:#}");
+    }
+
     // The hanging node costs each round its timeout, no more.
     let hang = node(&state, "hang");
     assert_eq!(hang["timeouts"].as_u64().unwrap(), rounds);

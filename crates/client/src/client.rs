@@ -31,6 +31,19 @@ pub struct VerifiedNode {
     pub report: Report,
     /// When it was verified (client clock).
     pub verified_at: UnixTime,
+    /// The node's clock minus the client's, in milliseconds, as the verified
+    /// evidence timestamp showed it (bounded by the policy's max age and
+    /// skew). Requests carry `issued_at` on the node's clock, so a client
+    /// whose clock is off still lands inside the node's replay window.
+    pub clock_offset_ms: i64,
+}
+
+impl VerifiedNode {
+    /// `now` (client clock) moved onto the node's clock.
+    pub fn node_time(&self, now: UnixTime) -> UnixTime {
+        let ms = i128::from(now.as_millis()) + i128::from(self.clock_offset_ms);
+        UnixTime::from_millis(u64::try_from(ms.max(0)).unwrap_or(u64::MAX))
+    }
 }
 
 /// The result of one sealed inference.
@@ -202,7 +215,9 @@ impl Client {
         if bound != att.keyset {
             return Err(attesta_seal::BindingError::KeySetMismatch.into());
         }
+        let offset = i128::from(d.timestamp_ms) - i128::from(now.as_millis());
         Ok(VerifiedNode {
+            clock_offset_ms: i64::try_from(offset).unwrap_or(0),
             keyset: bound,
             platform: doc.platform,
             evidence,
@@ -226,15 +241,16 @@ impl Client {
         };
         match self.infer_with(&node, model, &inputs, attested).await {
             // The node restarted with new keys: that is rotation, not an
-            // attack, so attest the new key set and try once more.
-            Err(ClientError::Refused { code, .. }) if code == "unknown_key_set" => {
+            // attack, so attest the new key set and try once more. (Anyone
+            // can send this refusal; all it can cause is one re-attestation.)
+            Err(ClientError::Unauthenticated { code, .. }) if code == "unknown_key_set" => {
                 self.forget_node();
                 let node = self.attest().await?;
                 attested = true;
                 self.infer_with(&node, model, &inputs, attested).await
             }
             Err(e) => {
-                let refused_decryption = matches!(e, ClientError::Refused { ref code, .. } if code == "decryption_failed");
+                let refused_decryption = matches!(e, ClientError::Unauthenticated { ref code, .. } if code == "decryption_failed");
                 let crypto =
                     matches!(e, ClientError::Answer(ref a) if !matches!(a, AnswerError::Remote(_)));
                 if crypto || refused_decryption {
@@ -254,7 +270,7 @@ impl Client {
         inputs: &RawValue,
         attested: bool,
     ) -> Result<InferOutcome, ClientError> {
-        let now = self.now();
+        let now = node.node_time(self.now());
         let nonce = self.fresh_nonce();
         let request = RequestPlaintext {
             model: model.to_owned(),
@@ -292,9 +308,15 @@ impl Client {
             .await
             .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
         if !sealed {
-            return Err(refused(status.as_u16(), &bytes));
+            // Never the node's verdict: nothing authenticates a plaintext body.
+            let (code, message) = plain_error(&bytes);
+            return Err(ClientError::Unauthenticated {
+                status: status.as_u16(),
+                code,
+                message,
+            });
         }
-        let answer = ctx.open_verified(&bytes)?;
+        let answer = ctx.open_verified(&bytes, self.verifier.policy())?;
         let latency = started.elapsed();
         let receipt = *answer.receipt;
         let bundle = ProofBundle::new(
@@ -332,17 +354,22 @@ fn normalise_inputs(text: &str) -> Result<Box<RawValue>, ClientError> {
     Ok(raw)
 }
 
-fn refused(status: u16, body: &[u8]) -> ClientError {
+/// `(code, message)` of a plaintext error body (`http_error` when it is not one).
+fn plain_error(body: &[u8]) -> (String, String) {
     match serde_json::from_slice::<PlainError>(body) {
-        Ok(e) => ClientError::Refused {
-            status,
-            code: e.error.code,
-            message: e.error.message,
-        },
-        Err(_) => ClientError::Refused {
-            status,
-            code: "http_error".into(),
-            message: String::from_utf8_lossy(body.get(..200).unwrap_or(body)).into_owned(),
-        },
+        Ok(e) => (e.error.code, e.error.message),
+        Err(_) => (
+            "http_error".into(),
+            String::from_utf8_lossy(body.get(..200).unwrap_or(body)).into_owned(),
+        ),
+    }
+}
+
+fn refused(status: u16, body: &[u8]) -> ClientError {
+    let (code, message) = plain_error(body);
+    ClientError::Refused {
+        status,
+        code,
+        message,
     }
 }

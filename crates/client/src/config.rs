@@ -4,15 +4,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use attesta_evidence::{Policy, UnixTime};
-use attesta_seal::CryptoRng;
+pub use attesta_seal::SharedRng;
 use attesta_seal::rand_core::UnwrapErr;
 
 /// A time source.
 pub type ClockFn = Arc<dyn Fn() -> UnixTime + Send + Sync>;
-
-/// A cryptographic RNG usable from several tasks.
-pub trait SharedRng: CryptoRng + Send {}
-impl<T: CryptoRng + Send> SharedRng for T {}
 
 /// The RNG handle the client draws nonces and HPKE ephemeral keys from.
 pub type RngHandle = Arc<Mutex<dyn SharedRng>>;

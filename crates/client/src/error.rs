@@ -15,12 +15,25 @@ pub enum ClientError {
     /// The node did not answer in time. Retryable.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// The node refused in plaintext (before any decryption).
+    /// The attestation endpoint refused in plaintext.
     #[error("node answered HTTP {status} `{code}`: {message}")]
     Refused {
         /// HTTP status.
         status: u16,
         /// Error code from the body.
+        code: String,
+        /// Message from the body.
+        message: String,
+    },
+    /// `/v1/infer` answered with something that is not a sealed answer
+    /// (e.g. a plaintext `replayed_request` or `unknown_key_set`). Anyone on
+    /// the path could have written it, so it is never the node's verdict:
+    /// the request failed and nothing is known about its outcome.
+    #[error("unauthenticated refusal (may come from a relay): HTTP {status} `{code}`: {message}")]
+    Unauthenticated {
+        /// HTTP status.
+        status: u16,
+        /// Code from the body (`http_error` when the body is not a JSON error).
         code: String,
         /// Message from the body.
         message: String,
@@ -39,7 +52,8 @@ pub enum ClientError {
     /// Sealing the request failed.
     #[error("sealing: {0}")]
     Seal(#[from] EnvelopeError),
-    /// The answer did not open, carried an error, or its receipt did not verify.
+    /// The sealed answer did not open or its receipt did not verify, or it
+    /// carried the node's authenticated error verdict ([`AnswerError::Remote`]).
     #[error("answer: {0}")]
     Answer(#[from] AnswerError),
     /// The node's reply is not the documented shape.
@@ -51,15 +65,24 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether retrying the same call may succeed: only transport failures,
-    /// timeouts and a busy node. Security failures never are.
+    /// Whether retrying the same call may succeed: transport failures,
+    /// timeouts, overload, and unauthenticated stale/replay/key-set refusals
+    /// (a retry seals a fresh request). Security failures never are.
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            ClientError::Unauthenticated { status, .. } => {
+                matches!(*status, 409 | 421 | 429 | 503)
+            }
             ClientError::Refused { status, .. } => *status == 503 || *status == 429,
-            ClientError::Answer(AnswerError::Remote(e)) => e.0.code == "busy",
             _ => false,
         }
+    }
+
+    /// Whether this is the node's authenticated verdict on the request (a
+    /// sealed error answer), as opposed to a failure to get one.
+    pub fn is_node_verdict(&self) -> bool {
+        matches!(self, ClientError::Answer(AnswerError::Remote(_)))
     }
 
     /// A stable code for logs and scores.
@@ -68,6 +91,7 @@ impl ClientError {
             ClientError::Transport(_) => "transport",
             ClientError::Timeout(_) => "timeout",
             ClientError::Refused { code, .. } => code,
+            ClientError::Unauthenticated { code, .. } => code,
             ClientError::Attestation { error, .. } => error.code(),
             ClientError::Binding(e) => e.code(),
             ClientError::Seal(e) => e.code(),

@@ -19,7 +19,9 @@ use attesta_evidence::{Policy, TrustedRoot, UnixTime, danger};
 use attesta_seal::bundle::BundleChecks;
 use attesta_seal::channel::SealedOutput;
 use attesta_seal::rand_core::{TryCryptoRng, TryRng};
-use attesta_seal::{MEDIA_TYPE, NodeKeys, ReplayGuard, sha256};
+use attesta_seal::{
+    MEDIA_TYPE, NodeKeys, ReplayConfig, ReplayGuard, RequestPlaintext, seal_request, sha256,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -89,6 +91,7 @@ struct Node {
     other: NodeKeys,
     attester: DevAttester,
     replay: ReplayGuard,
+    rng: Mutex<TestRng>,
     clock: Arc<AtomicU64>,
     faults: Faults,
     attestations: AtomicUsize,
@@ -160,13 +163,32 @@ async fn attestation(State(node): State<Arc<Node>>, Query(q): Query<NonceQ>) -> 
 async fn sealed_infer(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     node.infers.fetch_add(1, Ordering::SeqCst);
     let keys = node.keys.read().unwrap().clone();
+    let plain = |r: attesta_seal::Rejected| {
+        let status = StatusCode::from_u16(r.http_status()).unwrap();
+        let (ctype, body) = r.into_body();
+        (status, [(header::CONTENT_TYPE, ctype)], body).into_response()
+    };
     let opened = match keys.open_request(&body, &node.replay, node.now()) {
         Ok(o) => o,
-        Err(r) => {
-            let status = StatusCode::from_u16(r.http_status()).unwrap();
-            let (ctype, body) = r.into_body();
-            return (status, [(header::CONTENT_TYPE, ctype)], body).into_response();
-        }
+        Err(r) => return plain(r),
+    };
+    // The one model this node has; anything else is refused before acceptance.
+    if opened.request.model != MODEL {
+        let sealed = opened.seal_error(
+            "model_not_found",
+            "no such model",
+            &mut *node.rng.lock().unwrap(),
+        );
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, MEDIA_TYPE)],
+            sealed,
+        )
+            .into_response();
+    }
+    let opened = match opened.admit(&node.replay, node.now()) {
+        Ok(o) => o,
+        Err(r) => return plain(r),
     };
     let output = run_model(opened.request.inputs.get());
     let signer: &NodeKeys = if node.faults.impostor_receipts.load(Ordering::SeqCst) {
@@ -179,10 +201,11 @@ async fn sealed_infer(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         model_sha256: sha256(b"model"),
         engine: "test",
         engine_version: "1",
+        fault: None,
     };
     let mut bytes = opened
         .responder
-        .seal_output(signer, &out, node.now())
+        .seal_output(signer, &out, node.now(), &mut *node.rng.lock().unwrap())
         .unwrap();
     if node.faults.tamper_answer.load(Ordering::SeqCst) {
         let last = bytes.len() - 1;
@@ -211,6 +234,46 @@ struct Relay {
     http: reqwest::Client,
     seen: Mutex<Vec<u8>>,
     last_request: Mutex<Vec<u8>>,
+    /// The genuine answer to the last sealed request.
+    last_answer: Mutex<Vec<u8>>,
+    /// Hostile: keep the genuine answer, replay the request, hand the client the refusal.
+    swap_in_replay_refusal: AtomicBool,
+}
+
+impl Relay {
+    fn new(upstream: &str) -> Arc<Self> {
+        Arc::new(Relay {
+            upstream: upstream.to_owned(),
+            http: reqwest::Client::new(),
+            seen: Mutex::new(Vec::new()),
+            last_request: Mutex::new(Vec::new()),
+            last_answer: Mutex::new(Vec::new()),
+            swap_in_replay_refusal: AtomicBool::new(false),
+        })
+    }
+
+    async fn forward(
+        &self,
+        method: axum::http::Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: &Bytes,
+    ) -> (StatusCode, String, Bytes) {
+        let mut req = self.http.request(method, url).body(body.to_vec());
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let resp = req.send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = resp.bytes().await.unwrap();
+        self.seen.lock().unwrap().extend_from_slice(&bytes);
+        (status, ct, bytes)
+    }
 }
 
 /// Forwards everything and logs every byte it forwards, both ways.
@@ -228,23 +291,29 @@ async fn relay(
     );
     r.seen.lock().unwrap().extend_from_slice(url.as_bytes());
     r.seen.lock().unwrap().extend_from_slice(&body);
-    if method == axum::http::Method::POST {
+    let post = method == axum::http::Method::POST;
+    if post {
         *r.last_request.lock().unwrap() = body.to_vec();
     }
-    let mut req = r.http.request(method, &url).body(body.to_vec());
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        req = req.header(header::CONTENT_TYPE, ct.to_str().unwrap());
-    }
-    let resp = req.send().await.unwrap();
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-    let ct = resp
-        .headers()
+    let ct = headers
         .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = resp.bytes().await.unwrap();
-    r.seen.lock().unwrap().extend_from_slice(&bytes);
-    (status, [(header::CONTENT_TYPE, ct)], bytes).into_response()
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (mut status, mut ct_out, mut bytes) =
+        r.forward(method.clone(), &url, ct.as_deref(), &body).await;
+    if post {
+        *r.last_answer.lock().unwrap() = bytes.to_vec();
+        if r.swap_in_replay_refusal.load(Ordering::SeqCst) {
+            (status, ct_out, bytes) = r.forward(method, &url, ct.as_deref(), &body).await;
+        }
+    }
+    (status, [(header::CONTENT_TYPE, ct_out)], bytes).into_response()
+}
+
+/// A relay in front of the world's node, and its URL.
+async fn relayed(w: &World) -> (Arc<Relay>, String) {
+    let state = Relay::new(&w.url);
+    let url = serve(Router::new().fallback(relay).with_state(state.clone())).await;
+    (state, url)
 }
 
 struct World {
@@ -273,7 +342,12 @@ async fn world() -> World {
         keys: RwLock::new(Arc::new(NodeKeys::generate(&mut TestRng(100)))),
         other: NodeKeys::generate(&mut TestRng(200)),
         attester,
-        replay: ReplayGuard::new(Duration::from_secs(120), 10_000),
+        // Room for 1000 requests: floods below go well beyond it.
+        replay: ReplayGuard::new(ReplayConfig {
+            capacity: 1000,
+            ..ReplayConfig::default()
+        }),
+        rng: Mutex::new(TestRng(500)),
         clock: clock.clone(),
         faults: Faults::default(),
         attestations: AtomicUsize::new(0),
@@ -315,18 +389,7 @@ fn client(w: &World, url: &str) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_infer_matches_plaintext_and_relay_sees_nothing() {
     let w = world().await;
-    let relay_state = Arc::new(Relay {
-        upstream: w.url.clone(),
-        http: reqwest::Client::new(),
-        seen: Mutex::new(Vec::new()),
-        last_request: Mutex::new(Vec::new()),
-    });
-    let relay_url = serve(
-        Router::new()
-            .fallback(relay)
-            .with_state(relay_state.clone()),
-    )
-    .await;
+    let (relay_state, relay_url) = relayed(&w).await;
     let c = client(&w, &relay_url);
 
     let out = c.infer(MODEL, INPUTS).await.unwrap();
@@ -379,20 +442,6 @@ async fn sealed_infer_matches_plaintext_and_relay_sees_nothing() {
     };
     let res = bundle.verify(c.verifier(), checks);
     assert!(res.report.verified, "{}", res.report);
-
-    // A replay of the captured request is refused, sealed: the relay learns only the status.
-    let captured = relay_state.last_request.lock().unwrap().clone();
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/infer", w.url))
-        .header("content-type", MEDIA_TYPE)
-        .body(captured)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 409);
-    assert_eq!(resp.headers()["content-type"], MEDIA_TYPE);
-    let body = resp.bytes().await.unwrap();
-    assert!(!body.windows(8).any(|x| x == b"replayed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,5 +559,139 @@ async fn policy_and_transport_failures_are_typed() {
     assert_eq!(
         c.infer(MODEL, "{").await.unwrap_err().code(),
         "invalid_input"
+    );
+}
+
+async fn post_sealed(url: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/infer"))
+        .header("content-type", MEDIA_TYPE)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    (status, ct, resp.bytes().await.unwrap().to_vec())
+}
+
+fn xor(a: &[u8], b: &[u8]) -> Vec<u8> {
+    a.iter().zip(b).map(|(x, y)| x ^ y).collect()
+}
+
+/// The v1 two-time pad, live: a relay captures an envelope and its sealed
+/// answer, replays the envelope (at once, and after the window) and XORs
+/// the answers with the refusal text it can guess. v2 refuses the replays in
+/// plaintext before sealing anything, so there is no second ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_captured_envelope_recovers_nothing() {
+    let w = world().await;
+    let (relay_state, relay_url) = relayed(&w).await;
+    let out = client(&w, &relay_url).infer(MODEL, INPUTS).await.unwrap();
+    assert!(out.output.get().contains(OUTPUT_MARKER));
+    let captured = relay_state.last_request.lock().unwrap().clone();
+    let genuine = relay_state.last_answer.lock().unwrap().clone();
+    let ciphertext = &genuine[attesta_seal::envelope::RESPONSE_HEADER_LEN..];
+
+    for (advance_ms, code) in [(1_000, "replayed_request"), (120_000, "stale_request")] {
+        w.clock.fetch_add(advance_ms, Ordering::SeqCst);
+        let (status, ct, body) = post_sealed(&w.url, captured.clone()).await;
+        assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(ct, "application/json", "refusals are never sealed");
+        let refusal: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(refusal["error"]["code"], code);
+        // The attack: C1 ⊕ C2 ⊕ P2. Here C2 is P2 itself, so all it yields is C1.
+        let recovered = xor(&xor(ciphertext, &body), &body);
+        assert!(!String::from_utf8_lossy(&recovered).contains(OUTPUT_MARKER));
+        assert!(!String::from_utf8_lossy(&xor(ciphertext, &body)).contains("output"));
+    }
+    assert_eq!(
+        w.node.replay.len(),
+        1,
+        "only the genuine request was remembered"
+    );
+}
+
+/// A relay that keeps the genuine sealed answer and hands the client the
+/// node's refusal of a replay instead: the client must report a failure it
+/// cannot attribute, never success and never the node's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_swapping_in_a_replay_refusal_is_reported_unauthenticated() {
+    let w = world().await;
+    let (relay_state, relay_url) = relayed(&w).await;
+    relay_state
+        .swap_in_replay_refusal
+        .store(true, Ordering::SeqCst);
+    let c = client(&w, &relay_url);
+    let err = c.infer(MODEL, INPUTS).await.unwrap_err();
+    match &err {
+        ClientError::Unauthenticated { status, code, .. } => {
+            assert_eq!(*status, 409);
+            assert_eq!(code, "replayed_request");
+        }
+        other => panic!("expected an unauthenticated refusal, got {other:?}"),
+    }
+    assert!(!err.is_node_verdict());
+    assert!(err.to_string().contains("may come from a relay"), "{err}");
+    // The node did run it: the genuine answer existed and was sealed.
+    let genuine = relay_state.last_answer.lock().unwrap().clone();
+    assert_eq!(&genuine[..2], &[2, 2]);
+    // A sealed error, by contrast, is the node's authenticated verdict.
+    relay_state
+        .swap_in_replay_refusal
+        .store(false, Ordering::SeqCst);
+    let err = c.infer("QmNoSuchModel", INPUTS).await.unwrap_err();
+    assert!(err.is_node_verdict(), "{err:?}");
+    assert_eq!(err.code(), "model_not_found");
+}
+
+/// 3,000 valid sealed envelopes for a model the node does not have, three
+/// times the replay memory's capacity, while genuine requests run: none of
+/// them is charged to the memory (the v1 node remembered each one and then
+/// answered every genuine request `busy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_for_a_missing_model_never_fills_the_replay_memory() {
+    let w = world().await;
+    let c = client(&w, &w.url);
+    c.infer(MODEL, INPUTS).await.unwrap();
+    let keyset = *w.node.keys.read().unwrap().public();
+    let now = w.clock.load(Ordering::SeqCst) / 1000;
+    let started = std::time::Instant::now();
+    let http = reqwest::Client::new();
+    let mut rng = TestRng(9_000);
+    let mut genuine = 1;
+    for batch in 0..30 {
+        let bodies: Vec<Vec<u8>> = (0..100)
+            .map(|i| {
+                let req = RequestPlaintext {
+                    model: "QmNoSuchModel".into(),
+                    inputs: serde_json::value::RawValue::from_string(INPUTS.into()).unwrap(),
+                    request_id: format!("flood-{batch}-{i}"),
+                    issued_at: now,
+                    nonce: None,
+                };
+                seal_request(&keyset, &req, &mut rng).unwrap().0
+            })
+            .collect();
+        let mut sends = tokio::task::JoinSet::new();
+        for b in bodies {
+            let send = http
+                .post(format!("{}/v1/infer", w.url))
+                .header("content-type", MEDIA_TYPE)
+                .body(b)
+                .send();
+            sends.spawn(async move { send.await.unwrap().status().as_u16() });
+        }
+        while let Some(status) = sends.join_next().await {
+            assert_eq!(status.unwrap(), 404);
+        }
+        c.infer(MODEL, INPUTS).await.unwrap();
+        genuine += 1;
+    }
+    assert_eq!(w.node.replay.len(), genuine);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
     );
 }

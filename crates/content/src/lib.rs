@@ -3,7 +3,8 @@
 //! - [`Cid`]: CIDv0/CIDv1 over sha2-256 with dag-pb or raw codecs.
 //! - [`importer`]: a streaming UnixFS importer that reproduces `ipfs add` CIDs.
 //! - [`store`]: the on-disk model store (atomic writes, byte budget, LRU, pins).
-//! - [`fetch`]: the trustless-gateway client that downloads, verifies and stores models.
+//! - `fetch` (feature `gateway`, on by default): the trustless-gateway client that
+//!   downloads, verifies and stores models.
 //! - [`car`] and [`verify`]: a CARv1 stream decoder and the DAG verifier for untrusted blocks.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@
 
 pub mod car;
 pub mod cid;
+#[cfg(feature = "gateway")]
 pub mod fetch;
 pub mod importer;
 mod multibase;
@@ -36,6 +38,7 @@ mod varint;
 pub mod verify;
 
 pub use cid::{Cid, CidError, Codec, Version};
+#[cfg(feature = "gateway")]
 pub use fetch::{FetchError, FetchObserver, FetchProgress, Fetcher, GatewayConfig, NoProgress};
 pub use importer::{
     BlockSink, ContentError, Importer, NoBlocks, Profile, cid_of_bytes, cid_of_reader,

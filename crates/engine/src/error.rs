@@ -24,6 +24,11 @@ pub enum EngineError {
     /// An input the model does not declare was supplied.
     #[error("unknown input {0:?}")]
     UnknownInput(String),
+    /// A tensor of the request (an input, or one the model would compute
+    /// from it) is over [`crate::Limits::max_tensor_bytes`]. Found from
+    /// shapes and values before anything of that size is allocated.
+    #[error("tensor too large: {0}")]
+    TensorTooLarge(#[source] TensorTooLarge),
     /// The backend failed while evaluating the graph on valid inputs.
     #[error("inference failed: {0}")]
     Run(String),
@@ -40,6 +45,39 @@ impl EngineError {
             EngineError::InvalidInput { .. }
                 | EngineError::MissingInput(_)
                 | EngineError::UnknownInput(_)
+                | EngineError::TensorTooLarge(_)
         )
+    }
+
+    /// Stable machine-readable code, as in the error table of PROTOCOL.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Load(_) => "model_load_failed",
+            EngineError::InvalidInput { .. } => "invalid_input",
+            EngineError::MissingInput(_) => "missing_input",
+            EngineError::UnknownInput(_) => "unknown_input",
+            EngineError::TensorTooLarge(_) => "tensor_too_large",
+            EngineError::Run(_) => "inference_failed",
+            EngineError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A tensor whose size, known from shapes and values, is over the cap.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{what} would take {}, over the {cap} byte tensor cap", bytes_text(*.bytes))]
+pub struct TensorTooLarge {
+    /// Which tensor (operator, node and shape, or input name).
+    pub what: String,
+    /// Its size in bytes; `None` when the size does not even fit in `u128`.
+    pub bytes: Option<u128>,
+    /// The cap it exceeds.
+    pub cap: usize,
+}
+
+fn bytes_text(bytes: Option<u128>) -> String {
+    match bytes {
+        Some(b) => format!("{b} bytes"),
+        None => "more bytes than can be counted".into(),
     }
 }

@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
+pub mod demo;
 mod error;
 pub mod og;
 mod tensor;
 pub mod tract;
 
-pub use error::EngineError;
+pub use error::{EngineError, TensorTooLarge};
 pub use tensor::{
     DType, Dim, ModelInfo, NamedTensor, Tensor, TensorData, TensorInfo, element_count,
 };
@@ -26,6 +27,14 @@ pub struct Limits {
     pub max_tensor_bytes: usize,
     /// Compiled plans kept per model (one per distinct set of input shapes).
     pub max_plans_per_model: usize,
+    /// Bytes the compiled plans of one model may hold together (their
+    /// constants, repacked for the input shapes); least recently used plans
+    /// are evicted beyond it.
+    pub max_plan_bytes: usize,
+    /// Nodes a model may have across its graph and subgraphs, checked
+    /// before tract parses it (real models have a few thousand; a hostile
+    /// chain of hundreds of thousands takes minutes to load).
+    pub max_nodes: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +43,8 @@ impl Default for Limits {
             max_model_bytes: 1 << 30,
             max_tensor_bytes: 1 << 30,
             max_plans_per_model: 8,
+            max_plan_bytes: 2 << 30,
+            max_nodes: 50_000,
         }
     }
 }
@@ -56,4 +67,11 @@ pub trait Model: Send + Sync {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError>;
     /// Rough resident size in bytes, used by caches with a byte budget.
     fn memory_estimate(&self) -> usize;
+    /// Upper bound on the bytes one run on `inputs` allocates (inputs,
+    /// intermediates and outputs), for an in-flight memory budget; `None`
+    /// when the engine cannot tell before running.
+    fn run_bytes_estimate(&self, inputs: &[Tensor]) -> Option<usize> {
+        let _ = inputs;
+        None
+    }
 }

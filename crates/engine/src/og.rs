@@ -336,8 +336,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireFixed<'a> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut value = None;
                 let mut decimals = None;
+                // A repeated key is refused, as serde refuses it in every
+                // other object of the request: "last wins" would let two
+                // readers of the same body see different numbers.
                 while let Some(key) = map.next_key::<&str>()? {
                     match key {
+                        "value" if value.is_some() => {
+                            return Err(de::Error::duplicate_field("value"));
+                        }
+                        "decimals" if decimals.is_some() => {
+                            return Err(de::Error::duplicate_field("decimals"));
+                        }
                         "value" => value = Some(map.next_value::<&'de RawValue>()?),
                         "decimals" => decimals = Some(map.next_value::<&'de RawValue>()?),
                         _ => {
@@ -891,6 +900,67 @@ mod tests {
             parse_request(body),
             Err(CodecError::InvalidDecimals { index: 0, .. })
         ));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_in_every_object() {
+        // Each body is valid once the repeated key is dropped; with it, every
+        // object of the request refuses alike (no "last wins" anywhere).
+        let fixed = r#"{"value":1,"decimals":0}"#;
+        let number = |values: &str| format!(r#"{{"name":"x","shape":[1],"values":[{values}]}}"#);
+        let bodies = [
+            // Inside a fixed-point number, both halves.
+            format!(
+                r#"{{"ipfs_hash":"Qm","model_inputs":{{"numbers":[{}]}}}}"#,
+                number(r#"{"value":1,"value":2,"decimals":0}"#)
+            ),
+            format!(
+                r#"{{"ipfs_hash":"Qm","model_inputs":{{"numbers":[{}]}}}}"#,
+                number(r#"{"value":1,"decimals":0,"decimals":3}"#)
+            ),
+            // The same, in the older shape.
+            format!(
+                r#"{{"ipfs_hash":"Qm","num_inputs":[{}]}}"#,
+                number(r#"{"decimals":0,"value":"1","value":"2"}"#)
+            ),
+            // A number tensor's own keys.
+            format!(
+                r#"{{"ipfs_hash":"Qm","model_inputs":{{"numbers":[{{"name":"x","name":"y","shape":[1],"values":[{fixed}]}}]}}}}"#
+            ),
+            format!(
+                r#"{{"ipfs_hash":"Qm","model_inputs":{{"numbers":[{{"name":"x","shape":[1],"shape":[1],"values":[{fixed}]}}]}}}}"#
+            ),
+            // A string tensor's keys.
+            r#"{"ipfs_hash":"Qm","model_inputs":{"strings":[{"name":"s","shape":[1],"values":["a"],"values":["b"]}]}}"#.to_string(),
+            // model_inputs' keys, and the body's.
+            format!(
+                r#"{{"ipfs_hash":"Qm","model_inputs":{{"numbers":[],"numbers":[{}]}}}}"#,
+                number(fixed)
+            ),
+            format!(
+                r#"{{"ipfs_hash":"Qm","ipfs_hash":"Qn","model_inputs":{{"numbers":[{}]}}}}"#,
+                number(fixed)
+            ),
+        ];
+        for body in &bodies {
+            let err = parse_request(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), "malformed_request", "{body}: {err}");
+            assert!(err.to_string().contains("duplicate"), "{body}: {err}");
+        }
+        // The embedded-string form goes through the same decoder.
+        let embedded = serde_json::json!({
+            "ipfs_hash": "Qm",
+            "model_inputs": format!(r#"{{"numbers":[{}]}}"#, number(r#"{"value":1,"value":2,"decimals":0}"#)),
+        })
+        .to_string();
+        let err = parse_request(embedded.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), "malformed_request", "{err}");
+        // Control: one of each key parses.
+        let ok = format!(
+            r#"{{"ipfs_hash":"Qm","model_inputs":{{"numbers":[{}]}}}}"#,
+            number(fixed)
+        );
+        assert!(parse_request(ok.as_bytes()).is_ok());
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! plan per distinct set of input shapes and runs them concurrently.
 
 mod convert;
+mod einsum;
+mod guard;
 mod info;
 mod plans;
 mod prescan;
+mod reduce;
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -58,10 +61,9 @@ impl TractEngine {
         } else {
             None
         };
-        TractEngine {
-            onnx: tract_onnx::onnx(),
-            executor,
-        }
+        let mut onnx = tract_onnx::onnx();
+        onnx.op_register = guard::register();
+        TractEngine { onnx, executor }
     }
 
     /// Like [`Engine::load`], returning the concrete model type.
@@ -81,15 +83,18 @@ impl TractEngine {
         let known = |op: &str| self.onnx.op_register.0.contains_key(op);
         prescan::check_model(&proto, limits, &known)?;
 
-        let inference = guarded("parsing", || self.onnx.model_for_proto_model(&proto))
-            .map_err(EngineError::Load)?;
+        let inference = guard::parse_with_cap(limits.max_tensor_bytes, || {
+            guarded("parsing", || self.onnx.model_for_proto_model(&proto))
+        })
+        .map_err(EngineError::Load)?;
         let (typed, needs_values) = match typed_probe(&inference).map_err(EngineError::Load)? {
             Probe::Typed(t) => (Some(t), false),
             Probe::Deferred => (None, false),
             Probe::NeedsValues => (None, true),
         };
         if let Some(typed) = &typed {
-            check_facts(typed, limits).map_err(EngineError::Load)?;
+            check_facts(typed, limits.max_tensor_bytes)
+                .map_err(|e| EngineError::Load(e.to_string()))?;
         }
         let graph = proto
             .graph
@@ -112,7 +117,7 @@ impl TractEngine {
             info: interface.info,
             input_types: interface.input_types,
             inference: Arc::new(inference),
-            plans: PlanCache::new(limits.max_plans_per_model),
+            plans: PlanCache::new(limits.max_plans_per_model, limits.max_plan_bytes),
             executor: self.executor.clone(),
             max_tensor_bytes: limits.max_tensor_bytes,
             file_bytes: onnx.len(),
@@ -171,15 +176,7 @@ impl TractModel {
     /// (optimisation failed, or the graph is evaluated per request).
     /// Compiles the plan if needed.
     pub fn plan_is_unoptimised(&self, inputs: &[Tensor]) -> Result<bool, EngineError> {
-        let shapes = self.validate(inputs)?;
-        let frozen = self.frozen_inputs(inputs);
-        let values = inputs
-            .iter()
-            .zip(&frozen)
-            .filter(|(_, f)| **f)
-            .map(|(t, _)| integer_values(t))
-            .collect();
-        Ok(self.plan((shapes, values), inputs)?.unoptimised)
+        Ok(self.prepare(inputs)?.unoptimised)
     }
 
     fn validate(&self, inputs: &[Tensor]) -> Result<Vec<Vec<usize>>, EngineError> {
@@ -219,11 +216,11 @@ impl TractModel {
                 )));
             }
             if t.byte_size() > self.max_tensor_bytes {
-                return Err(bad(format!(
-                    "{} bytes, over the {} byte tensor cap",
-                    t.byte_size(),
-                    self.max_tensor_bytes
-                )));
+                return Err(EngineError::TensorTooLarge(crate::TensorTooLarge {
+                    what: format!("input {:?}", decl.name),
+                    bytes: Some(t.byte_size() as u128),
+                    cap: self.max_tensor_bytes,
+                }));
             }
             for (d, s) in decl.shape.iter().flatten().zip(t.shape()) {
                 if let crate::Dim::Symbolic(name) = d
@@ -247,12 +244,7 @@ impl TractModel {
         let shapes = key.0.clone();
         self.plans
             .get_or_compile(key, || self.compile(&shapes, inputs))
-            .map_err(|e| match e {
-                CompileError::Failed(m) => {
-                    EngineError::Run(format!("cannot prepare the model for these inputs: {m}"))
-                }
-                CompileError::Panicked(m) => EngineError::Internal(m),
-            })
+            .map_err(|e| e.into_engine_error("cannot prepare the model for these inputs"))
     }
 
     /// Inputs baked into the plan: for models that only type once some
@@ -323,21 +315,23 @@ impl TractModel {
                     runnable: None,
                     feeds: Vec::new(),
                     bytes: 0,
+                    run_bytes: None,
                     unoptimised: true,
                 });
             }
             Err(e) => return Err(e),
         };
-        let limits = Limits {
-            max_tensor_bytes: self.max_tensor_bytes,
-            ..Limits::default()
-        };
-        check_facts(&typed, &limits).map_err(CompileError::Failed)?;
+        check_facts(&typed, self.max_tensor_bytes).map_err(CompileError::TooLarge)?;
+        // Optimisation moves weights into the operators (packed for the
+        // matrix kernels), out of sight of `const_bytes`: the typed graph's
+        // constants stand for them.
+        let typed_consts = const_bytes(&typed);
         let (chosen, unoptimised) = match guarded("optimising", || typed.clone().into_optimized()) {
             Ok(optimised) => (optimised, false),
             Err(_) => (typed, true),
         };
-        let bytes = const_bytes(&chosen);
+        let bytes = const_bytes(&chosen).max(typed_consts);
+        let run_bytes = run_bytes(&chosen);
         let options = RunOptions {
             executor: self.executor.clone(),
             ..RunOptions::default()
@@ -347,6 +341,7 @@ impl TractModel {
             runnable: Some(runnable),
             feeds,
             bytes,
+            run_bytes,
             unoptimised,
         })
     }
@@ -356,23 +351,12 @@ impl TractModel {
     fn evaluate_frozen(&self, inputs: &[Tensor]) -> Result<TVec<TValue>, EngineError> {
         let all = vec![true; inputs.len()];
         let (model, _) = self.specialise(inputs, &all).map_err(EngineError::Run)?;
-        let typed = guarded_compile("typing", || model.into_typed()).map_err(|e| match e {
-            CompileError::Failed(m) => {
-                EngineError::Run(format!("cannot evaluate the model on these inputs: {m}"))
-            }
-            CompileError::Panicked(m) => EngineError::Internal(m),
-        })?;
-        let limits = Limits {
-            max_tensor_bytes: self.max_tensor_bytes,
-            ..Limits::default()
-        };
-        check_facts(&typed, &limits).map_err(EngineError::Run)?;
-        let runnable =
-            guarded_compile("planning", || typed.into_runnable()).map_err(|e| match e {
-                CompileError::Failed(m) => EngineError::Run(m),
-                CompileError::Panicked(m) => EngineError::Internal(m),
-            })?;
-        run_guarded(&runnable, TVec::new())
+        let typed = guarded_compile("typing", || model.into_typed())
+            .map_err(|e| e.into_engine_error("cannot evaluate the model on these inputs"))?;
+        check_facts(&typed, self.max_tensor_bytes).map_err(EngineError::TensorTooLarge)?;
+        let runnable = guarded_compile("planning", || typed.into_runnable())
+            .map_err(|e| e.into_engine_error("cannot evaluate the model on these inputs"))?;
+        run_guarded(&runnable, TVec::new(), self.max_tensor_bytes)
     }
 }
 
@@ -400,10 +384,13 @@ fn integer_values(t: &Tensor) -> Vec<i64> {
 fn run_guarded(
     plan: &Arc<TypedSimplePlan>,
     values: TVec<TValue>,
+    cap: usize,
 ) -> Result<TVec<TValue>, EngineError> {
-    match catch_unwind(AssertUnwindSafe(|| plan.run(values))) {
+    match catch_unwind(AssertUnwindSafe(|| guard::run_checked(plan, values, cap))) {
         Ok(Ok(o)) => Ok(o),
-        Ok(Err(e)) => Err(EngineError::Run(format!("{e:#}"))),
+        Ok(Err(e)) => {
+            Err(guard::classify(&e).unwrap_or_else(|| EngineError::Run(format!("{e:#}"))))
+        }
         Err(p) => Err(EngineError::Internal(format!(
             "tract panicked while running: {}",
             panic_text(&*p)
@@ -417,8 +404,55 @@ impl Model for TractModel {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {
-        let shapes = self.validate(&inputs)?;
-        let frozen = self.frozen_inputs(&inputs);
+        let plan = self.prepare(&inputs)?;
+        let outputs = match &plan.runnable {
+            None => self.evaluate_frozen(&inputs)?,
+            Some(runnable) => {
+                let mut values: TVec<TValue> = TVec::with_capacity(plan.feeds.len());
+                for (ix, ((t, dt), decl)) in inputs
+                    .into_iter()
+                    .zip(&self.input_types)
+                    .zip(&self.info.inputs)
+                    .enumerate()
+                {
+                    if plan.feeds.contains(&ix) {
+                        let t = convert::to_tract(t, *dt).map_err(|reason| {
+                            EngineError::InvalidInput {
+                                input: decl.name.clone(),
+                                reason,
+                            }
+                        })?;
+                        values.push(t.into());
+                    }
+                }
+                run_guarded(runnable, values, self.max_tensor_bytes)?
+            }
+        };
+        self.outputs(&outputs)
+    }
+
+    fn memory_estimate(&self) -> usize {
+        self.file_bytes.saturating_add(self.plans.bytes())
+    }
+
+    /// Sum of every intermediate and output tensor of the plan for these
+    /// input shapes (an upper bound: nothing freed, nothing in place), plus
+    /// the inputs themselves. Compiles the plan if it is not cached (the run
+    /// that follows would); `None` for invalid inputs or shapes only known
+    /// while running.
+    fn run_bytes_estimate(&self, inputs: &[Tensor]) -> Option<usize> {
+        let plan = self.prepare(inputs).ok()?;
+        let inputs: usize = inputs.iter().map(Tensor::byte_size).sum();
+        plan.run_bytes?.checked_add(inputs)
+    }
+}
+
+impl TractModel {
+    /// Validates `inputs` and returns the plan for their shapes (and the
+    /// values of frozen inputs), compiling it if needed.
+    fn prepare(&self, inputs: &[Tensor]) -> Result<Arc<Plan>, EngineError> {
+        let shapes = self.validate(inputs)?;
+        let frozen = self.frozen_inputs(inputs);
         let values: Vec<Vec<i64>> = inputs
             .iter()
             .zip(&frozen)
@@ -440,37 +474,18 @@ impl Model for TractModel {
             self.value_guard
                 .check(&named, self.max_tensor_bytes)
                 .map_err(|e| match e {
-                    EngineError::Load(reason) => EngineError::InvalidInput {
+                    prescan::Refusal::TooLarge(t) => EngineError::TensorTooLarge(t),
+                    prescan::Refusal::Invalid(reason) => EngineError::InvalidInput {
                         input: String::new(),
                         reason,
                     },
-                    other => other,
                 })?;
         }
-        let plan = self.plan((shapes, values), &inputs)?;
-        let outputs = match &plan.runnable {
-            None => self.evaluate_frozen(&inputs)?,
-            Some(runnable) => {
-                let mut values: TVec<TValue> = TVec::with_capacity(plan.feeds.len());
-                for (ix, ((t, dt), decl)) in inputs
-                    .into_iter()
-                    .zip(&self.input_types)
-                    .zip(&self.info.inputs)
-                    .enumerate()
-                {
-                    if plan.feeds.contains(&ix) {
-                        let t = convert::to_tract(t, *dt).map_err(|reason| {
-                            EngineError::InvalidInput {
-                                input: decl.name.clone(),
-                                reason,
-                            }
-                        })?;
-                        values.push(t.into());
-                    }
-                }
-                run_guarded(runnable, values)?
-            }
-        };
+        self.plan((shapes, values), inputs)
+    }
+
+    /// Converts tract's outputs to the declared output types.
+    fn outputs(&self, outputs: &TVec<TValue>) -> Result<Vec<NamedTensor>, EngineError> {
         if outputs.len() != self.info.outputs.len() {
             return Err(EngineError::Run(format!(
                 "the model produced {} outputs, {} declared",
@@ -513,10 +528,6 @@ impl Model for TractModel {
             })
             .collect()
     }
-
-    fn memory_estimate(&self) -> usize {
-        self.file_bytes.saturating_add(self.plans.bytes())
-    }
 }
 
 /// Decodes an ONNX `TensorProto` (as in the ONNX test suite's `*.pb`
@@ -556,7 +567,11 @@ fn guarded_compile<T>(
 ) -> Result<T, CompileError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(CompileError::Failed(format!("{stage} failed: {e:#}"))),
+        Ok(Err(e)) => Err(match guard::classify(&e) {
+            Some(EngineError::TensorTooLarge(t)) => CompileError::TooLarge(t),
+            Some(EngineError::InvalidInput { reason, .. }) => CompileError::Invalid(reason),
+            _ => CompileError::Failed(format!("{stage} failed: {e:#}")),
+        }),
         Err(p) => Err(CompileError::Panicked(format!(
             "tract panicked while {stage}: {}",
             panic_text(&*p)
@@ -607,7 +622,15 @@ fn typed_probe(inference: &InferenceModel) -> Result<Probe, String> {
                 .map_err(|e| format!("{e:#}"))?;
         }
     }
-    match guarded("typing", || probe.into_typed()) {
+    let typed = match guarded_compile("typing", || probe.into_typed()) {
+        Ok(typed) => Ok(typed),
+        // The model's own constants make a tensor over the cap (or of a
+        // negative size): no request can fix that.
+        Err(CompileError::TooLarge(t)) => return Err(t.to_string()),
+        Err(CompileError::Invalid(m)) => return Err(m),
+        Err(CompileError::Failed(m) | CompileError::Panicked(m)) => Err(m),
+    };
+    match typed {
         Ok(typed) => Ok(Probe::Typed(typed)),
         // Concrete shapes and still untypable: some input is used as a
         // parameter tract needs constant (axes, a shape, pads...).
@@ -629,23 +652,43 @@ enum Probe {
 }
 
 /// Rejects any tensor with a known shape over the cap (weights, constant
-/// folds, intermediates of a concrete plan).
-fn check_facts(model: &TypedModel, limits: &Limits) -> Result<(), String> {
+/// folds, intermediates of a concrete plan), before tract folds or runs it.
+fn check_facts(model: &TypedModel, cap: usize) -> Result<(), crate::TensorTooLarge> {
     for node in model.nodes() {
         for output in &node.outputs {
             if let Some(shape) = output.fact.shape.as_concrete() {
-                let bytes = crate::element_count(shape)
-                    .and_then(|n| n.checked_mul(output.fact.datum_type.size_of()));
-                if bytes.is_none_or(|b| b > limits.max_tensor_bytes) {
-                    return Err(format!(
-                        "node {:?} produces a {:?} tensor of shape {shape:?}, over the {} byte tensor cap",
-                        node.name, output.fact.datum_type, limits.max_tensor_bytes
-                    ));
+                let bytes = shape
+                    .iter()
+                    .try_fold(output.fact.datum_type.size_of() as u128, |b, d| {
+                        b.checked_mul(*d as u128)
+                    });
+                if bytes.is_none_or(|b| b > cap as u128) {
+                    return Err(crate::TensorTooLarge {
+                        what: format!(
+                            "node {:?} output, a {:?} tensor of shape {shape:?}",
+                            node.name, output.fact.datum_type
+                        ),
+                        bytes,
+                        cap,
+                    });
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Upper bound on the bytes one run allocates: every node output of the
+/// plan, as if none were freed or computed in place. `None` when some shape
+/// is only known while running.
+fn run_bytes(model: &TypedModel) -> Option<usize> {
+    model
+        .nodes()
+        .iter()
+        .filter(|n| !n.op_is::<tract_onnx::tract_core::ops::konst::Const>())
+        .flat_map(|n| &n.outputs)
+        .map(|o| guard::fact_bytes(&o.fact))
+        .try_fold(0usize, |sum, b| sum.checked_add(b?))
 }
 
 fn const_bytes(model: &TypedModel) -> usize {

@@ -219,7 +219,7 @@ fn inputs_are_validated_against_the_declaration() {
     )
     .unwrap();
     assert!(
-        matches!(ocr.run(vec![big]), Err(EngineError::InvalidInput { .. })),
+        matches!(ocr.run(vec![big]), Err(EngineError::TensorTooLarge(_))),
         "input over the tensor cap"
     );
     // A fixed-shape model whose own input is over the cap is refused at load.

@@ -8,100 +8,11 @@ use std::time::{Duration, Instant};
 
 use attesta_engine::tract::TractEngine;
 use attesta_engine::{Engine, EngineError, Limits, Tensor, TensorData};
-use prost::Message;
+use support::build::*;
 use tract_onnx::pb;
-use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension::Value as DimValue};
 
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
 /// Generous bound for one load of a tiny hostile file in release mode.
 const QUICK: Duration = Duration::from_secs(5);
-
-fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(DimValue::DimValue(*d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attribute: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        name: outputs.first().map(|s| s.to_string()).unwrap_or_default(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: vec![values.len() as i64],
-        data_type: INT64,
-        int64_data: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn tensor_attr(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: 4,
-        t: Some(t),
-        ..Default::default()
-    }
-}
-
-fn graph(
-    nodes: Vec<pb::NodeProto>,
-    initializer: Vec<pb::TensorProto>,
-    inputs: Vec<pb::ValueInfoProto>,
-    outputs: Vec<pb::ValueInfoProto>,
-) -> pb::GraphProto {
-    pb::GraphProto {
-        node: nodes,
-        initializer,
-        input: inputs,
-        output: outputs,
-        name: "g".into(),
-        ..Default::default()
-    }
-}
-
-fn model(g: pb::GraphProto) -> Vec<u8> {
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(g),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
 
 /// Loads `bytes` and returns the error, asserting it is a quick `Load` error.
 fn refused(bytes: &[u8]) -> String {
@@ -507,8 +418,60 @@ fn sizes_set_by_request_values_are_checked_before_tract_sees_them() {
             ])
             .unwrap_err();
         assert!(
-            matches!(err, EngineError::InvalidInput { .. }),
+            matches!(
+                (huge, &err),
+                (-3, EngineError::InvalidInput { .. }) | (_, EngineError::TensorTooLarge(_))
+            ),
             "{huge}: {err:?}"
         );
     }
+}
+
+fn relu_chain(n: usize) -> Vec<u8> {
+    let nodes: Vec<pb::NodeProto> = (0..n)
+        .map(|i| {
+            let input = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("t{}", i - 1)
+            };
+            node("Relu", &[&input], &[&format!("t{i}")], vec![])
+        })
+        .collect();
+    let last = format!("t{}", n - 1);
+    model(graph(
+        nodes,
+        vec![],
+        vec![value_info("x", FLOAT, &[1])],
+        vec![value_info(&last, FLOAT, &[1])],
+    ))
+}
+
+#[test]
+fn long_operator_chains_are_refused_before_parsing() {
+    // The attack file: 240,000 chained Relu (about 6 MB) used to pass the
+    // pre-scan and load for minutes.
+    let msg = refused(&relu_chain(240_000));
+    assert!(msg.contains("node limit"), "{msg}");
+    // Just over the default limit, and over a lower configured one.
+    let over = Limits::default().max_nodes + 1;
+    assert!(refused(&relu_chain(over)).contains("node limit"));
+    let limits = Limits {
+        max_nodes: 100,
+        ..Limits::default()
+    };
+    match TractEngine::new(1).load(&relu_chain(101), &limits) {
+        Err(EngineError::Load(msg)) => assert!(msg.contains("node limit"), "{msg}"),
+        other => panic!("expected a Load error, got {:?}", other.map(|_| ())),
+    }
+    // A real-sized chain still loads and runs.
+    let m = TractEngine::new(1)
+        .load(&relu_chain(2_000), &Limits::default())
+        .unwrap();
+    let out = m
+        .run(vec![
+            Tensor::new(vec![1], TensorData::F32(vec![-1.5])).unwrap(),
+        ])
+        .unwrap();
+    assert_eq!(out[0].tensor.data(), &TensorData::F32(vec![0.0]));
 }

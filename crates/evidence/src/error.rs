@@ -125,6 +125,9 @@ pub enum VerifyError {
     /// A dev-root document whose module_id does not start with `dev-`.
     #[error("dev-root document with module_id `{0}` (must start with `dev-`)")]
     DevModuleId(String),
+    /// A dev document declares an insecure fault and the policy does not accept that.
+    #[error("the node declares the insecure fault `{0}`: its answers may be wrong on purpose")]
+    FaultDeclared(String),
     /// A nonce was expected but the document has none.
     #[error("document carries no nonce")]
     NonceMissing,
@@ -179,6 +182,7 @@ impl VerifyError {
             VerifyError::FromTheFuture { .. } => "from_the_future",
             VerifyError::DebugMode => "debug_mode",
             VerifyError::DevModuleId(_) => "dev_module_id",
+            VerifyError::FaultDeclared(_) => "fault_declared",
             VerifyError::NonceMissing => "nonce_missing",
             VerifyError::NonceMismatch { .. } => "nonce_mismatch",
             VerifyError::MeasurementMismatch(_) => "measurement_mismatch",

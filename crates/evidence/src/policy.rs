@@ -20,6 +20,7 @@ pub struct Policy {
     pub(crate) max_skew: Duration,
     pub(crate) measurements: Registry,
     pub(crate) allow_debug: bool,
+    pub(crate) accept_declared_faults: bool,
 }
 
 impl Policy {
@@ -34,6 +35,7 @@ impl Policy {
             max_skew: DEFAULT_MAX_SKEW,
             measurements: Registry::default(),
             allow_debug: false,
+            accept_declared_faults: false,
         })
     }
 
@@ -79,6 +81,11 @@ impl Policy {
     pub fn allows_debug(&self) -> bool {
         self.allow_debug
     }
+
+    /// Whether dev documents declaring an insecure fault pass (they are still reported).
+    pub fn accepts_declared_faults(&self) -> bool {
+        self.accept_declared_faults
+    }
 }
 
 /// Relaxations of [`Policy`]. Each one weakens what "verified" means; use
@@ -97,6 +104,13 @@ pub mod danger {
     /// reported as `dev (insecure)`: no hardware backs them.
     pub fn accept_dev_root(mut policy: Policy, root: TrustedRoot) -> Policy {
         policy.dev_root = Some(root);
+        policy
+    }
+
+    /// Accepts dev documents that declare an insecure fault (`--insecure-fault`):
+    /// their answers may be wrong on purpose. For devnets and validator tests.
+    pub fn accept_declared_faults(mut policy: Policy) -> Policy {
+        policy.accept_declared_faults = true;
         policy
     }
 

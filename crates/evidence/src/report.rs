@@ -27,7 +27,8 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
     /// Stable step name (`cose`, `payload`, `signature`, `chain`, `validity`,
-    /// `freshness`, `debug`, `nonce`, `measurements`, `user_data`, `public_key`).
+    /// `freshness`, `debug`, `declared_fault`, `nonce`, `measurements`, `user_data`,
+    /// `public_key`).
     pub name: &'static str,
     /// Outcome.
     pub status: Status,
@@ -60,6 +61,8 @@ pub struct DocumentSummary {
     pub nonce: Option<String>,
     /// Whether PCR0–2 are zero.
     pub debug: bool,
+    /// The insecure fault the (dev) document declares, if any.
+    pub insecure_fault: Option<String>,
 }
 
 impl DocumentSummary {
@@ -77,6 +80,7 @@ impl DocumentSummary {
             nonce_len: doc.nonce.as_ref().map(Vec::len),
             nonce: doc.nonce.as_ref().map(hex::encode),
             debug: doc.is_debug(),
+            insecure_fault: doc.insecure_fault.clone(),
         }
     }
 }
@@ -202,6 +206,9 @@ impl fmt::Display for Report {
                 size(d.user_data_len),
                 size(d.nonce_len)
             )?;
+            if let Some(fault) = &d.insecure_fault {
+                writeln!(f, "fault:      {fault} (declared; INSECURE)")?;
+            }
         }
         writeln!(f, "steps:")?;
         for s in &self.steps {

@@ -1,26 +1,29 @@
 //! Attestation and the sealed channel on the node: the key set made at
 //! start, fresh evidence bound to each caller's nonce, and `POST /v1/infer`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use attesta_attester::{AttestRequest, Attester};
 use attesta_content::Cid;
 use attesta_engine::og;
-use attesta_seal::{AttestationBinding, NodeKeys, ReplayGuard, SealedOutput, UnixTime};
+use attesta_seal::{AttestationBinding, NodeKeys, ReplayGuard, SealedOutput, SharedRng, UnixTime};
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde::Deserialize;
 
 use crate::AppState;
 use crate::error::ApiError;
 
 /// A clock returning Unix time (injected so tests can move it).
 pub type Clock = Arc<dyn Fn() -> UnixTime + Send + Sync>;
+
+/// The randomness every sealed answer's key is drawn from (injected so tests
+/// can pin it; the node passes the OS CSPRNG).
+pub type Rng = Arc<Mutex<dyn SharedRng>>;
 
 /// Everything the node needs to prove itself and to open sealed requests.
 pub struct Attestation {
@@ -32,6 +35,8 @@ pub struct Attestation {
     pub replay: ReplayGuard,
     /// Time source for replay windows and receipts.
     pub clock: Clock,
+    /// Fresh randomness for every sealed answer (its `response_nonce`).
+    pub rng: Rng,
 }
 
 impl Attestation {
@@ -53,43 +58,67 @@ impl Attestation {
     }
 }
 
-/// `?nonce=` of the attestation routes.
-#[derive(Deserialize)]
-pub struct NonceQuery {
-    nonce: Option<String>,
+/// Decodes `%XX` escapes and `+` (application/x-www-form-urlencoded); `None` if malformed.
+fn form_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = char::from(bytes.next()?).to_digit(16)?;
+                let lo = char::from(bytes.next()?).to_digit(16)?;
+                out.push(u8::try_from(hi * 16 + lo).ok()?);
+            }
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
-fn parse_nonce(
-    q: Result<Query<NonceQuery>, QueryRejection>,
-    min: usize,
-    max: usize,
-) -> Result<Vec<u8>, ApiError> {
-    // A query string that does not parse (e.g. `nonce` given twice) is the caller's fault,
-    // answered with the same JSON error as any other bad nonce.
-    let Query(q) = q.map_err(|e| {
-        ApiError::bad_request("invalid_nonce", format!("query string: {}", e.body_text()))
-    })?;
-    let text = q.nonce.as_deref().ok_or_else(|| {
-        ApiError::bad_request("invalid_nonce", "query parameter `nonce` is required")
-    })?;
-    let bytes = hex::decode(text)
+/// The one `nonce` parameter of a raw query string: missing, repeated or
+/// undecodable parameters are JSON `invalid_nonce` errors (axum's `Query`
+/// would answer plain text), other parameters are ignored.
+fn nonce_param(query: Option<&str>) -> Result<String, ApiError> {
+    let invalid = |m: &str| ApiError::bad_request("invalid_nonce", m.to_owned());
+    let mut found = None;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(key).as_deref() != Some("nonce") {
+            continue;
+        }
+        if found.is_some() {
+            return Err(invalid("query parameter `nonce` is given more than once"));
+        }
+        found = Some(
+            form_decode(value)
+                .ok_or_else(|| invalid("query parameter `nonce` is not valid URL encoding"))?,
+        );
+    }
+    found.ok_or_else(|| invalid("query parameter `nonce` is required"))
+}
+
+fn parse_nonce(query: Option<&str>, min: usize, max: usize) -> Result<Vec<u8>, ApiError> {
+    let text = nonce_param(query)?;
+    let bytes = hex::decode(&text)
         .map_err(|e| ApiError::bad_request("invalid_nonce", format!("nonce is not hex: {e}")))?;
     if bytes.len() < min || bytes.len() > max {
-        // Two hex characters per byte.
-        let (want, hex_chars) = if min == max {
-            (format!("{min}"), format!("{}", 2 * min))
+        let want = if min == max {
+            format!("{min} bytes ({} hex characters)", 2 * min)
         } else {
-            (
-                format!("{min}..={max}"),
-                format!("{}..={}", 2 * min, 2 * max),
+            format!(
+                "{min}..={max} bytes ({}..={} hex characters)",
+                2 * min,
+                2 * max
             )
         };
         return Err(ApiError::bad_request(
             "invalid_nonce",
-            format!(
-                "nonce must be {want} bytes ({hex_chars} hex characters), got {}",
-                bytes.len()
-            ),
+            format!("nonce must be {want}, got {} bytes", bytes.len()),
         ));
     }
     Ok(bytes)
@@ -109,15 +138,15 @@ fn attestation(state: &AppState) -> Result<&Attestation, ApiError> {
 /// the base64 of the raw document and a newline.
 pub async fn nitriding(
     State(state): State<Arc<AppState>>,
-    q: Result<Query<NonceQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let att = attestation(&state)?;
-    let nonce = parse_nonce(q, 20, 20)?;
+    let nonce = parse_nonce(query.as_deref(), 20, 20)?;
     // No TLS inside the node: the certificate-hash slot is zero.
     let mut evidence = att
         .attest(att.keys.nitriding_binding(&nonce, &[0u8; 32]))
         .await?;
-    crate::fault::corrupt_evidence(state.fault, &mut evidence);
+    crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let mut body = base64::engine::general_purpose::STANDARD.encode(&evidence);
     body.push('\n');
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
@@ -126,12 +155,12 @@ pub async fn nitriding(
 /// `GET /v1/attestation?nonce=<hex, 16..=64 bytes>`: evidence plus the key set it binds.
 pub async fn v1(
     State(state): State<Arc<AppState>>,
-    q: Result<Query<NonceQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let att = attestation(&state)?;
-    let nonce = parse_nonce(q, 16, 64)?;
+    let nonce = parse_nonce(query.as_deref(), 16, 64)?;
     let mut evidence = att.attest(att.keys.attestation_binding(&nonce)).await?;
-    crate::fault::corrupt_evidence(state.fault, &mut evidence);
+    crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let keyset = att.keys.public();
     let platform = att.attester.platform();
     let platform_id = match platform {
@@ -167,8 +196,9 @@ fn sealed(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 /// `POST /v1/infer`: an HPKE-sealed request in, a sealed answer with a signed receipt out.
-/// Failures before decryption are plain JSON errors; after it, errors are sealed so
-/// relays learn nothing but the status class.
+/// Refusals before the request is accepted (framing, key set, decryption, malformed
+/// plaintext, stale, replayed) are plain JSON errors that no client takes for a verdict;
+/// the node's verdicts on an opened request are sealed, each under its own fresh key.
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -193,44 +223,40 @@ async fn infer_inner(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let opened = match att.keys.open_request(&body, &att.replay, (att.clock)()) {
-        Ok(o) => o,
-        Err(rejected) => {
-            let status =
-                StatusCode::from_u16(rejected.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let code = rejected.code();
-            let (content_type, body) = rejected.into_body();
-            let mut resp = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
-            resp.extensions_mut().insert(crate::error::ErrorCode(code));
-            return resp;
-        }
+    let plain = |rejected: attesta_seal::Rejected| {
+        let status =
+            StatusCode::from_u16(rejected.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let code = rejected.code();
+        let (content_type, body) = rejected.into_body();
+        let mut resp = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+        resp.extensions_mut().insert(crate::error::ErrorCode(code));
+        resp
     };
-    let responder = opened.responder;
-    let request = opened.request;
-    let fail = |e: ApiError, responder: attesta_seal::Responder| {
-        let mut resp = sealed(e.status, responder.seal_error(e.code, &e.message));
+    let verdict = |e: ApiError, sealed_body: Vec<u8>| {
+        let mut resp = sealed(e.status, sealed_body);
         resp.extensions_mut()
             .insert(crate::error::ErrorCode(e.code));
         resp
     };
-    let cid: Cid = match request.model.parse() {
+    let opened = match att.keys.open_request(&body, &att.replay, (att.clock)()) {
+        Ok(o) => o,
+        Err(rejected) => return plain(rejected),
+    };
+    // Checks that can refuse the request run before it is admitted, so
+    // refused requests never take room in the replay memory.
+    let checked = check_request(state, &opened.request).await;
+    let (cid, inputs, loaded) = match checked {
         Ok(c) => c,
         Err(e) => {
-            let err = ApiError::bad_request(
-                "invalid_cid",
-                format!("model {:?} is not a CID: {e}", request.model),
-            );
-            return fail(err, responder);
+            let body = opened.seal_error(e.code, &e.message, &mut *lock_rng(&att.rng));
+            return verdict(e, body);
         }
     };
-    let inputs = match og::parse_inputs(request.inputs.get()) {
-        Ok(i) => i,
-        Err(e) => return fail(e.into(), responder),
+    let accepted = match opened.admit(&att.replay, (att.clock)()) {
+        Ok(a) => a,
+        Err(rejected) => return plain(rejected),
     };
-    let loaded = match state.cache.get(&cid).await {
-        Ok(m) => m,
-        Err(e) => return fail(e, responder),
-    };
+    let responder = accepted.responder;
     let ran = crate::infer::run_model(state, loaded.clone(), inputs, |outputs, model_hash| {
         let response = og::encode_response(outputs, model_hash);
         serde_json::to_vec(&response.output)
@@ -239,16 +265,23 @@ async fn infer_inner(
     .await;
     let output_json = match ran {
         Ok(o) => o,
-        Err(e) => return fail(e, responder),
+        Err(e) => {
+            let body = responder.seal_error(e.code, &e.message, &mut *lock_rng(&att.rng));
+            return verdict(e, body);
+        }
     };
     let engine = state.cache.engine();
+    let fault = state.fault().map(|f| f.to_string());
     let out = SealedOutput {
         output_json: &output_json,
         model_sha256: loaded.sha256,
         engine: engine.name(),
         engine_version: engine.version(),
+        fault: fault.as_deref(),
     };
-    let answer = match responder.seal_output(&att.keys, &out, (att.clock)()) {
+    let sealed_answer =
+        responder.seal_output(&att.keys, &out, (att.clock)(), &mut *lock_rng(&att.rng));
+    let answer = match sealed_answer {
         Ok(bytes) => sealed(StatusCode::OK, bytes),
         Err(failure) => {
             tracing::error!(error = %failure, "sealing an answer failed");
@@ -258,9 +291,31 @@ async fn infer_inner(
             resp
         }
     };
-    crate::fault::before_answer(state.fault).await;
+    crate::fault::before_answer(state.fault()).await;
     state
         .metrics
         .infer_request_seconds(&cid.to_string(), started.elapsed().as_secs_f64());
     answer
+}
+
+fn lock_rng(rng: &Rng) -> std::sync::MutexGuard<'_, dyn SharedRng + 'static> {
+    // The RNG holds no invariant a panic elsewhere could break.
+    rng.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Everything that can refuse an opened request before it runs: the CID,
+/// the inputs, and the model (loaded or fetched).
+async fn check_request(
+    state: &Arc<AppState>,
+    request: &attesta_seal::RequestPlaintext,
+) -> Result<(Cid, og::ModelInputs, Arc<crate::cache::LoadedModel>), ApiError> {
+    let cid: Cid = request.model.parse().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_cid",
+            format!("model {:?} is not a CID: {e}", request.model),
+        )
+    })?;
+    let inputs = og::parse_inputs(request.inputs.get())?;
+    let loaded = state.cache.get(&cid).await?;
+    Ok((cid, inputs, loaded))
 }

@@ -1,16 +1,27 @@
 //! In-memory cache of loaded models with a byte budget, LRU eviction,
 //! single-flight loading and a memory of models that failed to load.
+//!
+//! Single flight: the first request for a CID starts one load task; later
+//! requests wait on its result. Each waiter waits at most the request
+//! deadline; when the last one gives up before the model passed its isolated
+//! probe, the task is aborted, which kills the probe process. Once the probe
+//! passed, the load runs to the end (its cost is bounded by the probe) and
+//! the model is kept for the next request.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use attesta_content::Cid;
-use attesta_engine::{Engine, EngineError, Limits, Model};
+use attesta_engine::Engine;
 use axum::http::StatusCode;
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::loader::{LoadError, Loader};
 use crate::metrics::Metrics;
+use crate::probe::ProbeReport;
 use crate::source::{ModelSource, ResolveError};
 
 /// A model ready to run, with the identity facts a response reports.
@@ -24,13 +35,26 @@ pub struct LoadedModel {
     /// File size in bytes.
     pub file_size: u64,
     /// The engine's model.
-    pub model: Arc<dyn Model>,
+    pub model: Arc<dyn attesta_engine::Model>,
 }
 
 /// Failed loads remembered so a hostile file is not parsed again and again.
 const MAX_REMEMBERED_FAILURES: usize = 1024;
 
-type LoadCell = Arc<OnceCell<Result<Arc<LoadedModel>, ApiError>>>;
+/// The result of one load, as every waiter receives it.
+type Outcome = Result<Arc<LoadedModel>, ApiError>;
+
+/// One load in progress and the requests waiting for it.
+struct Flight {
+    /// Tells this flight from a later one for the same CID.
+    id: u64,
+    waiters: usize,
+    /// Set once the probe passed: from then on the load is finished and
+    /// kept even if nobody waits.
+    committed: bool,
+    result: watch::Receiver<Option<Outcome>>,
+    task: tokio::task::AbortHandle,
+}
 
 struct Ready {
     model: Arc<LoadedModel>,
@@ -41,20 +65,25 @@ struct Ready {
 #[derive(Default)]
 struct State {
     ready: HashMap<Cid, Ready>,
-    loading: HashMap<Cid, LoadCell>,
+    loading: HashMap<Cid, Flight>,
     failed: HashMap<Cid, ApiError>,
     bytes: usize,
     clock: u64,
+    flights: u64,
+}
+
+struct Inner {
+    loader: Loader,
+    budget: usize,
+    wait_timeout: Duration,
+    source: Arc<dyn ModelSource>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
 }
 
 /// The cache. Cheap to share behind an `Arc`.
 pub struct ModelCache {
-    engine: Arc<dyn Engine>,
-    limits: Limits,
-    budget: usize,
-    source: Arc<dyn ModelSource>,
-    metrics: Arc<Metrics>,
-    state: Mutex<State>,
+    inner: Arc<Inner>,
 }
 
 /// A summary of one cached model for listings.
@@ -66,88 +95,297 @@ pub struct CachedSummary {
     pub bytes: usize,
 }
 
+/// Why a load task ended without a model.
+enum Failure {
+    /// The loader's verdict or fault: [`LoadError::is_verdict`] decides
+    /// whether it is remembered.
+    Load(LoadError),
+    /// Anything before loading proper (resolution, reading the file):
+    /// answered but not remembered.
+    Other(ApiError),
+}
+
 impl ModelCache {
-    /// Creates an empty cache holding at most `budget` estimated bytes.
+    /// Creates an empty cache holding at most `budget` estimated bytes of
+    /// models loaded by `loader`; a request waits at most `wait_timeout`
+    /// for a load.
     pub fn new(
-        engine: Arc<dyn Engine>,
-        limits: Limits,
+        loader: Loader,
         budget: usize,
+        wait_timeout: Duration,
         source: Arc<dyn ModelSource>,
         metrics: Arc<Metrics>,
     ) -> Self {
         ModelCache {
-            engine,
-            limits,
-            budget,
-            source,
-            metrics,
-            state: Mutex::new(State::default()),
+            inner: Arc::new(Inner {
+                loader,
+                budget,
+                wait_timeout,
+                source,
+                metrics,
+                state: Mutex::new(State::default()),
+            }),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The engine models are loaded with.
     pub fn engine(&self) -> &Arc<dyn Engine> {
-        &self.engine
+        self.inner.loader.engine()
     }
 
-    /// Returns the loaded model for `cid`, loading it on first use. Concurrent
-    /// callers for the same CID share one load.
+    /// Returns the loaded model for `cid`, loading it on first use.
+    /// Concurrent callers for the same CID share one load; a model that
+    /// failed to load answers with the remembered error at once.
     pub async fn get(&self, cid: &Cid) -> Result<Arc<LoadedModel>, ApiError> {
-        let cell = {
-            let mut st = self.lock();
+        let (mut result, id) = {
+            let mut st = self.inner.lock();
             st.clock += 1;
             let now = st.clock;
             if let Some(r) = st.ready.get_mut(cid) {
                 r.last_used = now;
                 let model = r.model.clone();
                 drop(st);
-                self.metrics.cache_lookup(true);
+                self.inner.metrics.cache_lookup(true);
                 return Ok(model);
             }
             if let Some(err) = st.failed.get(cid) {
                 return Err(err.clone());
             }
-            st.loading.entry(cid.clone()).or_default().clone()
-        };
-        self.metrics.cache_lookup(false);
-        let result = cell.get_or_init(|| self.load(cid)).await.clone();
-        let mut st = self.lock();
-        if st.loading.get(cid).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            st.loading.remove(cid);
-            match &result {
-                Ok(model) => {
-                    if !st.ready.contains_key(cid) {
-                        let bytes = model.model.memory_estimate();
-                        st.clock += 1;
-                        let last_used = st.clock;
-                        st.bytes += bytes;
-                        st.ready.insert(
-                            cid.clone(),
-                            Ready {
-                                model: model.clone(),
-                                bytes,
-                                last_used,
-                            },
-                        );
-                        self.evict(&mut st, cid);
-                    }
+            st.flights += 1;
+            let next = st.flights;
+            let flight = match st.loading.entry(cid.clone()) {
+                // A task that ended without publishing (it panicked) is replaced.
+                Entry::Occupied(mut e) if e.get().task.is_finished() => {
+                    e.insert(Inner::start(&self.inner, cid.clone(), next));
+                    e.into_mut()
                 }
-                Err(err) if err.code == "model_load_failed" => {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => v.insert(Inner::start(&self.inner, cid.clone(), next)),
+            };
+            flight.waiters += 1;
+            (flight.result.clone(), flight.id)
+        };
+        self.inner.metrics.cache_lookup(false);
+        let _waiting = Waiter {
+            inner: &self.inner,
+            cid,
+            id,
+        };
+        let waited =
+            tokio::time::timeout(self.inner.wait_timeout, result.wait_for(|r| r.is_some())).await;
+        match waited {
+            Ok(Ok(outcome)) => match &*outcome {
+                Some(r) => r.clone(),
+                None => Err(ApiError::internal(format!(
+                    "loading model {cid} ended without a result"
+                ))),
+            },
+            Ok(Err(_)) => Err(ApiError::internal(format!(
+                "loading model {cid} stopped without a result"
+            ))),
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "model {cid} did not finish loading within {} ms",
+                    self.inner.wait_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// The loaded model for `cid` if it is in memory now (no loading).
+    pub fn peek(&self, cid: &Cid) -> Option<Arc<LoadedModel>> {
+        self.inner.lock().ready.get(cid).map(|r| r.model.clone())
+    }
+
+    /// The remembered load failure of `cid`, if any.
+    pub fn failure(&self, cid: &Cid) -> Option<ApiError> {
+        self.inner.lock().failed.get(cid).cloned()
+    }
+
+    /// Loads in progress now (each with at most one probe process).
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.lock().loading.len()
+    }
+
+    /// Models in memory now.
+    pub fn summary(&self) -> Vec<CachedSummary> {
+        self.inner
+            .lock()
+            .ready
+            .iter()
+            .map(|(cid, r)| CachedSummary {
+                cid: cid.clone(),
+                bytes: r.bytes,
+            })
+            .collect()
+    }
+}
+
+/// One request waiting for a flight; leaving (answered, timed out or
+/// dropped with its connection) is counted, and the last to leave an
+/// uncommitted flight stops it.
+struct Waiter<'a> {
+    inner: &'a Inner,
+    cid: &'a Cid,
+    id: u64,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        let Some(flight) = st.loading.get_mut(self.cid).filter(|f| f.id == self.id) else {
+            return;
+        };
+        flight.waiters = flight.waiters.saturating_sub(1);
+        if flight.waiters == 0 && !flight.committed {
+            // Aborting drops the probe's child handle, which kills it, and
+            // frees the load slot.
+            flight.task.abort();
+            st.loading.remove(self.cid);
+            drop(st);
+            self.inner.metrics.model_load_abandoned();
+            tracing::info!(model = %self.cid, "model load abandoned: no request waits for it");
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Spawns the load task of a new flight.
+    fn start(this: &Arc<Inner>, cid: Cid, id: u64) -> Flight {
+        let (tx, rx) = watch::channel(None);
+        let inner = this.clone();
+        let task = tokio::spawn(async move {
+            let outcome = inner.fly(&cid, id).await;
+            let outcome = inner.finish(&cid, id, outcome);
+            // No receiver left only when every waiter is gone; nothing to tell.
+            let _ = tx.send(Some(outcome));
+        });
+        Flight {
+            id,
+            waiters: 0,
+            committed: false,
+            result: rx,
+            task: task.abort_handle(),
+        }
+    }
+
+    /// Resolves, probes and loads `cid`.
+    async fn fly(&self, cid: &Cid, id: u64) -> Result<Arc<LoadedModel>, Failure> {
+        let resolved = self
+            .source
+            .resolve(cid)
+            .await
+            .map_err(|e| Failure::Other(resolve_error(e)))?;
+        let stored = resolved.stored;
+        let limit = self.loader.limits().max_model_bytes;
+        if stored.size > limit as u64 {
+            return Err(Failure::Load(LoadError::TooLarge {
+                size: stored.size,
+                limit,
+            }));
+        }
+        let bytes = tokio::fs::read(&stored.path)
+            .await
+            .map_err(|e| Failure::Other(ApiError::internal(format!("reading model {cid}: {e}"))))?;
+        drop(resolved.guard);
+        let permit = self.loader.permit().await.map_err(|e| {
+            Failure::Other(ApiError::internal(format!("waiting for a load slot: {e}")))
+        })?;
+        self.metrics.model_load_started();
+        let started = Instant::now();
+        let report = self.loader.probe(&bytes).await.map_err(Failure::Load)?;
+        if let Some(ProbeReport::Loaded {
+            load_ms,
+            memory_estimate,
+            warmup,
+            peak_rss_bytes,
+        }) = &report
+        {
+            tracing::info!(model = %cid, load_ms, memory_estimate, ?warmup, ?peak_rss_bytes, "model passed its isolated load");
+        }
+        if !self.commit(cid, id) {
+            return Err(Failure::Other(ApiError::internal(format!(
+                "loading model {cid} was abandoned"
+            ))));
+        }
+        let model = self
+            .loader
+            .load(permit, bytes)
+            .await
+            .map_err(Failure::Load)?;
+        tracing::info!(model = %cid, ms = started.elapsed().as_millis() as u64, "loaded model");
+        Ok(Arc::new(LoadedModel {
+            cid: cid.clone(),
+            sha256: stored.sha256,
+            sha256_hex: hex::encode(stored.sha256),
+            file_size: stored.size,
+            model,
+        }))
+    }
+
+    /// Marks flight `id` as past its probe; false when it was abandoned.
+    fn commit(&self, cid: &Cid, id: u64) -> bool {
+        let mut st = self.lock();
+        match st.loading.get_mut(cid).filter(|f| f.id == id) {
+            Some(f) => {
+                f.committed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes the outcome of flight `id`: the model into the cache, or a
+    /// verdict into the failure memory.
+    fn finish(&self, cid: &Cid, id: u64, outcome: Result<Arc<LoadedModel>, Failure>) -> Outcome {
+        let mut st = self.lock();
+        if st.loading.get(cid).is_some_and(|f| f.id == id) {
+            st.loading.remove(cid);
+        }
+        let outcome = match outcome {
+            Ok(model) => {
+                self.metrics.model_load(true);
+                if !st.ready.contains_key(cid) {
+                    let bytes = model.model.memory_estimate();
+                    st.clock += 1;
+                    let last_used = st.clock;
+                    st.bytes += bytes;
+                    st.ready.insert(
+                        cid.clone(),
+                        Ready {
+                            model: model.clone(),
+                            bytes,
+                            last_used,
+                        },
+                    );
+                    self.evict(&mut st, cid);
+                }
+                Ok(model)
+            }
+            Err(Failure::Load(e)) => {
+                self.metrics.model_load(false);
+                let remember = e.is_verdict();
+                let err = load_error(cid, e);
+                if remember {
+                    tracing::warn!(model = %cid, error = %err.message, "model failed to load; remembered");
                     // Content is immutable: a file that failed once fails again.
                     if st.failed.len() >= MAX_REMEMBERED_FAILURES {
                         st.failed.clear();
                     }
                     st.failed.insert(cid.clone(), err.clone());
                 }
-                Err(_) => {}
+                Err(err)
             }
-            self.metrics.cache_state(st.ready.len(), st.bytes);
-        }
-        result
+            Err(Failure::Other(err)) => Err(err),
+        };
+        self.metrics.cache_state(st.ready.len(), st.bytes);
+        outcome
     }
 
     /// Drops least-recently-used models until the budget holds, sparing `keep`.
@@ -166,65 +404,23 @@ impl ModelCache {
             }
         }
     }
+}
 
-    async fn load(&self, cid: &Cid) -> Result<Arc<LoadedModel>, ApiError> {
-        let resolved = self.source.resolve(cid).await.map_err(resolve_error)?;
-        let stored = resolved.stored;
-        if stored.size > self.limits.max_model_bytes as u64 {
-            self.metrics.model_load(false);
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "model_load_failed",
-                format!(
-                    "model {cid} is {} bytes, over the limit of {}",
-                    stored.size, self.limits.max_model_bytes
-                ),
-            ));
-        }
-        let bytes = tokio::fs::read(&stored.path)
-            .await
-            .map_err(|e| ApiError::internal(format!("reading model {cid}: {e}")))?;
-        drop(resolved.guard);
-        let engine = self.engine.clone();
-        let limits = self.limits.clone();
-        let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || engine.load(&bytes, &limits))
-            .await
-            .map_err(|e| ApiError::internal(format!("model load task failed: {e}")))?;
-        self.metrics.model_load(loaded.is_ok());
-        let model = loaded.map_err(|e| match e {
-            EngineError::Load(msg) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "model_load_failed",
-                format!("model {cid} cannot be loaded: {msg}"),
-            ),
-            other => ApiError::from(other),
-        })?;
-        tracing::info!(model = %cid, ms = started.elapsed().as_millis() as u64, "loaded model");
-        Ok(Arc::new(LoadedModel {
-            cid: cid.clone(),
-            sha256: stored.sha256,
-            sha256_hex: hex::encode(stored.sha256),
-            file_size: stored.size,
-            model,
-        }))
-    }
-
-    /// The loaded model for `cid` if it is in memory now (no loading).
-    pub fn peek(&self, cid: &Cid) -> Option<Arc<LoadedModel>> {
-        self.lock().ready.get(cid).map(|r| r.model.clone())
-    }
-
-    /// Models in memory now.
-    pub fn summary(&self) -> Vec<CachedSummary> {
-        self.lock()
-            .ready
-            .iter()
-            .map(|(cid, r)| CachedSummary {
-                cid: cid.clone(),
-                bytes: r.bytes,
-            })
-            .collect()
+/// The wire error for a failed load: 422 for a verdict on the file, 500 for
+/// a fault of the node.
+fn load_error(cid: &Cid, e: LoadError) -> ApiError {
+    if e.is_verdict() {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "model_load_failed",
+            format!("model {cid} cannot be loaded: {e}"),
+        )
+    } else {
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
+        ApiError::internal(format!(
+            "loading model {cid}: {e}{}",
+            cause.unwrap_or_default()
+        ))
     }
 }
 

@@ -93,6 +93,13 @@ impl From<EngineError> for ApiError {
             }
             EngineError::MissingInput(_) => ApiError::bad_request("missing_input", e.to_string()),
             EngineError::UnknownInput(_) => ApiError::bad_request("unknown_input", e.to_string()),
+            // A request (or the model's arithmetic on it) asked for a tensor over the cap; the
+            // engine refused before allocating.
+            EngineError::TensorTooLarge(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "tensor_too_large",
+                e.to_string(),
+            ),
             // The graph failed on inputs that matched its declaration: the
             // model cannot serve this request, which is not our fault either.
             EngineError::Run(_) => ApiError::new(

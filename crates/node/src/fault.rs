@@ -2,10 +2,19 @@
 //! and validator testing. A node with a fault says so loudly in its logs and
 //! on `/healthz`; nothing here is reachable unless the operator asks for it
 //! with `--insecure-fault`.
+//!
+//! A [`Fault`] is only a parsed flag. What the node applies is an
+//! [`ActiveFault`], which exists only for a node without attestation or bound
+//! to a [`DevAttester`] that declares the fault in every document it signs.
+//! Hardware attesters cannot produce one, so no hardware-attested answer is
+//! ever perturbed, whatever the caller forgets to check.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use attesta_attester::dev::DevAttester;
+use attesta_attester::{AttestError, Attester};
 use attesta_engine::{NamedTensor, TensorData};
 
 /// One way to misbehave.
@@ -49,6 +58,80 @@ impl std::fmt::Display for Fault {
             Fault::Hang => f.write_str("hang"),
             Fault::BadEvidence => f.write_str("bad-evidence"),
         }
+    }
+}
+
+/// A fault the node may apply (see the module docs for why it cannot be
+/// attached to a hardware attester).
+#[derive(Clone)]
+pub struct ActiveFault {
+    fault: Fault,
+    scope: Scope,
+}
+
+#[derive(Clone)]
+enum Scope {
+    /// The node serves no attestation: nothing vouches for its answers.
+    Unattested,
+    /// Every document of this dev attester declares the fault.
+    Declared(Arc<DevAttester>),
+}
+
+impl std::fmt::Debug for ActiveFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scope = match self.scope {
+            Scope::Unattested => "unattested",
+            Scope::Declared(_) => "declared by the dev TEE",
+        };
+        f.debug_struct("ActiveFault")
+            .field("fault", &self.fault)
+            .field("scope", &scope)
+            .finish()
+    }
+}
+
+impl ActiveFault {
+    /// Declares `fault` in every document `dev` signs and returns the fault
+    /// with the attester to serve (the two belong together: the fault only
+    /// takes effect on a node attesting with exactly this attester).
+    pub fn declare(
+        fault: Fault,
+        mut dev: DevAttester,
+    ) -> Result<(Self, Arc<DevAttester>), AttestError> {
+        dev.declare_insecure_fault(&fault.to_string())?;
+        let dev = Arc::new(dev);
+        let active = ActiveFault {
+            fault,
+            scope: Scope::Declared(Arc::clone(&dev)),
+        };
+        Ok((active, dev))
+    }
+
+    /// A fault for a node without attestation (`--tee none`): its answers
+    /// carry no receipt, so no verifier can be misled by them.
+    pub fn unattested(fault: Fault) -> Self {
+        ActiveFault {
+            fault,
+            scope: Scope::Unattested,
+        }
+    }
+
+    /// The configured fault, whether or not it takes effect.
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+
+    /// The fault to apply on a node attesting with `attester`: only when the
+    /// node has no attestation and the fault was made for that, or when
+    /// `attester` is the very dev attester that declares it. Anything else
+    /// (a hardware attester, another dev attester) disables the fault.
+    pub fn effective(&self, attester: Option<&Arc<dyn Attester>>) -> Option<Fault> {
+        let ok = match (&self.scope, attester) {
+            (Scope::Unattested, None) => true,
+            (Scope::Declared(dev), Some(a)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(dev)),
+            _ => false,
+        };
+        ok.then_some(self.fault)
     }
 }
 
@@ -108,5 +191,65 @@ mod tests {
         assert!("slow:x".parse::<Fault>().is_err());
         assert!("nope".parse::<Fault>().is_err());
         assert_eq!(Fault::Slow(Duration::from_millis(7)).to_string(), "slow:7");
+    }
+
+    /// Stands in for any hardware attester (it never gets as far as producing evidence).
+    struct Hardware;
+    impl Attester for Hardware {
+        fn platform(&self) -> attesta_attester::Platform {
+            attesta_attester::Platform::Nitro
+        }
+        fn attest(
+            &self,
+            _: &attesta_attester::AttestRequest,
+        ) -> Result<attesta_attester::Evidence, AttestError> {
+            Err(AttestError::DeviceMissing {
+                path: "/dev/nsm".into(),
+            })
+        }
+    }
+
+    fn dev(dir: &std::path::Path) -> DevAttester {
+        let exe = dir.join("exe");
+        std::fs::write(&exe, b"pretend executable").unwrap();
+        let mut opts = attesta_attester::dev::DevOptions::new(dir.join("data")).unwrap();
+        opts.executable = exe;
+        DevAttester::open(opts).unwrap()
+    }
+
+    #[test]
+    fn a_fault_never_applies_under_a_hardware_attester() {
+        let hw: Arc<dyn Attester> = Arc::new(Hardware);
+        let unattested = ActiveFault::unattested(Fault::WrongOutput);
+        assert_eq!(unattested.effective(None), Some(Fault::WrongOutput));
+        assert_eq!(unattested.effective(Some(&hw)), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (declared, dev_attester) =
+            ActiveFault::declare(Fault::WrongOutput, dev(dir.path())).unwrap();
+        let served: Arc<dyn Attester> = dev_attester.clone();
+        assert_eq!(declared.effective(Some(&served)), Some(Fault::WrongOutput));
+        assert_eq!(declared.effective(Some(&hw)), None);
+        assert_eq!(declared.effective(None), None);
+        // Another dev attester does not declare it: no effect there either.
+        let other: Arc<dyn Attester> = Arc::new(dev(dir.path()));
+        assert_eq!(declared.effective(Some(&other)), None);
+    }
+
+    #[test]
+    fn the_dev_attester_declares_the_fault_in_its_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = Fault::Slow(Duration::from_millis(250));
+        let (_, dev_attester) = ActiveFault::declare(slow, dev(dir.path())).unwrap();
+        let req = attesta_attester::AttestRequest {
+            nonce: vec![1; 16],
+            user_data: None,
+            public_key: None,
+            report_data: [0; 64],
+        };
+        let now = attesta_seal::UnixTime::from_system(std::time::SystemTime::now());
+        let doc = dev_attester.document(&req, now).unwrap();
+        assert_eq!(doc.insecure_fault.as_deref(), Some("slow:250"));
+        assert_eq!(dev_attester.insecure_fault(), Some("slow:250"));
     }
 }

@@ -13,21 +13,40 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use crate::AppState;
+use crate::budget::{BudgetError, ByteBudget};
 use crate::error::ApiError;
 
-/// Runs CPU-bound inference off the async workers, at most `workers` at a time.
+/// Default in-flight memory budget of an [`Executor`].
+pub const DEFAULT_INFLIGHT_BYTES: usize = 1 << 30;
+
+/// Runs CPU-bound inference off the async workers, at most `workers` at a
+/// time and within an in-flight memory budget.
 pub struct Executor {
     permits: Arc<Semaphore>,
+    budget: ByteBudget,
     timeout: Duration,
 }
 
 impl Executor {
-    /// An executor with `workers` concurrent slots and a per-request deadline.
+    /// An executor with `workers` concurrent slots, a per-request deadline
+    /// and an in-flight budget of [`DEFAULT_INFLIGHT_BYTES`].
     pub fn new(workers: usize, timeout: Duration) -> Self {
         Executor {
             permits: Arc::new(Semaphore::new(workers.max(1))),
+            budget: ByteBudget::new(DEFAULT_INFLIGHT_BYTES),
             timeout,
         }
+    }
+
+    /// Replaces the in-flight memory budget with `bytes`.
+    pub fn with_inflight_bytes(mut self, bytes: usize) -> Self {
+        self.budget = ByteBudget::new(bytes);
+        self
+    }
+
+    /// The in-flight memory budget.
+    pub fn budget(&self) -> &ByteBudget {
+        &self.budget
     }
 
     /// Runs `job` on the blocking pool once a slot is free. The deadline covers
@@ -37,14 +56,28 @@ impl Executor {
         &self,
         job: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.run_charged(0, job).await
+    }
+
+    /// Like [`Executor::run`], first charging `bytes` against the in-flight
+    /// budget (waiting, within the same deadline, until they fit). The charge
+    /// is held like the slot, until the run really ends. A charge larger
+    /// than the whole budget fails at once with 413 `inference_too_large`.
+    pub async fn run_charged<T: Send + 'static>(
+        &self,
+        bytes: usize,
+        job: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
         let permits = self.permits.clone();
+        let budget = self.budget.clone();
         let work = async move {
+            let charge = budget.charge(bytes).await.map_err(budget_error)?;
             let permit = permits
                 .acquire_owned()
                 .await
                 .map_err(|_| ApiError::internal("executor closed"))?;
             tokio::task::spawn_blocking(move || {
-                let _permit = permit;
+                let _held = (permit, charge);
                 job()
             })
             .await
@@ -105,13 +138,14 @@ async fn infer_inner(
             .map_err(|e| ApiError::internal(format!("encoding response: {e}")))
     })
     .await?;
-    crate::fault::before_answer(state.fault).await;
+    crate::fault::before_answer(state.fault()).await;
     Ok((cid_text, body))
 }
 
-/// Converts the inputs for `loaded`, runs it on the executor, applies any
+/// Converts the inputs for `loaded`, charges the run's estimated memory
+/// against the in-flight budget, runs it on the executor, applies any
 /// configured fault, and encodes the outputs with `encode` (given the outputs
-/// and the model file's SHA-256 hex), all off the async workers. Shared by the
+/// and the model file's SHA-256 hex) off the async workers. Shared by the
 /// plaintext and the sealed routes.
 pub async fn run_model(
     state: &AppState,
@@ -122,11 +156,15 @@ pub async fn run_model(
     + 'static,
 ) -> Result<Vec<u8>, ApiError> {
     let metrics = state.metrics.clone();
-    let fault = state.fault;
+    let fault = state.fault();
+    // Converted here, not in the job, because the charge depends on the
+    // tensors; the conversion is bounded by the body size limit.
+    let tensors = og::to_tensors(&inputs, loaded.model.info())?;
+    drop(inputs);
+    let charge = inflight_estimate(&tensors);
     state
         .executor
-        .run(move || {
-            let tensors = og::to_tensors(&inputs, loaded.model.info())?;
+        .run_charged(charge, move || {
             let t0 = Instant::now();
             let mut outputs = loaded.model.run(tensors)?;
             metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
@@ -134,6 +172,36 @@ pub async fn run_model(
             encode(&outputs, &loaded.sha256_hex)
         })
         .await
+}
+
+/// Inputs are charged this many times their size: activations of a run are
+/// rarely more than a few copies of its inputs, and the charge is only a
+/// budget share, not an allocation.
+const INPUT_CHARGE_MULTIPLE: usize = 8;
+/// Smallest charge, covering a run's fixed overhead.
+const MIN_CHARGE: usize = 1 << 20;
+
+/// Bytes one run is charged against the in-flight budget: a conservative
+/// multiple of its inputs. (Where the engine can predict a run's memory,
+/// `Model::run_bytes_estimate`, that prediction belongs here first.)
+pub fn inflight_estimate(tensors: &[attesta_engine::Tensor]) -> usize {
+    tensors
+        .iter()
+        .map(attesta_engine::Tensor::byte_size)
+        .fold(0usize, usize::saturating_add)
+        .saturating_mul(INPUT_CHARGE_MULTIPLE)
+        .max(MIN_CHARGE)
+}
+
+fn budget_error(e: BudgetError) -> ApiError {
+    match e {
+        BudgetError::NeverFits { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "inference_too_large",
+            e.to_string(),
+        ),
+        other => ApiError::internal(other.to_string()),
+    }
 }
 
 /// Maps body-reading failures (size limit, a body slower than the body timeout, a broken

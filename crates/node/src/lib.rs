@@ -17,7 +17,7 @@ use attesta_attester::Attester;
 use attesta_content::fetch::Fetcher;
 use attesta_content::store::ModelStore;
 use attesta_engine::{Engine, Limits};
-use attesta_seal::{NodeKeys, ReplayGuard};
+use attesta_seal::{NodeKeys, ReplayConfig, ReplayGuard};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
@@ -27,13 +27,16 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 pub mod attested;
+pub mod budget;
 pub mod cache;
 pub mod error;
 pub mod fault;
 pub mod fetching;
 pub mod infer;
+pub mod loader;
 pub mod media;
 pub mod metrics;
+pub mod probe;
 pub mod server;
 pub mod source;
 
@@ -63,8 +66,12 @@ pub struct NodeConfig {
     pub http: server::HttpLimits,
     /// Accepted clock difference for sealed requests (and how long they are remembered).
     pub replay_window: Duration,
-    /// Deliberate misbehaviour (devnet demos only; see [`fault`]).
-    pub fault: Option<fault::Fault>,
+    /// Deliberate misbehaviour (devnet demos only; see [`fault::ActiveFault`]).
+    pub fault: Option<fault::ActiveFault>,
+    /// Time and memory budget, isolation and concurrency of model loads.
+    pub loading: loader::LoadConfig,
+    /// Memory budget of the inferences in flight, in bytes.
+    pub inflight_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -77,14 +84,13 @@ impl Default for NodeConfig {
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             http: server::HttpLimits::default(),
-            replay_window: Duration::from_secs(120),
+            replay_window: attesta_seal::replay::DEFAULT_MAX_AGE,
             fault: None,
+            loading: loader::LoadConfig::default(),
+            inflight_bytes: infer::DEFAULT_INFLIGHT_BYTES,
         }
     }
 }
-
-/// Replay memory entries of the sealed channel.
-const REPLAY_CAPACITY: usize = 1 << 18;
 
 /// What a node is built from besides its tunables: the pieces an operator chooses.
 pub struct NodeParts {
@@ -98,6 +104,8 @@ pub struct NodeParts {
     pub attester: Option<Arc<dyn Attester>>,
     /// Time source of the sealed channel (replay windows, receipts).
     pub clock: attested::Clock,
+    /// Randomness of the sealed answers' response nonces.
+    pub rng: attested::Rng,
 }
 
 impl NodeParts {
@@ -109,6 +117,7 @@ impl NodeParts {
             fetch: None,
             attester: None,
             clock: system_clock(),
+            rng: system_rng(),
         }
     }
 }
@@ -116,6 +125,13 @@ impl NodeParts {
 /// Unix time from the system clock, for [`NodeParts::clock`].
 pub fn system_clock() -> attested::Clock {
     Arc::new(|| attesta_seal::UnixTime::from_system(std::time::SystemTime::now()))
+}
+
+/// The operating system's CSPRNG, for [`NodeParts::rng`].
+pub fn system_rng() -> attested::Rng {
+    Arc::new(std::sync::Mutex::new(rand_core::UnwrapErr(
+        getrandom::SysRng,
+    )))
 }
 
 /// A fully assembled node, ready to serve.
@@ -154,8 +170,12 @@ impl Node {
             state = state.with_attestation(attested::Attestation {
                 keys,
                 attester,
-                replay: ReplayGuard::new(config.replay_window, REPLAY_CAPACITY),
+                replay: ReplayGuard::new(ReplayConfig {
+                    max_age: config.replay_window,
+                    ..ReplayConfig::default()
+                }),
                 clock: parts.clock,
+                rng: parts.rng,
             });
         }
         let state = Arc::new(state);
@@ -205,8 +225,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The on-disk store, for listings.
     pub store: ModelStore,
-    /// Deliberate misbehaviour, if the operator asked for it.
-    pub fault: Option<fault::Fault>,
+    /// Deliberate misbehaviour, if the operator asked for it (read through [`AppState::fault`]).
+    insecure_fault: Option<fault::ActiveFault>,
     /// Key set and evidence producer (`None` when the node runs without a TEE).
     pub attestation: Option<attested::Attestation>,
     started: Instant,
@@ -219,6 +239,13 @@ impl AppState {
         self
     }
 
+    /// The fault to apply now: `None` unless the configured fault is bound to
+    /// this node's attestation (see [`fault::ActiveFault::effective`]).
+    pub fn fault(&self) -> Option<fault::Fault> {
+        let attester = self.attestation.as_ref().map(|a| &a.attester);
+        self.insecure_fault.as_ref()?.effective(attester)
+    }
+
     /// Wires a node together.
     pub fn new(
         config: &NodeConfig,
@@ -229,16 +256,17 @@ impl AppState {
     ) -> Self {
         AppState {
             cache: ModelCache::new(
-                engine,
-                config.limits.clone(),
+                loader::Loader::new(engine, config.limits.clone(), config.loading.clone()),
                 config.cache_bytes,
+                config.request_timeout,
                 source,
                 metrics.clone(),
             ),
-            executor: Executor::new(config.workers, config.request_timeout),
+            executor: Executor::new(config.workers, config.request_timeout)
+                .with_inflight_bytes(config.inflight_bytes),
             metrics,
             store,
-            fault: config.fault,
+            insecure_fault: config.fault.clone(),
             attestation: None,
             started: Instant::now(),
         }
@@ -292,7 +320,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "engine": state.cache.engine().name(),
         "engine_version": state.cache.engine().version(),
         "uptime_s": state.started.elapsed().as_secs(),
-        "insecure_fault": state.fault.map(|f| f.to_string()),
+        "insecure_fault": state.fault().map(|f| f.to_string()),
         "tee": state.attestation.as_ref().map(|a| a.attester.platform().to_string()),
         "keyset_digest": state.attestation.as_ref().map(|a| hex::encode(a.keys.keyset_digest())),
     }))

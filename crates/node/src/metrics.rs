@@ -48,6 +48,8 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     model_loads: Family<ResultLabels, Counter>,
+    model_loads_started: Counter,
+    model_loads_abandoned: Counter,
     cache_bytes: Gauge,
     models_loaded: Gauge,
     inflight: Gauge,
@@ -105,6 +107,18 @@ impl Metrics {
             "Model loads by result (ok, failed)",
             model_loads.clone(),
         );
+        let model_loads_started = Counter::default();
+        registry.register(
+            "model_loads_started",
+            "Model loads that got a load slot (at most one per CID at a time)",
+            model_loads_started.clone(),
+        );
+        let model_loads_abandoned = Counter::default();
+        registry.register(
+            "model_loads_abandoned",
+            "Model loads stopped because no request waited for them any more",
+            model_loads_abandoned.clone(),
+        );
         let cache_bytes = Gauge::default();
         registry.register(
             "model_cache_bytes",
@@ -132,6 +146,8 @@ impl Metrics {
             cache_hits,
             cache_misses,
             model_loads,
+            model_loads_started,
+            model_loads_abandoned,
             cache_bytes,
             models_loaded,
             inflight,
@@ -192,6 +208,16 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a load that got its slot and started.
+    pub fn model_load_started(&self) {
+        self.model_loads_started.inc();
+    }
+
+    /// Counts a load stopped because its last waiter left.
+    pub fn model_load_abandoned(&self) {
+        self.model_loads_abandoned.inc();
     }
 
     /// Publishes the cache's current size.

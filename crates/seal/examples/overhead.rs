@@ -6,11 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use attesta_seal::channel::SealedOutput;
 use attesta_seal::rand_core::{TryCryptoRng, TryRng};
-use attesta_seal::{NodeKeys, ReplayGuard, RequestPlaintext, UnixTime, seal_request, sha256};
+use attesta_seal::{
+    NodeKeys, ReplayConfig, ReplayGuard, RequestPlaintext, UnixTime, seal_request, sha256,
+};
 
 /// The OS RNG, through the infallible interface.
 struct Os;
@@ -119,6 +121,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     let keys = NodeKeys::generate(&mut Os);
+    let policy = attesta_evidence::Policy::aws_nitro().unwrap();
     let now = UnixTime::from_secs(1_767_225_600);
     println!("{n} requests per case; µs per request, CPU time (wall time in parentheses)\n");
     println!(
@@ -126,7 +129,10 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for case in cases() {
-        let guard = ReplayGuard::new(Duration::from_secs(120), n * 2);
+        let guard = ReplayGuard::new(ReplayConfig {
+            capacity: n * 2,
+            ..ReplayConfig::default()
+        });
         let requests: Vec<RequestPlaintext> = (0..n)
             .map(|i| RequestPlaintext {
                 model: "QmWATWQ7fVPP2EFGu71UkfnqhYXDYH566qy47CnJDgvs8u".into(),
@@ -145,7 +151,12 @@ fn main() {
         let t = Timer::start();
         let opened: Vec<_> = sealed
             .iter()
-            .map(|(body, _)| keys.open_request(body, &guard, now).unwrap())
+            .map(|(body, _)| {
+                keys.open_request(body, &guard, now)
+                    .unwrap()
+                    .admit(&guard, now)
+                    .unwrap()
+            })
             .collect();
         let n_open = t.per(n);
         let out = SealedOutput {
@@ -153,16 +164,17 @@ fn main() {
             model_sha256: sha256(b"model"),
             engine: "tract",
             engine_version: "0.23",
+            fault: None,
         };
         let t = Timer::start();
         let answers: Vec<Vec<u8>> = opened
             .into_iter()
-            .map(|o| o.responder.seal_output(&keys, &out, now).unwrap())
+            .map(|o| o.responder.seal_output(&keys, &out, now, &mut Os).unwrap())
             .collect();
         let n_seal = t.per(n);
         let t = Timer::start();
         for ((_, ctx), a) in sealed.iter().zip(&answers) {
-            std::hint::black_box(ctx.open_verified(a).unwrap());
+            std::hint::black_box(ctx.open_verified(a, &policy).unwrap());
         }
         let c_open = t.per(n);
         let f = |(w, c): (f64, f64)| format!("{c:.1} ({w:.1})");

@@ -19,13 +19,13 @@ use crate::keys::PublicKeySet;
 use crate::receipt::{ReceiptError, SignedReceipt};
 
 /// Bundle format version.
-pub const BUNDLE_VERSION: u8 = 1;
+pub const BUNDLE_VERSION: u8 = 2;
 
 /// Receipt + evidence, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofBundle {
-    /// Format version (1).
+    /// Format version (2: carries a v2 receipt).
     pub version: u8,
     /// Platform the evidence claims.
     pub platform: Platform,
@@ -96,6 +96,8 @@ pub struct VerifiedBundle {
     pub keyset: PublicKeySet,
     /// Matching release, when the policy requires measurements.
     pub release: Option<String>,
+    /// The fault the receipt declares (only ever set when the policy accepts declared faults).
+    pub fault: Option<String>,
 }
 
 /// Per-step report of a bundle verification.
@@ -340,6 +342,20 @@ impl ProofBundle {
                 .map(|()| "Ed25519 signature by the bound signing key".to_owned())
                 .map_err(BundleError::from),
         )?;
+        let fault = self.receipt.declared_fault().map(str::to_owned);
+        step(
+            "fault",
+            match &fault {
+                None => Ok("the receipt declares no fault".to_owned()),
+                Some(f) => self
+                    .receipt
+                    .check_fault(verifier.policy())
+                    .map(|()| {
+                        format!("the node declares the fault `{f}`, accepted by the policy: answers may be wrong on purpose")
+                    })
+                    .map_err(BundleError::from),
+            },
+        )?;
         for (name, bytes, is_request) in [
             ("request_digest", checks.request, true),
             ("output_digest", checks.output, false),
@@ -368,6 +384,7 @@ impl ProofBundle {
             }
         }
         Ok(VerifiedBundle {
+            fault,
             platform: doc.platform,
             keyset,
             release: doc.release,

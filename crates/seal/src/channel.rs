@@ -1,13 +1,30 @@
-//! Sealing requests to an attested key set and answers back to the requester.
+//! Sealing requests to an attested key set and answers back to the requester
+//! (protocol v2).
 //!
 //! Request: RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-//! ChaCha20-Poly1305, `info = "attesta/v1 request" ‖ keyset_digest`,
-//! AAD = the request header. Response: ChaCha20-Poly1305 under
-//! `key ‖ nonce = Export("attesta/v1 response", 44)` of the same context,
-//! AAD = response header ‖ SHA-256(request plaintext). Each context seals
-//! exactly one request and one response, so a nonce is never reused.
+//! ChaCha20-Poly1305, `info = "attesta/v2 request" ‖ keyset_digest`,
+//! AAD = the request header.
+//!
+//! Response, keyed as OHTTP (RFC 9458) keys its responses:
+//! `secret = Export("attesta/v2 response", 32)` of the request's context;
+//! for **every** answer the node draws a fresh 32-byte `response_nonce`,
+//! `prk = HKDF-Extract(salt = enc ‖ response_nonce, ikm = secret)`,
+//! `key = HKDF-Expand(prk, "key", 32)`, `aead_nonce = HKDF-Expand(prk,
+//! "nonce", 12)`; the envelope is `header(version ‖ kind ‖ response_nonce) ‖
+//! ChaCha20-Poly1305(key, aead_nonce, plaintext, aad = header ‖
+//! SHA-256(request plaintext))`.
+//!
+//! "A key and nonce seal at most once" holds by construction: nothing on the
+//! node side stores an AEAD key. The one function that encrypts answers
+//! (`ResponseSecret::seal_fresh`) draws the response nonce itself, derives
+//! the key, seals one plaintext and drops the key. A request that reaches
+//! the node twice (a replay) therefore never gets a second ciphertext under
+//! the key of the first answer. Replays, stale and malformed requests are
+//! refused in plaintext JSON anyway ([`Rejected`]): before acceptance nothing
+//! is sealed that a relay could mistake for — or swap in as — an answer.
 #![deny(clippy::indexing_slicing)]
 
+use attesta_evidence::Policy;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hpke::aead::ChaCha20Poly1305 as HpkeChaCha;
@@ -15,21 +32,23 @@ use hpke::kdf::HkdfSha256;
 use hpke::rand_core::CryptoRng;
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use serde_json::value::RawValue;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
-use crate::envelope::{self, EnvelopeError, MAX_ENVELOPE_LEN};
+use crate::envelope::{self, EnvelopeError, MAX_ENVELOPE_LEN, RESPONSE_NONCE_LEN};
 use crate::keys::{HpkeKem, NodeKeys, PublicKeySet};
 use crate::plaintext::{
     ErrorBody, RequestError, RequestPlaintext, ResponseError, ResponsePlaintext,
 };
 use crate::receipt::{RECEIPT_VERSION, Receipt, ReceiptError, SignedReceipt};
-use crate::replay::ReplayGuard;
+use crate::replay::{ReplayGuard, ReplayId};
 use crate::{REQUEST_INFO, RESPONSE_EXPORT, UnixTime, sha256};
 
 type EncappedKey = <HpkeKem as hpke::Kem>::EncappedKey;
-const EXPORT_LEN: usize = 32 + 12;
 /// Error messages in sealed answers are cut to this many bytes.
 const MAX_ERROR_MESSAGE: usize = 1024;
+/// HKDF-Expand labels of the per-answer key and AEAD nonce.
+const KEY_LABEL: &[u8] = b"key";
+const NONCE_LABEL: &[u8] = b"nonce";
 
 fn info(keyset_digest: &[u8; 32]) -> Vec<u8> {
     let mut info = Vec::with_capacity(REQUEST_INFO.len() + 32);
@@ -38,64 +57,103 @@ fn info(keyset_digest: &[u8; 32]) -> Vec<u8> {
     info
 }
 
-/// The exported response key and nonce, shared by the two ends of one request.
-struct ResponseKey {
+/// One answer's AEAD key and nonce, derived from the request's exported
+/// secret, its `enc` and the answer's `response_nonce`.
+struct AnswerKey {
     key: Zeroizing<[u8; 32]>,
     nonce: [u8; 12],
+}
+
+impl AnswerKey {
+    fn derive(
+        secret: &[u8; 32],
+        enc: &[u8; 32],
+        response_nonce: &[u8; RESPONSE_NONCE_LEN],
+    ) -> Option<Self> {
+        let mut salt = [0u8; 32 + RESPONSE_NONCE_LEN];
+        let (e, n) = salt.split_at_mut(32);
+        e.copy_from_slice(enc);
+        n.copy_from_slice(response_nonce);
+        let hk = hkdf::Hkdf::<sha2_11::Sha256>::new(Some(&salt), secret);
+        let mut key = Zeroizing::new([0u8; 32]);
+        let mut nonce = [0u8; 12];
+        hk.expand(KEY_LABEL, key.as_mut_slice()).ok()?;
+        hk.expand(NONCE_LABEL, &mut nonce).ok()?;
+        Some(AnswerKey { key, nonce })
+    }
+}
+
+/// The per-request response secret, shared by the two ends of one request.
+/// It never seals by itself: every answer derives its own key (see the module doc).
+struct ResponseSecret {
+    secret: Zeroizing<[u8; 32]>,
+    enc: [u8; 32],
     request_digest: [u8; 32],
 }
 
-impl ResponseKey {
-    fn from_export(mut exported: [u8; EXPORT_LEN], request_digest: [u8; 32]) -> Self {
-        let (k, n) = exported.split_at(32);
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(k);
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(n);
-        exported.zeroize();
-        ResponseKey {
-            key,
-            nonce,
+impl ResponseSecret {
+    /// `export` is the HPKE context's exporter (RFC 9180 `Export`).
+    fn from_export(
+        export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
+        enc: [u8; 32],
+        request_digest: [u8; 32],
+    ) -> Result<Self, hpke::HpkeError> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        export(RESPONSE_EXPORT, secret.as_mut_slice())?;
+        Ok(ResponseSecret {
+            secret,
+            enc,
             request_digest,
-        }
+        })
     }
 
-    fn aad(&self) -> [u8; envelope::RESPONSE_HEADER_LEN + 32] {
-        let mut aad = [0u8; envelope::RESPONSE_HEADER_LEN + 32];
-        let (h, d) = aad.split_at_mut(envelope::RESPONSE_HEADER_LEN);
-        h.copy_from_slice(&envelope::response_header());
-        d.copy_from_slice(&self.request_digest);
+    fn aad(&self, header: &[u8; envelope::RESPONSE_HEADER_LEN]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(envelope::RESPONSE_HEADER_LEN + 32);
+        aad.extend_from_slice(header);
+        aad.extend_from_slice(&self.request_digest);
         aad
     }
 
-    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-        let cipher = ChaCha20Poly1305::new(&Key::from(*self.key));
-        let aad = self.aad();
-        let ct = cipher
+    /// Seals one answer under a key derived from fresh randomness drawn here.
+    fn seal_fresh(
+        &self,
+        plaintext: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let mut response_nonce = [0u8; RESPONSE_NONCE_LEN];
+        rng.fill_bytes(&mut response_nonce);
+        let answer = AnswerKey::derive(&self.secret, &self.enc, &response_nonce)
+            .ok_or(EnvelopeError::EncryptionFailed)?;
+        let header = envelope::response_header(&response_nonce);
+        let ct = ChaCha20Poly1305::new(&Key::from(*answer.key))
             .encrypt(
-                &Nonce::from(self.nonce),
+                &Nonce::from(answer.nonce),
                 Payload {
                     msg: plaintext,
-                    aad: &aad,
+                    aad: &self.aad(&header),
                 },
             )
             .map_err(|_| EnvelopeError::EncryptionFailed)?;
-        let mut out = Vec::with_capacity(envelope::RESPONSE_HEADER_LEN + ct.len());
-        out.extend_from_slice(&envelope::response_header());
+        let mut out = Vec::with_capacity(header.len() + ct.len());
+        out.extend_from_slice(&header);
         out.extend_from_slice(&ct);
         Ok(out)
     }
 
     fn open(&self, body: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         let env = envelope::parse_response(body)?;
-        let cipher = ChaCha20Poly1305::new(&Key::from(*self.key));
-        let aad = self.aad();
-        cipher
+        let answer = AnswerKey::derive(&self.secret, &self.enc, &env.response_nonce)
+            .ok_or(EnvelopeError::DecryptionFailed)?;
+        let header: [u8; envelope::RESPONSE_HEADER_LEN] = env
+            .header
+            .try_into()
+            .map_err(|_| EnvelopeError::DecryptionFailed)?;
+        ChaCha20Poly1305::new(&Key::from(*answer.key))
             .decrypt(
-                &Nonce::from(self.nonce),
+                &Nonce::from(answer.nonce),
                 Payload {
                     msg: env.ciphertext,
-                    aad: &aad,
+                    aad: &self.aad(&header),
                 },
             )
             .map_err(|_| EnvelopeError::DecryptionFailed)
@@ -107,7 +165,7 @@ impl ResponseKey {
 
 /// What a requester keeps to open and check the answer to one sealed request.
 pub struct RequestContext {
-    response: ResponseKey,
+    response: ResponseSecret,
     keyset: PublicKeySet,
     model: String,
     nonce: Vec<u8>,
@@ -135,7 +193,7 @@ pub struct VerifiedAnswer {
     pub receipt: Box<SignedReceipt>,
 }
 
-/// Why an answer could not be accepted.
+/// Why a sealed answer could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AnswerError {
@@ -145,10 +203,10 @@ pub enum AnswerError {
     /// It opened but is not a documented answer.
     #[error("malformed response: {0}")]
     Malformed(String),
-    /// The node answered with an error.
+    /// The node's authenticated verdict: it answered this request with an error.
     #[error(transparent)]
     Remote(#[from] ResponseError),
-    /// The receipt does not verify or does not match.
+    /// The receipt does not verify, does not match, or declares a fault the policy refuses.
     #[error(transparent)]
     Receipt(#[from] ReceiptError),
 }
@@ -208,12 +266,11 @@ pub fn seal_request_bytes(
     let ct = ctx
         .seal(&plaintext, &header)
         .map_err(|_| EnvelopeError::EncryptionFailed)?;
-    let mut exported = [0u8; EXPORT_LEN];
-    ctx.export(RESPONSE_EXPORT, &mut exported)
-        .map_err(|_| EnvelopeError::EncryptionFailed)?;
+    let response =
+        ResponseSecret::from_export(|label, out| ctx.export(label, out), enc, sha256(&plaintext))
+            .map_err(|_| EnvelopeError::EncryptionFailed)?;
     let mut body = header;
     body.extend_from_slice(&ct);
-    let response = ResponseKey::from_export(exported, sha256(&plaintext));
     Ok((
         body,
         RequestContext {
@@ -248,8 +305,13 @@ impl RequestContext {
     }
 
     /// Decrypts the answer and verifies its receipt: signed by the attested
-    /// key set, over this request, this output, the requested model and nonce.
-    pub fn open_verified(&self, body: &[u8]) -> Result<VerifiedAnswer, AnswerError> {
+    /// key set, over this request, this output, the requested model and
+    /// nonce, and declaring no fault unless `policy` accepts declared faults.
+    pub fn open_verified(
+        &self,
+        body: &[u8],
+        policy: &Policy,
+    ) -> Result<VerifiedAnswer, AnswerError> {
         let plain = self.open_response(body)?;
         let answer: ResponsePlaintext =
             serde_json::from_slice(&plain).map_err(|e| AnswerError::Malformed(e.to_string()))?;
@@ -277,6 +339,7 @@ impl RequestContext {
         if r.nonce != self.nonce {
             return Err(ReceiptError::NonceMismatch.into());
         }
+        receipt.check_fault(policy)?;
         Ok(VerifiedAnswer {
             output,
             model_hash,
@@ -288,9 +351,24 @@ impl RequestContext {
 // ---------------------------------------------------------------------------
 // Node side
 
-/// A request the node opened and accepted.
+/// A request the node decrypted and validated, not yet accepted: the replay
+/// memory has not been charged. It can only be refused (sealed verdict, e.g.
+/// `model_not_found`) or [admitted](Self::admit); only an admitted request
+/// can be answered with an output and a receipt.
 #[derive(Debug)]
 pub struct OpenedRequest {
+    /// The validated plaintext.
+    pub request: RequestPlaintext,
+    /// SHA-256 of the plaintext bytes.
+    pub request_digest: [u8; 32],
+    replay: ReplayId,
+    responder: Responder,
+}
+
+/// A request that passed the replay memory: run it, then answer through
+/// [`Responder`].
+#[derive(Debug)]
+pub struct AcceptedRequest {
     /// The validated plaintext.
     pub request: RequestPlaintext,
     /// SHA-256 of the plaintext bytes.
@@ -299,10 +377,10 @@ pub struct OpenedRequest {
     pub responder: Responder,
 }
 
-/// Seals the single answer to one opened request (consumed on use, so the
-/// response key and nonce are used once).
+/// Seals the single answer to one accepted request. Consumed on use; every
+/// answer is keyed from fresh randomness (see the module doc).
 pub struct Responder {
-    response: ResponseKey,
+    response: ResponseSecret,
     model: String,
     nonce: Vec<u8>,
 }
@@ -315,19 +393,16 @@ impl std::fmt::Debug for Responder {
     }
 }
 
-/// A request the node refused, with the body to answer.
+/// A request the node refused before accepting it. Always answered in
+/// plaintext JSON: nothing is sealed for a request that was not accepted,
+/// and a client never takes such a refusal as the node's verdict.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Rejected {
-    /// Could not be opened: answer in plaintext JSON (nothing to seal with).
+    /// Could not be opened (framing, version, key set, decryption).
     Envelope(EnvelopeError),
-    /// Opened but refused: the answer is sealed to the requester.
-    Request {
-        /// Why.
-        error: RequestError,
-        /// The sealed error answer.
-        sealed: Vec<u8>,
-    },
+    /// Opened but refused (malformed plaintext, stale, replayed).
+    Request(RequestError),
 }
 
 impl Rejected {
@@ -335,7 +410,7 @@ impl Rejected {
     pub fn code(&self) -> &'static str {
         match self {
             Rejected::Envelope(e) => e.code(),
-            Rejected::Request { error, .. } => error.code(),
+            Rejected::Request(e) => e.code(),
         }
     }
 
@@ -343,24 +418,23 @@ impl Rejected {
     pub fn http_status(&self) -> u16 {
         match self {
             Rejected::Envelope(e) => e.http_status(),
-            Rejected::Request { error, .. } => error.http_status(),
+            Rejected::Request(e) => e.http_status(),
         }
     }
 
-    /// `(content type, body)` to answer with.
+    /// `(content type, body)` to answer with: `application/json`,
+    /// `{"error": {"code", "message"}}`.
     pub fn into_body(self) -> (&'static str, Vec<u8>) {
-        match self {
-            Rejected::Envelope(e) => {
-                let body = ErrorBody {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                };
-                let json =
-                    serde_json::to_vec(&serde_json::json!({ "error": body })).unwrap_or_default();
-                ("application/json", json)
-            }
-            Rejected::Request { sealed, .. } => (envelope::MEDIA_TYPE, sealed),
-        }
+        let message = match &self {
+            Rejected::Envelope(e) => e.to_string(),
+            Rejected::Request(e) => e.to_string(),
+        };
+        let body = ErrorBody {
+            code: self.code().to_owned(),
+            message: cut(&message).to_owned(),
+        };
+        let json = serde_json::to_vec(&serde_json::json!({ "error": body })).unwrap_or_default();
+        ("application/json", json)
     }
 }
 
@@ -375,6 +449,8 @@ pub struct SealedOutput<'a> {
     pub engine: &'a str,
     /// Engine version.
     pub engine_version: &'a str,
+    /// The fault the node runs with (`--insecure-fault`), declared in the receipt.
+    pub fault: Option<&'a str>,
 }
 
 /// The node could not build a successful answer; `sealed` is an
@@ -398,11 +474,16 @@ pub enum ReceiptOrOutput {
     /// `output_json` is not JSON.
     #[error("output is not valid JSON: {0}")]
     Output(String),
+    /// The AEAD refused the answer (over its length limit).
+    #[error(transparent)]
+    Seal(#[from] EnvelopeError),
 }
 
 impl NodeKeys {
     /// Opens a sealed request: framing, key set, decryption, plaintext
-    /// validation, time window and replay check, in that order.
+    /// validation, then a read-only check of the time window and the replay
+    /// memory (so obvious replays cost nothing more). Records nothing: call
+    /// [`OpenedRequest::admit`] right before running the request.
     pub fn open_request(
         &self,
         body: &[u8],
@@ -416,108 +497,148 @@ impl NodeKeys {
                 got: hex::encode(env.keyset_digest),
             }));
         }
-        let encapped = EncappedKey::from_bytes(&env.enc)
-            .map_err(|_| Rejected::Envelope(EnvelopeError::DecryptionFailed))?;
+        let undecryptable = || Rejected::Envelope(EnvelopeError::DecryptionFailed);
+        let encapped = EncappedKey::from_bytes(&env.enc).map_err(|_| undecryptable())?;
         let mut ctx = hpke::setup_receiver::<HpkeChaCha, HkdfSha256, HpkeKem>(
             &OpModeR::Base,
             &self.hpke_sk,
             &encapped,
             &info(&digest),
         )
-        .map_err(|_| Rejected::Envelope(EnvelopeError::DecryptionFailed))?;
+        .map_err(|_| undecryptable())?;
         let plaintext = ctx
             .open(env.ciphertext, env.header)
-            .map_err(|_| Rejected::Envelope(EnvelopeError::DecryptionFailed))?;
-        let mut exported = [0u8; EXPORT_LEN];
-        ctx.export(RESPONSE_EXPORT, &mut exported)
-            .map_err(|_| Rejected::Envelope(EnvelopeError::DecryptionFailed))?;
+            .map_err(|_| undecryptable())?;
         let request_digest = sha256(&plaintext);
-        let response = ResponseKey::from_export(exported, request_digest);
-        let refuse = |error: RequestError, response: ResponseKey| {
-            let sealed = seal_error_with(&response, error.code(), &error.to_string());
-            Rejected::Request { error, sealed }
-        };
-        let request = match RequestPlaintext::parse(&plaintext) {
-            Ok(r) => r,
-            Err(e) => return Err(refuse(e, response)),
-        };
-        if let Err(e) = guard.check_and_insert(&env.enc, request.issued_at, now) {
-            return Err(refuse(e, response));
-        }
-        let nonce = request.nonce_bytes().unwrap_or_default();
+        let request = RequestPlaintext::parse(&plaintext).map_err(Rejected::Request)?;
+        let replay = ReplayId::new(&env.enc, request.issued_at);
+        guard.check(&replay, now).map_err(Rejected::Request)?;
+        let response = ResponseSecret::from_export(
+            |label, out| ctx.export(label, out),
+            env.enc,
+            request_digest,
+        )
+        .map_err(|_| undecryptable())?;
+        let nonce = request.nonce_bytes().map_err(Rejected::Request)?;
         Ok(OpenedRequest {
             responder: Responder {
                 response,
                 model: request.model.clone(),
                 nonce,
             },
+            replay,
             request,
             request_digest,
         })
     }
 }
 
-fn seal_error_with(response: &ResponseKey, code: &str, message: &str) -> Vec<u8> {
-    let mut cut = message.len().min(MAX_ERROR_MESSAGE);
-    while !message.is_char_boundary(cut) {
-        cut = cut.saturating_sub(1);
+impl OpenedRequest {
+    /// Charges the replay memory (atomically: of two concurrent copies
+    /// exactly one is admitted) and hands out the responder. Call it after
+    /// every check that can refuse the request and right before running it.
+    pub fn admit(self, guard: &ReplayGuard, now: UnixTime) -> Result<AcceptedRequest, Rejected> {
+        guard
+            .check_and_insert(&self.replay, now)
+            .map_err(Rejected::Request)?;
+        Ok(AcceptedRequest {
+            request: self.request,
+            request_digest: self.request_digest,
+            responder: self.responder,
+        })
     }
+
+    /// Refuses the request with the node's sealed verdict (e.g.
+    /// `model_not_found`, `invalid_input`) without charging the replay memory.
+    pub fn seal_error(
+        self,
+        code: &str,
+        message: &str,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Vec<u8> {
+        self.responder.seal_error(code, message, rng)
+    }
+}
+
+fn cut(message: &str) -> &str {
+    let mut end = message.len().min(MAX_ERROR_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    message.get(..end).unwrap_or_default()
+}
+
+fn error_json(code: &str, message: &str) -> Vec<u8> {
     let body = ResponsePlaintext::Error {
         error: ErrorBody {
             code: code.to_owned(),
-            message: message.get(..cut).unwrap_or_default().to_owned(),
+            message: cut(message).to_owned(),
         },
     };
-    let json = serde_json::to_vec(&body).unwrap_or_default();
-    // A bounded message cannot exceed the AEAD limit; an empty body fails closed at the client.
-    response.seal(&json).unwrap_or_default()
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 impl Responder {
-    /// Signs a receipt for `out` at `now` and seals the answer.
-    pub fn seal_output(
-        self,
+    fn answer_json(
+        &self,
         keys: &NodeKeys,
         out: &SealedOutput<'_>,
         now: UnixTime,
-    ) -> Result<Vec<u8>, SealFailure> {
-        let fail = |error: ReceiptOrOutput| SealFailure {
-            sealed: seal_error_with(&self.response, "internal_error", &error.to_string()),
-            error,
-        };
+    ) -> Result<Vec<u8>, ReceiptOrOutput> {
         let output = std::str::from_utf8(out.output_json)
             .map_err(|e| e.to_string())
             .and_then(|s| RawValue::from_string(s.to_owned()).map_err(|e| e.to_string()))
-            .map_err(|e| fail(ReceiptOrOutput::Output(e)))?;
-        let receipt = keys
-            .sign_receipt(Receipt {
-                version: RECEIPT_VERSION,
-                keyset_digest: keys.keyset_digest(),
-                model_cid: self.model.clone(),
-                model_sha256: out.model_sha256,
-                request_digest: self.response.request_digest,
-                output_digest: sha256(out.output_json),
-                engine: out.engine.to_owned(),
-                engine_version: out.engine_version.to_owned(),
-                issued_at: now.as_secs(),
-                nonce: self.nonce.clone(),
-            })
-            .map_err(|e| fail(e.into()))?;
+            .map_err(ReceiptOrOutput::Output)?;
+        let receipt = keys.sign_receipt(Receipt {
+            version: RECEIPT_VERSION,
+            keyset_digest: keys.keyset_digest(),
+            model_cid: self.model.clone(),
+            model_sha256: out.model_sha256,
+            request_digest: self.response.request_digest,
+            output_digest: sha256(out.output_json),
+            engine: out.engine.to_owned(),
+            engine_version: out.engine_version.to_owned(),
+            issued_at: now.as_secs(),
+            nonce: self.nonce.clone(),
+            fault: out.fault.unwrap_or_default().to_owned(),
+        })?;
         let answer = ResponsePlaintext::Output {
             output,
             model_hash: hex::encode(out.model_sha256),
             receipt: Box::new(receipt),
         };
-        let json = serde_json::to_vec(&answer)
-            .map_err(|e| fail(ReceiptOrOutput::Output(e.to_string())))?;
-        self.response
-            .seal(&json)
-            .map_err(|e| fail(ReceiptOrOutput::Output(e.to_string())))
+        serde_json::to_vec(&answer).map_err(|e| ReceiptOrOutput::Output(e.to_string()))
     }
 
-    /// Seals an error answer (e.g. model not found, inference failed).
-    pub fn seal_error(self, code: &str, message: &str) -> Vec<u8> {
-        seal_error_with(&self.response, code, message)
+    /// Signs a receipt for `out` at `now` and seals the answer under a key
+    /// derived from fresh randomness drawn from `rng`.
+    pub fn seal_output(
+        self,
+        keys: &NodeKeys,
+        out: &SealedOutput<'_>,
+        now: UnixTime,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<Vec<u8>, SealFailure> {
+        let sealed = self
+            .answer_json(keys, out, now)
+            .and_then(|json| Ok(self.response.seal_fresh(&json, rng)?));
+        sealed.map_err(|error| SealFailure {
+            sealed: self.seal_error("internal_error", &error.to_string(), rng),
+            error,
+        })
+    }
+
+    /// Seals an error answer (e.g. inference failed), the node's verdict.
+    pub fn seal_error(
+        self,
+        code: &str,
+        message: &str,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Vec<u8> {
+        // A bounded message cannot exceed the AEAD limit; an empty body fails closed at the client.
+        self.response
+            .seal_fresh(&error_json(code, message), rng)
+            .unwrap_or_default()
     }
 
     /// The model the request names.

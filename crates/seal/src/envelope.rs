@@ -2,23 +2,27 @@
 //!
 //! ```text
 //! request:  version(1) ‖ kind=1 ‖ keyset_digest(32) ‖ enc(32) ‖ ciphertext(n+16)
-//! response: version(1) ‖ kind=2 ‖ ciphertext(n+16)
+//! response: version(1) ‖ kind=2 ‖ response_nonce(32) ‖ ciphertext(n+16)
 //! ```
+//! The version byte is 2 (protocol v2); version 1 envelopes are refused with
+//! `unsupported_version` (v1 reused a response key and nonce on replays).
 //! Parsing checks the framing only; opening is in [`crate::channel`].
 #![deny(clippy::indexing_slicing)]
 
 /// The media type of both sealed requests and sealed responses.
 pub const MEDIA_TYPE: &str = "application/vnd.attesta.sealed";
-/// The only envelope version this implementation speaks.
-pub const VERSION: u8 = 1;
+/// The only envelope version this implementation speaks (protocol v2).
+pub const VERSION: u8 = 2;
 /// Kind byte of a request.
 pub const KIND_REQUEST: u8 = 1;
 /// Kind byte of a response.
 pub const KIND_RESPONSE: u8 = 2;
 /// Request header length: version, kind, keyset digest, HPKE `enc`.
 pub const REQUEST_HEADER_LEN: usize = 2 + 32 + 32;
-/// Response header length: version, kind.
-pub const RESPONSE_HEADER_LEN: usize = 2;
+/// Length of the node's fresh per-answer randomness in a response header.
+pub const RESPONSE_NONCE_LEN: usize = 32;
+/// Response header length: version, kind, response nonce.
+pub const RESPONSE_HEADER_LEN: usize = 2 + RESPONSE_NONCE_LEN;
 /// ChaCha20-Poly1305 tag length; every ciphertext is at least this long.
 pub const TAG_LEN: usize = 16;
 /// Upper bound on an envelope (64 MiB), checked before any crypto.
@@ -45,7 +49,9 @@ pub enum EnvelopeError {
         max: usize,
     },
     /// A version byte this implementation does not speak.
-    #[error("unsupported envelope version {0} (supported: 1)")]
+    #[error(
+        "unsupported envelope version {0}: protocol v2 is required (envelope version 2; re-attest and seal the request again with a v2 client)"
+    )]
     UnsupportedVersion(u8),
     /// A request where a response was expected, or an unknown kind.
     #[error("unexpected envelope kind {got} (expected {expected})")]
@@ -114,7 +120,9 @@ pub struct RequestEnvelope<'a> {
 /// A parsed response envelope (borrowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseEnvelope<'a> {
-    /// The header bytes.
+    /// The node's fresh randomness for this answer's key.
+    pub response_nonce: [u8; RESPONSE_NONCE_LEN],
+    /// The header bytes (version, kind, response nonce).
     pub header: &'a [u8],
     /// Ciphertext with tag.
     pub ciphertext: &'a [u8],
@@ -185,14 +193,22 @@ pub fn parse_request(bytes: &[u8]) -> Result<RequestEnvelope<'_>, EnvelopeError>
 /// Parses a response envelope's framing.
 pub fn parse_response(bytes: &[u8]) -> Result<ResponseEnvelope<'_>, EnvelopeError> {
     check_frame(bytes, RESPONSE_HEADER_LEN, KIND_RESPONSE)?;
-    let (header, ciphertext) =
-        bytes
-            .split_at_checked(RESPONSE_HEADER_LEN)
-            .ok_or(EnvelopeError::Truncated {
-                len: bytes.len(),
-                need: RESPONSE_HEADER_LEN + TAG_LEN,
-            })?;
-    Ok(ResponseEnvelope { header, ciphertext })
+    let truncated = EnvelopeError::Truncated {
+        len: bytes.len(),
+        need: RESPONSE_HEADER_LEN + TAG_LEN,
+    };
+    let (header, ciphertext) = bytes
+        .split_at_checked(RESPONSE_HEADER_LEN)
+        .ok_or(truncated.clone())?;
+    let response_nonce = header
+        .get(2..RESPONSE_HEADER_LEN)
+        .and_then(|s| <[u8; RESPONSE_NONCE_LEN]>::try_from(s).ok())
+        .ok_or(truncated)?;
+    Ok(ResponseEnvelope {
+        response_nonce,
+        header,
+        ciphertext,
+    })
 }
 
 /// The request header for `keyset_digest` and `enc`.
@@ -204,7 +220,11 @@ pub fn request_header(keyset_digest: &[u8; 32], enc: &[u8; 32]) -> Vec<u8> {
     h
 }
 
-/// The response header.
-pub fn response_header() -> [u8; RESPONSE_HEADER_LEN] {
-    [VERSION, KIND_RESPONSE]
+/// The response header carrying `response_nonce`.
+pub fn response_header(response_nonce: &[u8; RESPONSE_NONCE_LEN]) -> [u8; RESPONSE_HEADER_LEN] {
+    let mut h = [0u8; RESPONSE_HEADER_LEN];
+    let (fixed, nonce) = h.split_at_mut(2);
+    fixed.copy_from_slice(&[VERSION, KIND_RESPONSE]);
+    nonce.copy_from_slice(response_nonce);
+    h
 }

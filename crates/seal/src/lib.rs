@@ -6,10 +6,11 @@
 //!   64-byte report data, the nitriding `user_data` layout);
 //! - [`envelope`]: the binary `application/vnd.attesta.sealed` framing;
 //! - [`channel`]: sealing requests to an attested key and answers back to the
-//!   one requester (RFC 9180 base mode + an exported response key);
+//!   one requester (RFC 9180 base mode; every answer keyed from the exported
+//!   secret *and* fresh node randomness, as OHTTP (RFC 9458) does);
 //! - [`receipt`]: Ed25519-signed receipts over a fixed byte layout;
 //! - [`bundle`]: receipt + evidence, verifiable offline;
-//! - [`replay`]: the node's bounded replay window.
+//! - [`replay`]: the node's bounded replay memory, which cannot deny service.
 //!
 //! Pure: no I/O, no clock reads, no RNG reads. Time ([`UnixTime`]) and
 //! randomness (`&mut impl CryptoRng`) are parameters. The wire format is
@@ -32,8 +33,8 @@ pub use bundle::{
     BundleChecks, BundleError, BundleReport, BundleVerification, ProofBundle, VerifiedBundle,
 };
 pub use channel::{
-    AnswerError, OpenedRequest, ReceiptOrOutput, Rejected, RequestContext, Responder, SealFailure,
-    SealedOutput, VerifiedAnswer, seal_request,
+    AcceptedRequest, AnswerError, OpenedRequest, ReceiptOrOutput, Rejected, RequestContext,
+    Responder, SealFailure, SealedOutput, VerifiedAnswer, seal_request,
 };
 pub use envelope::{EnvelopeError, MEDIA_TYPE, VERSION};
 /// The `rand_core` generation the RNG parameters use (to implement or wrap RNGs).
@@ -42,18 +43,22 @@ pub use hpke::rand_core::CryptoRng;
 pub use keys::{KEYSET_ENCODING_LEN, NodeKeys, PublicKeySet, keyset_digest, report_data};
 pub use plaintext::{ErrorBody, RequestError, RequestPlaintext, ResponseError, ResponsePlaintext};
 pub use receipt::{Receipt, ReceiptError, SignedReceipt};
-pub use replay::ReplayGuard;
+pub use replay::{ReplayConfig, ReplayGuard};
+
+/// A CSPRNG that can move between threads (what nodes and clients keep behind a lock).
+pub trait SharedRng: CryptoRng + Send {}
+impl<T: CryptoRng + Send + ?Sized> SharedRng for T {}
 
 /// Domain of [`keyset_digest`].
-pub const KEYSET_DOMAIN: &[u8] = b"attesta/v1/keyset";
+pub const KEYSET_DOMAIN: &[u8] = b"attesta/v2/keyset";
 /// Domain of [`report_data`].
-pub const REPORT_DATA_DOMAIN: &[u8] = b"attesta/v1/report-data";
+pub const REPORT_DATA_DOMAIN: &[u8] = b"attesta/v2/report-data";
 /// HPKE `info` prefix; the key-set digest follows it.
-pub const REQUEST_INFO: &[u8] = b"attesta/v1 request";
-/// HPKE exporter context for the response key and nonce.
-pub const RESPONSE_EXPORT: &[u8] = b"attesta/v1 response";
+pub const REQUEST_INFO: &[u8] = b"attesta/v2 request";
+/// HPKE exporter context of the per-request response secret.
+pub const RESPONSE_EXPORT: &[u8] = b"attesta/v2 response";
 /// Prefix of the message an Ed25519 receipt signature covers.
-pub const RECEIPT_DOMAIN: &[u8] = b"attesta/v1/receipt";
+pub const RECEIPT_DOMAIN: &[u8] = b"attesta/v2/receipt";
 
 /// SHA-256, the digest used throughout the protocol.
 pub fn sha256(data: &[u8]) -> [u8; 32] {

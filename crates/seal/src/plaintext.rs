@@ -67,31 +67,31 @@ impl RequestPlaintext {
     }
 }
 
-/// Why a decrypted request was refused (answered sealed).
+/// Why a decrypted request was refused. Always answered in plaintext JSON:
+/// the request was not accepted, so nothing is sealed for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
     /// Not the documented JSON, or a field out of bounds.
     #[error("malformed request: {0}")]
     Malformed(String),
-    /// `issued_at` is outside the node's window.
+    /// `issued_at` is outside the node's acceptance window.
     #[error(
-        "request issued at {issued_at} is outside ±{max_skew_secs} s of the node clock ({now})"
+        "request issued at {issued_at} is outside the node's window {not_before}..={not_after} (node clock {now}); seal a new request"
     )]
     Stale {
         /// Claimed issue time (Unix seconds).
         issued_at: u64,
         /// Node time (Unix seconds).
         now: u64,
-        /// Allowed skew.
-        max_skew_secs: u64,
+        /// Oldest accepted issue time.
+        not_before: u64,
+        /// Newest accepted issue time.
+        not_after: u64,
     },
     /// This exact request (same HPKE `enc`) was already accepted.
-    #[error("replayed request")]
+    #[error("replayed request: this envelope was already accepted")]
     Replayed,
-    /// The replay window is full; fail closed rather than forget.
-    #[error("replay window full, try again later")]
-    ReplayWindowFull,
 }
 
 impl RequestError {
@@ -101,16 +101,14 @@ impl RequestError {
             RequestError::Malformed(_) => "malformed_request",
             RequestError::Stale { .. } => "stale_request",
             RequestError::Replayed => "replayed_request",
-            RequestError::ReplayWindowFull => "busy",
         }
     }
 
-    /// HTTP status of the (sealed) error answer.
+    /// HTTP status of the (plaintext) refusal.
     pub fn http_status(&self) -> u16 {
         match self {
             RequestError::Malformed(_) => 400,
             RequestError::Stale { .. } | RequestError::Replayed => 409,
-            RequestError::ReplayWindowFull => 503,
         }
     }
 }
@@ -128,7 +126,7 @@ pub enum ResponsePlaintext {
         /// The signed receipt.
         receipt: Box<SignedReceipt>,
     },
-    /// Failure after the request was opened.
+    /// The node's authenticated verdict on an opened request.
     Error {
         /// What went wrong.
         error: ErrorBody,
@@ -144,7 +142,7 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// A sealed answer that carried an error from the node.
+/// A sealed (so authenticated) answer that carried an error from the node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("node answered `{}`: {}", .0.code, .0.message)]
 pub struct ResponseError(pub ErrorBody);

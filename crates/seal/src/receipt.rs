@@ -1,28 +1,34 @@
 //! Receipts: what the node signs about one answer, in a fixed byte layout.
 //!
 //! ```text
-//! version u8 (=1) ‖ keyset_digest[32] ‖ model_sha256[32] ‖ request_digest[32]
-//! ‖ output_digest[32] ‖ issued_at u64 BE ‖ model_cid ‖ engine ‖ engine_version ‖ nonce
+//! version u8 (=2) ‖ keyset_digest[32] ‖ model_sha256[32] ‖ request_digest[32]
+//! ‖ output_digest[32] ‖ issued_at u64 BE ‖ model_cid ‖ engine ‖ engine_version ‖ nonce ‖ fault
 //! ```
 //! where each variable field is `u16 BE length ‖ bytes`. The signature is
-//! Ed25519 over `"attesta/v1/receipt" ‖ encoding`. JSON carries the fields
+//! Ed25519 over `"attesta/v2/receipt" ‖ encoding`. `fault` names the fault a
+//! (dev) node was started with (`--insecure-fault`), empty for none: a node
+//! under a fault says so in every signed statement it makes. JSON carries the fields
 //! for humans; verification always re-encodes them.
 #![deny(clippy::indexing_slicing)]
 
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 
+use attesta_evidence::Policy;
+
 use crate::keys::{NodeKeys, PublicKeySet};
 use crate::{RECEIPT_DOMAIN, hexser};
 
 /// The receipt layout version.
-pub const RECEIPT_VERSION: u8 = 1;
+pub const RECEIPT_VERSION: u8 = 2;
 /// Longest model CID.
 pub const MAX_CID: usize = 256;
 /// Longest engine name or version.
 pub const MAX_ENGINE: usize = 64;
 /// Longest nonce.
 pub const MAX_NONCE: usize = 64;
+/// Longest declared fault name.
+pub const MAX_FAULT: usize = 64;
 /// Ed25519 signature length.
 pub const SIGNATURE_LEN: usize = 64;
 const FIXED_LEN: usize = 1 + 32 * 4 + 8;
@@ -31,7 +37,7 @@ const FIXED_LEN: usize = 1 + 32 * 4 + 8;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
-    /// Layout version (1).
+    /// Layout version (2).
     pub version: u8,
     /// Digest of the key set that signed it.
     #[serde(with = "hexser::array")]
@@ -56,6 +62,8 @@ pub struct Receipt {
     /// The request's nonce (empty when it sent none).
     #[serde(with = "hexser::vec")]
     pub nonce: Vec<u8>,
+    /// The fault the node declared active (e.g. `wrong-output`); empty for none.
+    pub fault: String,
 }
 
 /// Why a receipt is not acceptable.
@@ -109,6 +117,14 @@ pub enum ReceiptError {
     /// The receipt's nonce is not the request's.
     #[error("receipt nonce differs from the request nonce")]
     NonceMismatch,
+    /// The node declares an active fault and the policy does not accept declared faults.
+    #[error(
+        "the node declares the fault `{fault}`: its answers may be wrong on purpose (accept only with --accept-declared-faults)"
+    )]
+    DeclaredFault {
+        /// The declared fault.
+        fault: String,
+    },
 }
 
 impl ReceiptError {
@@ -125,6 +141,7 @@ impl ReceiptError {
             ReceiptError::ModelMismatch { .. } => "receipt_model_mismatch",
             ReceiptError::ModelHashMismatch => "receipt_model_hash_mismatch",
             ReceiptError::NonceMismatch => "receipt_nonce_mismatch",
+            ReceiptError::DeclaredFault { .. } => "fault_declared",
         }
     }
 }
@@ -191,8 +208,9 @@ impl Receipt {
         if self.version != RECEIPT_VERSION {
             return Err(ReceiptError::UnsupportedVersion(self.version));
         }
-        let mut out =
-            Vec::with_capacity(FIXED_LEN + 8 + self.model_cid.len() + 64 + self.nonce.len());
+        let mut out = Vec::with_capacity(
+            FIXED_LEN + 10 + self.model_cid.len() + 64 + self.nonce.len() + self.fault.len(),
+        );
         out.push(self.version);
         out.extend_from_slice(&self.keyset_digest);
         out.extend_from_slice(&self.model_sha256);
@@ -208,6 +226,7 @@ impl Receipt {
             MAX_ENGINE,
         )?;
         put_var(&mut out, "nonce", &self.nonce, MAX_NONCE)?;
+        put_var(&mut out, "fault", self.fault.as_bytes(), MAX_FAULT)?;
         Ok(out)
     }
 
@@ -231,6 +250,7 @@ impl Receipt {
         let engine = r.text("engine", MAX_ENGINE)?;
         let engine_version = r.text("engine_version", MAX_ENGINE)?;
         let nonce = r.var("nonce", MAX_NONCE)?.to_vec();
+        let fault = r.text("fault", MAX_FAULT)?;
         if !r.0.is_empty() {
             return Err(ReceiptError::Malformed(format!(
                 "{} trailing bytes",
@@ -248,6 +268,7 @@ impl Receipt {
             engine_version,
             issued_at,
             nonce,
+            fault,
         })
     }
 
@@ -267,7 +288,7 @@ impl Receipt {
 pub struct SignedReceipt {
     /// The fields.
     pub receipt: Receipt,
-    /// Ed25519 signature over `"attesta/v1/receipt" ‖ receipt.encode()`.
+    /// Ed25519 signature over `"attesta/v2/receipt" ‖ receipt.encode()`.
     #[serde(with = "hexser::array")]
     pub signature: [u8; SIGNATURE_LEN],
 }
@@ -308,6 +329,21 @@ impl SignedReceipt {
         let vk = keyset.verifying_key().ok_or(ReceiptError::BadSignature)?;
         vk.verify_strict(&msg, &Signature::from_bytes(&self.signature))
             .map_err(|_| ReceiptError::BadSignature)
+    }
+
+    /// The declared fault, if any.
+    pub fn declared_fault(&self) -> Option<&str> {
+        Some(self.receipt.fault.as_str()).filter(|f| !f.is_empty())
+    }
+
+    /// Refuses a receipt declaring a fault unless `policy` accepts declared faults.
+    pub fn check_fault(&self, policy: &Policy) -> Result<(), ReceiptError> {
+        match self.declared_fault() {
+            Some(fault) if !policy.accepts_declared_faults() => Err(ReceiptError::DeclaredFault {
+                fault: fault.to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks that the receipt covers exactly these request and output bytes.

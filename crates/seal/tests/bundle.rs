@@ -9,12 +9,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use attesta_evidence::{NitroVerifier, Platform, Policy, Status, UnixTime, decode_input};
+use attesta_evidence::{NitroVerifier, Platform, Policy, Status, UnixTime, danger, decode_input};
 use attesta_seal::bundle::{BundleChecks, BundleError, ProofBundle};
 use attesta_seal::channel::SealedOutput;
-use attesta_seal::{NodeKeys, ReplayGuard, SignedReceipt, seal_request, sha256};
+use attesta_seal::{NodeKeys, SignedReceipt, seal_request, sha256};
 use common::*;
 
 const OUTPUT: &[u8] = br#"[{"name":"y","shape":[1],"result":[42.0],"type":"number"}]"#;
@@ -29,30 +27,31 @@ struct Run {
 }
 
 fn run() -> Run {
+    run_with(None)
+}
+
+fn run_with(fault: Option<&str>) -> Run {
     let tee = dev_tee();
     let node = keys(1);
     let nonce = b"client-nonce-0123456789".to_vec();
     let evidence = evidence(&tee, &node, &nonce);
     let (body, ctx) =
         seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(2)).unwrap();
-    let opened = node
-        .open_request(
-            &body,
-            &ReplayGuard::new(Duration::from_secs(60), 10),
-            t(T0_SECS),
-        )
-        .unwrap();
+    let opened = accept(&node, &body, &guard(), t(T0_SECS));
     let out = SealedOutput {
         output_json: OUTPUT,
         model_sha256: sha256(b"m"),
         engine: "tract",
         engine_version: "0.23.0",
+        fault,
     };
     let sealed = opened
         .responder
-        .seal_output(&node, &out, t(T0_SECS + 1))
+        .seal_output(&node, &out, t(T0_SECS + 1), &mut TestRng::new(3))
         .unwrap();
-    let answer = ctx.open_verified(&sealed).unwrap();
+    let answer = ctx
+        .open_verified(&sealed, &danger::accept_declared_faults(strict()))
+        .unwrap();
     Run {
         request: ctx.request_bytes().to_vec(),
         tee,
@@ -103,6 +102,7 @@ fn dev_bundle_verifies_offline_with_digests() {
         "binding",
         "keyset",
         "receipt_signature",
+        "fault",
         "request_digest",
         "output_digest",
     ] {
@@ -127,6 +127,31 @@ fn dev_bundle_verifies_offline_with_digests() {
         res.report.step("request_digest").unwrap().status,
         Status::Skipped
     );
+}
+
+#[test]
+fn declared_fault_fails_by_default_and_is_printed_when_accepted() {
+    let r = run_with(Some("wrong-output"));
+    let b = bundle(&r);
+    let res = b.verify(&r.tee.verifier, BundleChecks::default());
+    assert!(!res.report.verified);
+    assert_eq!(res.outcome.unwrap_err().code(), "fault_declared");
+    assert_eq!(res.report.step("fault").unwrap().status, Status::Fail);
+    assert!(res.report.to_string().contains("wrong-output"));
+    let relaxed = NitroVerifier::new(danger::accept_declared_faults(
+        r.tee.verifier.policy().clone(),
+    ));
+    let res = b.verify(&relaxed, BundleChecks::default());
+    assert!(res.report.verified, "{}", res.report);
+    let step = res.report.step("fault").unwrap();
+    assert_eq!(step.status, Status::Pass);
+    assert!(step.detail.contains("wrong-output"), "{}", step.detail);
+    assert_eq!(res.outcome.unwrap().fault.as_deref(), Some("wrong-output"));
+    // A receipt without a fault says so.
+    let clean = bundle(&run());
+    let res = clean.verify(&r.tee.verifier, BundleChecks::default());
+    assert_eq!(res.report.step("fault").unwrap().status, Status::Pass);
+    assert_eq!(res.outcome.unwrap().fault, None);
 }
 
 #[test]
@@ -226,9 +251,11 @@ fn malformed_bundle_json_fails_closed() {
         Err(BundleError::Malformed(_))
     ));
     let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    v["version"] = serde_json::json!(2);
-    let err = ProofBundle::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-    assert_eq!(err, BundleError::UnsupportedVersion(2));
+    for old_or_new in [1, 3] {
+        v["version"] = serde_json::json!(old_or_new);
+        let err = ProofBundle::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert_eq!(err, BundleError::UnsupportedVersion(old_or_new));
+    }
 }
 
 /// Real AWS documents verify as evidence at their own time but bind no

@@ -8,11 +8,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
 
+use attesta_evidence::danger;
 use attesta_seal::channel::{AnswerError, SealedOutput};
 use attesta_seal::envelope::{self, EnvelopeError};
-use attesta_seal::{NodeKeys, Rejected, ReplayGuard, RequestError, seal_request, sha256};
+use attesta_seal::{NodeKeys, Rejected, RequestError, seal_request, sha256};
 use common::*;
 
 const OUTPUT: &[u8] = br#"[{"name":"y","shape":[1,2],"result":[[0.25,-1.5]],"type":"number"}]"#;
@@ -23,11 +25,8 @@ fn output() -> SealedOutput<'static> {
         model_sha256: sha256(b"model file"),
         engine: "tract",
         engine_version: "0.23.0",
+        fault: None,
     }
-}
-
-fn guard() -> ReplayGuard {
-    ReplayGuard::new(Duration::from_secs(120), 1000)
 }
 
 fn rejected_code(r: Result<attesta_seal::OpenedRequest, Rejected>) -> &'static str {
@@ -37,6 +36,21 @@ fn rejected_code(r: Result<attesta_seal::OpenedRequest, Rejected>) -> &'static s
     }
 }
 
+/// The refusal's body, checked to be the documented plaintext JSON error.
+fn plaintext_refusal(r: Rejected, code: &str) -> Vec<u8> {
+    assert_eq!(r.code(), code);
+    let (ctype, body) = r.into_body();
+    assert_eq!(ctype, "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    body
+}
+
+fn xor(a: &[u8], b: &[u8]) -> Vec<u8> {
+    a.iter().zip(b).map(|(x, y)| x ^ y).collect()
+}
+
 #[test]
 fn round_trip_yields_output_and_verified_receipt() {
     let node = keys(1);
@@ -44,6 +58,7 @@ fn round_trip_yields_output_and_verified_receipt() {
     let req = request(T0_SECS, Some("00112233"));
     let (body, ctx) = seal_request(node.public(), &req, &mut TestRng::new(2)).unwrap();
     assert_eq!(body[0], envelope::VERSION);
+    assert_eq!(envelope::VERSION, 2);
     assert_eq!(body[1], envelope::KIND_REQUEST);
     // The plaintext never appears on the wire.
     assert!(!body.windows(4).any(|w| w == b"1337"));
@@ -52,21 +67,28 @@ fn round_trip_yields_output_and_verified_receipt() {
     assert_eq!(opened.request.model, MODEL);
     assert_eq!(opened.request_digest, ctx.request_digest());
     assert_eq!(opened.request.inputs.get(), req.inputs.get());
-    let sealed = opened
+    assert!(g.is_empty(), "opening charges nothing to the replay memory");
+    let accepted = opened.admit(&g, t(T0_SECS + 5)).unwrap();
+    assert_eq!(g.len(), 1);
+    let sealed = accepted
         .responder
-        .seal_output(&node, &output(), t(T0_SECS + 6))
+        .seal_output(&node, &output(), t(T0_SECS + 6), &mut TestRng::new(50))
         .unwrap();
     assert!(!sealed.windows(4).any(|w| w == b"0.25"));
+    assert_eq!(&sealed[..2], &[envelope::VERSION, envelope::KIND_RESPONSE]);
 
-    let answer = ctx.open_verified(&sealed).unwrap();
+    let answer = ctx.open_verified(&sealed, &strict()).unwrap();
     assert_eq!(answer.output.get().as_bytes(), OUTPUT);
     assert_eq!(answer.model_hash, hex::encode(sha256(b"model file")));
     let r = &answer.receipt.receipt;
+    assert_eq!(r.version, 2);
     assert_eq!(r.keyset_digest, node.keyset_digest());
     assert_eq!(r.issued_at, T0_SECS + 6);
     assert_eq!(r.nonce, vec![0x00, 0x11, 0x22, 0x33]);
     assert_eq!(r.output_digest, sha256(OUTPUT));
     assert_eq!(r.engine, "tract");
+    assert_eq!(r.fault, "");
+    assert_eq!(answer.receipt.declared_fault(), None);
 }
 
 #[test]
@@ -112,19 +134,27 @@ fn every_truncation_fails_closed() {
 }
 
 #[test]
-fn unknown_versions_fail_closed() {
+fn unknown_versions_fail_closed_and_v1_is_told_to_upgrade() {
     let node = keys(1);
     let (body, ctx) =
         seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(3)).unwrap();
-    for v in [0u8, 2, 0xff] {
+    for v in [0u8, 1, 3, 0xff] {
         let mut bad = body.clone();
         bad[0] = v;
         let r = node.open_request(&bad, &guard(), t(T0_SECS));
-        assert!(
-            matches!(r, Err(Rejected::Envelope(EnvelopeError::UnsupportedVersion(x))) if x == v)
-        );
+        let Err(r) = r else {
+            panic!("version {v} accepted")
+        };
+        assert!(matches!(
+            r,
+            Rejected::Envelope(EnvelopeError::UnsupportedVersion(x)) if x == v
+        ));
+        assert_eq!(r.http_status(), 400);
+        let refusal = plaintext_refusal(r, "unsupported_version");
+        let text = String::from_utf8(refusal).unwrap();
+        assert!(text.contains("v2 is required"), "{text}");
         let mut resp = vec![v, envelope::KIND_RESPONSE];
-        resp.extend_from_slice(&[0u8; 40]);
+        resp.extend_from_slice(&[0u8; 60]);
         assert_eq!(
             ctx.open_response(&resp),
             Err(EnvelopeError::UnsupportedVersion(v))
@@ -132,52 +162,130 @@ fn unknown_versions_fail_closed() {
     }
 }
 
+/// The v1 two-time pad: the genuine answer and the answer to its replay were
+/// sealed under one key and nonce, so `C1 ⊕ C2 ⊕ P2` gave back `P1`. Now the
+/// replay (and the stale replay later) gets a plaintext refusal, nothing sealed.
 #[test]
-fn replayed_request_is_refused_sealed() {
+fn replay_of_an_answered_request_gets_a_plaintext_refusal() {
     let node = keys(1);
     let g = guard();
     let (body, ctx) =
         seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(4)).unwrap();
-    node.open_request(&body, &g, t(T0_SECS)).unwrap();
+    let genuine = accept(&node, &body, &g, t(T0_SECS))
+        .responder
+        .seal_output(&node, &output(), t(T0_SECS), &mut TestRng::new(40))
+        .unwrap();
+    assert!(ctx.open_verified(&genuine, &strict()).is_ok());
+
+    // Replayed at once: refused before anything is sealed.
     let err = node.open_request(&body, &g, t(T0_SECS + 1)).unwrap_err();
-    assert_eq!(err.code(), "replayed_request");
+    assert!(matches!(err, Rejected::Request(RequestError::Replayed)));
     assert_eq!(err.http_status(), 409);
-    let (ctype, reply) = err.into_body();
-    assert_eq!(ctype, envelope::MEDIA_TYPE);
-    // Only the requester learns why, and gets no output.
-    match ctx.open_verified(&reply) {
-        Err(AnswerError::Remote(e)) => assert_eq!(e.0.code, "replayed_request"),
-        other => panic!("{other:?}"),
+    // The old attack needs a second ciphertext under the genuine answer's
+    // key; the refusal is no ciphertext at all.
+    let refusal = plaintext_refusal(err, "replayed_request");
+    // A plaintext refusal never opens as an answer, so it is never a verdict.
+    assert!(matches!(
+        ctx.open_verified(&refusal, &strict()),
+        Err(AnswerError::Envelope(_))
+    ));
+
+    // Replayed after the window: a plaintext `stale_request`.
+    let err = node.open_request(&body, &g, t(T0_SECS + 120)).unwrap_err();
+    assert!(matches!(err, Rejected::Request(RequestError::Stale { .. })));
+    plaintext_refusal(err, "stale_request");
+}
+
+/// No two sealed answers ever share a key and nonce: a request refused before
+/// acceptance (e.g. its model was missing) and answered again later gets one
+/// fresh `response_nonce` per answer, and the XOR of two ciphertexts is not
+/// the XOR of their plaintexts.
+#[test]
+fn answers_to_one_request_never_share_a_key_and_nonce() {
+    let node = keys(1);
+    let g = guard();
+    let (body, ctx) =
+        seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(4)).unwrap();
+    let mut rng = TestRng::new(41);
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let opened = node.open_request(&body, &g, t(T0_SECS + i)).unwrap();
+        answers.push(opened.seal_error("model_not_found", "no such model", &mut rng));
+    }
+    let admitted = accept(&node, &body, &g, t(T0_SECS + 9));
+    answers.push(
+        admitted
+            .responder
+            .seal_output(&node, &output(), t(T0_SECS + 9), &mut rng)
+            .unwrap(),
+    );
+    let nonces: HashSet<&[u8]> = answers
+        .iter()
+        .map(|a| &a[2..envelope::RESPONSE_HEADER_LEN])
+        .collect();
+    assert_eq!(nonces.len(), answers.len(), "a response nonce repeated");
+    // Keystream = ciphertext ⊕ plaintext; all distinct, so no pad is reused.
+    let mut streams = HashSet::new();
+    for a in &answers {
+        let plain = ctx.open_response(a).unwrap();
+        let ks = xor(&a[envelope::RESPONSE_HEADER_LEN..], &plain);
+        assert!(streams.insert(ks), "a keystream repeated");
+    }
+    let (p0, p8) = (
+        ctx.open_response(&answers[0]).unwrap(),
+        ctx.open_response(&answers[8]).unwrap(),
+    );
+    let c = xor(
+        &answers[0][envelope::RESPONSE_HEADER_LEN..],
+        &answers[8][envelope::RESPONSE_HEADER_LEN..],
+    );
+    assert_ne!(c, xor(&p0, &p8));
+    // The answer whose ciphertext is known to an attacker does not give away the output.
+    assert!(!xor(&c, &p0).windows(6).any(|w| w == b"output"));
+}
+
+#[test]
+fn concurrent_copies_of_one_request_run_once() {
+    let node = Arc::new(keys(1));
+    let g = Arc::new(guard());
+    let (body, _) =
+        seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(4)).unwrap();
+    let body = Arc::new(body);
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (node, g, body, barrier) = (node.clone(), g.clone(), body.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let opened = node.open_request(&body, &g, t(T0_SECS)).unwrap();
+                barrier.wait();
+                opened.admit(&g, t(T0_SECS)).map_err(|r| r.code())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(*r, "replayed_request");
     }
 }
 
 #[test]
-fn stale_and_future_requests_are_refused() {
+fn stale_and_future_requests_are_refused_in_plaintext() {
     let node = keys(1);
-    for issued in [T0_SECS - 121, T0_SECS + 121] {
+    // Default window: 60 s back, 10 s ahead.
+    for issued in [T0_SECS - 61, T0_SECS + 11] {
         let (body, ctx) =
             seal_request(node.public(), &request(issued, None), &mut TestRng::new(5)).unwrap();
         let err = node.open_request(&body, &guard(), t(T0_SECS)).unwrap_err();
-        assert!(matches!(
-            err,
-            Rejected::Request {
-                error: RequestError::Stale { .. },
-                ..
-            }
-        ));
-        let (_, reply) = err.into_body();
-        assert_eq!(
-            ctx.open_verified(&reply).unwrap_err().code(),
-            "stale_request"
-        );
+        assert!(matches!(err, Rejected::Request(RequestError::Stale { .. })));
+        let refusal = plaintext_refusal(err, "stale_request");
+        assert!(ctx.open_verified(&refusal, &strict()).is_err());
     }
-    let (body, _) = seal_request(
-        node.public(),
-        &request(T0_SECS - 120, None),
-        &mut TestRng::new(5),
-    )
-    .unwrap();
-    node.open_request(&body, &guard(), t(T0_SECS)).unwrap();
+    for issued in [T0_SECS - 60, T0_SECS + 10] {
+        let (body, _) =
+            seal_request(node.public(), &request(issued, None), &mut TestRng::new(5)).unwrap();
+        accept(&node, &body, &guard(), t(T0_SECS));
+    }
 }
 
 #[test]
@@ -188,17 +296,16 @@ fn answer_cannot_be_opened_by_another_requester() {
         seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(6)).unwrap();
     let (_body_b, ctx_b) =
         seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(7)).unwrap();
-    let opened = node.open_request(&body_a, &g, t(T0_SECS)).unwrap();
-    let sealed = opened
+    let sealed = accept(&node, &body_a, &g, t(T0_SECS))
         .responder
-        .seal_output(&node, &output(), t(T0_SECS))
+        .seal_output(&node, &output(), t(T0_SECS), &mut TestRng::new(50))
         .unwrap();
     assert_eq!(
         ctx_b.open_response(&sealed),
         Err(EnvelopeError::DecryptionFailed)
     );
     assert_eq!(
-        ctx_b.open_verified(&sealed).unwrap_err().code(),
+        ctx_b.open_verified(&sealed, &strict()).unwrap_err().code(),
         "decryption_failed"
     );
 }
@@ -208,25 +315,28 @@ fn every_flipped_response_byte_fails() {
     let node = keys(1);
     let (body, ctx) =
         seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(8)).unwrap();
-    let opened = node.open_request(&body, &guard(), t(T0_SECS)).unwrap();
-    let sealed = opened
+    let sealed = accept(&node, &body, &guard(), t(T0_SECS))
         .responder
-        .seal_output(&node, &output(), t(T0_SECS))
+        .seal_output(&node, &output(), t(T0_SECS), &mut TestRng::new(50))
         .unwrap();
-    ctx.open_verified(&sealed).unwrap();
+    ctx.open_verified(&sealed, &strict()).unwrap();
     for i in 0..sealed.len() {
         let mut bad = sealed.clone();
         bad[i] ^= 0x80;
-        let err = ctx.open_verified(&bad).unwrap_err();
+        let err = ctx.open_verified(&bad, &strict()).unwrap_err();
         let want = match i {
             0 => "unsupported_version",
             1 => "unexpected_kind",
+            // The response nonce keys the answer: any change and it does not open.
             _ => "decryption_failed",
         };
         assert_eq!(err.code(), want, "byte {i}");
     }
     for len in 0..sealed.len() {
-        assert!(ctx.open_verified(&sealed[..len]).is_err(), "length {len}");
+        assert!(
+            ctx.open_verified(&sealed[..len], &strict()).is_err(),
+            "length {len}"
+        );
     }
 }
 
@@ -263,19 +373,52 @@ fn receipt_signed_by_an_unbound_key_is_refused() {
         &mut TestRng::new(10),
     )
     .unwrap();
-    let opened = node.open_request(&body, &guard(), t(T0_SECS)).unwrap();
-    let sealed = opened
+    let sealed = accept(&node, &body, &guard(), t(T0_SECS))
         .responder
-        .seal_output(&impostor, &output(), t(T0_SECS))
+        .seal_output(&impostor, &output(), t(T0_SECS), &mut TestRng::new(50))
         .unwrap();
-    match ctx.open_verified(&sealed) {
+    match ctx.open_verified(&sealed, &strict()) {
         Err(AnswerError::Receipt(e)) => assert_eq!(e.code(), "receipt_key_set_mismatch"),
         other => panic!("{other:?}"),
     }
 }
 
 #[test]
-fn malformed_plaintext_gets_a_sealed_error() {
+fn declared_fault_is_signed_and_refused_unless_the_policy_accepts_it() {
+    let node = keys(1);
+    let (body, ctx) = seal_request(
+        node.public(),
+        &request(T0_SECS, None),
+        &mut TestRng::new(15),
+    )
+    .unwrap();
+    let mut out = output();
+    out.fault = Some("wrong-output");
+    let sealed = accept(&node, &body, &guard(), t(T0_SECS))
+        .responder
+        .seal_output(&node, &out, t(T0_SECS), &mut TestRng::new(50))
+        .unwrap();
+    match ctx.open_verified(&sealed, &strict()) {
+        Err(AnswerError::Receipt(e)) => {
+            assert_eq!(e.code(), "fault_declared");
+            assert!(e.to_string().contains("wrong-output"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let relaxed = danger::accept_declared_faults(strict());
+    let answer = ctx.open_verified(&sealed, &relaxed).unwrap();
+    assert_eq!(answer.receipt.declared_fault(), Some("wrong-output"));
+    // The fault is signed: erasing it breaks the signature.
+    let mut erased = (*answer.receipt).clone();
+    erased.receipt.fault.clear();
+    assert_eq!(
+        erased.verify(node.public()).unwrap_err().code(),
+        "bad_receipt_signature"
+    );
+}
+
+#[test]
+fn malformed_plaintext_is_refused_in_plaintext() {
     let node = keys(1);
     let ks = node.public();
     for bad in [
@@ -291,12 +434,8 @@ fn malformed_plaintext_gets_a_sealed_error() {
         )
         .unwrap();
         let err = node.open_request(&body, &guard(), t(T0_SECS)).unwrap_err();
-        assert_eq!(err.code(), "malformed_request");
-        let (_, reply) = err.into_body();
-        assert_eq!(
-            ctx.open_verified(&reply).unwrap_err().code(),
-            "malformed_request"
-        );
+        let refusal = plaintext_refusal(err, "malformed_request");
+        assert!(ctx.open_verified(&refusal, &strict()).is_err());
     }
     let mut req = request(T0_SECS, None);
     req.request_id = "x".repeat(129);
@@ -310,23 +449,31 @@ fn malformed_plaintext_gets_a_sealed_error() {
 #[test]
 fn node_errors_are_sealed_and_carry_no_output() {
     let node = keys(1);
+    let g = guard();
     let (body, ctx) = seal_request(
         node.public(),
         &request(T0_SECS, None),
         &mut TestRng::new(13),
     )
     .unwrap();
-    let opened = node.open_request(&body, &guard(), t(T0_SECS)).unwrap();
-    let sealed = opened
-        .responder
-        .seal_error("model_not_found", "no such model");
-    assert!(!sealed.windows(5).any(|w| w == b"model"));
-    match ctx.open_verified(&sealed) {
-        Err(AnswerError::Remote(e)) => {
-            assert_eq!(e.0.code, "model_not_found");
-            assert_eq!(e.0.message, "no such model");
+    // Before acceptance (model missing) and after (inference failed): both
+    // sealed verdicts, and the first charged nothing to the replay memory.
+    let before = node
+        .open_request(&body, &g, t(T0_SECS))
+        .unwrap()
+        .seal_error("model_not_found", "no such model", &mut TestRng::new(50));
+    assert!(g.is_empty());
+    let after = accept(&node, &body, &g, t(T0_SECS)).responder.seal_error(
+        "inference_failed",
+        "bad shapes",
+        &mut TestRng::new(51),
+    );
+    for (sealed, code) in [(before, "model_not_found"), (after, "inference_failed")] {
+        assert!(!sealed.windows(5).any(|w| w == b"model"));
+        match ctx.open_verified(&sealed, &strict()) {
+            Err(AnswerError::Remote(e)) => assert_eq!(e.0.code, code),
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 
@@ -339,15 +486,16 @@ fn invalid_output_json_yields_a_sealed_internal_error() {
         &mut TestRng::new(14),
     )
     .unwrap();
-    let opened = node.open_request(&body, &guard(), t(T0_SECS)).unwrap();
     let mut out = output();
     out.output_json = b"[1,";
-    let fail = opened
+    let fail = accept(&node, &body, &guard(), t(T0_SECS))
         .responder
-        .seal_output(&node, &out, t(T0_SECS))
+        .seal_output(&node, &out, t(T0_SECS), &mut TestRng::new(50))
         .unwrap_err();
     assert_eq!(
-        ctx.open_verified(&fail.sealed).unwrap_err().code(),
+        ctx.open_verified(&fail.sealed, &strict())
+            .unwrap_err()
+            .code(),
         "internal_error"
     );
 }
@@ -359,26 +507,4 @@ fn node_keys_debug_prints_no_secret() {
     let dbg = format!("{node:?}");
     assert!(dbg.contains(&hex::encode(node.public().hpke_pk)));
     assert!(!dbg.contains(&hex::encode(seed)));
-}
-
-#[test]
-fn replay_window_forgets_only_expired_entries_and_fails_closed_when_full() {
-    let g = ReplayGuard::new(Duration::from_secs(10), 2);
-    g.check_and_insert(&[1; 32], 100, t(100)).unwrap();
-    g.check_and_insert(&[2; 32], 100, t(100)).unwrap();
-    assert_eq!(
-        g.check_and_insert(&[3; 32], 100, t(100)),
-        Err(RequestError::ReplayWindowFull)
-    );
-    assert_eq!(
-        g.check_and_insert(&[1; 32], 100, t(105)),
-        Err(RequestError::Replayed)
-    );
-    // At 111 the old entries can no longer pass the time check: forgotten.
-    g.check_and_insert(&[3; 32], 111, t(111)).unwrap();
-    assert_eq!(g.len(), 1);
-    assert!(matches!(
-        g.check_and_insert(&[1; 32], 100, t(111)),
-        Err(RequestError::Stale { .. })
-    ));
 }

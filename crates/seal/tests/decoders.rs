@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use attesta_seal::bundle::ProofBundle;
 use attesta_seal::channel::SealedOutput;
 use attesta_seal::envelope::{parse_request, parse_response};
@@ -50,18 +48,20 @@ fn envelopes_never_open_when_mutated() {
     let node = keys(1);
     let (req, ctx) =
         seal_request(node.public(), &request(T0_SECS, None), &mut TestRng::new(2)).unwrap();
-    let g = ReplayGuard::new(Duration::from_secs(60), 10);
-    let opened = node.open_request(&req, &g, t(T0_SECS)).unwrap();
+    let g = guard();
+    let opened = accept(&node, &req, &g, t(T0_SECS));
     let out = SealedOutput {
         output_json: b"[]",
         model_sha256: [0; 32],
         engine: "e",
         engine_version: "1",
+        fault: None,
     };
     let resp = opened
         .responder
-        .seal_output(&node, &out, t(T0_SECS))
+        .seal_output(&node, &out, t(T0_SECS), &mut TestRng::new(3))
         .unwrap();
+    let policy = strict();
     let mut rng = TestRng::new(99);
     for _ in 0..ROUNDS {
         let bad = mutate(&mut rng, &req);
@@ -73,14 +73,14 @@ fn envelopes_never_open_when_mutated() {
         );
         let bad = mutate(&mut rng, &resp);
         let _ = parse_response(&bad);
-        assert!(ctx.open_verified(&bad).is_err() || bad == resp);
+        assert!(ctx.open_verified(&bad, &policy).is_err() || bad == resp);
         let mut noise = vec![0u8; (rng.next_u32() % 200) as usize];
         rng.fill_bytes(&mut noise);
         assert!(
             node.open_request(&noise, &ReplayGuard::default(), t(T0_SECS))
                 .is_err()
         );
-        assert!(ctx.open_verified(&noise).is_err());
+        assert!(ctx.open_verified(&noise, &policy).is_err());
     }
 }
 
@@ -88,7 +88,7 @@ fn envelopes_never_open_when_mutated() {
 fn receipts_decode_canonically_or_not_at_all() {
     let node = keys(1);
     let r = Receipt {
-        version: 1,
+        version: 2,
         keyset_digest: [0; 32],
         model_cid: MODEL.into(),
         model_sha256: sha256(b"m"),
@@ -98,6 +98,7 @@ fn receipts_decode_canonically_or_not_at_all() {
         engine_version: "0.23".into(),
         issued_at: T0_SECS,
         nonce: vec![5; 8],
+        fault: "wrong-output".into(),
     };
     let signed = node.sign_receipt(r).unwrap().to_bytes().unwrap();
     let mut rng = TestRng::new(7);
@@ -118,7 +119,7 @@ fn json_decoders_refuse_garbage() {
     let mut rng = TestRng::new(11);
     let samples: [&[u8]; 3] = [
         br#"{"model":"Qm","inputs":{"numbers":[]},"request_id":"r","issued_at":1,"nonce":"00"}"#,
-        br#"{"version":1,"platform":"dev","evidence":"AA==","attestation_nonce":"00","keyset":{"hpke_pk":"00","sign_pk":"00"},"receipt":{}}"#,
+        br#"{"version":2,"platform":"dev","evidence":"AA==","attestation_nonce":"00","keyset":{"hpke_pk":"00","sign_pk":"00"},"receipt":{}}"#,
         br#"{"hpke_pk":"0000000000000000000000000000000000000000000000000000000000000000","sign_pk":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
     ];
     for _ in 0..ROUNDS {

@@ -24,6 +24,7 @@ fn receipt() -> Receipt {
         engine_version: "0.23.0".into(),
         issued_at: T0_SECS,
         nonce: vec![1, 2, 3],
+        fault: String::new(),
     }
 }
 
@@ -31,15 +32,23 @@ fn receipt() -> Receipt {
 fn encoding_round_trips_and_has_the_documented_layout() {
     let r = receipt();
     let enc = r.encode().unwrap();
-    assert_eq!(enc[0], 1);
+    assert_eq!(enc[0], 2);
     assert_eq!(&enc[1..33], &r.keyset_digest);
     assert_eq!(&enc[33..65], &r.model_sha256);
     assert_eq!(&enc[65..97], &r.request_digest);
     assert_eq!(&enc[97..129], &r.output_digest);
     assert_eq!(&enc[129..137], &T0_SECS.to_be_bytes());
     assert_eq!(&enc[137..139], &(MODEL.len() as u16).to_be_bytes());
-    assert_eq!(enc.len(), 137 + 2 + MODEL.len() + 2 + 5 + 2 + 6 + 2 + 3);
+    assert_eq!(enc.len(), 137 + 2 + MODEL.len() + 2 + 5 + 2 + 6 + 2 + 3 + 2);
+    // The fault comes last, after the nonce: empty here.
+    assert_eq!(&enc[enc.len() - 2..], &[0, 0]);
     assert_eq!(Receipt::decode(&enc).unwrap(), r);
+    let mut f = receipt();
+    f.fault = "wrong-output".into();
+    let enc = f.encode().unwrap();
+    assert_eq!(&enc[enc.len() - 14..enc.len() - 12], &[0, 12]);
+    assert_eq!(&enc[enc.len() - 12..], b"wrong-output");
+    assert_eq!(Receipt::decode(&enc).unwrap(), f);
 }
 
 #[test]
@@ -137,14 +146,22 @@ fn limits_and_versions_fail_closed() {
         Err(ReceiptError::FieldTooLong { field: "nonce", .. })
     ));
     let mut r = receipt();
-    r.version = 2;
-    assert_eq!(r.encode(), Err(ReceiptError::UnsupportedVersion(2)));
-    let mut enc = receipt().encode().unwrap();
-    enc[0] = 2;
-    assert_eq!(
-        Receipt::decode(&enc),
-        Err(ReceiptError::UnsupportedVersion(2))
-    );
+    r.fault = "x".repeat(65);
+    assert!(matches!(
+        r.encode(),
+        Err(ReceiptError::FieldTooLong { field: "fault", .. })
+    ));
+    let mut r = receipt();
+    r.version = 1;
+    assert_eq!(r.encode(), Err(ReceiptError::UnsupportedVersion(1)));
+    for v in [1u8, 3] {
+        let mut enc = receipt().encode().unwrap();
+        enc[0] = v;
+        assert_eq!(
+            Receipt::decode(&enc),
+            Err(ReceiptError::UnsupportedVersion(v))
+        );
+    }
     let mut enc = receipt().encode().unwrap();
     enc.push(0);
     assert!(matches!(

@@ -10,19 +10,50 @@
 
 mod common;
 
-use std::time::Duration;
-
+use attesta_evidence::danger;
 use attesta_seal::binding::nitriding_user_data;
 use attesta_seal::channel::{SealedOutput, seal_request_bytes};
+use attesta_seal::envelope::RESPONSE_HEADER_LEN;
 use attesta_seal::receipt::SignedReceipt;
-use attesta_seal::{NodeKeys, ReplayGuard, sha256};
+use attesta_seal::{NodeKeys, sha256};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use common::*;
+use hpke::{Deserializable, Kem, Serializable};
 use serde_json::{Value, json};
 
-const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/v1.json");
+const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/v2.json");
 
 fn seq(from: u8) -> [u8; 32] {
     std::array::from_fn(|i| from.wrapping_add(i as u8))
+}
+
+/// The response key schedule written out a second time, from the primitives
+/// (HPKE export, HKDF-SHA256), to print the intermediate values.
+fn schedule(
+    node: &NodeKeys,
+    ikm_e: &[u8; 32],
+    response_nonce: &[u8; 32],
+) -> ([u8; 32], [u8; 32], [u8; 12]) {
+    type K = hpke::kem::X25519HkdfSha256;
+    let pk = <K as Kem>::PublicKey::from_bytes(&node.public().hpke_pk).unwrap();
+    let info = [attesta_seal::REQUEST_INFO, &node.keyset_digest()[..]].concat();
+    let (enc, ctx) =
+        hpke::setup_sender_with_rng::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, K>(
+            &hpke::OpModeS::Base,
+            &pk,
+            &info,
+            &mut FixedRng(ikm_e.to_vec(), 0),
+        )
+        .unwrap();
+    let mut secret = [0u8; 32];
+    ctx.export(attesta_seal::RESPONSE_EXPORT, &mut secret)
+        .unwrap();
+    let salt = [&enc.to_bytes()[..], &response_nonce[..]].concat();
+    let hk = hkdf::Hkdf::<sha2_11::Sha256>::new(Some(&salt), &secret);
+    let (mut key, mut nonce) = ([0u8; 32], [0u8; 12]);
+    hk.expand(b"key", &mut key).unwrap();
+    hk.expand(b"nonce", &mut nonce).unwrap();
+    (secret, key, nonce)
 }
 
 fn generate() -> Value {
@@ -30,6 +61,8 @@ fn generate() -> Value {
     let sign_seed = seq(0x20);
     let ikm_e = seq(0x40);
     let nonce = seq(0x60);
+    let response_nonce = seq(0x80);
+    let second_nonce = seq(0xa0);
     let node = NodeKeys::from_secret_bytes(&hpke_ikm, &sign_seed);
     let ks = node.public();
     let binding = node.attestation_binding(&nonce);
@@ -44,30 +77,67 @@ fn generate() -> Value {
         &mut FixedRng(ikm_e.to_vec(), 0),
     )
     .unwrap();
-    let opened = node
-        .open_request(
-            &envelope,
-            &ReplayGuard::new(Duration::from_secs(60), 4),
-            t(T0_SECS),
-        )
-        .unwrap();
+    let g = guard();
+    // The same request answered twice: once before acceptance (its model was
+    // missing), once after. Each answer has its own response nonce and key.
+    let second = node
+        .open_request(&envelope, &g, t(T0_SECS))
+        .unwrap()
+        .seal_error(
+            "model_not_found",
+            "no such model",
+            &mut FixedRng(second_nonce.to_vec(), 0),
+        );
+    let accepted = accept(&node, &envelope, &g, t(T0_SECS));
     let output = r#"[{"name":"y","shape":[2],"result":[1.5,-3.0],"type":"number"}]"#;
     let out = SealedOutput {
         output_json: output.as_bytes(),
         model_sha256: sha256(b"vector model"),
         engine: "tract",
         engine_version: "0.23.0",
+        fault: Some("wrong-output"),
     };
-    let response = opened
+    let response = accepted
         .responder
-        .seal_output(&node, &out, t(T0_SECS + 1))
+        .seal_output(
+            &node,
+            &out,
+            t(T0_SECS + 1),
+            &mut FixedRng(response_nonce.to_vec(), 0),
+        )
         .unwrap();
     let response_plaintext = ctx.open_response(&response).unwrap();
-    let answer = ctx.open_verified(&response).unwrap();
+    let answer = ctx
+        .open_verified(&response, &danger::accept_declared_faults(strict()))
+        .unwrap();
     let receipt: &SignedReceipt = &answer.receipt;
+    let replay = node
+        .open_request(&envelope, &g, t(T0_SECS + 2))
+        .unwrap_err();
+    let (_, replay_refusal) = replay.into_body();
+    let mut v1_envelope = envelope.clone();
+    v1_envelope[0] = 1;
+    let (_, v1_refusal) = node
+        .open_request(&v1_envelope, &g, t(T0_SECS))
+        .unwrap_err()
+        .into_body();
+    let (secret, key, aead_nonce) = schedule(&node, &ikm_e, &response_nonce);
+    let (_, key2, aead_nonce2) = schedule(&node, &ikm_e, &second_nonce);
+    // The printed values really are the ones the envelope was sealed with.
+    let aad = [&response[..RESPONSE_HEADER_LEN], &ctx.request_digest()[..]].concat();
+    let opened = chacha20poly1305::ChaCha20Poly1305::new(&key.into())
+        .decrypt(
+            &aead_nonce.into(),
+            Payload {
+                msg: &response[RESPONSE_HEADER_LEN..],
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(opened, response_plaintext);
     json!({
-        "description": "attesta sealed channel v1 test vectors; see docs/PROTOCOL.md, section Sealed channel. All binary values are lowercase hex; text values are exact UTF-8.",
-        "suite": "HPKE base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305; Ed25519; SHA-256/SHA-512",
+        "description": "attesta sealed channel v2 test vectors; see docs/PROTOCOL.md, section Sealed channel. All binary values are lowercase hex; text values are exact UTF-8.",
+        "suite": "HPKE base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305; response keys HKDF-SHA256 over the exported secret salted with enc and the response nonce (as OHTTP, RFC 9458); Ed25519; SHA-256/SHA-512",
         "node": {
             "hpke_ikm": hex::encode(hpke_ikm),
             "hpke_pk": hex::encode(ks.hpke_pk),
@@ -93,8 +163,24 @@ fn generate() -> Value {
         "response": {
             "node_time": T0_SECS + 1,
             "output": output,
+            "secret": hex::encode(secret),
+            "response_nonce": hex::encode(response_nonce),
+            "key": hex::encode(key),
+            "aead_nonce": hex::encode(aead_nonce),
             "plaintext": String::from_utf8(response_plaintext).unwrap(),
             "envelope": hex::encode(&response),
+        },
+        "second_response": {
+            "note": "a sealed answer to the same request made before it was accepted; another response nonce, so another key and AEAD nonce",
+            "response_nonce": hex::encode(second_nonce),
+            "key": hex::encode(key2),
+            "aead_nonce": hex::encode(aead_nonce2),
+            "plaintext": String::from_utf8(ctx.open_response(&second).unwrap()).unwrap(),
+            "envelope": hex::encode(&second),
+        },
+        "refusals": {
+            "replay": String::from_utf8(replay_refusal).unwrap(),
+            "v1_envelope": String::from_utf8(v1_refusal).unwrap(),
         },
         "receipt": {
             "json": serde_json::to_value(receipt).unwrap(),
@@ -114,7 +200,7 @@ fn vectors_match_the_committed_file() {
         std::fs::write(FILE, text).unwrap();
     }
     let committed: Value = serde_json::from_str(
-        &std::fs::read_to_string(FILE).expect("tests/vectors/v1.json is committed"),
+        &std::fs::read_to_string(FILE).expect("tests/vectors/v2.json is committed"),
     )
     .unwrap();
     assert_eq!(
@@ -137,11 +223,7 @@ fn committed_envelopes_open_with_the_committed_keys() {
         h("/node/keyset_encoding")
     );
     let opened = node
-        .open_request(
-            &h("/request/envelope"),
-            &ReplayGuard::new(Duration::from_secs(60), 4),
-            t(T0_SECS),
-        )
+        .open_request(&h("/request/envelope"), &guard(), t(T0_SECS))
         .unwrap();
     assert_eq!(
         serde_json::to_string(&opened.request).unwrap(),
@@ -153,6 +235,32 @@ fn committed_envelopes_open_with_the_committed_keys() {
         receipt.to_bytes().unwrap(),
         [h("/receipt/encoding"), h("/receipt/signature")].concat()
     );
+    // The requester's side (same ephemeral key) opens both committed answers.
+    let (_, ctx) = seal_request_bytes(
+        node.public(),
+        v["request"]["plaintext"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+        MODEL.into(),
+        vec![10, 11, 12, 13],
+        &mut FixedRng(h("/request/ikm_e"), 0),
+    )
+    .unwrap();
+    for answer in ["response", "second_response"] {
+        let plain = ctx
+            .open_response(&h(&format!("/{answer}/envelope")))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(plain).unwrap(),
+            v[answer]["plaintext"].as_str().unwrap()
+        );
+    }
+    // The v1 envelope is refused, in plaintext, with a clear code.
+    let refusal: Value =
+        serde_json::from_str(v["refusals"]["v1_envelope"].as_str().unwrap()).unwrap();
+    assert_eq!(refusal["error"]["code"], "unsupported_version");
 }
 
 /// An independent implementation (Python `cryptography` primitives, RFC 9180

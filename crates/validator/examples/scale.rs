@@ -22,14 +22,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use attesta_attester::dev::{DevAttester, DevOptions};
 use attesta_attester::{AttestRequest, Attester};
+use attesta_engine::demo;
 use attesta_engine::tract::TractEngine;
 use attesta_engine::{Engine, Limits, Model, og};
 use attesta_evidence::{Policy, TrustedRoot, UnixTime, danger};
 use attesta_seal::channel::SealedOutput;
+use attesta_seal::rand_core::UnwrapErr;
 use attesta_seal::{MEDIA_TYPE, NodeKeys, ReplayGuard, sha256};
 use attesta_validator::challenge::{ChallengeSet, ChallengeSpec};
 use attesta_validator::client_channel::{ClientFactory, system_rng};
-use attesta_validator::devmodels;
 use attesta_validator::registry::{FixedNodes, NodeEntry};
 use attesta_validator::round::{RoundSettings, SystemClock};
 use attesta_validator::scoring::ScoringParams;
@@ -89,7 +90,11 @@ async fn infer(AxState(s): AxState<Arc<Sim>>, body: Bytes) -> Response {
     if s.hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    let opened = match s.keys.open_request(&body, &s.replay, now()) {
+    let opened = match s
+        .keys
+        .open_request(&body, &s.replay, now())
+        .and_then(|o| o.admit(&s.replay, now()))
+    {
         Ok(o) => o,
         Err(r) => {
             let status = StatusCode::from_u16(r.http_status()).unwrap();
@@ -108,13 +113,17 @@ async fn infer(AxState(s): AxState<Arc<Sim>>, body: Bytes) -> Response {
         model_sha256: s.model_sha,
         engine: "tract",
         engine_version: "sim",
+        fault: None,
     };
-    let sealed = opened.responder.seal_output(&s.keys, &out, now()).unwrap();
+    let sealed = opened
+        .responder
+        .seal_output(&s.keys, &out, now(), &mut UnwrapErr(getrandom::SysRng))
+        .unwrap();
     ([(header::CONTENT_TYPE, MEDIA_TYPE)], sealed).into_response()
 }
 
 fn model_bytes() -> Vec<u8> {
-    devmodels::mlp(&devmodels::devnet_set()[0].1)
+    demo::mlp(&demo::devnet_set()[0].1)
 }
 
 async fn nodes(dir: &Path, count: usize, hanging: usize) {
@@ -130,7 +139,10 @@ async fn nodes(dir: &Path, count: usize, hanging: usize) {
         let sim = Arc::new(Sim {
             keys: NodeKeys::generate(&mut rng),
             attester: Arc::clone(&attester),
-            replay: ReplayGuard::new(Duration::from_secs(120), 1 << 14),
+            replay: ReplayGuard::new(attesta_seal::ReplayConfig {
+                capacity: 1 << 14,
+                ..Default::default()
+            }),
             model: Arc::clone(&model),
             model_sha: sha256(&bytes),
             hang: i < hanging,

@@ -114,6 +114,7 @@ fn probe_error(e: ClientError) -> ProbeError {
         ClientError::Answer(AnswerError::Envelope(env)) => {
             ProbeError::Receipt(format!("answer did not open: {env}"))
         }
+        // Includes plaintext refusals (`Unauthenticated`): a failed attempt, never the node's verdict.
         other => ProbeError::Protocol(format!("{other} ({})", other.code())),
     }
 }

@@ -56,6 +56,11 @@ pub struct PolicyConfig {
     pub dev_root: Option<PathBuf>,
     /// Maximum document age in seconds (default 300).
     pub max_age_secs: Option<u64>,
+    /// INSECURE (devnets, validator tests): accept dev documents that declare an
+    /// `--insecure-fault`, so such nodes are judged by their answers instead of
+    /// failing attestation. Needs `dev_root`; hardware documents never declare one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_declared_faults: bool,
 }
 
 /// Round timing and sizes.
@@ -221,6 +226,11 @@ impl ValidatorConfig {
                 "scoring: need 0 < slowest_fraction ≤ 1 and t_min_offset_secs ≥ 0".into(),
             ));
         }
+        if self.policy.accept_declared_faults && self.policy.dev_root.is_none() {
+            return Err(ConfigError::Invalid(
+                "policy: accept_declared_faults only applies to dev documents; set dev_root".into(),
+            ));
+        }
         if self.challenges.models.is_empty() {
             return Err(ConfigError::Invalid(
                 "challenges: at least one model is required".into(),
@@ -263,6 +273,9 @@ impl ValidatorConfig {
             let root = TrustedRoot::from_pem("dev root", &pem)
                 .map_err(|e| ConfigError::Root(e.to_string()))?;
             policy = danger::accept_dev_root(policy, root);
+        }
+        if self.policy.accept_declared_faults {
+            policy = danger::accept_declared_faults(policy);
         }
         Ok(policy)
     }
@@ -327,6 +340,33 @@ cid = "bafkreia"
         assert!(matches!(
             ValidatorConfig::parse(&typo, Path::new(".")),
             Err(ConfigError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn declared_faults_are_refused_unless_configured_with_a_dev_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("exe");
+        std::fs::write(&exe, b"pretend executable").unwrap();
+        let mut opts = attesta_attester::dev::DevOptions::new(dir.path()).unwrap();
+        opts.executable = exe;
+        let dev = attesta_attester::dev::DevAttester::open(opts).unwrap();
+        std::fs::write(dir.path().join("root.pem"), dev.root_pem()).unwrap();
+        let c = ValidatorConfig::parse(MIN, dir.path()).unwrap();
+        assert!(!c.policy().unwrap().accepts_declared_faults());
+        let text = format!(
+            "{MIN}\n[validator.policy]\ndev_root = \"root.pem\"\naccept_declared_faults = true\n"
+        );
+        let c = ValidatorConfig::parse(&text, dir.path()).unwrap();
+        assert!(c.policy().unwrap().accepts_declared_faults());
+        // Rendered and parsed back, the option survives.
+        let again = ValidatorConfig::parse(&c.to_toml().unwrap(), dir.path()).unwrap();
+        assert!(again.policy.accept_declared_faults);
+        // Without a dev root it would be meaningless: refused.
+        let text = format!("{MIN}\n[validator.policy]\naccept_declared_faults = true\n");
+        assert!(matches!(
+            ValidatorConfig::parse(&text, dir.path()),
+            Err(ConfigError::Invalid(_))
         ));
     }
 

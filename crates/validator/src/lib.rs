@@ -12,7 +12,6 @@
 pub mod challenge;
 pub mod client_channel;
 pub mod config;
-pub mod devmodels;
 pub mod http;
 pub mod probe;
 pub mod registry;

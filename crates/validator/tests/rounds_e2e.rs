@@ -17,10 +17,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use attesta_attester::dev::{DevAttester, DevOptions, release_for_executable};
 use attesta_attester::{AttestRequest, Attester};
+use attesta_engine::demo;
 use attesta_engine::tract::TractEngine;
 use attesta_engine::{Engine, Limits, Model, og};
 use attesta_evidence::{Policy, Registry, TrustedRoot, UnixTime, danger};
 use attesta_seal::channel::SealedOutput;
+use attesta_seal::rand_core::UnwrapErr;
 use attesta_seal::{MEDIA_TYPE, NodeKeys, ReplayGuard, sha256};
 use attesta_validator::challenge::{ChallengeSet, ChallengeSpec};
 use attesta_validator::client_channel::{ClientFactory, system_rng};
@@ -29,7 +31,7 @@ use attesta_validator::round::{RoundSettings, SystemClock};
 use attesta_validator::scoring::ScoringParams;
 use attesta_validator::state::{CommitSettings, Outcome, State};
 use attesta_validator::status::Status;
-use attesta_validator::{Parts, Validator, devmodels};
+use attesta_validator::{Parts, Validator};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State as AxState};
@@ -109,7 +111,11 @@ async fn infer(AxState(s): AxState<Arc<Sim>>, body: Bytes) -> Response {
         Behaviour::Slow => tokio::time::sleep(Duration::from_millis(300)).await,
         _ => {}
     }
-    let opened = match s.keys.open_request(&body, &s.replay, now()) {
+    let opened = match s
+        .keys
+        .open_request(&body, &s.replay, now())
+        .and_then(|o| o.admit(&s.replay, now()))
+    {
         Ok(o) => o,
         Err(r) => {
             let status = StatusCode::from_u16(r.http_status()).unwrap();
@@ -138,8 +144,12 @@ async fn infer(AxState(s): AxState<Arc<Sim>>, body: Bytes) -> Response {
         model_sha256: s.model_sha,
         engine: "tract",
         engine_version: "test",
+        fault: None,
     };
-    let sealed = opened.responder.seal_output(&s.keys, &out, now()).unwrap();
+    let sealed = opened
+        .responder
+        .seal_output(&s.keys, &out, now(), &mut UnwrapErr(getrandom::SysRng))
+        .unwrap();
     ([(header::CONTENT_TYPE, MEDIA_TYPE)], sealed).into_response()
 }
 
@@ -173,7 +183,7 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
     let odd = attester(&root_dir, &odd_exe); // same root, different PCR0
     let rogue = attester(&dir.path().join("rogue-root"), &good_exe); // right PCR0, untrusted root
 
-    let bytes = devmodels::mlp(&devmodels::devnet_set()[0].1);
+    let bytes = demo::mlp(&demo::devnet_set()[0].1);
     let model = TractEngine::new(1)
         .load(&bytes, &Limits::default())
         .unwrap();
@@ -192,7 +202,10 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
         let url = serve(Sim {
             keys: NodeKeys::generate(&mut rng),
             attester: Arc::clone(att),
-            replay: ReplayGuard::new(Duration::from_secs(120), 1 << 12),
+            replay: ReplayGuard::new(attesta_seal::ReplayConfig {
+                capacity: 1 << 12,
+                ..Default::default()
+            }),
             model: Arc::clone(&model),
             model_sha: sha256(&bytes),
             behaviour,

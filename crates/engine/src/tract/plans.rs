@@ -1,4 +1,6 @@
-//! A small LRU of compiled plans, one per distinct set of input shapes.
+//! A small LRU of compiled plans, one per distinct set of input shapes,
+//! bounded in entries and in the bytes the compiled plans hold: a flood of
+//! distinct shapes evicts the least recently used plans instead of growing.
 //!
 //! The lock guards only the map; compilation happens outside it in a
 //! per-entry `OnceLock`, so a slow compile blocks only callers waiting for
@@ -8,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tract_onnx::prelude::TypedSimplePlan;
+
+use crate::{EngineError, TensorTooLarge};
 
 /// Concrete shapes of every input (in input order), plus the values of the
 /// inputs a plan bakes in as constants (empty for most models).
@@ -22,6 +26,9 @@ pub(crate) struct Plan {
     pub(crate) feeds: Vec<usize>,
     /// Rough resident size (constants of the optimised graph), in bytes.
     pub(crate) bytes: usize,
+    /// Upper bound on what one run allocates (every node output), when
+    /// every shape is known at compile time.
+    pub(crate) run_bytes: Option<usize>,
     /// True when optimisation failed and the plan runs the typed graph.
     pub(crate) unoptimised: bool,
 }
@@ -32,6 +39,25 @@ pub(crate) struct Plan {
 pub(crate) enum CompileError {
     Failed(String),
     Panicked(String),
+    /// A tensor of this input set would be over the tensor cap.
+    TooLarge(TensorTooLarge),
+    /// A size-setting value of this input set is invalid (negative...).
+    Invalid(String),
+}
+
+impl CompileError {
+    /// The engine error for a run that needed this plan.
+    pub(crate) fn into_engine_error(self, context: &str) -> EngineError {
+        match self {
+            CompileError::Failed(m) => EngineError::Run(format!("{context}: {m}")),
+            CompileError::Panicked(m) => EngineError::Internal(m),
+            CompileError::TooLarge(t) => EngineError::TensorTooLarge(t),
+            CompileError::Invalid(reason) => EngineError::InvalidInput {
+                input: String::new(),
+                reason,
+            },
+        }
+    }
 }
 
 type Cell = Arc<OnceLock<Result<Arc<Plan>, CompileError>>>;
@@ -50,13 +76,17 @@ struct State {
 /// The per-model plan cache.
 pub(crate) struct PlanCache {
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<State>,
 }
 
 impl PlanCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` plans holding at most `max_bytes`
+    /// together (the most recent plan is kept even if alone over it).
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         PlanCache {
             capacity: capacity.max(1),
+            max_bytes,
             state: Mutex::new(State::default()),
         }
     }
@@ -97,7 +127,37 @@ impl PlanCache {
                 cell
             }
         };
-        cell.get_or_init(|| compile().map(Arc::new)).clone()
+        let result = cell.get_or_init(|| compile().map(Arc::new)).clone();
+        self.trim(&cell);
+        result
+    }
+
+    /// Evicts least recently used compiled plans (never `keep`) until the
+    /// plans held fit the byte budget.
+    fn trim(&self, keep: &Cell) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let total: usize = state
+                .entries
+                .values()
+                .map(|e| plan_bytes(&e.cell))
+                .fold(0, usize::saturating_add);
+            if total <= self.max_bytes {
+                return;
+            }
+            let victim = state
+                .entries
+                .iter()
+                .filter(|(_, e)| !Arc::ptr_eq(&e.cell, keep) && plan_bytes(&e.cell) > 0)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(k) => {
+                    state.entries.remove(&k);
+                }
+                None => return,
+            }
+        }
     }
 
     /// Number of entries held.
@@ -115,7 +175,14 @@ impl PlanCache {
         state
             .entries
             .values()
-            .filter_map(|e| e.cell.get().and_then(|r| r.as_ref().ok()).map(|p| p.bytes))
-            .sum()
+            .map(|e| plan_bytes(&e.cell))
+            .fold(0, usize::saturating_add)
     }
+}
+
+/// Size of a compiled plan, 0 while compiling or for a failed compile.
+fn plan_bytes(cell: &Cell) -> usize {
+    cell.get()
+        .and_then(|r| r.as_ref().ok())
+        .map_or(0, |p| p.bytes)
 }

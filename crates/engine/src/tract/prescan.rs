@@ -12,10 +12,8 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::{self, TensorProto, tensor_proto::DataLocation, tensor_proto::DataType};
 
-use crate::{EngineError, Limits};
+use crate::{EngineError, Limits, TensorTooLarge};
 
-/// Nodes allowed across the main graph and all subgraphs.
-pub(crate) const MAX_NODES: usize = 250_000;
 /// Subgraph nesting (If/Loop/Scan bodies) allowed below the main graph.
 pub(crate) const MAX_GRAPH_DEPTH: usize = 8;
 /// Graph inputs, outputs, initializers and value infos allowed per graph.
@@ -54,10 +52,17 @@ struct Scan<'a> {
 }
 
 /// A constant operand as far as shape checks care about it.
-enum Const<'a> {
+pub(crate) enum Const<'a> {
     Tensor(&'a TensorProto),
     Ints(&'a [i64]),
     Floats(&'a [f32]),
+    /// A value known while tract analyses a graph: its numbers when small
+    /// enough to be shape-like, its element count and element size.
+    Known {
+        numbers: Option<Vec<f64>>,
+        volume: f64,
+        size: usize,
+    },
 }
 
 impl Const<'_> {
@@ -71,6 +76,7 @@ impl Const<'_> {
                 (v.len() <= MAX_SHAPE_OPERAND).then(|| v.iter().map(|x| f64::from(*x)).collect())
             }
             Const::Tensor(t) => tensor_numbers(t),
+            Const::Known { numbers, .. } => numbers.clone(),
         }
     }
 
@@ -84,6 +90,7 @@ impl Const<'_> {
                 let count = t.dims.iter().map(|d| *d as f64).product::<f64>();
                 Some((count, size))
             }
+            Const::Known { volume, size, .. } => Some((*volume, *size)),
         }
     }
 }
@@ -108,8 +115,11 @@ impl Scan<'_> {
             }
         }
         self.nodes = self.nodes.saturating_add(graph.node.len());
-        if self.nodes > MAX_NODES {
-            return Err(load(format!("graph has more than {MAX_NODES} nodes")));
+        if self.nodes > self.limits.max_nodes {
+            return Err(load(format!(
+                "graph has more than {} nodes (the node limit)",
+                self.limits.max_nodes
+            )));
         }
         if !graph.sparse_initializer.is_empty() {
             return Err(load("sparse initializers are not supported"));
@@ -203,8 +213,9 @@ impl Scan<'_> {
 }
 
 /// Operators whose output size is set by the values of their operands.
-const MATERIALISING: &[&str] = &[
+pub(crate) const MATERIALISING: &[&str] = &[
     "ConstantOfShape",
+    "OneHot",
     "Expand",
     "Tile",
     "Range",
@@ -214,29 +225,55 @@ const MATERIALISING: &[&str] = &[
     "RandomUniform",
 ];
 
-/// Checks an operator whose output size is set by the values of constant operands.
-fn materialising(
+/// Why [`materialising`] refused an operator.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The output would be over the tensor cap.
+    TooLarge(TensorTooLarge),
+    /// A size-setting operand is negative, non-finite or a zero step.
+    Invalid(String),
+}
+
+impl From<Refusal> for EngineError {
+    /// In a model file, either refusal means the model cannot be loaded.
+    fn from(r: Refusal) -> EngineError {
+        match r {
+            Refusal::TooLarge(t) => load(t.to_string()),
+            Refusal::Invalid(m) => load(m),
+        }
+    }
+}
+
+/// Checks an operator whose output size is set by the values of constant
+/// operands (`consts`, by input name).
+pub(crate) fn materialising(
     node: &pb::NodeProto,
     consts: &HashMap<&str, Const<'_>>,
     max_tensor_bytes: usize,
-) -> Result<(), EngineError> {
+) -> Result<(), Refusal> {
     {
         let cap = max_tensor_bytes as f64;
         let operand = |i: usize| node.input.get(i).and_then(|name| consts.get(name.as_str()));
         let numbers = |i: usize| operand(i).and_then(Const::numbers);
-        let over = |elements: f64, size: usize, why: &str| -> Result<(), EngineError> {
-            if elements * size as f64 > cap {
-                Err(load(format!(
-                    "node {:?} ({}) would materialise {elements:.0} elements ({why}), over the {} byte tensor cap",
-                    node.name, node.op_type, max_tensor_bytes
-                )))
+        let over = |elements: f64, size: usize, why: &str| -> Result<(), Refusal> {
+            let bytes = elements * size as f64;
+            if bytes > cap {
+                Err(Refusal::TooLarge(TensorTooLarge {
+                    what: format!(
+                        "node {:?} ({}) output of {elements:.0} elements ({why})",
+                        node.name, node.op_type
+                    ),
+                    // f64 → u128 saturates; infinities count as uncountable.
+                    bytes: bytes.is_finite().then_some(bytes as u128),
+                    cap: max_tensor_bytes,
+                }))
             } else {
                 Ok(())
             }
         };
-        let shape_product = |dims: &[f64], why: &str| -> Result<f64, EngineError> {
+        let shape_product = |dims: &[f64], why: &str| -> Result<f64, Refusal> {
             if let Some(d) = dims.iter().find(|d| **d < 0.0 || !d.is_finite()) {
-                return Err(load(format!(
+                return Err(Refusal::Invalid(format!(
                     "node {:?} ({}) has an invalid {why} value {d}",
                     node.name, node.op_type
                 )));
@@ -287,7 +324,7 @@ fn materialising(
                         (start.first(), limit.first(), delta.first())
                 {
                     if *d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
-                        return Err(load(format!(
+                        return Err(Refusal::Invalid(format!(
                             "node {:?} (Range) has a zero or non-finite step",
                             node.name
                         )));
@@ -313,6 +350,22 @@ fn materialising(
                         shape_product(&scales, "scales")? * volume,
                         size,
                         "Resize scales",
+                    )?;
+                }
+            }
+            "OneHot" => {
+                // Output: the indices' shape with a `depth` axis inserted.
+                if let Some(depth) = numbers(1) {
+                    let indices = operand(0)
+                        .and_then(Const::volume_and_size)
+                        .map_or(1.0, |(v, _)| v);
+                    let size = operand(2)
+                        .and_then(Const::volume_and_size)
+                        .map_or(1, |(_, s)| s);
+                    over(
+                        shape_product(&depth, "depth")? * indices,
+                        size,
+                        "OneHot depth",
                     )?;
                 }
             }
@@ -355,7 +408,7 @@ impl ValueGuard {
         &self,
         values: &[(&str, &[i64])],
         max_tensor_bytes: usize,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), Refusal> {
         if self.nodes.is_empty() {
             return Ok(());
         }

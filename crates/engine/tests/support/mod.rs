@@ -6,6 +6,8 @@ use std::process::Command;
 
 use attesta_engine::{Tensor, TensorData};
 
+pub mod build;
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -111,19 +113,7 @@ pub fn onnxruntime(
     }
     let manifest_path = dir.path().join("inputs.json");
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/ort_run.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(model)
-        .arg(&manifest_path)
-        .arg(dir.path())
-        .output()
-        .expect("running python");
-    assert!(
-        out.status.success(),
-        "onnxruntime helper failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_helper("ort_run.py", &[model, &manifest_path, dir.path()]);
     let meta: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(dir.path().join("outputs.json")).unwrap()).unwrap();
     meta.iter()
@@ -137,4 +127,23 @@ pub fn onnxruntime(
             (shape, values)
         })
         .collect()
+}
+
+/// Runs the Python helper `tests/support/<script>` with `args` in the venv,
+/// failing the test (with its stderr) if it fails.
+pub fn run_helper(script: &str, args: &[&Path]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -10,6 +10,11 @@ use crate::error::VerifyError;
 pub const MAX_USER_FIELD: usize = 1024;
 /// Nitro has 32 PCRs at most.
 pub const MAX_PCRS: usize = 32;
+/// Payload key under which the dev TEE declares an active `--insecure-fault`.
+/// NSM never writes it; under a production root it is refused.
+pub const INSECURE_FAULT_KEY: &str = "attesta_insecure_fault";
+/// Longest accepted fault label (e.g. `slow:250`).
+pub const MAX_FAULT_LABEL: usize = 64;
 
 /// A decoded attestation document (payload of the COSE_Sign1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +37,9 @@ pub struct AttestationDocument {
     pub user_data: Option<Vec<u8>>,
     /// Optional challenge nonce.
     pub nonce: Option<Vec<u8>>,
+    /// The insecure fault a dev node declares (`attesta_insecure_fault`,
+    /// e.g. `wrong-output`); never present in hardware documents.
+    pub insecure_fault: Option<String>,
 }
 
 impl AttestationDocument {
@@ -68,6 +76,7 @@ impl AttestationDocument {
                 "public_key" => &mut f.public_key,
                 "user_data" => &mut f.user_data,
                 "nonce" => &mut f.nonce,
+                INSECURE_FAULT_KEY => &mut f.insecure_fault,
                 // Unknown fields are not covered by any check; refuse them
                 // rather than guess what a future NSM means by them.
                 other => {
@@ -124,13 +133,14 @@ impl AttestationDocument {
             public_key: optional("public_key", f.public_key)?,
             user_data: optional("user_data", f.user_data)?,
             nonce: optional("nonce", f.nonce)?,
+            insecure_fault: fault_label(f.insecure_fault)?,
         })
     }
 
     /// Encodes the payload as NSM does (definite lengths, fields in NSM's order).
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::with_capacity(4096);
-        e.map(9);
+        e.map(if self.insecure_fault.is_some() { 10 } else { 9 });
         e.text("module_id").text(&self.module_id);
         e.text("digest").text(&self.digest);
         e.text("timestamp").uint(self.timestamp_ms);
@@ -154,6 +164,10 @@ impl AttestationDocument {
                 None => e.null(),
             };
         }
+        // Only when declared, so fault-free documents keep NSM's exact layout.
+        if let Some(fault) = &self.insecure_fault {
+            e.text(INSECURE_FAULT_KEY).text(fault);
+        }
         e.into_bytes()
     }
 }
@@ -169,6 +183,7 @@ struct Fields<'a> {
     public_key: Option<Value<'a>>,
     user_data: Option<Value<'a>>,
     nonce: Option<Value<'a>>,
+    insecure_fault: Option<Value<'a>>,
 }
 
 fn type_err(field: &str, expected: &'static str) -> VerifyError {
@@ -199,6 +214,36 @@ fn optional(field: &'static str, v: Option<Value<'_>>) -> Result<Option<Vec<u8>>
             allowed: "0..=1024",
         }),
         Some(_) => Err(type_err(field, "a byte string or null")),
+    }
+}
+
+/// Checks a declared fault label: short, non-empty, and only `[A-Za-z0-9:._-]`
+/// so a hostile document cannot put control characters on a verifier's terminal.
+pub fn check_fault_label(label: &str) -> Result<(), VerifyError> {
+    if label.is_empty() || label.len() > MAX_FAULT_LABEL {
+        return Err(VerifyError::FieldSize {
+            field: INSECURE_FAULT_KEY.to_owned(),
+            len: label.len(),
+            allowed: "1..=64",
+        });
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-'))
+    {
+        return Err(type_err(INSECURE_FAULT_KEY, "a label of [A-Za-z0-9:._-]"));
+    }
+    Ok(())
+}
+
+fn fault_label(v: Option<Value<'_>>) -> Result<Option<String>, VerifyError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Text(s)) => {
+            check_fault_label(&s)?;
+            Ok(Some(s.into_owned()))
+        }
+        Some(_) => Err(type_err(INSECURE_FAULT_KEY, "a text string")),
     }
 }
 
@@ -236,4 +281,102 @@ fn parse_pcrs(v: Value<'_>) -> Result<BTreeMap<u8, Vec<u8>>, VerifyError> {
         }
     }
     Ok(pcrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(fault: Option<&str>) -> AttestationDocument {
+        AttestationDocument {
+            module_id: "dev-0011".into(),
+            digest: "SHA384".into(),
+            timestamp_ms: 1,
+            pcrs: [(0u8, vec![1; 48])].into_iter().collect(),
+            certificate: vec![1],
+            cabundle: vec![vec![2]],
+            public_key: None,
+            user_data: None,
+            nonce: Some(vec![3]),
+            insecure_fault: fault.map(str::to_owned),
+        }
+    }
+
+    /// One CBOR value, encoded by `f`.
+    fn value(f: impl FnOnce(&mut Encoder)) -> Vec<u8> {
+        let mut e = Encoder::with_capacity(128);
+        f(&mut e);
+        e.into_bytes()
+    }
+
+    /// The payload of `doc(None)` with one more entry: the fault key and `value`.
+    fn with_entry(value_bytes: &[u8]) -> Vec<u8> {
+        let plain = doc(None).encode();
+        // Same entries, one more: map(10), then the original without its map(9) head.
+        let mut bytes = value(|e| {
+            e.map(10);
+        });
+        bytes.extend_from_slice(plain.get(1..).unwrap_or_default());
+        bytes.extend_from_slice(&value(|e| {
+            e.text(INSECURE_FAULT_KEY);
+        }));
+        bytes.extend_from_slice(value_bytes);
+        bytes
+    }
+
+    #[test]
+    fn a_declared_fault_round_trips() {
+        let d = doc(Some("slow:250"));
+        assert_eq!(AttestationDocument::parse(&d.encode()), Ok(d));
+        let plain = doc(None);
+        assert_eq!(plain.encode().first(), Some(&0xa9), "nine fields, as NSM");
+        assert_eq!(AttestationDocument::parse(&plain.encode()), Ok(plain));
+    }
+
+    #[test]
+    fn malformed_fault_fields_are_refused() {
+        let bytes = with_entry(&value(|e| {
+            e.text("wrong-output");
+        }));
+        assert_eq!(
+            AttestationDocument::parse(&bytes).map(|d| d.insecure_fault),
+            Ok(Some("wrong-output".into()))
+        );
+        let cases = [
+            (
+                "bytes",
+                value(|e| {
+                    e.bytes(b"wrong-output");
+                }),
+            ),
+            (
+                "empty",
+                value(|e| {
+                    e.text("");
+                }),
+            ),
+            (
+                "control",
+                value(|e| {
+                    e.text("a\u{1b}[2Jb");
+                }),
+            ),
+            (
+                "long",
+                value(|e| {
+                    e.text(&"x".repeat(MAX_FAULT_LABEL + 1));
+                }),
+            ),
+        ];
+        for (what, v) in cases {
+            let r = AttestationDocument::parse(&with_entry(&v));
+            assert!(
+                matches!(
+                    r,
+                    Err(VerifyError::FieldType { .. } | VerifyError::FieldSize { .. })
+                ),
+                "{what}: {r:?}"
+            );
+        }
+    }
 }

@@ -193,6 +193,8 @@ impl NitroVerifier {
         }
         keep(report.record("freshness", self.check_freshness(&doc, now)));
         keep(report.record("debug", self.check_debug(&doc)));
+        let platform = chain.root.as_ref().map(|(p, _)| *p);
+        keep(report.record("declared_fault", self.check_declared_fault(&doc, platform)));
         keep(check_bytes(
             report,
             "nonce",
@@ -384,6 +386,29 @@ impl NitroVerifier {
             (false, _) => Ok("production mode (PCR0-2 set)".into()),
             (true, true) => Ok("debug mode, allowed by policy (INSECURE)".into()),
             (true, false) => Err(VerifyError::DebugMode),
+        }
+    }
+
+    /// A declared fault is only meaningful from the dev TEE: a production
+    /// root never signs one, so there it is a malformed document. From the
+    /// dev root it fails unless the policy opted in, and is reported either way.
+    fn check_declared_fault(
+        &self,
+        doc: &AttestationDocument,
+        platform: Option<Platform>,
+    ) -> Result<String, VerifyError> {
+        let Some(fault) = &doc.insecure_fault else {
+            return Ok("none declared".into());
+        };
+        match platform {
+            Some(Platform::Dev) | None if self.policy.accept_declared_faults => {
+                Ok(format!("{fault} (declared; INSECURE, accepted by policy)"))
+            }
+            Some(Platform::Dev) | None => Err(VerifyError::FaultDeclared(fault.clone())),
+            Some(_) => Err(VerifyError::MalformedPayload(format!(
+                "field `{}` under a production root",
+                crate::nitro::document::INSECURE_FAULT_KEY
+            ))),
         }
     }
 

@@ -10,7 +10,9 @@ use attesta_attester::dev::{self, Clock, DevAttester, DevOptions, Entropy};
 use attesta_attester::{AttestError, AttestRequest, Attester};
 use attesta_evidence::{NitroVerifier, Policy, TrustedRoot, UnixTime, danger};
 use attesta_seal::rand_core::{TryCryptoRng, TryRng};
-use attesta_seal::{NodeKeys, PublicKeySet, RequestPlaintext, sha256};
+use attesta_seal::{
+    AcceptedRequest, NodeKeys, PublicKeySet, ReplayConfig, ReplayGuard, RequestPlaintext, sha256,
+};
 
 /// Deterministic byte stream: SHA-256(seed ‖ counter) blocks. Test-only.
 pub struct TestRng {
@@ -189,4 +191,25 @@ pub fn evidence(tee: &DevTee, keys: &NodeKeys, nonce: &[u8]) -> Vec<u8> {
 
 pub fn keyset_of(keys: &NodeKeys) -> PublicKeySet {
     *keys.public()
+}
+
+/// A replay memory with the default window (60 s back, 10 s ahead) and room for 1000 requests.
+pub fn guard() -> ReplayGuard {
+    ReplayGuard::new(ReplayConfig {
+        capacity: 1000,
+        ..ReplayConfig::default()
+    })
+}
+
+/// The node path of a request that runs: open, then admit.
+pub fn accept(node: &NodeKeys, body: &[u8], g: &ReplayGuard, now: UnixTime) -> AcceptedRequest {
+    node.open_request(body, g, now)
+        .unwrap()
+        .admit(g, now)
+        .unwrap()
+}
+
+/// The strict default policy (refuses declared faults).
+pub fn strict() -> Policy {
+    Policy::aws_nitro().unwrap()
 }

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Independent check of attesta sealed-channel v1 test vectors.
+"""Independent check of attesta sealed-channel v2 test vectors.
 
 Re-implements RFC 9180 base mode (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-ChaCha20-Poly1305), the key-set digest, report data, receipt layout and
-Ed25519 signature from the primitives in `cryptography`, and compares every
-value with the vector file. Usage: check_vectors.py [v1.json]
+ChaCha20-Poly1305), the v2 response key schedule (HKDF over the exported
+secret, salted with enc and the node's fresh response nonce, as OHTTP),
+the key-set digest, report data, receipt layout and Ed25519 signature from
+the primitives in `cryptography`, and compares every value with the vector
+file. It also checks that the two sealed answers to the one request use
+different keys and nonces, so XOR-ing them gives nothing away (the v1 flaw).
+Usage: check_vectors.py [v2.json]
 """
 import hashlib
 import hmac
@@ -62,7 +66,7 @@ def setup_base(shared_secret, info):
 
 
 def main():
-    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("v1.json"))
+    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("v2.json"))
     v = json.loads(path.read_text())
     h = bytes.fromhex
     checks = 0
@@ -74,19 +78,20 @@ def main():
         checks += 1
 
     node, binding, req, resp, rc = v["node"], v["binding"], v["request"], v["response"], v["receipt"]
+    second, refusals = v["second_response"], v["refusals"]
     sk_r, pk_r = derive_keypair(h(node["hpke_ikm"]))
     eq("hpke_pk", pk_r, h(node["hpke_pk"]))
     sign = Ed25519PrivateKey.from_private_bytes(h(node["sign_seed"]))
     sign_pk = sign.public_key().public_bytes(*RAW)
     eq("sign_pk", sign_pk, h(node["sign_pk"]))
     eq("keyset_encoding", b"\x01" + pk_r + sign_pk, h(node["keyset_encoding"]))
-    digest = hashlib.sha256(b"attesta/v1/keyset" + pk_r + sign_pk).digest()
+    digest = hashlib.sha256(b"attesta/v2/keyset" + pk_r + sign_pk).digest()
     eq("keyset_digest", digest, h(node["keyset_digest"]))
 
     nonce = h(binding["nonce"])
     eq("user_data", digest, h(binding["user_data"]))
     eq("public_key", b"\x01" + pk_r + sign_pk, h(binding["public_key"]))
-    eq("report_data", hashlib.sha512(b"attesta/v1/report-data" + digest + nonce).digest(), h(binding["report_data"]))
+    eq("report_data", hashlib.sha512(b"attesta/v2/report-data" + digest + nonce).digest(), h(binding["report_data"]))
     eq("nitriding", b"\x12\x20" + bytes(32) + b"\x12\x20" + digest, h(binding["nitriding_user_data_plain_http"]))
 
     # Sender side: encapsulate with the fixed ephemeral IKM.
@@ -94,11 +99,11 @@ def main():
     dh = sk_e.exchange(X25519PublicKey.from_public_bytes(pk_r))
     eae = labeled_extract(SUITE_KEM, b"", b"eae_prk", dh)
     shared = labeled_expand(SUITE_KEM, eae, b"shared_secret", enc + pk_r, 32)
-    info = b"attesta/v1 request" + digest
+    info = b"attesta/v2 request" + digest
     eq("hpke_info", info, h(req["hpke_info"]))
     key, base_nonce, exporter = setup_base(shared, info)
     plaintext = req["plaintext"].encode()
-    header = b"\x01\x01" + digest + enc
+    header = b"\x02\x01" + digest + enc
     envelope = header + ChaCha20Poly1305(key).encrypt(base_nonce, plaintext, header)
     eq("request envelope", envelope, h(req["envelope"]))
     request_digest = hashlib.sha256(plaintext).digest()
@@ -107,12 +112,39 @@ def main():
     # Receiver side recomputes the same shared secret from enc.
     eq("receiver shared secret", labeled_expand(SUITE_KEM, labeled_extract(SUITE_KEM, b"", b"eae_prk", sk_r.exchange(X25519PublicKey.from_public_bytes(enc))), b"shared_secret", enc + pk_r, 32), shared)
 
-    # Response: exported key and nonce.
-    secret = labeled_expand(SUITE_HPKE, exporter, b"sec", b"attesta/v1 response", 44)
-    r_env = h(resp["envelope"])
-    eq("response header", r_env[:2], b"\x01\x02")
-    r_plain = ChaCha20Poly1305(secret[:32]).decrypt(secret[32:], r_env[2:], b"\x01\x02" + request_digest)
+    # Response: exported secret, then a key and nonce per answer from the node's response nonce.
+    secret = labeled_expand(SUITE_HPKE, exporter, b"sec", b"attesta/v2 response", 32)
+    eq("response secret", secret, h(resp["secret"]))
+
+    def answer_key(response_nonce):
+        prk = extract(enc + response_nonce, secret)
+        return expand(prk, b"key", 32), expand(prk, b"nonce", 12)
+
+    def check_answer(name, a):
+        rn = h(a["response_nonce"])
+        key, aead_nonce = answer_key(rn)
+        eq(name + " key", key, h(a["key"]))
+        eq(name + " aead_nonce", aead_nonce, h(a["aead_nonce"]))
+        header = b"\x02\x02" + rn
+        plain = a["plaintext"].encode()
+        env = header + ChaCha20Poly1305(key).encrypt(aead_nonce, plain, header + request_digest)
+        eq(name + " envelope", env, h(a["envelope"]))
+        eq(name + " opens", ChaCha20Poly1305(key).decrypt(aead_nonce, env[len(header):], header + request_digest), plain)
+        return key, aead_nonce, env[len(header):], plain
+
+    k1, n1, c1, r_plain = check_answer("response", resp)
+    k2, n2, c2, p2 = check_answer("second response", second)
     eq("response plaintext", r_plain.decode(), resp["plaintext"])
+    # Two answers to one request: distinct (key, nonce), so the v1 attack
+    # (C1 xor C2 xor P2 = P1) yields noise, not the first answer.
+    eq("distinct answer keys", (k1, n1) != (k2, n2), True)
+    n = min(len(c1), len(c2))
+    recovered = bytes(a ^ b ^ c for a, b, c in zip(c1[:n], c2[:n], p2[:n]))
+    eq("xor of two answers reveals nothing", recovered != r_plain[:len(recovered)] and b"output" not in recovered, True)
+
+    # Refusals before acceptance are plaintext JSON, never sealed.
+    eq("replay refusal", json.loads(refusals["replay"])["error"]["code"], "replayed_request")
+    eq("v1 refusal", json.loads(refusals["v1_envelope"])["error"]["code"], "unsupported_version")
     answer = json.loads(r_plain)
     output_text = resp["output"]
     eq("output verbatim in response", output_text.encode() in r_plain, True)
@@ -126,12 +158,14 @@ def main():
 
     enc_r = (bytes([r["version"]]) + h(r["keyset_digest"]) + h(r["model_sha256"]) + h(r["request_digest"])
              + h(r["output_digest"]) + struct.pack(">Q", r["issued_at"]) + var(r["model_cid"].encode())
-             + var(r["engine"].encode()) + var(r["engine_version"].encode()) + var(h(r["nonce"])))
+             + var(r["engine"].encode()) + var(r["engine_version"].encode()) + var(h(r["nonce"]))
+             + var(r["fault"].encode()))
     eq("receipt encoding", enc_r, h(rc["encoding"]))
     eq("receipt keyset_digest", h(r["keyset_digest"]), digest)
     eq("receipt request_digest", h(r["request_digest"]), request_digest)
     eq("receipt output_digest", h(r["output_digest"]), hashlib.sha256(output_text.encode()).digest())
-    msg = b"attesta/v1/receipt" + enc_r
+    eq("receipt version", r["version"], 2)
+    msg = b"attesta/v2/receipt" + enc_r
     eq("signed message", msg, h(rc["signed_message"]))
     sig = sign.sign(msg)
     eq("signature", sig, h(rc["signature"]))

@@ -1,4 +1,4 @@
-//! Small generated ONNX models for the devnet and tests: a newcomer's
+//! Small generated ONNX models for the devnet, benchmarks and tests: a newcomer's
 //! `attesta devnet` needs challenge models without downloading anything.
 //! Weights are deterministic in the seed, so the same seed gives the same
 //! bytes and therefore the same CID.
@@ -188,8 +188,8 @@ pub fn mlp(spec: &MlpSpec) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use attesta_engine::tract::TractEngine;
-    use attesta_engine::{Engine, Limits, Tensor, TensorData};
+    use crate::tract::TractEngine;
+    use crate::{Engine, Limits, Tensor, TensorData};
 
     use super::*;
 
