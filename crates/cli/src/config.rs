@@ -40,6 +40,8 @@ pub struct NodeSection {
     pub request_timeout: Option<String>,
     /// Largest model file the node will load.
     pub max_model_bytes: Option<String>,
+    /// Most graph nodes a model may have.
+    pub max_model_nodes: Option<usize>,
     /// Disk budget of the model store.
     pub store_max_bytes: Option<String>,
     /// Longest time to receive a request's headers.

@@ -150,17 +150,23 @@ pub struct ProbeArgs {
     /// Compiled plans per model.
     #[arg(long)]
     max_plans: usize,
+    /// Bytes of compiled plans per model.
+    #[arg(long)]
+    max_plan_bytes: usize,
+    /// Graph nodes per model.
+    #[arg(long)]
+    max_nodes: usize,
 }
 
 /// Runs the isolated load: model on stdin, one JSON report line on stdout.
 pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
-    // Fields the probe is not told about keep their defaults.
-    #[allow(clippy::needless_update)]
+    // Every field is given: the probe must judge a model by the node's own limits.
     let limits = Limits {
         max_model_bytes: args.max_model_bytes,
         max_tensor_bytes: args.max_tensor_bytes,
         max_plans_per_model: args.max_plans,
-        ..Limits::default()
+        max_plan_bytes: args.max_plan_bytes,
+        max_nodes: args.max_nodes,
     };
     let budget = ChildBudget {
         max_memory: args.max_memory,

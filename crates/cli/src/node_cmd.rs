@@ -49,6 +49,10 @@ pub struct NodeArgs {
     /// Largest model file the node will load, e.g. 1GiB [default: 1GiB].
     #[arg(long, env = "ATTESTA_MAX_MODEL_BYTES", value_name = "SIZE")]
     max_model_bytes: Option<String>,
+    /// Most operators (graph nodes) a model may have; larger graphs are refused before they
+    /// are parsed [default: 50000].
+    #[arg(long, env = "ATTESTA_MAX_MODEL_NODES", value_name = "N")]
+    max_model_nodes: Option<usize>,
     /// Disk budget of the model store (least recently used models are removed first).
     #[arg(long, env = "ATTESTA_STORE_MAX_BYTES", value_name = "SIZE")]
     store_max_bytes: Option<String>,
@@ -184,6 +188,10 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         "max-model-bytes",
     )? {
         limits.max_model_bytes = to_usize(v, "max-model-bytes")?;
+    }
+    if let Some(n) = args.max_model_nodes.or(file.max_model_nodes) {
+        anyhow::ensure!(n > 0, "max-model-nodes must be at least 1");
+        limits.max_nodes = n;
     }
     cfg.limits = limits;
     // Stopping: in-flight requests get at most --shutdown-timeout to finish.

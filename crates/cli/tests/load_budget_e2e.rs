@@ -106,7 +106,7 @@ fn metric(addr: &str, name: &str) -> f64 {
 }
 
 /// A `VmRSS:`/`VmHWM:` field of a process, in bytes.
-fn proc_kib(pid: u32, field: &str) -> u64 {
+fn proc_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()
@@ -178,6 +178,10 @@ impl Setup {
             data.to_str().unwrap(),
             "--store",
             &self.store,
+            // The engine's node cap refuses the chain in its pre-scan; lift it so that what
+            // is tested is the load budget itself, which must hold for any model under a cap.
+            "--max-model-nodes",
+            "1000000",
         ];
         args.extend_from_slice(extra);
         start_node(&args)
@@ -219,7 +223,7 @@ fn a_hostile_model_is_refused_within_the_budget_once_and_for_all() {
         let r = http(&addr, "POST", "/infer", &infer_body(&s.healthy));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         healthy_answers += 1;
-        peak_rss = peak_rss.max(proc_kib(pid, "VmRSS:"));
+        peak_rss = peak_rss.max(proc_bytes(pid, "VmRSS:"));
         std::thread::sleep(Duration::from_millis(100));
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -238,7 +242,7 @@ fn a_hostile_model_is_refused_within_the_budget_once_and_for_all() {
     // One load for eight requests, in a child: the node itself never held
     // the model (one in-process load of it grows past a gigabyte).
     assert_eq!(metric(&addr, "attesta_model_loads_started_total"), 2.0);
-    let hwm = proc_kib(pid, "VmHWM:");
+    let hwm = proc_bytes(pid, "VmHWM:");
     eprintln!("node peak RSS during the attack: {hwm} bytes (sampled VmRSS max {peak_rss})");
     assert!(
         hwm < 400 << 20,
@@ -331,4 +335,25 @@ fn sigterm_stops_the_node_while_a_model_loads() {
     let s = setup();
     sigterm_during_a_load(&s, "process");
     sigterm_during_a_load(&s, "insecure-none");
+}
+
+#[test]
+fn with_the_default_node_cap_the_chain_is_refused_before_any_load() {
+    let s = setup();
+    let data = s.work.path().join("data-default-cap");
+    let node = start_node(&[
+        "--tee",
+        "dev",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--store",
+        &s.store,
+    ]);
+    let started = Instant::now();
+    let r = http(&node.addr, "POST", "/infer", &infer_body(&s.hostile));
+    r.assert_error(422, "model_load_failed");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("node limit"), "{msg}");
+    // The pre-scan reads the protobuf only: seconds at most, not a budget's worth.
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

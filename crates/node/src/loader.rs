@@ -327,6 +327,10 @@ impl Loader {
             self.limits.max_tensor_bytes.to_string(),
             "--max-plans".into(),
             self.limits.max_plans_per_model.to_string(),
+            "--max-plan-bytes".into(),
+            self.limits.max_plan_bytes.to_string(),
+            "--max-nodes".into(),
+            self.limits.max_nodes.to_string(),
         ]
     }
 
