@@ -52,6 +52,9 @@ pub fn test_config() -> NodeConfig {
     c.http.body_timeout = Duration::from_secs(5);
     c.http.idle_timeout = Duration::from_secs(5);
     c.http.shutdown_grace = Duration::from_secs(1);
+    // The test binary is not `attesta`, so it cannot be the load probe: load in-process
+    // (the probe itself is tested in tests/probe_process.rs and the cli's load_budget_e2e).
+    c.loading.isolation = attesta_node::loader::Isolation::InsecureInProcess;
     c
 }
 
