@@ -22,8 +22,9 @@ pub struct PolicyArgs {
     /// Accept debug-mode enclaves (PCRs all zero). INSECURE.
     #[arg(long)]
     pub allow_debug: bool,
-    /// Accept dev documents that declare an `--insecure-fault` (still printed). INSECURE:
-    /// such a node may answer wrongly on purpose. Without it they fail with `fault_declared`.
+    /// Accept dev documents and receipts that declare an `--insecure-fault` (still printed).
+    /// INSECURE: such a node may answer wrongly on purpose. Without it they fail with
+    /// `fault_declared`.
     #[arg(long)]
     pub accept_declared_faults: bool,
     /// Oldest acceptable document age, e.g. 5m [default: 300s].
