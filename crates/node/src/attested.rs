@@ -163,16 +163,9 @@ pub async fn v1(
     crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let keyset = att.keys.public();
     let platform = att.attester.platform();
-    let platform_id = match platform {
-        attesta_attester::Platform::Nitro => "nitro",
-        attesta_attester::Platform::Tdx => "tdx",
-        attesta_attester::Platform::SevSnp => "sev-snp",
-        attesta_attester::Platform::Sgx => "sgx",
-        attesta_attester::Platform::Dev => "dev",
-        _ => "unknown",
-    };
     Ok(axum::Json(serde_json::json!({
-        "platform": platform_id,
+        // The wire id is the enum's serde name (`nitro`, `tdx`, `sev-snp`, `sgx`, `dev`).
+        "platform": platform,
         "platform_label": platform.to_string(),
         "insecure": platform == attesta_attester::Platform::Dev,
         "evidence": base64::engine::general_purpose::STANDARD.encode(&evidence),
