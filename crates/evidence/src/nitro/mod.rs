@@ -4,7 +4,6 @@ pub(crate) mod cache;
 pub(crate) mod certs;
 pub mod cose;
 pub mod document;
-pub mod nitriding;
 mod verifier;
 
 pub use verifier::{Expected, NitroVerifier, Verification, VerifiedDocument};
