@@ -142,10 +142,10 @@ async fn infer_inner(
     Ok((cid_text, body))
 }
 
-/// Converts the inputs for `loaded`, charges the run's estimated memory
-/// against the in-flight budget, runs it on the executor, applies any
+/// Charges the run's estimated memory against the in-flight budget, then on
+/// the executor converts the inputs for `loaded`, runs it, applies any
 /// configured fault, and encodes the outputs with `encode` (given the outputs
-/// and the model file's SHA-256 hex) off the async workers. Shared by the
+/// and the model file's SHA-256 hex), all off the async workers. Shared by the
 /// plaintext and the sealed routes.
 pub async fn run_model(
     state: &AppState,
@@ -157,14 +157,14 @@ pub async fn run_model(
 ) -> Result<Vec<u8>, ApiError> {
     let metrics = state.metrics.clone();
     let fault = state.fault();
-    // Converted here, not in the job, because the charge depends on the
-    // tensors; the conversion is bounded by the body size limit.
-    let tensors = og::to_tensors(&inputs, loaded.model.info())?;
-    drop(inputs);
-    let charge = inflight_estimate(&tensors);
+    // Charged from the request as parsed: converting is work for the executor's
+    // bounded slots, not the async workers.
+    let charge = inflight_estimate(&inputs, loaded.model.info());
     state
         .executor
         .run_charged(charge, move || {
+            let tensors = og::to_tensors(&inputs, loaded.model.info())?;
+            drop(inputs);
             let t0 = Instant::now();
             let mut outputs = loaded.model.run(tensors)?;
             metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
@@ -182,12 +182,29 @@ const INPUT_CHARGE_MULTIPLE: usize = 8;
 const MIN_CHARGE: usize = 1 << 20;
 
 /// Bytes one run is charged against the in-flight budget: a conservative
-/// multiple of its inputs. (Where the engine can predict a run's memory,
+/// multiple of the size its inputs will have once converted to the model's
+/// declared types (as [`attesta_engine::Tensor::byte_size`] counts them).
+/// (Where the engine can predict a run's memory without compiling,
 /// `Model::run_bytes_estimate`, that prediction belongs here first.)
-pub fn inflight_estimate(tensors: &[attesta_engine::Tensor]) -> usize {
-    tensors
+pub fn inflight_estimate(inputs: &og::ModelInputs, info: &attesta_engine::ModelInfo) -> usize {
+    let declared = |name: &str| {
+        info.inputs
+            .iter()
+            .find(|t| t.name == name)
+            .map_or(8, |t| t.dtype.size_of())
+    };
+    let numbers = inputs
+        .numbers
         .iter()
-        .map(attesta_engine::Tensor::byte_size)
+        .map(|t| t.values.len().saturating_mul(declared(&t.name)));
+    let strings = inputs.strings.iter().map(|t| {
+        t.values
+            .iter()
+            .map(|v| v.len() + attesta_engine::DType::String.size_of())
+            .fold(0usize, usize::saturating_add)
+    });
+    numbers
+        .chain(strings)
         .fold(0usize, usize::saturating_add)
         .saturating_mul(INPUT_CHARGE_MULTIPLE)
         .max(MIN_CHARGE)
