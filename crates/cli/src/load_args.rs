@@ -14,7 +14,7 @@ use attesta_node::probe::{ChildBudget, run_child};
 use clap::Args;
 
 use crate::config::NodeSection;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{duration_setting as duration, size_setting as size};
 
 /// Default drain period after SIGTERM before the process exits regardless.
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,16 +62,6 @@ impl LoadArgs {
     /// Applies these options (then the file's `[node]` keys, then defaults)
     /// to `cfg`; returns the shutdown drain bound.
     pub fn apply(&self, file: &NodeSection, cfg: &mut NodeConfig) -> anyhow::Result<Duration> {
-        let duration = |flag: Option<&String>, key: Option<&String>, what: &str| {
-            flag.or(key)
-                .map(|t| parse_duration(t).map_err(|e| anyhow::anyhow!("{what}: {e}")))
-                .transpose()
-        };
-        let size = |flag: Option<&String>, key: Option<&String>, what: &str| {
-            flag.or(key)
-                .map(|t| parse_size(t).map_err(|e| anyhow::anyhow!("{what}: {e}")))
-                .transpose()
-        };
         if let Some(t) = duration(
             self.load_timeout.as_ref(),
             file.load_timeout.as_ref(),

@@ -20,7 +20,7 @@ use attesta_node::{Node, NodeConfig, NodeParts};
 use clap::Args;
 
 use crate::Global;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{duration_setting as duration, parse_duration, size_setting as size};
 
 /// Options of `attesta node`.
 #[derive(Args)]
@@ -122,22 +122,6 @@ pub enum FetchMode {
     AllowList,
     /// Never fetch.
     Off,
-}
-
-fn size(flag: Option<&String>, file: Option<&String>, what: &str) -> anyhow::Result<Option<u64>> {
-    flag.or(file)
-        .map(|s| parse_size(s).map_err(|e| anyhow::anyhow!("{what}: {e}")))
-        .transpose()
-}
-
-fn duration(
-    flag: Option<&String>,
-    file: Option<&String>,
-    what: &str,
-) -> anyhow::Result<Option<std::time::Duration>> {
-    flag.or(file)
-        .map(|s| parse_duration(s).map_err(|e| anyhow::anyhow!("{what}: {e}")))
-        .transpose()
 }
 
 fn to_usize(v: u64, what: &str) -> anyhow::Result<usize> {

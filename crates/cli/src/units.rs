@@ -42,6 +42,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A size setting: the flag's value, else the config file's, parsed; `what` names it in errors.
+pub fn size_setting(
+    flag: Option<&String>,
+    file: Option<&String>,
+    what: &str,
+) -> anyhow::Result<Option<u64>> {
+    flag.or(file)
+        .map(|s| parse_size(s).map_err(|e| anyhow::anyhow!("{what}: {e}")))
+        .transpose()
+}
+
+/// A duration setting: the flag's value, else the config file's, parsed; `what` names it in errors.
+pub fn duration_setting(
+    flag: Option<&String>,
+    file: Option<&String>,
+    what: &str,
+) -> anyhow::Result<Option<Duration>> {
+    flag.or(file)
+        .map(|s| parse_duration(s).map_err(|e| anyhow::anyhow!("{what}: {e}")))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
