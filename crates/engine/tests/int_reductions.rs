@@ -349,3 +349,39 @@ fn the_reported_int64_sum() {
     let out = model.run(vec![x]).unwrap();
     assert_eq!(ints_of(&out[0].tensor), vec![6_442_450_947]);
 }
+
+/// An integer Einsum whose operands disagree on an axis' extent (declared
+/// with unrelated symbols, so typing cannot catch it) is refused as a bad
+/// request or run, never a node fault from an out-of-bounds index.
+#[test]
+fn integer_einsum_with_mismatched_extents_is_refused_not_a_fault() {
+    let bytes = model_with_opset(
+        graph(
+            vec![node(
+                "Einsum",
+                &["a", "b"],
+                &["y"],
+                vec![string_attr("equation", "i,i->")],
+            )],
+            vec![],
+            vec![
+                value_info_symbolic("a", INT64, &[-1]),
+                value_info_symbolic("b", INT64, &[-2]),
+            ],
+            vec![typed("y", INT64)],
+        ),
+        13,
+    );
+    let model = TractEngine::new(1)
+        .load(&bytes, &Limits::default())
+        .unwrap();
+    let t = |v: Vec<i64>| Tensor::new(vec![v.len()], TensorData::I64(v)).unwrap();
+    let err = model
+        .run(vec![t(vec![1, 2]), t(vec![1, 2, 3])])
+        .expect_err("mismatched extents must not produce an answer");
+    // Typing catches it today (inference_failed); the op checks again in case it runs untyped.
+    assert!(
+        !matches!(err, attesta_engine::EngineError::Internal(_)),
+        "{err:?}"
+    );
+}

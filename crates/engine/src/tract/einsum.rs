@@ -76,6 +76,22 @@ impl EvalOp for IntEinSum {
                 }
             }
         }
+        // Dims of one axis must agree (or broadcast from 1): the indexing
+        // below relies on it, and a hostile graph may not have been typed.
+        for (a, axis) in axes.iter().enumerate() {
+            for (i, positions) in axis.inputs.iter().enumerate().take(inputs.len()) {
+                for p in positions {
+                    let d = inputs[i].shape().get(*p).copied().unwrap_or(1);
+                    if d != 1 && d != extents[a] {
+                        bail!(
+                            "einsum axis {} has extent {d} in input {i} but {} elsewhere",
+                            axis.repr,
+                            extents[a]
+                        );
+                    }
+                }
+            }
+        }
         let values: Vec<Vec<i128>> = inputs
             .iter()
             .map(|t| widen(&*t.cast_to_dt(self.inner.operating_dt)?))
