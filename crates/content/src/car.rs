@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 
+use attesta_cbor::{self as cbor, CborError, Value};
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::cid::{Cid, CidError};
@@ -35,9 +36,12 @@ pub enum CarError {
         /// Cap.
         max: usize,
     },
-    /// The header is not a DAG-CBOR map with `version: 1`.
+    /// The header is well-formed CBOR but not a map with `version: 1`.
     #[error("bad CAR header: {0}")]
     BadHeader(&'static str),
+    /// The header is not well-formed CBOR.
+    #[error("CAR header is not CBOR")]
+    HeaderCbor(#[from] CborError),
     /// A frame length prefix exceeds the block cap (checked before allocating).
     #[error("CAR frame of {len} bytes exceeds {max}")]
     FrameTooLarge {
@@ -198,103 +202,29 @@ fn split_cid(frame: &[u8]) -> Result<(Option<Cid>, usize), CarError> {
 }
 
 /// Checks that the header is a CBOR map whose `version` is 1; everything else is ignored.
+///
+/// Decoded by the tree's one CBOR decoder (`attesta-cbor`), which bounds nesting and never
+/// allocates beyond what the (already size-capped) header bytes can hold.
 fn check_header(h: &[u8]) -> Result<(), CarError> {
-    let mut c = Cbor { buf: h };
-    let (major, entries) = c.head()?;
-    if major != 5 {
+    let Value::Map(entries) = cbor::decode(h)? else {
         return Err(CarError::BadHeader("not a map"));
-    }
+    };
     let mut version = None;
-    for _ in 0..entries {
-        let (kmajor, klen) = c.head()?;
-        if kmajor != 3 {
+    for (key, value) in &entries {
+        let Value::Text(key) = key else {
             return Err(CarError::BadHeader("non-text key"));
-        }
-        let key = c.take(klen)?;
-        if key == b"version" {
-            let (vmajor, v) = c.head()?;
-            if vmajor != 0 {
+        };
+        if key == "version" {
+            let Value::Uint(v) = value else {
                 return Err(CarError::BadHeader("version is not an integer"));
-            }
-            version = Some(v);
-        } else {
-            c.skip(0)?;
+            };
+            version = Some(*v);
         }
-    }
-    if !c.buf.is_empty() {
-        return Err(CarError::BadHeader("trailing bytes"));
     }
     match version {
         Some(1) => Ok(()),
         Some(_) => Err(CarError::BadHeader("version is not 1")),
         None => Err(CarError::BadHeader("no version")),
-    }
-}
-
-/// Just enough CBOR to walk the CAR header: definite lengths only, bounded nesting.
-struct Cbor<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Cbor<'a> {
-    fn byte(&mut self) -> Result<u8, CarError> {
-        let (&b, rest) = self
-            .buf
-            .split_first()
-            .ok_or(CarError::BadHeader("truncated"))?;
-        self.buf = rest;
-        Ok(b)
-    }
-
-    fn take(&mut self, n: u64) -> Result<&'a [u8], CarError> {
-        let n = usize::try_from(n).map_err(|_| CarError::BadHeader("length"))?;
-        if n > self.buf.len() {
-            return Err(CarError::BadHeader("truncated"));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-
-    fn head(&mut self) -> Result<(u8, u64), CarError> {
-        let b = self.byte()?;
-        let major = b >> 5;
-        let info = b & 31;
-        let arg = match info {
-            0..=23 => u64::from(info),
-            24 => u64::from(self.byte()?),
-            25..=27 => {
-                let bytes = self.take(1 << (info - 24))?;
-                bytes.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
-            }
-            _ => return Err(CarError::BadHeader("indefinite or reserved length")),
-        };
-        Ok((major, arg))
-    }
-
-    fn skip(&mut self, depth: usize) -> Result<(), CarError> {
-        if depth > 8 {
-            return Err(CarError::BadHeader("nesting too deep"));
-        }
-        let (major, arg) = self.head()?;
-        match major {
-            0 | 1 | 7 => Ok(()),
-            2 | 3 => self.take(arg).map(|_| ()),
-            4 | 5 => {
-                let items = if major == 5 {
-                    arg.saturating_mul(2)
-                } else {
-                    arg
-                };
-                // Each item takes at least one byte, so this loop is bounded by the header size.
-                if items > self.buf.len() as u64 {
-                    return Err(CarError::BadHeader("truncated"));
-                }
-                (0..items).try_for_each(|_| self.skip(depth + 1))
-            }
-            6 => self.skip(depth + 1),
-            _ => Err(CarError::BadHeader("bad major type")),
-        }
     }
 }
 
@@ -415,7 +345,10 @@ mod tests {
         d.push(&header_bytes(&[
             0xa1, 0x61, b'a', 0xba, 0xff, 0xff, 0xff, 0xff,
         ]));
-        assert_eq!(d.next_block(), Err(CarError::BadHeader("truncated")));
+        assert!(matches!(
+            d.next_block(),
+            Err(CarError::HeaderCbor(CborError::Truncated(_)))
+        ));
         let mut d = CarDecoder::new(1024);
         d.push(&[0xff, 0xff, 0xff, 0x7f]);
         assert!(matches!(

@@ -16,7 +16,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod cbor;
+/// The CBOR decoder the Nitro document parser uses (re-exported: one implementation in the tree).
+pub use attesta_cbor as cbor;
+
 mod error;
 mod input;
 pub mod nitro;

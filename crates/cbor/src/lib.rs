@@ -1,10 +1,14 @@
-//! A small CBOR (RFC 8949) decoder and encoder for the subset that attestation
-//! documents use.
+//! The one CBOR (RFC 8949) decoder and encoder of attesta, for the subset that
+//! attestation documents (COSE_Sign1) and CARv1 headers use.
 //!
-//! Hand-written rather than pulled in so that it never panics, never allocates
-//! more than the input can justify, and handles definite and indefinite lengths
-//! alike (the COSE signature covers the *contents* of byte strings, so chunked
-//! strings are concatenated).
+//! Hand-written rather than pulled in because every input it sees is untrusted:
+//! it never panics, never allocates more than the input can justify (a length
+//! is checked against the bytes left before anything is reserved), bounds
+//! nesting, and handles definite and indefinite lengths alike (the COSE
+//! signature covers the *contents* of byte strings, so chunked strings are
+//! concatenated). General-purpose CBOR crates either deserialize through serde
+//! (no access to the exact signed bytes) or pre-allocate from declared lengths.
+#![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
