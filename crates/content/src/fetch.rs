@@ -105,15 +105,16 @@ impl GatewayConfig {
 }
 
 /// Why one attempt against one gateway failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AttemptError {
     /// No response, or the body stalled, within the timeout.
     #[error("timed out")]
     Timeout,
-    /// Connection or protocol error.
-    #[error("transport error: {0}")]
-    Transport(String),
+    /// Connection or protocol error. The message shows the whole chain (reqwest's own
+    /// message hides the useful part, e.g. "connection refused", in its sources).
+    #[error("transport error: {}", Chain(.0.as_ref()))]
+    Transport(Arc<reqwest::Error>),
     /// The response arrives slower than `min_bytes_per_sec` on average.
     #[error("too slow: {bytes} bytes in {millis} ms")]
     TooSlow {
@@ -182,7 +183,7 @@ impl From<VerifyError> for AttemptError {
 }
 
 /// The failure of one gateway, after its retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GatewayFailure {
     /// Gateway base URL.
     pub gateway: String,
@@ -217,7 +218,25 @@ pub enum FetchError {
     Store(Arc<StoreError>),
     /// Writing the verified bytes locally failed.
     #[error("writing the download: {0}")]
-    Local(String),
+    Local(Arc<std::io::Error>),
+    /// A block download task ended without an answer (cancelled or panicked): a node fault.
+    #[error("block download task failed: {0}")]
+    Task(Arc<tokio::task::JoinError>),
+}
+
+/// Displays an error followed by each of its sources, `outer: inner: ...`.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut src = self.0.source();
+        while let Some(s) = src {
+            write!(f, ": {s}")?;
+            src = s.source();
+        }
+        Ok(())
+    }
 }
 
 fn join(failures: &[GatewayFailure]) -> String {
@@ -372,8 +391,8 @@ impl From<AttemptError> for Failure {
 
 impl From<VerifyError> for Failure {
     fn from(e: VerifyError) -> Self {
-        if let VerifyError::Output(msg) = e {
-            Failure::Local(FetchError::Local(msg))
+        if let VerifyError::Output(io) = e {
+            Failure::Local(FetchError::Local(io))
         } else {
             Failure::Attempt(AttemptError::Verify(e))
         }
@@ -435,15 +454,7 @@ fn transport(e: reqwest::Error) -> AttemptError {
     if e.is_timeout() {
         AttemptError::Timeout
     } else {
-        // The chain carries the useful part ("connection refused" etc.).
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        AttemptError::Transport(msg)
+        AttemptError::Transport(Arc::new(e))
     }
 }
 
@@ -724,7 +735,7 @@ impl Fetcher {
                         return Err(VerifyError::MissingBlock { cid: c }.into());
                     }
                     Some(Ok((_, Err(e)))) => return Err(e.into()),
-                    Some(Err(e)) => return Err(AttemptError::Transport(e.to_string()).into()),
+                    Some(Err(e)) => return Err(Failure::Local(FetchError::Task(Arc::new(e)))),
                     None => return Err(VerifyError::MissingBlock { cid: next }.into()),
                 }
             }

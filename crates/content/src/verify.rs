@@ -39,7 +39,7 @@ impl Default for Limits {
 }
 
 /// One variant per verification check. Each is evidence against the source of the blocks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
     /// A block does not hash to the CID it was delivered as.
@@ -152,9 +152,10 @@ pub enum VerifyError {
     /// The CAR framing is invalid (including hash-length and frame-length bombs).
     #[error("CAR: {0}")]
     Car(CarError),
-    /// Writing the verified bytes locally failed (not the source's fault).
+    /// Writing the verified bytes locally failed (not the source's fault). Shared so the
+    /// error can reach every waiter of one download.
     #[error("writing output: {0}")]
-    Output(String),
+    Output(std::sync::Arc<std::io::Error>),
 }
 
 impl From<CarError> for VerifyError {
@@ -539,7 +540,7 @@ impl DagVerifier {
         }
         let start = self.written;
         out.append(file_data)
-            .map_err(|e| VerifyError::Output(e.to_string()))?;
+            .map_err(|e| VerifyError::Output(e.into()))?;
         self.written += file_data.len() as u64;
         if links.is_empty() {
             self.finish_child(&cid, file_data.len() as u64)?;
@@ -598,7 +599,7 @@ impl DagVerifier {
 }
 
 fn copy_within(out: &mut impl VerifyOutput, offset: u64, len: u64) -> Result<(), VerifyError> {
-    let io = |e: std::io::Error| VerifyError::Output(e.to_string());
+    let io = |e: std::io::Error| VerifyError::Output(e.into());
     let mut buf = vec![0u8; len.min(1 << 20) as usize];
     let mut done = 0u64;
     while done < len {

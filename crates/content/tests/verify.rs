@@ -183,8 +183,8 @@ fn the_car_header_roots_are_ignored_and_a_wrong_dag_fails() {
     let swapped = common::encode_car(&root, &other_blocks);
     assert_ne!(other_root, root);
     assert_eq!(
-        verify_car(&root, &swapped).unwrap_err(),
-        VerifyError::Truncated { next: root.clone() }
+        verify_car(&root, &swapped).unwrap_err().to_string(),
+        (VerifyError::Truncated { next: root.clone() }).to_string()
     );
 }
 
@@ -339,8 +339,8 @@ fn a_hash_length_bomb_fails_before_allocating() {
     ]);
     bomb.extend([0u8; 31]);
     assert_eq!(
-        verify_car(&root, &bomb).unwrap_err(),
-        VerifyError::Car(CarError::DigestTooLong(1 << 62))
+        verify_car(&root, &bomb).unwrap_err().to_string(),
+        (VerifyError::Car(CarError::DigestTooLong(1 << 62))).to_string()
     );
     // A frame length of 2^62: refused from the prefix alone.
     let mut frame_bomb = car[..header_len].to_vec();
@@ -354,8 +354,8 @@ fn a_hash_length_bomb_fails_before_allocating() {
     let mut endless = car[..header_len].to_vec();
     endless.extend([0xff; 12]);
     assert_eq!(
-        verify_car(&root, &endless).unwrap_err(),
-        VerifyError::Car(CarError::VarintOverflow)
+        verify_car(&root, &endless).unwrap_err().to_string(),
+        (VerifyError::Car(CarError::VarintOverflow)).to_string()
     );
 }
 
@@ -374,13 +374,16 @@ fn caps_on_block_size_file_size_depth_and_buffering() {
         max_file_bytes: 307_199,
         ..Limits::default()
     };
-    assert_eq!(verify_car(&root, &car).map(|d| d.len()), Ok(307_200));
+    assert_eq!(verify_car(&root, &car).unwrap().len(), 307_200);
     assert_eq!(
-        verify_car_with(&root, &car, 4096, small_file).unwrap_err(),
-        VerifyError::FileTooLarge {
+        verify_car_with(&root, &car, 4096, small_file)
+            .unwrap_err()
+            .to_string(),
+        (VerifyError::FileTooLarge {
             size: 307_200,
             max: 307_199
-        }
+        })
+        .to_string()
     );
 
     // A chain of 40 single-child nodes over one leaf.
@@ -398,8 +401,8 @@ fn caps_on_block_size_file_size_depth_and_buffering() {
     blocks.reverse();
     let deep = common::encode_car(&child, &blocks);
     assert_eq!(
-        verify_car(&child, &deep).unwrap_err(),
-        VerifyError::DepthExceeded { max: 32 }
+        verify_car(&child, &deep).unwrap_err().to_string(),
+        (VerifyError::DepthExceeded { max: 32 }).to_string()
     );
     assert_eq!(
         verify_car_with(
@@ -428,8 +431,10 @@ fn caps_on_block_size_file_size_depth_and_buffering() {
         ..Limits::default()
     };
     assert_eq!(
-        verify_car_with(&root, &swapped, 4096, tight).unwrap_err(),
-        VerifyError::OutOfOrder { max: 40_000 }
+        verify_car_with(&root, &swapped, 4096, tight)
+            .unwrap_err()
+            .to_string(),
+        (VerifyError::OutOfOrder { max: 40_000 }).to_string()
     );
     // Children before their parent cannot be recognised without unbounded buffering: refused.
     blocks.reverse();
@@ -455,11 +460,13 @@ fn non_file_nodes_and_foreign_links_are_refused() {
             &dir_cid,
             &common::encode_car(&dir_cid, &[(dir_cid.clone(), dir)])
         )
-        .unwrap_err(),
-        VerifyError::NotUnixfsFile {
+        .unwrap_err()
+        .to_string(),
+        (VerifyError::NotUnixfsFile {
             cid: dir_cid.clone(),
             kind: Some(1)
-        }
+        })
+        .to_string()
     );
     // A link to dag-cbor, and one using another hash function.
     let mut cbor = vec![0x01, 0x71, 0x12, 0x20];
@@ -476,7 +483,10 @@ fn non_file_nodes_and_foreign_links_are_refused() {
             &cid,
             &[(cid.clone(), node), (leaf_cid.clone(), leaf.clone())],
         );
-        assert_eq!(verify_car(&cid, &car).unwrap_err(), expected);
+        assert_eq!(
+            verify_car(&cid, &car).unwrap_err().to_string(),
+            (expected).to_string()
+        );
     }
     // Garbage that hashes correctly but is not dag-pb.
     let junk = vec![0xff, 0xff, 0xff];

@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
-use attesta_content::Cid;
 use attesta_content::fetch::{
     AttemptError, FetchError, FetchObserver, Fetcher, GatewayConfig, NoProgress,
 };
 use attesta_content::store::ModelStore;
+use attesta_content::{Cid, VerifyError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -80,18 +80,25 @@ impl ModelSource for FetchingSource {
 
 fn fetch_error(e: FetchError) -> ResolveError {
     match &e {
-        FetchError::AllGatewaysFailed(f) if f.iter().all(|g| g.error == AttemptError::NotFound) => {
+        FetchError::AllGatewaysFailed(f)
+            if f.iter().all(|g| matches!(g.error, AttemptError::NotFound)) =>
+        {
             ResolveError::NotFound(format!("no gateway has this model: {e}"))
         }
         FetchError::AllGatewaysFailed(f)
-            if f.iter().all(
-                |g| matches!(&g.error, AttemptError::Verify(v) if v.kind() == "file_too_large"),
-            ) =>
+            if f.iter().all(|g| {
+                matches!(
+                    &g.error,
+                    AttemptError::Verify(VerifyError::FileTooLarge { .. })
+                )
+            }) =>
         {
             ResolveError::TooLarge(e.to_string())
         }
         FetchError::NoGateways => ResolveError::NotFound(e.to_string()),
-        FetchError::Store(_) | FetchError::Local(_) => ResolveError::Store(e.to_string()),
+        FetchError::Store(_) | FetchError::Local(_) | FetchError::Task(_) => {
+            ResolveError::Store(e.to_string())
+        }
         _ => ResolveError::Fetch(e.to_string()),
     }
 }
