@@ -13,37 +13,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use prost::Message;
+use attesta_test_support::onnx;
 use serde_json::json;
 use support::*;
 use tract_onnx::pb;
-use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension::Value as DimValue};
 
-const FLOAT: i32 = 1;
 /// Nodes in the hostile chain (under the engine's pre-scan cap of 250,000).
 const CHAIN: usize = 240_000;
-
-fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: FLOAT,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(DimValue::DimValue(*d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// `x -> Relu -> Relu -> ... -> y` with `n` nodes, over a float[2].
 fn relu_chain(n: usize) -> Vec<u8> {
@@ -62,22 +38,12 @@ fn relu_chain(n: usize) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(pb::GraphProto {
-            node,
-            input: vec![value_info("x", &[2])],
-            output: vec![value_info("y", &[2])],
-            name: "g".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    onnx::model(onnx::graph(
+        node,
+        vec![],
+        vec![onnx::value_info("x", onnx::FLOAT, &[2])],
+        vec![onnx::value_info("y", onnx::FLOAT, &[2])],
+    ))
 }
 
 fn add_model(dir: &Path, store: &str, name: &str, bytes: &[u8]) -> String {

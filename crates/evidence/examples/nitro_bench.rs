@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use attesta_evidence::nitro::cose;
@@ -42,15 +41,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
     let budget = Duration::from_secs_f64(secs);
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures"
-            ))
-        })
-        .join("nitro");
+    let dir = attesta_test_support::fixture("nitro");
     let policy = danger::allow_debug(Policy::aws_nitro().unwrap());
     let (mut cold_t, mut warm_t, mut floor_t) = (0.0, 0.0, 0.0);
     for (file, ts) in DOCS {

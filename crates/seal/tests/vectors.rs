@@ -267,19 +267,7 @@ fn committed_envelopes_open_with_the_committed_keys() {
 /// written out) reproduces every committed value.
 #[test]
 fn independent_python_implementation_agrees() {
-    let python = std::env::var_os("ATTESTA_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../.venv/bin/python"
-            ))
-        });
-    assert!(
-        python.exists(),
-        "python not found at {}: run scripts/setup-venv (or set ATTESTA_PYTHON)",
-        python.display()
-    );
+    let python = attesta_test_support::python();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/vectors/check_vectors.py"

@@ -41,15 +41,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures missing at {} (set ATTESTA_FIXTURES)",
-        dir.display()
-    );
-    dir
+    attesta_test_support::fixtures()
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -26,15 +26,7 @@ pub fn attesta() -> Command {
 
 /// The Python interpreter with onnx/onnxruntime (see scripts/setup-venv).
 pub fn python() -> PathBuf {
-    let p = std::env::var_os("ATTESTA_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "Python venv not found at {} — run scripts/setup-venv",
-        p.display()
-    );
-    p
+    attesta_test_support::python()
 }
 
 /// Builds the named test models with scripts/make_models.py into `dir`.
@@ -107,49 +99,7 @@ pub fn start_node(extra: &[&str]) -> Proc {
     Proc { child, addr }
 }
 
-/// An HTTP response.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Asserts a JSON error with the given status and code.
-    pub fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        let j = self.json();
-        assert_eq!(j["error"]["code"], code, "body: {j}");
-        assert!(
-            j["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "body: {j}"
-        );
-    }
-}
+pub use attesta_test_support::http::Response;
 
 /// Sends one request with `Connection: close` and reads the whole answer.
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Response {
@@ -179,49 +129,7 @@ pub fn http_typed(
 }
 
 fn parse_response(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no header end");
-    let head = std::str::from_utf8(&raw[..split]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let len = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
-        if len == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[nl + 2..nl + 2 + len]);
-        b = &b[nl + 4 + len..];
-    }
+    Response::parse(raw)
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

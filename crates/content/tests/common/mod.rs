@@ -7,20 +7,7 @@ use std::path::PathBuf;
 /// The fixtures folder (`ATTESTA_FIXTURES` or `../shared/fixtures` from the workspace root).
 /// A missing folder fails the test: these tests must never pass vacuously.
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures"
-            ))
-        });
-    assert!(
-        dir.join("ipfs/vectors.tsv").is_file(),
-        "fixtures not found at {} (set ATTESTA_FIXTURES)",
-        dir.display()
-    );
-    dir
+    attesta_test_support::fixtures()
 }
 
 /// One row of `ipfs/vectors.tsv`.

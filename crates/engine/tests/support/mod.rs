@@ -6,43 +6,28 @@ use std::process::Command;
 
 use attesta_engine::{Tensor, TensorData};
 
-pub mod build;
+/// The ONNX model builders (one home: attesta-test-support).
+#[allow(unused_imports)] // not every test binary builds models
+pub use attesta_test_support::onnx as build;
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    attesta_test_support::workspace_root()
 }
 
 /// The shared fixtures folder; a missing folder fails the test.
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing (set ATTESTA_FIXTURES)",
-        dir.display()
-    );
-    dir
+    attesta_test_support::fixtures()
 }
 
 /// Reads a fixture file, failing the test if it is missing.
 pub fn fixture(rel: &str) -> Vec<u8> {
-    let path = fixtures().join(rel);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", path.display()))
+    attesta_test_support::read_fixture(rel)
 }
 
 /// The venv's Python; a missing interpreter fails the test.
 pub fn python() -> PathBuf {
-    let py = std::env::var_os("ATTESTA_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        py.exists(),
-        "Python {} not found: run scripts/setup-venv (or set ATTESTA_PYTHON)",
-        py.display()
-    );
-    py
+    attesta_test_support::python()
 }
 
 /// Deterministic pseudo-random floats in [-1, 1) (xorshift; no dependency).

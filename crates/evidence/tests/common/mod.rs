@@ -6,25 +6,11 @@ use std::path::PathBuf;
 use attesta_evidence::UnixTime;
 
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures"
-            ))
-        });
-    assert!(
-        dir.join("nitro").is_dir(),
-        "fixture dir {} missing: set ATTESTA_FIXTURES to the shared fixtures folder",
-        dir.display()
-    );
-    dir
+    attesta_test_support::fixtures()
 }
 
 pub fn read(rel: &str) -> Vec<u8> {
-    let p = fixtures().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("reading fixture {}: {e}", p.display()))
+    attesta_test_support::read_fixture(rel)
 }
 
 pub fn at(rfc3339: &str) -> UnixTime {

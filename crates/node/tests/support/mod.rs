@@ -94,56 +94,7 @@ pub fn add_model(store: &ModelStore, bytes: &[u8]) -> Cid {
     store.add_file(&p, Profile::KuboDefaultV0).unwrap().cid
 }
 
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Asserts a JSON error `{"error": {"code", "message"}}` with this status and code.
-    pub fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            self.status,
-            status,
-            "expected {status} {code}, body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert!(
-            self.header("content-type")
-                .is_some_and(|t| t.starts_with("application/json")),
-            "error without a JSON content type: {:?}",
-            self.headers
-        );
-        let j = self.json();
-        assert_eq!(j["error"]["code"], code, "body: {j}");
-        assert!(
-            j["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "body: {j}"
-        );
-    }
-}
+pub use attesta_test_support::http::Response;
 
 /// Sends one request with `Connection: close` and reads the whole answer (30 s cap).
 pub async fn request(
@@ -219,26 +170,7 @@ pub fn x2(cid: &Cid) -> Value {
 /// Splits a raw `Connection: close` answer into status, headers and body. The node sends
 /// every answer with a `Content-Length`, so the body is the rest of the stream.
 pub fn parse_response(raw: &[u8]) -> Response {
-    let text = String::from_utf8_lossy(raw);
-    let (head, _) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {text:?}"));
-    let body = raw[head.len() + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let response = Response {
-        status,
-        headers,
-        body,
-    };
+    let response = Response::parse(raw);
     assert!(
         response.header("transfer-encoding").is_none(),
         "unexpected chunked answer"
@@ -398,15 +330,5 @@ impl Model for FakeModel {
 /// The shared fixtures folder (`ATTESTA_FIXTURES`, else `../shared/fixtures` beside the
 /// workspace); a missing folder fails the test.
 pub fn fixtures() -> std::path::PathBuf {
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        });
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing (set ATTESTA_FIXTURES)",
-        dir.display()
-    );
-    dir
+    attesta_test_support::fixtures()
 }

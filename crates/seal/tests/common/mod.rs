@@ -109,20 +109,7 @@ pub fn request(issued_at: u64, nonce: Option<&str>) -> RequestPlaintext {
 }
 
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures"
-            ))
-        });
-    assert!(
-        dir.join("nitro").is_dir(),
-        "fixture dir {} missing: set ATTESTA_FIXTURES to the shared fixtures folder",
-        dir.display()
-    );
-    dir
+    attesta_test_support::fixtures()
 }
 
 struct FixedClock(AtomicU64);

@@ -1,13 +1,16 @@
-//! Builders for small ONNX models made in the tests (no committed files).
-#![allow(dead_code)]
+//! Builders for small ONNX models made in the tests (no committed model files), on the
+//! protobuf types tract-onnx generates (feature `onnx`).
 
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension::Value as DimValue};
 
+/// ONNX `TensorProto.DataType` of float32.
 pub const FLOAT: i32 = 1;
+/// ONNX `TensorProto.DataType` of int64.
 pub const INT64: i32 = 7;
 
+/// A tensor value info with fixed dims.
 pub fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> pb::ValueInfoProto {
     pb::ValueInfoProto {
         name: name.into(),
@@ -30,6 +33,7 @@ pub fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> pb::ValueInfoProt
     }
 }
 
+/// A node of the default domain.
 pub fn node(
     op: &str,
     inputs: &[&str],
@@ -46,6 +50,7 @@ pub fn node(
     }
 }
 
+/// An int64 vector initializer.
 pub fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
     pb::TensorProto {
         name: name.into(),
@@ -56,6 +61,7 @@ pub fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
     }
 }
 
+/// A tensor-valued attribute.
 pub fn tensor_attr(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
@@ -65,6 +71,7 @@ pub fn tensor_attr(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
     }
 }
 
+/// A graph named `g`.
 pub fn graph(
     nodes: Vec<pb::NodeProto>,
     initializer: Vec<pb::TensorProto>,
@@ -81,6 +88,7 @@ pub fn graph(
     }
 }
 
+/// A model of `g` importing opset 17 of the default domain.
 pub fn model(g: pb::GraphProto) -> Vec<u8> {
     model_with_opset(g, 17)
 }
@@ -99,6 +107,7 @@ pub fn model_with_opset(g: pb::GraphProto, opset: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// ONNX `TensorProto.DataType` of int32.
 pub const INT32: i32 = 6;
 
 /// An integer attribute.

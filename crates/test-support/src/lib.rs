@@ -1,0 +1,62 @@
+//! Helpers shared by the tests of every attesta crate (a dev-dependency only).
+//!
+//! - [`fixtures`], [`fixture`], [`read_fixture`]: the real evidence, models and captures
+//!   under `../shared/fixtures` (or `ATTESTA_FIXTURES`). A missing folder fails the test:
+//!   tests that need real data must never pass vacuously.
+//! - [`python`]: the test venv's interpreter (`ATTESTA_PYTHON`, else `.venv/bin/python`).
+//! - [`http`]: parsing raw HTTP/1.1 answers and checking the JSON error shape.
+//! - `onnx` (feature `onnx`): builders for small ONNX models made inside the tests.
+#![forbid(unsafe_code)]
+// Test helpers: failing loudly with the cause is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod http;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (two levels above every crate's manifest).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared fixtures folder: `ATTESTA_FIXTURES`, else `../shared/fixtures` beside the
+/// workspace. Panics (fails the test) when it does not exist.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("ATTESTA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    assert!(
+        dir.join("README.md").is_file(),
+        "fixtures folder {} is missing: set ATTESTA_FIXTURES to the shared fixtures folder",
+        dir.display()
+    );
+    dir
+}
+
+/// The path of one fixture file or folder (`rel` below [`fixtures`]); it must exist.
+pub fn fixture(rel: &str) -> PathBuf {
+    let path = fixtures().join(rel);
+    assert!(path.exists(), "fixture {} is missing", path.display());
+    path
+}
+
+/// The bytes of one fixture file.
+pub fn read_fixture(rel: &str) -> Vec<u8> {
+    let path = fixture(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading fixture {}: {e}", path.display()))
+}
+
+/// The test venv's Python (with onnx, onnxruntime, numpy; see scripts/setup-venv).
+pub fn python() -> PathBuf {
+    let py = std::env::var_os("ATTESTA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        py.exists(),
+        "Python {} not found: run scripts/setup-venv (or set ATTESTA_PYTHON)",
+        py.display()
+    );
+    py
+}
