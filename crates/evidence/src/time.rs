@@ -74,7 +74,11 @@ impl fmt::Display for UnixTime {
     /// hostile documents claim them) print as milliseconds since the epoch instead.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = i128::from(self.0) * 1_000_000;
-        let format = if self.0.is_multiple_of(1000) { SECONDS } else { MILLIS };
+        let format = if self.0.is_multiple_of(1000) {
+            SECONDS
+        } else {
+            MILLIS
+        };
         match OffsetDateTime::from_unix_timestamp_nanos(nanos).map(|t| t.format(format)) {
             Ok(Ok(text)) => f.write_str(&text),
             _ => write!(f, "{} ms after 1970-01-01T00:00:00Z", self.0),

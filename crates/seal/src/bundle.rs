@@ -14,7 +14,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::binding::{self, BindingError};
-use crate::hexser;
 use crate::keys::PublicKeySet;
 use crate::receipt::{ReceiptError, SignedReceipt};
 
@@ -32,7 +31,7 @@ pub struct ProofBundle {
     /// The evidence bytes, base64 (standard alphabet, padded).
     pub evidence: String,
     /// The challenge nonce the evidence was produced for (hex).
-    #[serde(with = "hexser::vec")]
+    #[serde(with = "hex::serde")]
     pub attestation_nonce: Vec<u8>,
     /// The key set the evidence binds.
     pub keyset: PublicKeySet,

@@ -433,8 +433,7 @@ impl Rejected {
             code: self.code().to_owned(),
             message: cut(&message).to_owned(),
         };
-        let json = serde_json::to_vec(&serde_json::json!({ "error": body })).unwrap_or_default();
-        ("application/json", json)
+        ("application/json", body.to_json())
     }
 }
 
@@ -569,13 +568,11 @@ fn cut(message: &str) -> &str {
 }
 
 fn error_json(code: &str, message: &str) -> Vec<u8> {
-    let body = ResponsePlaintext::Error {
-        error: ErrorBody {
-            code: code.to_owned(),
-            message: cut(message).to_owned(),
-        },
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
+    ErrorBody {
+        code: code.to_owned(),
+        message: cut(message).to_owned(),
+    }
+    .to_json()
 }
 
 impl Responder {

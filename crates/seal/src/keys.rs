@@ -7,7 +7,7 @@ use hpke::{Deserializable, Kem, Serializable};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use crate::{KEYSET_DOMAIN, REPORT_DATA_DOMAIN, hexser};
+use crate::{KEYSET_DOMAIN, REPORT_DATA_DOMAIN};
 
 /// Length of [`PublicKeySet::to_bytes`]: version, HPKE key, signing key.
 pub const KEYSET_ENCODING_LEN: usize = 65;
@@ -22,10 +22,10 @@ pub(crate) type HpkePublicKey = <HpkeKem as Kem>::PublicKey;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PublicKeySet {
     /// X25519 HPKE public key (RFC 9180 `SerializePublicKey`).
-    #[serde(with = "hexser::array")]
+    #[serde(with = "hex::serde")]
     pub hpke_pk: [u8; 32],
     /// Ed25519 receipt-signing public key.
-    #[serde(with = "hexser::array")]
+    #[serde(with = "hex::serde")]
     pub sign_pk: [u8; 32],
 }
 

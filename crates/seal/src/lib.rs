@@ -21,7 +21,6 @@ pub mod binding;
 pub mod bundle;
 pub mod channel;
 pub mod envelope;
-mod hexser;
 mod keys;
 pub mod plaintext;
 pub mod receipt;

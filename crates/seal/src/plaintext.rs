@@ -142,6 +142,16 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+impl ErrorBody {
+    /// `{"error": {"code", "message"}}` as JSON bytes. Built through `serde_json::Value`,
+    /// whose printing cannot fail, so an error answer can never come out empty.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+            .to_string()
+            .into_bytes()
+    }
+}
+
 /// A sealed (so authenticated) answer that carried an error from the node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("node answered `{}`: {}", .0.code, .0.message)]

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use attesta_evidence::Policy;
 
+use crate::RECEIPT_DOMAIN;
 use crate::keys::{NodeKeys, PublicKeySet};
-use crate::{RECEIPT_DOMAIN, hexser};
 
 /// The receipt layout version.
 pub const RECEIPT_VERSION: u8 = 2;
@@ -40,18 +40,18 @@ pub struct Receipt {
     /// Layout version (2).
     pub version: u8,
     /// Digest of the key set that signed it.
-    #[serde(with = "hexser::array")]
+    #[serde(with = "hex::serde")]
     pub keyset_digest: [u8; 32],
     /// Model CID as requested.
     pub model_cid: String,
     /// SHA-256 of the model file that ran.
-    #[serde(with = "hexser::array")]
+    #[serde(with = "hex::serde")]
     pub model_sha256: [u8; 32],
     /// SHA-256 of the request plaintext bytes.
-    #[serde(with = "hexser::array")]
+    #[serde(with = "hex::serde")]
     pub request_digest: [u8; 32],
     /// SHA-256 of the `output` JSON bytes as sent.
-    #[serde(with = "hexser::array")]
+    #[serde(with = "hex::serde")]
     pub output_digest: [u8; 32],
     /// Engine name (e.g. `tract`).
     pub engine: String,
@@ -60,7 +60,7 @@ pub struct Receipt {
     /// Node time of signing, Unix seconds.
     pub issued_at: u64,
     /// The request's nonce (empty when it sent none).
-    #[serde(with = "hexser::vec")]
+    #[serde(with = "hex::serde")]
     pub nonce: Vec<u8>,
     /// The fault the node declared active (e.g. `wrong-output`); empty for none.
     pub fault: String,
@@ -289,7 +289,7 @@ pub struct SignedReceipt {
     /// The fields.
     pub receipt: Receipt,
     /// Ed25519 signature over `"attesta/v2/receipt" ‖ receipt.encode()`.
-    #[serde(with = "hexser::array")]
+    #[serde(with = "hex::serde")]
     pub signature: [u8; SIGNATURE_LEN],
 }
 
