@@ -5,14 +5,17 @@
 //! Layers: [`registry`] (who), [`challenge`] (what to ask, and the expected
 //! answer), [`probe`] (one node's attested channel, as a trait), [`round`]
 //! (bounded concurrency, timeouts), [`scoring`] (pure maths), [`state`]
-//! (SQLite, crash-safe), [`weights`] (sinks), [`status`] + [`http`]
-//! (`/v1/nodes`, `/metrics`), [`runner`] (the loop).
+//! (SQLite, crash-safe), [`weights`] (sinks), [`leaderboard`] and
+//! [`metrics`] joined in [`status`], served by [`http`] (`/v1/nodes`,
+//! `/metrics`), [`runner`] (the loop).
 #![forbid(unsafe_code)]
 
 pub mod challenge;
 pub mod client_channel;
 pub mod config;
 pub mod http;
+pub mod leaderboard;
+pub mod metrics;
 pub mod probe;
 pub mod registry;
 pub mod round;
