@@ -13,6 +13,7 @@ use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use attesta_cache::Lru;
 use attesta_content::Cid;
 use attesta_engine::Engine;
 use axum::http::StatusCode;
@@ -56,19 +57,13 @@ struct Flight {
     task: tokio::task::AbortHandle,
 }
 
-struct Ready {
-    model: Arc<LoadedModel>,
-    bytes: usize,
-    last_used: u64,
-}
-
 #[derive(Default)]
 struct State {
-    ready: HashMap<Cid, Ready>,
+    /// Loaded models, weighing their estimated resident bytes.
+    ready: Lru<Cid, Arc<LoadedModel>>,
     loading: HashMap<Cid, Flight>,
-    failed: HashMap<Cid, ApiError>,
-    bytes: usize,
-    clock: u64,
+    /// Load verdicts, the oldest forgotten first when the memory is full.
+    failed: Lru<Cid, ApiError>,
     flights: u64,
 }
 
@@ -139,16 +134,12 @@ impl ModelCache {
     pub async fn get(&self, cid: &Cid) -> Result<Arc<LoadedModel>, ApiError> {
         let (mut result, id) = {
             let mut st = self.inner.lock();
-            st.clock += 1;
-            let now = st.clock;
-            if let Some(r) = st.ready.get_mut(cid) {
-                r.last_used = now;
-                let model = r.model.clone();
+            if let Some(model) = st.ready.get(cid).cloned() {
                 drop(st);
                 self.inner.metrics.cache_lookup(true);
                 return Ok(model);
             }
-            if let Some(err) = st.failed.get(cid) {
+            if let Some(err) = st.failed.peek(cid) {
                 return Err(err.clone());
             }
             st.flights += 1;
@@ -196,12 +187,12 @@ impl ModelCache {
 
     /// The loaded model for `cid` if it is in memory now (no loading).
     pub fn peek(&self, cid: &Cid) -> Option<Arc<LoadedModel>> {
-        self.inner.lock().ready.get(cid).map(|r| r.model.clone())
+        self.inner.lock().ready.peek(cid).cloned()
     }
 
     /// The remembered load failure of `cid`, if any.
     pub fn failure(&self, cid: &Cid) -> Option<ApiError> {
-        self.inner.lock().failed.get(cid).cloned()
+        self.inner.lock().failed.peek(cid).cloned()
     }
 
     /// Loads in progress now (each with at most one probe process).
@@ -211,13 +202,12 @@ impl ModelCache {
 
     /// Models in memory now.
     pub fn summary(&self) -> Vec<CachedSummary> {
-        self.inner
-            .lock()
-            .ready
+        let st = self.inner.lock();
+        st.ready
             .iter()
-            .map(|(cid, r)| CachedSummary {
+            .map(|(cid, _)| CachedSummary {
                 cid: cid.clone(),
-                bytes: r.bytes,
+                bytes: st.ready.weight(cid).unwrap_or(0),
             })
             .collect()
     }
@@ -353,17 +343,7 @@ impl Inner {
                 self.metrics.model_load(true);
                 if !st.ready.contains_key(cid) {
                     let bytes = model.model.memory_estimate();
-                    st.clock += 1;
-                    let last_used = st.clock;
-                    st.bytes += bytes;
-                    st.ready.insert(
-                        cid.clone(),
-                        Ready {
-                            model: model.clone(),
-                            bytes,
-                            last_used,
-                        },
-                    );
+                    st.ready.insert(cid.clone(), model.clone(), bytes);
                     self.evict(&mut st, cid);
                 }
                 Ok(model)
@@ -375,33 +355,26 @@ impl Inner {
                 if remember {
                     tracing::warn!(model = %cid, error = %err.message, "model failed to load; remembered");
                     // Content is immutable: a file that failed once fails again.
-                    if st.failed.len() >= MAX_REMEMBERED_FAILURES {
-                        st.failed.clear();
-                    }
-                    st.failed.insert(cid.clone(), err.clone());
+                    while st.failed.len() >= MAX_REMEMBERED_FAILURES
+                        && st.failed.pop_lru(|_, _| false).is_some()
+                    {}
+                    st.failed.insert(cid.clone(), err.clone(), 0);
                 }
                 Err(err)
             }
             Err(Failure::Other(err)) => Err(err),
         };
-        self.metrics.cache_state(st.ready.len(), st.bytes);
+        self.metrics.cache_state(st.ready.len(), st.ready.bytes());
         outcome
     }
 
     /// Drops least-recently-used models until the budget holds, sparing `keep`.
     fn evict(&self, st: &mut State, keep: &Cid) {
-        while st.bytes > self.budget {
-            let victim = st
-                .ready
-                .iter()
-                .filter(|(c, _)| *c != keep)
-                .min_by_key(|(_, r)| r.last_used)
-                .map(|(c, _)| c.clone());
-            let Some(victim) = victim else { break };
-            if let Some(r) = st.ready.remove(&victim) {
-                st.bytes = st.bytes.saturating_sub(r.bytes);
-                tracing::info!(model = %victim, bytes = r.bytes, "evicted model from memory cache");
-            }
+        while st.ready.bytes() > self.budget {
+            let Some((victim, _, bytes)) = st.ready.pop_lru(|c, _| c == keep) else {
+                break;
+            };
+            tracing::info!(model = %victim, bytes, "evicted model from memory cache");
         }
     }
 }

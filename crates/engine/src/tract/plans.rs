@@ -6,8 +6,9 @@
 //! per-entry `OnceLock`, so a slow compile blocks only callers waiting for
 //! that same shape set, and runs of a cached plan never contend.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+
+use attesta_cache::Lru;
 
 use tract_onnx::prelude::TypedSimplePlan;
 
@@ -62,22 +63,12 @@ impl CompileError {
 
 type Cell = Arc<OnceLock<Result<Arc<Plan>, CompileError>>>;
 
-struct Entry {
-    last_used: u64,
-    cell: Cell,
-}
-
-#[derive(Default)]
-struct State {
-    tick: u64,
-    entries: HashMap<ShapeKey, Entry>,
-}
-
 /// The per-model plan cache.
 pub(crate) struct PlanCache {
     capacity: usize,
     max_bytes: usize,
-    state: Mutex<State>,
+    /// Entries weigh the bytes of their compiled plan (0 while compiling or failed).
+    state: Mutex<Lru<ShapeKey, Cell>>,
 }
 
 impl PlanCache {
@@ -87,8 +78,13 @@ impl PlanCache {
         PlanCache {
             capacity: capacity.max(1),
             max_bytes,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Lru::new()),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<ShapeKey, Cell>> {
+        // A panic never happens while the lock is held, so the state is consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The plan for `key`, compiled by `compile` at most once per cache entry.
@@ -97,86 +93,46 @@ impl PlanCache {
         key: ShapeKey,
         compile: impl FnOnce() -> Result<Plan, CompileError>,
     ) -> Result<Arc<Plan>, CompileError> {
-        let cell = {
-            // A panic never happens while the lock is held, so the state is consistent.
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.tick += 1;
-            let tick = state.tick;
-            if let Some(entry) = state.entries.get_mut(&key) {
-                entry.last_used = tick;
-                entry.cell.clone()
+        let (cell, new_key) = {
+            let mut state = self.lock();
+            if let Some(cell) = state.get(&key) {
+                (cell.clone(), None)
             } else {
-                if state.entries.len() >= self.capacity {
-                    let oldest = state
-                        .entries
-                        .iter()
-                        .min_by_key(|(_, e)| e.last_used)
-                        .map(|(k, _)| k.clone());
-                    if let Some(oldest) = oldest {
-                        state.entries.remove(&oldest);
-                    }
-                }
+                while state.len() >= self.capacity && state.pop_lru(|_, _| false).is_some() {}
                 let cell: Cell = Arc::default();
-                state.entries.insert(
-                    key,
-                    Entry {
-                        last_used: tick,
-                        cell: cell.clone(),
-                    },
-                );
-                cell
+                state.insert(key.clone(), cell.clone(), 0);
+                (cell, Some(key))
             }
         };
         let result = cell.get_or_init(|| compile().map(Arc::new)).clone();
-        self.trim(&cell);
+        if let Some(key) = new_key {
+            self.weigh(&key, &cell);
+        }
         result
     }
 
-    /// Evicts least recently used compiled plans (never `keep`) until the
-    /// plans held fit the byte budget.
-    fn trim(&self, keep: &Cell) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let total: usize = state
-                .entries
-                .values()
-                .map(|e| plan_bytes(&e.cell))
-                .fold(0, usize::saturating_add);
-            if total <= self.max_bytes {
-                return;
-            }
-            let victim = state
-                .entries
-                .iter()
-                .filter(|(_, e)| !Arc::ptr_eq(&e.cell, keep) && plan_bytes(&e.cell) > 0)
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone());
-            match victim {
-                Some(k) => {
-                    state.entries.remove(&k);
-                }
-                None => return,
-            }
+    /// Records the size of the plan just compiled for `key`, then evicts least
+    /// recently used compiled plans (never `keep`) until the budget holds.
+    fn weigh(&self, key: &ShapeKey, keep: &Cell) {
+        let mut state = self.lock();
+        if state.peek(key).is_some_and(|c| Arc::ptr_eq(c, keep)) {
+            state.set_weight(key, plan_bytes(keep));
         }
+        while state.bytes() > self.max_bytes
+            && state
+                .pop_lru(|_, c| Arc::ptr_eq(c, keep) || plan_bytes(c) == 0)
+                .is_some()
+        {}
     }
 
     /// Number of entries held.
     pub(crate) fn len(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .len()
+        self.lock().len()
     }
 
     /// Sum of the sizes of compiled plans held.
     pub(crate) fn bytes(&self) -> usize {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state
-            .entries
-            .values()
-            .map(|e| plan_bytes(&e.cell))
-            .fold(0, usize::saturating_add)
+        self.lock().bytes()
     }
 }
 

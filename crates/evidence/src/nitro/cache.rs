@@ -1,8 +1,9 @@
 //! Verified certificate chains, keyed by their exact bytes, so a known chain
 //! costs one signature check instead of five.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+
+use attesta_cache::Lru;
 
 use aws_lc_rs::signature::ParsedPublicKey;
 
@@ -38,7 +39,7 @@ impl ChainFacts {
 
 pub(crate) struct ChainCache {
     capacity: usize,
-    map: Mutex<HashMap<Vec<u8>, ChainFacts>>,
+    map: Mutex<Lru<Vec<u8>, ChainFacts>>,
 }
 
 /// The exact bytes of leaf + cabundle, length-prefixed so that different
@@ -58,11 +59,11 @@ impl ChainCache {
     pub(crate) fn new(capacity: usize) -> Self {
         ChainCache {
             capacity,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Lru::new()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, ChainFacts>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Vec<u8>, ChainFacts>> {
         // A panic elsewhere while holding the lock cannot leave a half-written
         // entry (inserts are single calls), so a poisoned map is still sound.
         self.map
@@ -75,6 +76,8 @@ impl ChainCache {
         self.lock().get(key).filter(|f| f.valid_at(now)).cloned()
     }
 
+    /// Caches `facts`; when full, chains no longer valid go first, then the least
+    /// recently used.
     pub(crate) fn insert(&self, key: Vec<u8>, facts: ChainFacts, now: UnixTime) {
         if self.capacity == 0 {
             return;
@@ -83,17 +86,9 @@ impl ChainCache {
         if map.len() >= self.capacity {
             map.retain(|_, f| f.valid_at(now));
         }
-        while map.len() >= self.capacity {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, f)| f.not_after)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => map.remove(&k),
-                None => break,
-            };
-        }
-        map.insert(key, facts);
+        while map.len() >= self.capacity && map.pop_lru(|_, _| false).is_some() {}
+        let bytes = key.len();
+        map.insert(key, facts, bytes);
     }
 
     pub(crate) fn clear(&self) {
