@@ -1,5 +1,4 @@
 //! Content identifiers: CIDv0 and CIDv1 with dag-pb or raw codecs over sha2-256.
-#![deny(clippy::indexing_slicing)]
 
 use std::fmt;
 use std::str::FromStr;

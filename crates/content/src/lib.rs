@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// Parsers of untrusted bytes: no indexing that can panic, anywhere in the crate.
+#![deny(clippy::indexing_slicing)]
 
 pub mod car;
 pub mod cid;

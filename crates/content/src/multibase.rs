@@ -1,5 +1,4 @@
 //! The two multibase alphabets CIDs use here: base58btc (`z`, and bare for CIDv0) and base32 lower (`b`).
-#![deny(clippy::indexing_slicing)]
 
 const B58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";

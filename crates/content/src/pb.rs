@@ -2,7 +2,6 @@
 //!
 //! Hand-written so that decoding untrusted blocks never allocates more than the block's own size
 //! and never panics.
-#![deny(clippy::indexing_slicing)]
 
 use crate::varint;
 

@@ -1,5 +1,4 @@
 //! Unsigned LEB128 varints as used by multiformats, protobuf and CAR framing.
-#![deny(clippy::indexing_slicing)]
 
 /// Why a varint could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 //! walked depth-first, and every size the DAG declares is checked against what its children
 //! actually produce. The verifier never asks where blocks come from: a CAR stream and a
 //! block-by-block fetch drive it the same way ([`DagVerifier::next_needed`] / [`DagVerifier::push`]).
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::HashMap;
 

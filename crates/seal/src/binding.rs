@@ -6,7 +6,6 @@
 //!   with the digest in the app-key slot, `nonce` = the caller's nonce.
 //! - Report-data evidence (TDX, SEV-SNP, SGX): `report_data` =
 //!   [`report_data`]`(keyset_digest, nonce)`; the key set travels beside it.
-#![deny(clippy::indexing_slicing)]
 
 use crate::keys::{NodeKeys, PublicKeySet, report_data};
 

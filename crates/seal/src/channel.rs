@@ -22,7 +22,6 @@
 //! the key of the first answer. Replays, stale and malformed requests are
 //! refused in plaintext JSON anyway ([`Rejected`]): before acceptance nothing
 //! is sealed that a relay could mistake for — or swap in as — an answer.
-#![deny(clippy::indexing_slicing)]
 
 use attesta_evidence::Policy;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};

@@ -7,7 +7,6 @@
 //! The version byte is 2 (protocol v2); version 1 envelopes are refused with
 //! `unsupported_version` (v1 reused a response key and nonce on replays).
 //! Parsing checks the framing only; opening is in [`crate::channel`].
-#![deny(clippy::indexing_slicing)]
 
 /// The media type of both sealed requests and sealed responses.
 pub const MEDIA_TYPE: &str = "application/vnd.attesta.sealed";

@@ -16,6 +16,8 @@
 //! randomness (`&mut impl CryptoRng`) are parameters. The wire format is
 //! specified in `docs/PROTOCOL.md` (section "Sealed channel").
 #![forbid(unsafe_code)]
+// Parsers of untrusted bytes: no indexing that can panic, anywhere in the crate.
+#![deny(clippy::indexing_slicing)]
 
 pub mod binding;
 pub mod bundle;

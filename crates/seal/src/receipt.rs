@@ -9,7 +9,6 @@
 //! (dev) node was started with (`--insecure-fault`), empty for none: a node
 //! under a fault says so in every signed statement it makes. JSON carries the fields
 //! for humans; verification always re-encodes them.
-#![deny(clippy::indexing_slicing)]
 
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};

@@ -31,7 +31,6 @@
 //! the default 2^20 entries and 70 s); even then a request only fails in
 //! the second its bucket is evicted, and a retry sealed a second later
 //! passes. Memory: about 20–40 bytes per entry (≤ ~40 MiB at the default).
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
