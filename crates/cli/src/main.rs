@@ -12,6 +12,7 @@ mod load_args;
 mod models_cmd;
 mod node_cmd;
 mod policy_args;
+mod proxy_cmd;
 mod signals;
 mod units;
 mod validator_cmd;
@@ -78,6 +79,9 @@ enum Command {
     Validator(validator_cmd::ValidatorArgs),
     /// Start a local network of dev-TEE nodes and a validator, and show it working.
     Devnet(devnet_cmd::DevnetArgs),
+    /// On a Nitro parent instance: relay TCP to the enclave's vsock API and the enclave's
+    /// vsock gateway fetches to TCP.
+    Proxy(proxy_cmd::ProxyArgs),
     /// Internal: load one model from stdin under resource limits and report (run by `attesta node`).
     #[command(name = "internal-probe-model", hide = true)]
     InternalProbeModel(load_args::ProbeArgs),
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Command::Measure(args) => verify_cmd::measure(args),
             Command::Validator(args) => validator_cmd::run(args, &global),
             Command::Devnet(args) => devnet_cmd::run(args, &global),
+            Command::Proxy(args) => proxy_cmd::run(args),
             Command::InternalProbeModel(args) => load_args::probe(args),
         }
     })();
