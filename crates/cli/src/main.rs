@@ -9,6 +9,7 @@ mod config;
 mod devnet_cmd;
 mod infer_cmd;
 mod load_args;
+mod measure_eif;
 mod models_cmd;
 mod node_cmd;
 mod policy_args;
@@ -73,7 +74,8 @@ enum Command {
     /// Verify attestation evidence (and, with the sealed channel, proof bundles).
     #[command(subcommand)]
     Verify(verify_cmd::VerifyCmd),
-    /// Print the measurement registry entry (PCR0) the dev TEE reports for this binary.
+    /// Print the measurement registry entry (PCR0) the dev TEE reports for this binary, or
+    /// (`measure eif FILE`) the PCRs a Nitro enclave image will report.
     Measure(verify_cmd::MeasureArgs),
     /// Run a validator: challenge nodes, verify, score, emit weights (config: `[validator]`).
     Validator(validator_cmd::ValidatorArgs),
