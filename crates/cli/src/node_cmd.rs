@@ -262,7 +262,7 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
 
 /// Replaces each gateway that names a socket (`vsock:…`, `unix:…`) by the URL of a loopback
 /// tunnel to it (inside a Nitro enclave, the only way out is vsock to the parent).
-async fn open_tunnels(urls: &mut [String]) -> anyhow::Result<()> {
+pub async fn open_tunnels(urls: &mut [String]) -> anyhow::Result<()> {
     for url in urls.iter_mut() {
         if let Some(target) = attesta_node::proxy::tunnel_target(url) {
             let target = target.with_context(|| format!("--gateway {url}"))?;

@@ -281,4 +281,17 @@ fn node_behind_the_proxy_attests_fetches_and_seals_and_survives_a_proxy_restart(
         "same key set after a proxy restart"
     );
     sealed_infer(&format!("http://{proxy_addr2}"), "after-restart");
+
+    // `models fetch` takes the same socket gateways (e.g. to preload a store in the enclave).
+    let gw = format!("unix:{gw_sock}");
+    let fetched = run_ok(&[
+        "models",
+        "fetch",
+        &mlp,
+        "--gateway",
+        &gw,
+        "--store",
+        &w("store2"),
+    ]);
+    assert_eq!(fetched.trim(), mlp);
 }
