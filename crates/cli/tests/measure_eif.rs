@@ -289,3 +289,32 @@ fn malformed_eifs_are_refused_not_measured() {
     let path = dir.path().join("flipped.eif");
     assert!(theirs(&path).is_err());
 }
+
+#[test]
+fn every_truncation_and_bit_flip_is_refused_without_panicking() {
+    let mut small = Image::base();
+    small.kernel = bytes(5, 100);
+    small.ramdisks = vec![bytes(6, 50), bytes(7, 60)];
+    small.signer = Some((AWS_ROOT_PEM.to_owned(), true));
+    let eif = small.eif();
+    assert!(attesta_evidence::eif::measure(&eif[..]).is_ok());
+    for len in 0..eif.len() {
+        assert!(
+            attesta_evidence::eif::measure(&eif[..len]).is_err(),
+            "truncated to {len}"
+        );
+    }
+    // The CRC covers every byte but its own field, and a flip there breaks the match: no
+    // single-bit change yields a measurement.
+    let mut flipped = eif.clone();
+    for pos in 0..eif.len() {
+        for bit in 0..8 {
+            flipped[pos] ^= 1 << bit;
+            assert!(
+                attesta_evidence::eif::measure(&flipped[..]).is_err(),
+                "bit {bit} of byte {pos}"
+            );
+            flipped[pos] ^= 1 << bit;
+        }
+    }
+}
