@@ -9,9 +9,11 @@ mod config;
 mod devnet_cmd;
 mod infer_cmd;
 mod load_args;
+mod measure_eif;
 mod models_cmd;
 mod node_cmd;
 mod policy_args;
+mod proxy_cmd;
 mod signals;
 mod units;
 mod validator_cmd;
@@ -72,12 +74,16 @@ enum Command {
     /// Verify attestation evidence (and, with the sealed channel, proof bundles).
     #[command(subcommand)]
     Verify(verify_cmd::VerifyCmd),
-    /// Print the measurement registry entry (PCR0) the dev TEE reports for this binary.
+    /// Print the measurement registry entry (PCR0) the dev TEE reports for this binary, or
+    /// (`measure eif FILE`) the PCRs a Nitro enclave image will report.
     Measure(verify_cmd::MeasureArgs),
     /// Run a validator: challenge nodes, verify, score, emit weights (config: `[validator]`).
     Validator(validator_cmd::ValidatorArgs),
     /// Start a local network of dev-TEE nodes and a validator, and show it working.
     Devnet(devnet_cmd::DevnetArgs),
+    /// On a Nitro parent instance: relay TCP to the enclave's vsock API and the enclave's
+    /// vsock gateway fetches to TCP.
+    Proxy(proxy_cmd::ProxyArgs),
     /// Internal: load one model from stdin under resource limits and report (run by `attesta node`).
     #[command(name = "internal-probe-model", hide = true)]
     InternalProbeModel(load_args::ProbeArgs),
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             Command::Measure(args) => verify_cmd::measure(args),
             Command::Validator(args) => validator_cmd::run(args, &global),
             Command::Devnet(args) => devnet_cmd::run(args, &global),
+            Command::Proxy(args) => proxy_cmd::run(args),
             Command::InternalProbeModel(args) => load_args::probe(args),
         }
     })();

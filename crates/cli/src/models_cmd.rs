@@ -40,7 +40,8 @@ pub enum ModelsCmd {
     Fetch {
         /// The model's CID.
         cid: String,
-        /// Gateway to use, tried in order (repeatable; overrides the configured list).
+        /// Gateway to use, tried in order (repeatable; overrides the configured list);
+        /// `vsock:CID:PORT` or `unix:PATH` sends plain HTTP through that socket.
         #[arg(long = "gateway", value_name = "URL")]
         gateways: Vec<String>,
         /// Per-gateway timeout for connecting and for each stall of the download.
@@ -168,14 +169,17 @@ pub fn run(cmd: ModelsCmd, global: &Global) -> anyhow::Result<ExitCode> {
             gw.timeout = parse_duration(&timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
             gw.max_model_bytes =
                 parse_size(&max_bytes).map_err(|e| anyhow::anyhow!("--max-bytes: {e}"))?;
-            let fetcher = Fetcher::new(gw, store);
             let bar = Bar::new();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let result = runtime.block_on(fetcher.fetch(&cid, &bar));
+            let result = runtime.block_on(async {
+                crate::node_cmd::open_tunnels(&mut gw.urls).await?;
+                let fetched = Fetcher::new(gw, store).fetch(&cid, &bar).await;
+                fetched.with_context(|| format!("fetching {cid}"))
+            });
             bar.finish();
-            let m = result.with_context(|| format!("fetching {cid}"))?;
+            let m = result?;
             tracing::info!(cid = %m.cid, size = m.size, sha256 = %m.sha256_hex(), "fetched and verified model");
             println!("{}", m.cid);
         }

@@ -1,6 +1,5 @@
 //! `attesta node`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use attesta_engine::Limits;
 use attesta_engine::tract::TractEngine;
 use attesta_node::fault::{ActiveFault, Fault};
 use attesta_node::fetching::{FetchPlan, FetchPolicy};
+use attesta_node::transport::Addr;
 use attesta_node::{Node, NodeConfig, NodeParts};
 use clap::Args;
 
@@ -25,9 +25,10 @@ use crate::units::{duration_setting as duration, parse_duration, size_setting as
 /// Options of `attesta node`.
 #[derive(Args)]
 pub struct NodeArgs {
-    /// Address to listen on [default: 127.0.0.1:8000].
-    #[arg(long, env = "ATTESTA_LISTEN")]
-    listen: Option<SocketAddr>,
+    /// Address to listen on: HOST:PORT, vsock:PORT (inside a Nitro enclave; the parent's
+    /// `attesta proxy` forwards to it) or unix:PATH [default: 127.0.0.1:8000].
+    #[arg(long, env = "ATTESTA_LISTEN", value_name = "ADDR")]
+    listen: Option<Addr>,
     /// Model store directory [default: <data-dir>/models].
     #[arg(long, env = "ATTESTA_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
@@ -97,7 +98,10 @@ pub struct NodeArgs {
 #[derive(Args)]
 pub struct FetchArgs {
     /// Trustless IPFS gateway to fetch unknown models from, tried in order (repeatable;
-    /// ATTESTA_IPFS_GATEWAYS, comma-separated, is tried first).
+    /// ATTESTA_IPFS_GATEWAYS, comma-separated, is tried first). `vsock:CID:PORT` or
+    /// `unix:PATH` instead of a URL sends plain HTTP through that socket: in a Nitro enclave,
+    /// `vsock:3:PORT` reaches the parent's `attesta proxy --outbound vsock:PORT=GATEWAY`
+    /// (every block is verified in the enclave, so the host only relays content-addressed bytes).
     #[arg(long = "gateway", value_name = "URL")]
     gateways: Vec<String>,
     /// Which unknown CIDs may be fetched: `any`, `allow-list` (only --allow-cid), or `off`
@@ -132,7 +136,7 @@ fn to_usize(v: u64, what: &str) -> anyhow::Result<usize> {
 pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let file = &global.file.node;
     let mut cfg = NodeConfig::default();
-    if let Some(l) = args.listen {
+    if let Some(l) = args.listen.clone() {
         cfg.listen = l;
     } else if let Some(l) = &file.listen {
         cfg.listen = l
@@ -225,11 +229,15 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async move {
+        let mut fetch = fetch;
+        if let Some(plan) = &mut fetch {
+            open_tunnels(&mut plan.gateways.urls).await?;
+        }
         let mut parts = NodeParts::new(Arc::new(TractEngine::new(intra)), store);
         parts.fetch = fetch;
         parts.attester = attester;
         let node = Node::build(cfg, parts);
-        let listen = node.config().listen;
+        let listen = node.config().listen.clone();
         let listener = node
             .bind()
             .await
@@ -250,6 +258,20 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     // deadline); bound that wait so a stop request ends the process.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result
+}
+
+/// Replaces each gateway that names a socket (`vsock:…`, `unix:…`) by the URL of a loopback
+/// tunnel to it (inside a Nitro enclave, the only way out is vsock to the parent).
+pub async fn open_tunnels(urls: &mut [String]) -> anyhow::Result<()> {
+    for url in urls.iter_mut() {
+        if let Some(target) = attesta_node::proxy::tunnel_target(url) {
+            let target = target.with_context(|| format!("--gateway {url}"))?;
+            *url = attesta_node::proxy::gateway_tunnel(target, Default::default())
+                .await
+                .with_context(|| format!("opening a tunnel for gateway {url}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Header, body and idle timeouts and the connection cap, from flags or the file.

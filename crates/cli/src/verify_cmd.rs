@@ -72,7 +72,10 @@ pub struct EvidenceArgs {
 
 /// Options of `attesta measure`.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct MeasureArgs {
+    #[command(subcommand)]
+    what: Option<crate::measure_eif::MeasureWhat>,
     /// Release name to print.
     #[arg(long, default_value = "attesta-dev")]
     name: String,
@@ -172,6 +175,9 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
 
 /// Runs `attesta measure`: the registry entry for this (or the given) executable as the dev TEE measures it.
 pub fn measure(args: MeasureArgs) -> anyhow::Result<ExitCode> {
+    if let Some(what) = args.what {
+        return crate::measure_eif::run(what);
+    }
     let exe = match args.executable {
         Some(p) => p,
         None => std::env::current_exe().context("locating the running executable")?,

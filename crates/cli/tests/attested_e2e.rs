@@ -10,66 +10,16 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use attesta_seal::MEDIA_TYPE as SEALED;
 use serde_json::{Value, json};
 use support::*;
-
-fn run_status(args: &[&str]) -> (i32, String, String) {
-    let out = attesta().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A TCP relay that forwards to `target` and records every byte in both directions.
-fn logging_relay(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(64) {
-            let Ok(client) = conn else { continue };
-            let Ok(server) = TcpStream::connect(&target) else {
-                continue;
-            };
-            for (mut from, mut to) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        log.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
-            }
-        }
-    });
-    (addr, seen)
-}
 
 /// `attesta models add FILE --store STORE`; returns the CID.
 fn add_model(file: &Path, store: &str) -> String {
     run_ok(&["models", "add", file.to_str().unwrap(), "--store", store])
         .trim()
         .to_string()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]

@@ -19,15 +19,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 
-fn run_status(args: &[&str]) -> (i32, String, String) {
-    let out = attesta().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_fault_under_a_hardware_tee_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();

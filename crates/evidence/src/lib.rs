@@ -19,6 +19,7 @@
 /// The CBOR decoder the Nitro document parser uses (re-exported: one implementation in the tree).
 pub use attesta_cbor as cbor;
 
+pub mod eif;
 mod error;
 mod input;
 pub mod nitro;

@@ -37,8 +37,10 @@ pub mod loader;
 pub mod media;
 pub mod metrics;
 pub mod probe;
+pub mod proxy;
 pub mod server;
 pub mod source;
+pub mod transport;
 
 use cache::ModelCache;
 use error::ApiError;
@@ -50,8 +52,8 @@ use source::{LocalStore, ModelSource};
 /// Tunables of a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
+    /// Address to listen on: TCP, vsock (inside a Nitro enclave) or a Unix socket.
+    pub listen: transport::Addr,
     /// Byte budget of the in-memory model cache.
     pub cache_bytes: usize,
     /// Inferences that may run at once.
@@ -77,7 +79,7 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)).into(),
             cache_bytes: 2 << 30,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_body_bytes: 16 << 20,
@@ -199,19 +201,27 @@ impl Node {
     }
 
     /// Binds [`NodeConfig::listen`].
-    pub async fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
-        tokio::net::TcpListener::bind(self.config.listen).await
+    pub async fn bind(&self) -> std::io::Result<transport::Listener> {
+        transport::Listener::bind(&self.config.listen).await
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests
-    /// finish within the configured grace period.
+    /// Serves on `listener` (a [`transport::Listener`] or a plain TCP listener) until
+    /// `shutdown` resolves, then lets in-flight requests finish within the configured grace
+    /// period.
     pub async fn serve(
         self,
-        listener: tokio::net::TcpListener,
+        listener: impl Into<transport::Listener>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let metrics = server::ConnectionMetrics::register(&self.state.metrics);
-        server::serve(listener, self.app, self.config.http, metrics, shutdown).await
+        server::serve(
+            listener.into(),
+            self.app,
+            self.config.http,
+            metrics,
+            shutdown,
+        )
+        .await
     }
 }
 

@@ -36,10 +36,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service as _;
+
+use crate::transport::{Listener, Stream};
 
 /// Limits of the HTTP surface. Every request-caused wait is bounded by one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +253,7 @@ impl Registry {
 
 /// A socket that reports its traffic to its [`Conn`].
 struct TrackedIo {
-    inner: TcpStream,
+    inner: Stream,
     conn: Arc<Conn>,
 }
 
@@ -358,10 +359,11 @@ impl Drop for InFlight {
     }
 }
 
-/// Serves `app` on `listener` under `limits` until `shutdown` resolves, then lets in-flight
-/// requests finish for at most [`HttpLimits::shutdown_grace`].
+/// Serves `app` on `listener` (TCP, vsock or a Unix socket: the same loop and limits) under
+/// `limits` until `shutdown` resolves, then lets in-flight requests finish for at most
+/// [`HttpLimits::shutdown_grace`].
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     app: Router,
     limits: HttpLimits,
     metrics: ConnectionMetrics,
@@ -381,7 +383,7 @@ pub async fn serve(
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     // Out of descriptors or a connection reset before accept: pause briefly
                     // instead of spinning, then carry on.
@@ -412,7 +414,6 @@ pub async fn serve(
                 }
             }
         };
-        let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn::new(Instant::now()));
         let id = registry.add(conn.clone());
         let task = Connection {
@@ -457,7 +458,7 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection until it ends; returns why it was closed.
-    async fn run(mut self, stream: TcpStream) -> &'static str {
+    async fn run(mut self, stream: Stream) -> &'static str {
         let io = TokioIo::new(TrackedIo {
             inner: stream,
             conn: self.conn.clone(),

@@ -4,9 +4,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The workspace root.
@@ -70,11 +71,21 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `attesta node` on an ephemeral port and waits for its address.
-pub fn start_node(extra: &[&str]) -> Proc {
+/// Runs `attesta ARGS` to completion: exit code, stdout, stderr.
+pub fn run_status(args: &[&str]) -> (i32, String, String) {
+    let out = attesta().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Spawns `attesta ARGS` and returns it with the first `lines` lines of its stdout (the
+/// rest is drained so the child never blocks on a full pipe).
+pub fn spawn_reporting(args: &[&str], lines: usize) -> (Child, Vec<String>) {
     let mut child = attesta()
-        .args(["node", "--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -82,16 +93,26 @@ pub fn start_node(extra: &[&str]) -> Proc {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
             let _ = tx.send(line);
         }
-        for _ in lines {}
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("node did not report its address");
-    let addr = line
+    let got = (0..lines)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("attesta {args:?} did not report its address"))
+        })
+        .collect();
+    (child, got)
+}
+
+/// Starts `attesta node` on an ephemeral port and waits for its address.
+pub fn start_node(extra: &[&str]) -> Proc {
+    let mut args = vec!["node", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (child, lines) = spawn_reporting(&args, 1);
+    let addr = lines[0]
         .strip_prefix("listening on ")
         .expect("unexpected first line")
         .trim()
@@ -142,4 +163,45 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// A TCP relay that forwards to `target` and records every byte in both directions.
+pub fn logging_relay(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(64) {
+            let Ok(client) = conn else { continue };
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
