@@ -183,7 +183,7 @@ pub async fn relay(a: Stream, b: Stream, limits: &ProxyLimits) -> Ended {
     let (br, bw) = tokio::io::split(b);
     let size = limits.buffer_bytes.max(1);
     let both =
-        futures::future::try_join(pump(ar, bw, size, &activity), pump(br, aw, size, &activity));
+        async { tokio::try_join!(pump(ar, bw, size, &activity), pump(br, aw, size, &activity)) };
     tokio::pin!(both);
     loop {
         let deadline = activity.deadline(limits.idle_timeout);
