@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod axon_cmd;
 mod config;
 mod devnet_cmd;
 mod infer_cmd;
@@ -16,6 +17,7 @@ mod signals;
 mod units;
 mod validator_cmd;
 mod verify_cmd;
+mod wallet_args;
 
 /// Exit status for "ran fine, but the answer is no" (e.g. verification failed).
 pub const EXIT_REJECTED: u8 = 3;
@@ -78,6 +80,8 @@ enum Command {
     Validator(validator_cmd::ValidatorArgs),
     /// Start a local network of dev-TEE nodes and a validator, and show it working.
     Devnet(devnet_cmd::DevnetArgs),
+    /// Serve a node behind a Bittensor axon (the SDK's wire format; relays sealed traffic only).
+    Axon(axon_cmd::AxonArgs),
     /// Internal: load one model from stdin under resource limits and report (run by `attesta node`).
     #[command(name = "internal-probe-model", hide = true)]
     InternalProbeModel(load_args::ProbeArgs),
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Command::Measure(args) => verify_cmd::measure(args),
             Command::Validator(args) => validator_cmd::run(args, &global),
             Command::Devnet(args) => devnet_cmd::run(args, &global),
+            Command::Axon(args) => axon_cmd::run(args),
             Command::InternalProbeModel(args) => load_args::probe(args),
         }
     })();

@@ -80,9 +80,21 @@ impl Drop for Proc {
 
 /// Starts `attesta node` on an ephemeral port and waits for its address.
 pub fn start_node(extra: &[&str]) -> Proc {
-    let mut child = attesta()
-        .args(["node", "--listen", "127.0.0.1:0"])
-        .args(extra)
+    let mut cmd = attesta();
+    cmd.args(["node", "--listen", "127.0.0.1:0"]).args(extra);
+    let (mut p, line) = spawn_reporting(cmd, "node");
+    p.addr = line
+        .strip_prefix("listening on ")
+        .expect("unexpected first line")
+        .trim()
+        .to_string();
+    p
+}
+
+/// Spawns `cmd` (stdout piped, stderr inherited) and waits up to 90 s for its first
+/// stdout line (an address or a ready line); the rest of stdout is drained.
+pub fn spawn_reporting(mut cmd: Command, what: &str) -> (Proc, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -97,14 +109,15 @@ pub fn start_node(extra: &[&str]) -> Proc {
         for _ in lines {}
     });
     let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("node did not report its address");
-    let addr = line
-        .strip_prefix("listening on ")
-        .expect("unexpected first line")
-        .trim()
-        .to_string();
-    Proc { child, addr }
+        .recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| panic!("{what} did not report its first line"));
+    (
+        Proc {
+            child,
+            addr: String::new(),
+        },
+        line,
+    )
 }
 
 /// An HTTP response.
