@@ -351,6 +351,7 @@ async fn drive(
             id: id.clone(),
             url: format!("http://127.0.0.1:{port}"),
             hotkey: None,
+            via: Default::default(),
         });
         info.insert(
             id,
@@ -406,6 +407,7 @@ async fn drive(
             store: validator_dir.join("models"),
             models: cids.iter().map(ChallengeSpec::new).collect(),
         },
+        bittensor: None,
     };
     let config_file = workdir.join("validator.toml");
     std::fs::write(&config_file, cfg.to_toml()?)?;

@@ -9,6 +9,7 @@
 //! (`/v1/nodes`, `/metrics`), [`runner`] (the loop).
 #![forbid(unsafe_code)]
 
+pub mod axon_transport;
 pub mod challenge;
 pub mod client_channel;
 pub mod config;
