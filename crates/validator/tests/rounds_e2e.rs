@@ -164,6 +164,28 @@ async fn serve(sim: Sim) -> String {
     format!("http://{addr}")
 }
 
+/// A simulated node with fresh keys.
+fn sim(
+    behaviour: Behaviour,
+    attester: &Arc<DevAttester>,
+    model: &Arc<dyn Model>,
+    bytes: &[u8],
+    nitro_doc: &[u8],
+) -> Sim {
+    Sim {
+        keys: NodeKeys::generate(&mut UnwrapErr(getrandom::SysRng)),
+        attester: Arc::clone(attester),
+        replay: ReplayGuard::new(attesta_seal::ReplayConfig {
+            capacity: 1 << 12,
+            ..Default::default()
+        }),
+        model: Arc::clone(model),
+        model_sha: sha256(bytes),
+        behaviour,
+        nitro_doc: nitro_doc.to_vec(),
+    }
+}
+
 fn attester(root_dir: &Path, exe: &Path) -> Arc<DevAttester> {
     let mut opts = DevOptions::new(root_dir).unwrap();
     opts.executable = exe.to_path_buf();
@@ -187,7 +209,6 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
     let model = TractEngine::new(1)
         .load(&bytes, &Limits::default())
         .unwrap();
-    let mut rng = attesta_seal::rand_core::UnwrapErr(getrandom::SysRng);
     let plan = [
         ("a-honest", Behaviour::Honest, &good),
         ("b-slow", Behaviour::Slow, &good),
@@ -199,19 +220,7 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
     ];
     let mut entries = Vec::new();
     for (id, behaviour, att) in plan {
-        let url = serve(Sim {
-            keys: NodeKeys::generate(&mut rng),
-            attester: Arc::clone(att),
-            replay: ReplayGuard::new(attesta_seal::ReplayConfig {
-                capacity: 1 << 12,
-                ..Default::default()
-            }),
-            model: Arc::clone(&model),
-            model_sha: sha256(&bytes),
-            behaviour,
-            nitro_doc: nitro_doc.clone(),
-        })
-        .await;
+        let url = serve(sim(behaviour, att, &model, &bytes, &nitro_doc)).await;
         entries.push(NodeEntry {
             id: id.into(),
             url,
@@ -368,7 +377,6 @@ async fn rounds_reach_nodes_through_their_axons_and_never_credit_lying_ones() {
     let model = TractEngine::new(1)
         .load(&bytes, &Limits::default())
         .unwrap();
-    let mut rng = attesta_seal::rand_core::UnwrapErr(getrandom::SysRng);
     let alice = Hotkey::from_dev_uri("//Alice").unwrap().account().to_ss58();
     let charlie = Hotkey::from_dev_uri("//Charlie")
         .unwrap()
@@ -383,19 +391,7 @@ async fn rounds_reach_nodes_through_their_axons_and_never_credit_lying_ones() {
     ];
     let mut entries = Vec::new();
     for (id, behaviour, hotkey) in plan {
-        let node = serve(Sim {
-            keys: NodeKeys::generate(&mut rng),
-            attester: Arc::clone(&good),
-            replay: ReplayGuard::new(attesta_seal::ReplayConfig {
-                capacity: 1 << 12,
-                ..Default::default()
-            }),
-            model: Arc::clone(&model),
-            model_sha: sha256(&bytes),
-            behaviour,
-            nitro_doc: nitro_doc.clone(),
-        })
-        .await;
+        let node = serve(sim(behaviour, &good, &model, &bytes, &nitro_doc)).await;
         entries.push(NodeEntry {
             id: id.into(),
             url: behind_axon(node).await,
