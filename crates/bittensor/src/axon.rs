@@ -138,7 +138,7 @@ struct Axon {
     http: reqwest::Client,
 }
 
-/// The axon's routes (`POST /TeeAttestation`, `POST /TeeInference`), to be served by the
+/// The axon's routes (`POST /TeeAttestation`, `POST /TeeInference`, `GET /healthz`), to be served by the
 /// node's accept loop (`attesta_node::server::serve`) or any axum server.
 pub fn router(config: AxonConfig) -> Result<Router, AxonError> {
     if !(config.node.starts_with("http://") || config.node.starts_with("https://")) {
@@ -156,6 +156,7 @@ pub fn router(config: AxonConfig) -> Result<Router, AxonError> {
         http,
     });
     Ok(Router::new()
+        .route("/healthz", axum::routing::get(healthz))
         .route("/{synapse}", post(handle))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
@@ -186,6 +187,15 @@ fn bad(code: &str, message: impl Into<String>) -> Refusal {
 
 fn unauthorized(code: &str, message: impl Into<String>) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// Liveness of the axon process itself (not of the node behind it).
+async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

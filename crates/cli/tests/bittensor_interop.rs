@@ -284,3 +284,49 @@ fn axon_refuses_to_start_without_a_caller_policy_or_with_an_encrypted_hotkey() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("encrypted"), "{err}");
 }
+
+#[test]
+fn devnet_bittensor_reaches_every_node_through_its_axon() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = attesta()
+        .args(["devnet", "--nodes", "3", "--faulty", "1", "--bittensor"])
+        .args([
+            "--rounds",
+            "3",
+            "--json",
+            "--interval",
+            "200ms",
+            "--timeout",
+            "3s",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "devnet failed: {stderr}");
+    let state: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    // Every node is listed behind an axon, with the axon's hotkey.
+    let nodes: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("nodes.json")).unwrap()).unwrap();
+    for n in nodes.as_array().unwrap() {
+        assert_eq!(n["via"], "axon", "{nodes:#}");
+        assert!(n["hotkey"].as_str().unwrap().starts_with('5'));
+    }
+    let list = state["nodes"].as_array().unwrap();
+    let honest: Vec<&Value> = list.iter().filter(|n| n["behaviour"] == "honest").collect();
+    assert_eq!(honest.len(), 2, "{state:#}");
+    for n in honest {
+        assert!(n["weight"].as_f64().unwrap() > 0.0, "{state:#}");
+    }
+    let liar = list
+        .iter()
+        .find(|n| n["behaviour"] == "wrong-output")
+        .unwrap();
+    assert_eq!(
+        (liar["weight"].as_f64(), liar["weight_u16"].as_u64()),
+        (Some(0.0), Some(0)),
+        "{state:#}"
+    );
+}
