@@ -50,6 +50,10 @@ pub struct DevnetArgs {
     /// Per-node timeout of a round, e.g. 2s.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     timeout: String,
+    /// Put every node behind an `attesta axon` (dev hotkey `//devnet-node-<i>`) and let the
+    /// validator (dev hotkey `//devnet-validator`) reach them with its dendrite.
+    #[arg(long)]
+    bittensor: bool,
     /// Working directory (kept afterwards) [default: a temporary one, removed at exit].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -351,6 +355,7 @@ async fn drive(
             id: id.clone(),
             url: format!("http://127.0.0.1:{port}"),
             hotkey: None,
+            via: Default::default(),
         });
         info.insert(
             id,
@@ -374,6 +379,22 @@ async fn drive(
             i.declared_fault = declared_fault(&e.url, &dev_root).await?;
         }
     }
+
+    let bittensor = if args.bittensor {
+        let validator = attesta_bittensor::Hotkey::from_dev_uri(DEVNET_VALIDATOR_URI)?.account();
+        for (i, e) in entries.iter_mut().enumerate() {
+            put_behind_axon(&exe, i, e, &validator, &logs, children).await?;
+            wait_healthy(&http, &e.url, children)
+                .await
+                .with_context(|| format!("the axon of {} did not start", e.id))?;
+        }
+        Some(attesta_validator::config::BittensorConfig {
+            hotkey_uri: Some(DEVNET_VALIDATOR_URI.into()),
+            ..Default::default()
+        })
+    } else {
+        None
+    };
 
     // The validator.
     let nodes_file = workdir.join("nodes.json");
@@ -406,6 +427,7 @@ async fn drive(
             store: validator_dir.join("models"),
             models: cids.iter().map(ChallengeSpec::new).collect(),
         },
+        bittensor,
     };
     let config_file = workdir.join("validator.toml");
     std::fs::write(&config_file, cfg.to_toml()?)?;
@@ -525,6 +547,46 @@ fn exited(children: &mut [(String, Child)]) -> Option<(String, std::process::Exi
     children
         .iter_mut()
         .find_map(|(name, c)| c.try_wait().ok().flatten().map(|s| (name.clone(), s)))
+}
+
+/// The devnet validator's PUBLIC dev hotkey.
+const DEVNET_VALIDATOR_URI: &str = "//devnet-validator";
+
+/// Starts `attesta axon` (dev hotkey `//devnet-node-<i>`, only the devnet validator may
+/// call) in front of node `i` and points its entry at the axon.
+async fn put_behind_axon(
+    exe: &Path,
+    i: usize,
+    entry: &mut NodeEntry,
+    validator: &attesta_bittensor::AccountId,
+    logs: &Path,
+    children: &mut Vec<(String, Child)>,
+) -> anyhow::Result<()> {
+    let uri = format!("//devnet-node-{i}");
+    let hotkey = attesta_bittensor::Hotkey::from_dev_uri(&uri)?.account();
+    let port = free_port()?;
+    let name = format!("{}-axon", entry.id);
+    let mut cmd = Command::new(exe);
+    cmd.args(["--log-format", "json", "axon", "--node", &entry.url])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--hotkey-uri",
+            &uri,
+        ])
+        .args(["--allow-caller", &validator.to_ss58()])
+        .stdin(Stdio::null())
+        .stdout(log_file(logs, &name)?)
+        .stderr(log_file(logs, &format!("{name}.err"))?)
+        .kill_on_drop(true);
+    children.push((
+        name.clone(),
+        cmd.spawn().with_context(|| format!("starting {name}"))?,
+    ));
+    entry.url = format!("http://127.0.0.1:{port}");
+    entry.hotkey = Some(hotkey.to_ss58());
+    entry.via = attesta_validator::registry::Via::Axon;
+    Ok(())
 }
 
 async fn wait_healthy(

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod axon_cmd;
 mod config;
 mod devnet_cmd;
 mod infer_cmd;
@@ -18,6 +19,7 @@ mod signals;
 mod units;
 mod validator_cmd;
 mod verify_cmd;
+mod wallet_args;
 
 /// Exit status for "ran fine, but the answer is no" (e.g. verification failed).
 pub const EXIT_REJECTED: u8 = 3;
@@ -84,6 +86,8 @@ enum Command {
     /// On a Nitro parent instance: relay TCP to the enclave's vsock API and the enclave's
     /// vsock gateway fetches to TCP.
     Proxy(proxy_cmd::ProxyArgs),
+    /// Serve a node behind a Bittensor axon (the SDK's wire format; relays sealed traffic only).
+    Axon(axon_cmd::AxonArgs),
     /// Internal: load one model from stdin under resource limits and report (run by `attesta node`).
     #[command(name = "internal-probe-model", hide = true)]
     InternalProbeModel(load_args::ProbeArgs),
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             Command::Validator(args) => validator_cmd::run(args, &global),
             Command::Devnet(args) => devnet_cmd::run(args, &global),
             Command::Proxy(args) => proxy_cmd::run(args),
+            Command::Axon(args) => axon_cmd::run(args),
             Command::InternalProbeModel(args) => load_args::probe(args),
         }
     })();

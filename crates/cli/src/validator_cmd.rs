@@ -57,12 +57,22 @@ async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
         );
     }
     let clock = Arc::new(SystemClock);
-    let channels = Arc::new(ClientFactory::new(
+    let mut factory = ClientFactory::new(
         policy,
         cfg.node_timeout(),
         clock.clone(),
         attesta_validator::client_channel::system_rng(),
-    ));
+    );
+    if let Some(bt) = &cfg.bittensor {
+        let hotkey = bt.hotkey()?;
+        if bt.hotkey_uri.is_some() {
+            tracing::warn!(hotkey = %hotkey.account(), "signing axon calls with a PUBLIC dev key");
+        }
+        let dendrite = attesta_bittensor::Dendrite::new(hotkey, cfg.node_timeout())
+            .context("building the dendrite")?;
+        factory = factory.with_dendrite(Arc::new(dendrite));
+    }
+    let channels = Arc::new(factory);
     let status = Arc::new(Status::new());
     let rng = attesta_validator::os_rng().context("seeding the RNG")?;
     let (mut validator, sink_errors) =

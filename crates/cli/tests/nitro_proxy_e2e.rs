@@ -82,18 +82,17 @@ fn import(file: &Path, blocks: &mut HashMap<String, Vec<u8>>) -> String {
 fn start_proxy(node_sock: &str, gw_sock: &str, gateway: &str) -> (Proc, String) {
     let inbound = format!("127.0.0.1:0=unix:{node_sock}");
     let outbound = format!("unix:{gw_sock}={gateway}");
-    let (child, lines) = spawn_reporting(
-        &[
-            "proxy",
-            "--inbound",
-            &inbound,
-            "--outbound",
-            &outbound,
-            "--idle-timeout",
-            "30s",
-        ],
-        2,
-    );
+    let mut cmd = attesta();
+    cmd.args([
+        "proxy",
+        "--inbound",
+        &inbound,
+        "--outbound",
+        &outbound,
+        "--idle-timeout",
+        "30s",
+    ]);
+    let (mut proxy, lines) = spawn_reporting(cmd, "attesta proxy", 2);
     let tcp = lines[0]
         .strip_prefix("listening on ")
         .and_then(|l| l.split(" -> ").next())
@@ -103,13 +102,8 @@ fn start_proxy(node_sock: &str, gw_sock: &str, gateway: &str) -> (Proc, String) 
         lines[1],
         format!("listening on unix:{gw_sock} -> {gateway}")
     );
-    (
-        Proc {
-            child,
-            addr: tcp.clone(),
-        },
-        tcp,
-    )
+    proxy.addr = tcp.clone();
+    (proxy, tcp)
 }
 
 #[test]
@@ -131,26 +125,22 @@ fn node_behind_the_proxy_attests_fetches_and_seals_and_survives_a_proxy_restart(
     // The node has no TCP at all: its API and its gateway are sockets, as in an enclave.
     let node_sock = w("node.sock");
     let gw_sock = w("gw.sock");
-    let (node_child, lines) = spawn_reporting(
-        &[
-            "node",
-            "--listen",
-            &format!("unix:{node_sock}"),
-            "--tee",
-            "dev",
-            "--data-dir",
-            &w("data"),
-            "--store",
-            &w("store"),
-            "--gateway",
-            &format!("unix:{gw_sock}"),
-        ],
-        1,
-    );
-    let mut node = Proc {
-        child: node_child,
-        addr: node_sock.clone(),
-    };
+    let mut cmd = attesta();
+    cmd.args([
+        "node",
+        "--listen",
+        &format!("unix:{node_sock}"),
+        "--tee",
+        "dev",
+        "--data-dir",
+        &w("data"),
+        "--store",
+        &w("store"),
+        "--gateway",
+        &format!("unix:{gw_sock}"),
+    ]);
+    let (mut node, lines) = spawn_reporting(cmd, "attesta node", 1);
+    node.addr = node_sock.clone();
     assert_eq!(lines[0], format!("listening on unix:{node_sock}"));
     let (proxy, proxy_addr) = start_proxy(&node_sock, &gw_sock, &gateway);
     let (relay, seen) = logging_relay(proxy_addr.clone());

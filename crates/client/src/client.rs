@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use attesta_evidence::{Expected, NitroVerifier, Platform, Report, UnixTime};
 use attesta_seal::channel::AnswerError;
 use attesta_seal::{
-    MEDIA_TYPE, ProofBundle, PublicKeySet, RequestPlaintext, SignedReceipt, binding, seal_request,
+    ProofBundle, PublicKeySet, RequestPlaintext, SignedReceipt, binding, seal_request,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
+use crate::transport::{HttpTransport, Transport};
 use crate::wire::{AttestationResponse, PlainError};
 
 /// A node whose evidence verified and binds its key set.
@@ -72,8 +73,7 @@ struct Cached {
 
 /// A client of one node. Cheap to share (`&self` methods).
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     verifier: NitroVerifier,
     config: ClientConfig,
     cache: Mutex<Option<Cached>>,
@@ -82,33 +82,31 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// A client of the node at `base_url` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the node at `base_url` (e.g. `http://127.0.0.1:8080`), over HTTP.
     pub fn new(base_url: &str, config: ClientConfig) -> Result<Self, ClientError> {
-        let base = base_url.trim_end_matches('/').to_owned();
+        let transport = HttpTransport::new(base_url, config.timeout)?;
+        Self::with_transport(Arc::new(transport), config)
+    }
+
+    /// A client that reaches its node through `transport` (e.g. a Bittensor axon).
+    pub fn with_transport(
+        transport: Arc<dyn Transport>,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
         if !(16..=64).contains(&config.nonce_len) {
             return Err(ClientError::InvalidInput(format!(
                 "nonce_len {} outside 16..=64 bytes",
                 config.nonce_len
             )));
         }
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::InvalidInput(format!(
-                "node URL {base_url:?} is not http(s)"
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
         Ok(Client {
-            base,
-            http,
+            transport,
             verifier: NitroVerifier::new(config.policy.clone()),
             config,
             cache: Mutex::new(None),
@@ -159,21 +157,11 @@ impl Client {
 
     /// Fetches and verifies evidence for `nonce` (not cached).
     pub async fn attest_with_nonce(&self, nonce: &[u8]) -> Result<VerifiedNode, ClientError> {
-        let url = format!("{}/v1/attestation?nonce={}", self.base, hex::encode(nonce));
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
-        if !status.is_success() {
-            return Err(refused(status.as_u16(), &body));
+        let reply = self.transport.attestation(&hex::encode(nonce)).await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(refused(reply.status, &reply.body));
         }
+        let body = reply.body;
         let att: AttestationResponse = serde_json::from_slice(&body)
             .map_err(|e| ClientError::Protocol(format!("attestation JSON: {e}")))?;
         self.verify_attestation(&att, nonce, self.now())
@@ -288,30 +276,13 @@ impl Client {
             let mut rng: &mut dyn crate::config::SharedRng = &mut *rng;
             seal_request(&node.keyset, &request, &mut rng)?
         };
-        let resp = self
-            .http
-            .post(format!("{}/v1/infer", self.base))
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
-            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
-        let status = resp.status();
-        let sealed = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with(MEDIA_TYPE));
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::from_reqwest(e, self.config.timeout))?;
+        let reply = self.transport.infer(body).await?;
+        let (status, sealed, bytes) = (reply.status, reply.sealed, reply.body);
         if !sealed {
             // Never the node's verdict: nothing authenticates a plaintext body.
             let (code, message) = plain_error(&bytes);
             return Err(ClientError::Unauthenticated {
-                status: status.as_u16(),
+                status,
                 code,
                 message,
             });

@@ -158,6 +158,7 @@ async fn nodes(dir: &Path, count: usize, hanging: usize) {
             id: format!("sim-{i:03}"),
             url: format!("http://{addr}"),
             hotkey: None,
+            via: Default::default(),
         });
     }
     std::fs::write(

@@ -12,9 +12,12 @@ use futures::future::BoxFuture;
 
 pub use attesta_client::{RngHandle, system_rng};
 
+use attesta_bittensor::Dendrite;
+
+use crate::axon_transport::AxonTransport;
 use crate::challenge::Challenge;
 use crate::probe::{Answer, Attested, ChannelFactory, NodeChannel, ProbeError};
-use crate::registry::NodeEntry;
+use crate::registry::{NodeEntry, Via};
 use crate::round::Clock;
 use crate::status::MEASUREMENT_MISMATCH;
 
@@ -26,7 +29,9 @@ pub struct ClientFactory {
     timeout: Duration,
     clock: Arc<dyn Clock>,
     rng: RngHandle,
-    clients: Mutex<HashMap<(String, String), Arc<ClientChannel>>>,
+    /// Signs calls to nodes reached through their axons (`via = "axon"`).
+    dendrite: Option<Arc<Dendrite>>,
+    clients: Mutex<HashMap<(String, String, Via), Arc<ClientChannel>>>,
 }
 
 impl std::fmt::Debug for ClientFactory {
@@ -46,14 +51,22 @@ impl ClientFactory {
             timeout,
             clock,
             rng,
+            dendrite: None,
             clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reaches `via = "axon"` nodes through their axons with this dendrite (without one,
+    /// such nodes fail with a transport error).
+    pub fn with_dendrite(mut self, dendrite: Arc<Dendrite>) -> Self {
+        self.dendrite = Some(dendrite);
+        self
     }
 }
 
 impl ChannelFactory for ClientFactory {
     fn channel(&self, node: &NodeEntry) -> Result<Arc<dyn NodeChannel>, ProbeError> {
-        let key = (node.id.clone(), node.url.clone());
+        let key = (node.id.clone(), node.url.clone(), node.via);
         let mut clients = self
             .clients
             .lock()
@@ -71,8 +84,21 @@ impl ChannelFactory for ClientFactory {
             clock: Arc::new(move || UnixTime::from_system(clock.now())),
             rng: Arc::clone(&self.rng),
         };
-        let client =
-            Client::new(&node.url, config).map_err(|e| ProbeError::Transport(e.to_string()))?;
+        let client = match node.via {
+            Via::Http => Client::new(&node.url, config),
+            Via::Axon => {
+                let dendrite = self.dendrite.clone().ok_or_else(|| {
+                    ProbeError::Transport(format!(
+                        "node `{}` is reached via its axon, but the validator has no hotkey ([validator.bittensor])",
+                        node.id
+                    ))
+                })?;
+                let transport = AxonTransport::new(dendrite, node)
+                    .map_err(|e| ProbeError::Transport(e.to_string()))?;
+                Client::with_transport(Arc::new(transport), config)
+            }
+        }
+        .map_err(|e| ProbeError::Transport(e.to_string()))?;
         let ch = Arc::new(ClientChannel { client });
         clients.insert(key, Arc::clone(&ch));
         Ok(ch as Arc<dyn NodeChannel>)

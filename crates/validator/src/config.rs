@@ -44,6 +44,47 @@ pub enum ConfigError {
     /// The dev root (or the pinned AWS root) is unusable.
     #[error("trusted root: {0}")]
     Root(String),
+    /// The `[validator.bittensor]` wallet hotkey could not be loaded.
+    #[error("bittensor hotkey: {0}")]
+    Wallet(#[source] attesta_bittensor::wallet::WalletError),
+    /// The `[validator.bittensor]` dev key URI is not one we derive.
+    #[error("bittensor hotkey: {0}")]
+    DevKey(#[source] attesta_bittensor::keys::KeyError),
+}
+
+/// `[validator.bittensor]`: the validator's hotkey, which signs its calls to nodes reached
+/// through their axons (`via = "axon"` in the node list). btcli's wallet layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BittensorConfig {
+    /// Wallets directory (default `~/.bittensor/wallets`).
+    pub wallet_path: Option<PathBuf>,
+    /// Wallet name (default `default`).
+    pub wallet_name: Option<String>,
+    /// Hotkey name (default `default`); the keyfile must be unencrypted.
+    pub wallet_hotkey: Option<String>,
+    /// A PUBLIC dev key such as `//Bob` instead of a wallet (devnets and tests only).
+    pub hotkey_uri: Option<String>,
+}
+
+impl BittensorConfig {
+    /// Loads the hotkey.
+    pub fn hotkey(&self) -> Result<attesta_bittensor::Hotkey, ConfigError> {
+        if let Some(uri) = &self.hotkey_uri {
+            return attesta_bittensor::Hotkey::from_dev_uri(uri).map_err(ConfigError::DevKey);
+        }
+        let or_default = |v: &Option<String>| v.clone().unwrap_or_else(|| "default".into());
+        attesta_bittensor::WalletSpec {
+            path: self
+                .wallet_path
+                .clone()
+                .unwrap_or_else(|| attesta_bittensor::wallet::DEFAULT_WALLET_PATH.into()),
+            name: or_default(&self.wallet_name),
+            hotkey: or_default(&self.wallet_hotkey),
+        }
+        .load_hotkey()
+        .map_err(ConfigError::Wallet)
+    }
 }
 
 /// Attestation policy settings.
@@ -130,6 +171,9 @@ pub struct ValidatorConfig {
     pub scoring: ScoringParams,
     /// Challenge models.
     pub challenges: ChallengesConfig,
+    /// The validator's Bittensor hotkey, for nodes reached through axons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bittensor: Option<BittensorConfig>,
 }
 
 impl ValidatorConfig {
@@ -185,6 +229,11 @@ impl ValidatorConfig {
             fix(p);
         }
         if let Some(p) = c.policy.dev_root.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = c.bittensor.as_mut().and_then(|b| b.wallet_path.as_mut())
+            && !p.starts_with("~")
+        {
             fix(p);
         }
         c.validate()?;
@@ -314,6 +363,41 @@ cid = "bafkreia"
             ValidatorConfig::parse("x = 1", Path::new(".")),
             Err(ConfigError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn bittensor_section_names_the_hotkey() {
+        let dev = format!("{MIN}\n[validator.bittensor]\nhotkey_uri = \"//Bob\"\n");
+        let c = ValidatorConfig::parse(&dev, Path::new("/etc/attesta")).unwrap();
+        let bt = c.bittensor.clone().unwrap();
+        assert_eq!(
+            bt.hotkey().unwrap().account().to_ss58(),
+            "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
+        );
+        let wallet = format!(
+            "{MIN}\n[validator.bittensor]\nwallet_path = \"wallets\"\nwallet_name = \"v\"\n"
+        );
+        let c = ValidatorConfig::parse(&wallet, Path::new("/etc/attesta")).unwrap();
+        let bt = c.bittensor.unwrap();
+        assert_eq!(
+            bt.wallet_path.as_deref(),
+            Some(Path::new("/etc/attesta/wallets"))
+        );
+        assert!(
+            matches!(bt.hotkey(), Err(ConfigError::Wallet(_))),
+            "no such keyfile"
+        );
+        let typo = format!("{MIN}\n[validator.bittensor]\nhotkey = \"x\"\n");
+        assert!(matches!(
+            ValidatorConfig::parse(&typo, Path::new(".")),
+            Err(ConfigError::Syntax { .. })
+        ));
+        assert!(
+            ValidatorConfig::parse(MIN, Path::new("."))
+                .unwrap()
+                .bittensor
+                .is_none()
+        );
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
                 id: id.into(),
                 url: format!("http://{id}"),
                 hotkey: None,
+                via: Default::default(),
             },
             attempts,
         }

@@ -10,6 +10,7 @@
 //! `/metrics`), [`runner`] (the loop).
 #![forbid(unsafe_code)]
 
+pub mod axon_transport;
 pub mod challenge;
 pub mod client_channel;
 pub mod config;

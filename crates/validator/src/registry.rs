@@ -13,9 +13,43 @@ pub struct NodeEntry {
     pub id: String,
     /// Base URL of the node's HTTP API, e.g. `http://127.0.0.1:8080`.
     pub url: String,
-    /// The node's Bittensor hotkey, when known (SS58).
+    /// The node's Bittensor hotkey, when known (SS58); required with `via = "axon"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotkey: Option<String>,
+    /// How the node is reached: its `/v1` API at `url` (`http`, the default) or its
+    /// Bittensor axon at `url` (`axon`), signed by the validator's hotkey.
+    #[serde(default, skip_serializing_if = "Via::is_http")]
+    pub via: Via,
+}
+
+/// The path to a node.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Direct HTTP to the node's `/v1` API.
+    #[default]
+    Http,
+    /// The SDK's axon wire format (`attesta axon` in front of the node).
+    Axon,
+}
+
+impl Via {
+    /// True for the default, direct HTTP.
+    pub fn is_http(&self) -> bool {
+        *self == Via::Http
+    }
 }
 
 /// Why the node list could not be read.
@@ -130,6 +164,15 @@ pub fn parse_nodes(text: &str, path: &Path) -> Result<Vec<NodeEntry>, RegistryEr
         if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
             return Err(invalid(format!("node `{}`: url must be http(s)://", n.id)));
         }
+        if n.via == Via::Axon {
+            let hotkey = n.hotkey.as_deref().unwrap_or_default();
+            attesta_bittensor::AccountId::from_ss58(hotkey).map_err(|e| {
+                invalid(format!(
+                    "node `{}`: via = \"axon\" needs the axon's hotkey (SS58): {e}",
+                    n.id
+                ))
+            })?;
+        }
     }
     for pair in nodes.windows(2) {
         if let [a, b] = pair
@@ -179,6 +222,13 @@ mod tests {
             parse_nodes(empty, p()),
             Err(RegistryError::Invalid { .. })
         ));
+        let axon_without_hotkey = r#"[{"id":"a","url":"http://x","via":"axon"}]"#;
+        assert!(matches!(
+            parse_nodes(axon_without_hotkey, p()),
+            Err(RegistryError::Invalid { .. })
+        ));
+        let axon = r#"[{"id":"a","url":"http://x","via":"axon","hotkey":"5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"}]"#;
+        assert_eq!(parse_nodes(axon, p()).unwrap()[0].via, Via::Axon);
         let unknown = r#"[{"id":"a","url":"http://x","port":1}]"#;
         assert!(matches!(
             parse_nodes(unknown, p()),

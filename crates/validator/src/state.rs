@@ -786,6 +786,7 @@ mod tests {
             id: id.into(),
             url: format!("http://127.0.0.1/{id}"),
             hotkey: None,
+            via: Default::default(),
         }
     }
 

@@ -133,6 +133,7 @@ fn checks(scripts: &[(String, Script)], per_node: usize) -> Vec<NodeCheck> {
                 id: id.clone(),
                 url: "http://127.0.0.1:9".into(),
                 hotkey: None,
+                via: Default::default(),
             },
             challenges: vec![challenge(); per_node],
         })

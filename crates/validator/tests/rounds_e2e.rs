@@ -156,6 +156,28 @@ async fn serve(sim: Sim) -> String {
     format!("http://{addr}")
 }
 
+/// A simulated node with fresh keys.
+fn sim(
+    behaviour: Behaviour,
+    attester: &Arc<DevAttester>,
+    model: &Arc<dyn Model>,
+    bytes: &[u8],
+    nitro_doc: &[u8],
+) -> Sim {
+    Sim {
+        keys: NodeKeys::generate(&mut UnwrapErr(getrandom::SysRng)),
+        attester: Arc::clone(attester),
+        replay: ReplayGuard::new(attesta_seal::ReplayConfig {
+            capacity: 1 << 12,
+            ..Default::default()
+        }),
+        model: Arc::clone(model),
+        model_sha: sha256(bytes),
+        behaviour,
+        nitro_doc: nitro_doc.to_vec(),
+    }
+}
+
 fn attester(root_dir: &Path, exe: &Path) -> Arc<DevAttester> {
     let mut opts = DevOptions::new(root_dir).unwrap();
     opts.executable = exe.to_path_buf();
@@ -179,7 +201,6 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
     let model = TractEngine::new(1)
         .load(&bytes, &Limits::default())
         .unwrap();
-    let mut rng = attesta_seal::rand_core::UnwrapErr(getrandom::SysRng);
     let plan = [
         ("a-honest", Behaviour::Honest, &good),
         ("b-slow", Behaviour::Slow, &good),
@@ -191,23 +212,12 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
     ];
     let mut entries = Vec::new();
     for (id, behaviour, att) in plan {
-        let url = serve(Sim {
-            keys: NodeKeys::generate(&mut rng),
-            attester: Arc::clone(att),
-            replay: ReplayGuard::new(attesta_seal::ReplayConfig {
-                capacity: 1 << 12,
-                ..Default::default()
-            }),
-            model: Arc::clone(&model),
-            model_sha: sha256(&bytes),
-            behaviour,
-            nitro_doc: nitro_doc.clone(),
-        })
-        .await;
+        let url = serve(sim(behaviour, att, &model, &bytes, &nitro_doc)).await;
         entries.push(NodeEntry {
             id: id.into(),
             url,
             hotkey: None,
+            via: Default::default(),
         });
     }
 
@@ -328,4 +338,118 @@ async fn rounds_rank_the_honest_node_first_and_never_credit_failures() {
         last["a-honest"][0].nonce_hex,
         st.round_attempts(1).unwrap()["a-honest"][0].nonce_hex
     );
+}
+
+/// Puts `node` behind an in-process `attesta axon` (hotkey `//Alice`, only `//Bob` may call).
+async fn behind_axon(node: String) -> String {
+    use attesta_bittensor::{AxonConfig, CallerPolicy, Hotkey};
+    let bob = Hotkey::from_dev_uri("//Bob").unwrap().account();
+    let config = AxonConfig::new(
+        Hotkey::from_dev_uri("//Alice").unwrap(),
+        node,
+        CallerPolicy::Allow([bob].into()),
+    );
+    let app = attesta_bittensor::router(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_reach_nodes_through_their_axons_and_never_credit_lying_ones() {
+    use attesta_bittensor::{Dendrite, Hotkey};
+    use attesta_validator::registry::Via;
+    let nitro_doc = std::fs::read(fixtures().join("nitro/veracruz_2022-11-09_euw1.cbor")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("attesta-good");
+    std::fs::write(&exe, b"the released build").unwrap();
+    let good = attester(&dir.path().join("root"), &exe);
+    let bytes = demo::mlp(&demo::devnet_set()[0].1);
+    let model = TractEngine::new(1)
+        .load(&bytes, &Limits::default())
+        .unwrap();
+    let alice = Hotkey::from_dev_uri("//Alice").unwrap().account().to_ss58();
+    let charlie = Hotkey::from_dev_uri("//Charlie")
+        .unwrap()
+        .account()
+        .to_ss58();
+    // (id, behaviour, the hotkey the node list names for its axon)
+    let plan = [
+        ("a-honest", Behaviour::Honest, &alice),
+        ("b-liar", Behaviour::Lie, &alice),
+        ("c-forged-evidence", Behaviour::ReplayNitro, &alice),
+        ("d-other-hotkey", Behaviour::Honest, &charlie),
+    ];
+    let mut entries = Vec::new();
+    for (id, behaviour, hotkey) in plan {
+        let node = serve(sim(behaviour, &good, &model, &bytes, &nitro_doc)).await;
+        entries.push(NodeEntry {
+            id: id.into(),
+            url: behind_axon(node).await,
+            hotkey: Some(hotkey.clone()),
+            via: Via::Axon,
+        });
+    }
+    let root = TrustedRoot::from_der("dev root", good.root_der()).unwrap();
+    let policy = danger::accept_dev_root(Policy::aws_nitro().unwrap(), root).with_measurements(
+        Registry::new(vec![release_for_executable(&exe, "release").unwrap()]),
+    );
+    let timeout = Duration::from_millis(2000);
+    let clock = Arc::new(SystemClock);
+    let settings = CommitSettings {
+        scoring: ScoringParams::default(),
+        epoch_rounds: 1,
+        max_bundles: 100,
+    };
+    let challenges = ChallengeSet::from_bytes(
+        vec![(ChallengeSpec::new("bafy-test-model"), bytes.clone())],
+        &TractEngine::new(1),
+    )
+    .unwrap();
+    let dendrite = Dendrite::new(Hotkey::from_dev_uri("//Bob").unwrap(), timeout).unwrap();
+    let status = Arc::new(Status::new());
+    let parts = Parts {
+        source: Arc::new(FixedNodes(entries)),
+        channels: Arc::new(
+            ClientFactory::new(policy, timeout, clock.clone(), system_rng())
+                .with_dendrite(Arc::new(dendrite)),
+        ),
+        challenges,
+        state: State::open(&dir.path().join("v.sqlite")).unwrap(),
+        sinks: Vec::new(),
+        commit: settings,
+        round: RoundSettings {
+            concurrency: 4,
+            node_timeout: timeout,
+        },
+        challenges_per_node: 2,
+        rng: attesta_validator::os_rng().unwrap(),
+        clock,
+        status: Arc::clone(&status),
+    };
+    let (mut v, _) = Validator::start(parts).await.unwrap();
+    let rounds = 2;
+    for _ in 0..rounds {
+        v.run_round().await.unwrap();
+    }
+    let board = status.board();
+    let get = |id: &str| board.nodes.iter().find(|n| n.id == id).unwrap().clone();
+    let honest = get("a-honest");
+    assert_eq!(honest.counts.correct, 2 * rounds, "{board:#?}");
+    assert_eq!(honest.weight_u16, 65535);
+    assert_eq!(get("b-liar").counts.wrong, rounds);
+    assert_eq!(get("c-forged-evidence").counts.attestation_failures, rounds);
+    for id in ["b-liar", "c-forged-evidence", "d-other-hotkey"] {
+        let n = get(id);
+        assert_eq!(
+            (n.score, n.weight, n.weight_u16, n.counts.correct),
+            (0.0, 0.0, 0, 0),
+            "{id}: {n:#?}"
+        );
+    }
+    // The round record says why the misaddressed axon failed: it refused our signature.
+    let last = v.state().round_attempts(rounds).unwrap();
+    let reason = last["d-other-hotkey"][0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("wrong_axon_hotkey"), "{reason}");
 }

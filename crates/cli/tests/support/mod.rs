@@ -81,11 +81,24 @@ pub fn run_status(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Spawns `attesta ARGS` and returns it with the first `lines` lines of its stdout (the
-/// rest is drained so the child never blocks on a full pipe).
-pub fn spawn_reporting(args: &[&str], lines: usize) -> (Child, Vec<String>) {
-    let mut child = attesta()
-        .args(args)
+/// Starts `attesta node` on an ephemeral port and waits for its address.
+pub fn start_node(extra: &[&str]) -> Proc {
+    let mut cmd = attesta();
+    cmd.args(["node", "--listen", "127.0.0.1:0"]).args(extra);
+    let (mut p, lines) = spawn_reporting(cmd, "node", 1);
+    p.addr = lines[0]
+        .strip_prefix("listening on ")
+        .expect("unexpected first line")
+        .trim()
+        .to_string();
+    p
+}
+
+/// Spawns `cmd` (stdout piped, stderr inherited) and waits up to 90 s for its first
+/// `lines` stdout lines (addresses or a ready line); the rest of stdout is drained so
+/// the child never blocks on a full pipe.
+pub fn spawn_reporting(mut cmd: Command, what: &str, lines: usize) -> (Proc, Vec<String>) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -100,24 +113,17 @@ pub fn spawn_reporting(args: &[&str], lines: usize) -> (Child, Vec<String>) {
     });
     let got = (0..lines)
         .map(|_| {
-            rx.recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("attesta {args:?} did not report its address"))
+            rx.recv_timeout(Duration::from_secs(90))
+                .unwrap_or_else(|_| panic!("{what} did not report its first {lines} line(s)"))
         })
         .collect();
-    (child, got)
-}
-
-/// Starts `attesta node` on an ephemeral port and waits for its address.
-pub fn start_node(extra: &[&str]) -> Proc {
-    let mut args = vec!["node", "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let (child, lines) = spawn_reporting(&args, 1);
-    let addr = lines[0]
-        .strip_prefix("listening on ")
-        .expect("unexpected first line")
-        .trim()
-        .to_string();
-    Proc { child, addr }
+    (
+        Proc {
+            child,
+            addr: String::new(),
+        },
+        got,
+    )
 }
 
 pub use attesta_test_support::http::Response;

@@ -1,0 +1,89 @@
+//! `attesta axon`: a miner's host process that serves the Bittensor SDK's axon wire format
+//! and relays attesta's synapses to the enclave node (the host never sees plaintext).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use attesta_bittensor::{AccountId, AxonConfig, CallerPolicy};
+use attesta_node::server::{ConnectionMetrics, HttpLimits, serve};
+use clap::Args;
+
+use crate::wallet_args::WalletArgs;
+
+/// Flags of `attesta axon`.
+#[derive(Args, Debug)]
+pub struct AxonArgs {
+    /// Base URL of the node to relay to (its /v1/attestation and /v1/infer).
+    #[arg(long, value_name = "URL")]
+    node: String,
+    /// Address to serve the axon on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8091")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    wallet: WalletArgs,
+    /// A validator hotkey (SS58) allowed to call; repeat for more.
+    #[arg(long = "allow-caller", value_name = "SS58")]
+    allow_caller: Vec<String>,
+    /// Allow any hotkey whose signature verifies (tests and open subnets).
+    #[arg(long, conflicts_with = "allow_caller")]
+    allow_any_caller: bool,
+    /// Largest request body in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    max_body_bytes: usize,
+    /// Deadline of one relayed call to the node, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    node_timeout: u64,
+}
+
+/// Runs the axon until Ctrl-C or SIGTERM.
+pub fn run(args: AxonArgs) -> anyhow::Result<ExitCode> {
+    let policy = if args.allow_any_caller {
+        CallerPolicy::AnyCaller
+    } else if args.allow_caller.is_empty() {
+        eprintln!(
+            "error: no caller policy: pass --allow-caller SS58 (repeatable) or --allow-any-caller"
+        );
+        return Ok(ExitCode::from(crate::EXIT_USAGE));
+    } else {
+        let mut set = BTreeSet::new();
+        for s in &args.allow_caller {
+            set.insert(AccountId::from_ss58(s).with_context(|| format!("--allow-caller {s}"))?);
+        }
+        CallerPolicy::Allow(set)
+    };
+    let hotkey = args.wallet.load()?;
+    let account = hotkey.account();
+    let mut config = AxonConfig::new(hotkey, args.node.clone(), policy);
+    config.max_body_bytes = args.max_body_bytes;
+    config.node_timeout = Duration::from_secs(args.node_timeout);
+    let app = attesta_bittensor::router(config).context("building the axon")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        println!("listening on {addr}");
+        println!("axon hotkey {account}");
+        tracing::info!(%addr, hotkey = %account, node = %args.node, "axon listening");
+        serve(
+            listener.into(),
+            app,
+            HttpLimits::default(),
+            ConnectionMetrics::default(),
+            async {
+                crate::signals::stop_requested().await;
+                tracing::info!("shutting down");
+            },
+        )
+        .await
+        .context("serving")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
