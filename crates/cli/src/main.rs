@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod config;
 mod devnet_cmd;
+mod engine_args;
 mod infer_cmd;
 mod load_args;
 mod models_cmd;

@@ -137,12 +137,21 @@ impl OrtEngine {
         };
         match catch_unwind(AssertUnwindSafe(build)) {
             Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) if is_out_of_memory(&e) => Err(EngineError::OutOfMemory(format!(
+                "onnxruntime could not allocate while loading: {e}"
+            ))),
             Ok(Err(e)) => Err(EngineError::Load(format!("onnxruntime refused it: {e}"))),
             Err(_) => Err(EngineError::Internal(
                 "the onnxruntime bindings panicked while loading".into(),
             )),
         }
     }
+}
+
+/// onnxruntime turns a failed C++ allocation into an error status whose
+/// text names `std::bad_alloc`; there is no error code for it.
+fn is_out_of_memory(message: &str) -> bool {
+    message.contains("bad_alloc")
 }
 
 impl Engine for OrtEngine {
@@ -243,9 +252,14 @@ impl Model for OrtModel {
         }
         let mut session = self.session()?;
         let run = catch_unwind(AssertUnwindSafe(|| {
-            let outputs = session
-                .run(feeds)
-                .map_err(|e| EngineError::Run(e.to_string()))?;
+            let outputs = session.run(feeds).map_err(|e| {
+                let text = e.to_string();
+                if is_out_of_memory(&text) {
+                    EngineError::OutOfMemory(text)
+                } else {
+                    EngineError::Run(text)
+                }
+            })?;
             self.info
                 .outputs
                 .iter()
