@@ -6,6 +6,8 @@
 //! cargo run --release -p attesta-engine --example og_decode -- [N] [ITERS]
 //! ```
 
+#![allow(clippy::expect_used)] // a benchmark of valid, generated input
+
 use std::time::Instant;
 
 use attesta_engine::og::{encode_response, parse_request, to_tensors};
