@@ -38,7 +38,8 @@ if [ ! -f "$MODELS/minilm.onnx" ] || [ ! -f "$MODELS/mlp.onnx" ] || [ ! -f "$MOD
   "$PY" "$ROOT/scripts/make_models.py" "$MODELS" --only mlp.onnx cnn.onnx minilm.onnx >&2
 fi
 
-(cd "$ROOT" && cargo build --release -p attesta-engine --example latency >&2)
+# BENCH_NO_BUILD=1 uses the example binary already built.
+[ -n "${BENCH_NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release -p attesta-engine --example latency >&2)
 BIN=$TARGET/release/examples/latency
 
 FIXTURES=${ATTESTA_FIXTURES:-$ROOT/../shared/fixtures}
