@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dim", action="append", default=[])
     ap.add_argument("--int-max", type=int, default=100)
+    ap.add_argument("--shape", default=None, help="shape of the first input, e.g. 1,3,48,192")
     a = ap.parse_args()
     dims = dict((k, int(v)) for k, v in (d.split("=", 1) for d in a.dim))
 
@@ -42,8 +43,10 @@ def main() -> None:
 
     rng = np.random.default_rng(42)
     feeds = {}
-    for inp in sess.get_inputs():
+    for ix, inp in enumerate(sess.get_inputs()):
         shape = [d if isinstance(d, int) else dims.get(d, 1) for d in inp.shape]
+        if ix == 0 and a.shape:
+            shape = [int(d) for d in a.shape.split(",")]
         dt = TYPES[inp.type]
         if np.issubdtype(dt, np.floating):
             feeds[inp.name] = (rng.random(shape) * 2 - 1).astype(dt)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Raw engine latency: our tract backend vs Python onnxruntime on the same
-# models, input shapes and thread counts. Rounds alternate the two engines so
+# Raw engine latency: our tract and onnxruntime (ort) backends vs Python
+# onnxruntime on the same models, input shapes and thread counts: the MLP, the
+# small CNN, the MiniLM-sized encoder at sequence 16 and 128 and the real OCR
+# direction classifier from the fixtures. Rounds alternate the engines so
 # background load hits both alike; each cell is the median of the per-round
 # p50s (and the best round's min). Not a test: it reports, it does not assert.
 #
-#   bench/engine_latency.sh                  # mlp, cnn, minilm; T=1 and T=2
+#   bench/engine_latency.sh                  # all models; T=1 and T=2
+#   NAMES="mlp minilm128" bench/engine_latency.sh
 #   ITERS=100 ROUNDS=5 bench/engine_latency.sh
 #   BENCH_MODELS=/some/dir bench/engine_latency.sh
 #
@@ -35,25 +38,45 @@ if [ ! -f "$MODELS/minilm.onnx" ] || [ ! -f "$MODELS/mlp.onnx" ] || [ ! -f "$MOD
   "$PY" "$ROOT/scripts/make_models.py" "$MODELS" --only mlp.onnx cnn.onnx minilm.onnx >&2
 fi
 
-(cd "$ROOT" && cargo build --release -p attesta-engine --example latency >&2)
+# BENCH_NO_BUILD=1 uses the example binary already built.
+[ -n "${BENCH_NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release -p attesta-engine --example latency >&2)
 BIN=$TARGET/release/examples/latency
 
+FIXTURES=${ATTESTA_FIXTURES:-$ROOT/../shared/fixtures}
+OCR=$FIXTURES/onnx/real/ch_ppocr_mobile_v2.0_cls_infer.onnx
+if [ -z "${ATTESTA_ORT_LIB:-}" ]; then
+  ATTESTA_ORT_LIB=$("$PY" -c 'import onnxruntime,os,glob;d=os.path.join(os.path.dirname(onnxruntime.__file__),"capi");print(sorted(glob.glob(os.path.join(d,"libonnxruntime.so.*")))[-1])')
+fi
+export ATTESTA_ORT_LIB
+
+# name → model file and shape flags (same for every engine)
+declare -A FILE=(
+  [mlp]=$MODELS/mlp.onnx [cnn]=$MODELS/cnn.onnx
+  [minilm16]=$MODELS/minilm.onnx [minilm128]=$MODELS/minilm.onnx [ocr_cls]=$OCR
+)
 declare -A DIMS=(
   [mlp]="--dim batch=1"
   [cnn]="--dim batch=1"
-  [minilm]="--dim batch=1 --dim seq=128"
+  [minilm16]="--dim batch=1 --dim seq=16"
+  [minilm128]="--dim batch=1 --dim seq=128"
+  [ocr_cls]="--shape 1,3,48,192"
 )
+NAMES=${NAMES:-"mlp cnn minilm16 minilm128 ocr_cls"}
 
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
-for model in mlp cnn minilm; do
+for model in $NAMES; do
+  [ -f "${FILE[$model]}" ] || { echo "skipping $model: ${FILE[$model]} missing" >&2; continue; }
   for t in $THREADS; do
     for _ in $(seq "$ROUNDS"); do
+      # Interleaved: tract, our onnxruntime backend, Python onnxruntime.
+      for engine in tract ort; do
+        # shellcheck disable=SC2086
+        "$BIN" "${FILE[$model]}" --engine "$engine" --iters "$ITERS" --threads "$t" ${DIMS[$model]} \
+          | sed "s/^{/{\"name\":\"$model\",/" >>"$RESULTS"
+      done
       # shellcheck disable=SC2086
-      "$BIN" "$MODELS/$model.onnx" --iters "$ITERS" --threads "$t" ${DIMS[$model]} \
-        | sed "s/^{/{\"name\":\"$model\",/" >>"$RESULTS"
-      # shellcheck disable=SC2086
-      "$PY" "$ROOT/bench/engine_latency.py" "$MODELS/$model.onnx" --iters "$ITERS" --threads "$t" ${DIMS[$model]} \
+      "$PY" "$ROOT/bench/engine_latency.py" "${FILE[$model]}" --iters "$ITERS" --threads "$t" ${DIMS[$model]} \
         | sed "s/^{/{\"name\": \"$model\",/" >>"$RESULTS"
     done
   done
@@ -66,14 +89,12 @@ cells = {}
 for r in rows:
     cells.setdefault((r["name"], r["threads"], r["engine"]), []).append(r)
 print(f"load average: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
-print(f"{'model':8} {'T':>2} {'tract p50 ms':>13} {'ort p50 ms':>11} {'ratio':>6} {'tract min':>10} {'ort min':>8} {'ratio':>6}")
-for (name, t) in sorted({(k[0], k[1]) for k in cells}, key=lambda k: (["mlp", "cnn", "minilm"].index(k[0]), k[1])):
-    ours, theirs = cells.get((name, t, "tract"), []), cells.get((name, t, "onnxruntime"), [])
-    if not ours or not theirs:
-        continue
-    p_o = statistics.median(r["p50_ms"] for r in ours)
-    p_t = statistics.median(r["p50_ms"] for r in theirs)
-    m_o = min(r["min_ms"] for r in ours)
-    m_t = min(r["min_ms"] for r in theirs)
-    print(f"{name:8} {t:>2} {p_o:>13.3f} {p_t:>11.3f} {p_o / p_t:>6.2f} {m_o:>10.3f} {m_t:>8.3f} {m_o / m_t:>6.2f}")
+print("p50 ms (median of rounds); ratio = ours / Python onnxruntime")
+print(f"{'model':10} {'T':>2} {'tract':>9} {'ort':>9} {'python':>9} {'tract/py':>9} {'ort/py':>7}")
+order = ["mlp", "cnn", "minilm16", "minilm128", "ocr_cls"]
+for (name, t) in sorted({(k[0], k[1]) for k in cells}, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1])):
+    p = {e: statistics.median(r["p50_ms"] for r in cells.get((name, t, e), [])) if cells.get((name, t, e)) else float("nan")
+         for e in ("tract", "ort", "onnxruntime")}
+    py = p["onnxruntime"]
+    print(f"{name:10} {t:>2} {p['tract']:>9.3f} {p['ort']:>9.3f} {py:>9.3f} {p['tract'] / py:>9.2f} {p['ort'] / py:>7.2f}")
 PYEOF

@@ -13,7 +13,9 @@
 # removed), ATTESTA_BIN (default target/release/attesta), ATTESTA_NODE_ARGS
 # (extra arguments for `attesta node`, default `--tee dev`), ATTESTA_PYTHON (default .venv/bin/python),
 # BENCH_CACHED_BASELINE (1: also run the baseline with one cached session and
-# file hash per model, "ort-cached", which is not what OpenGradient does; 0: skip it).
+# file hash per model, "ort-cached", which is not what OpenGradient does; 0: skip it),
+# BENCH_STRONG_BASELINE (1: also run bench/strong_baseline/server.py, "py-strong": Starlette,
+# cached session, numpy-vectorised decode, inference off the event loop; 0: skip it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -133,6 +135,16 @@ if [ "${BENCH_CACHED_BASELINE:-1}" = 1 ]; then
   echo "   ort-cached pid ${pids[-1]} on 127.0.0.1:$cached_port"
   urls+=("http://127.0.0.1:$cached_port/infer")
   servers+=(ort-cached)
+fi
+if [ "${BENCH_STRONG_BASELINE:-1}" = 1 ]; then
+  strong_port=$(free_port)
+  "$py" "$bench/strong_baseline/server.py" --port "$strong_port" "${baseline_args[@]}" \
+    >"$work/py-strong.log" 2>&1 &
+  pids+=($!)
+  wait_ready "${pids[-1]}" "$strong_port" "$work/py-strong.log"
+  echo "   py-strong pid ${pids[-1]} on 127.0.0.1:$strong_port"
+  urls+=("http://127.0.0.1:$strong_port/infer")
+  servers+=(py-strong)
 fi
 if [ "$baseline_only" = 0 ]; then
   node_port=$(free_port)

@@ -4,7 +4,7 @@
 Usage: table.py RESULTS_DIR MODEL ...
 
 Reads RESULTS_DIR/wrk-<model>-<server>-r<round>.txt (server is ``attesta``,
-``baseline`` or ``ort-cached``), takes the BENCH_RESULT line printed by
+``baseline``, ``ort-cached`` or ``py-strong``), takes the BENCH_RESULT line printed by
 post_body.lua, keeps the median round by req/s (the upper median when the
 count is even) and prints model, server, successful requests per second (with the range
 over rounds), p50
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-SERVERS = ("attesta", "baseline", "ort-cached")
+SERVERS = ("attesta", "baseline", "ort-cached", "py-strong")
 
 
 def parse(path: Path) -> dict | None:
@@ -55,8 +55,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     results = Path(argv[0])
-    print("| model | server | req/s | p50 (ms) | p99 (ms) | failed | attesta ÷ baseline | attesta ÷ ort-cached |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | server | req/s | p50 (ms) | p99 (ms) | failed | attesta ÷ baseline | attesta ÷ ort-cached | attesta ÷ py-strong |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in argv[1:]:
         rows = {s: median_round(results, model, s) for s in SERVERS}
         ours = rows["attesta"]
@@ -72,13 +72,13 @@ def main(argv: list[str]) -> int:
             r = rows[server]
             if r is None:
                 continue
-            cells = ["", ""]
+            cells = ["", "", ""]
             if server == "attesta":
-                cells = [ratio("baseline", True), ratio("ort-cached", False)]
+                cells = [ratio("baseline", True), ratio("ort-cached", False), ratio("py-strong", True)]
             print(
                 f"| {model} | {server} | {r['rps']:.1f}{' (' + r['spread'] + ')' if r['spread'] else ''} "
                 f"| {ms(r['p50_us'])} | {ms(r['p99_us'])} "
-                f"| {r['failed']} | {cells[0]} | {cells[1]} |"
+                f"| {r['failed']} | {cells[0]} | {cells[1]} | {cells[2]} |"
             )
     return 0
 

@@ -306,6 +306,70 @@ def make_tiny_add() -> onnx.ModelProto:
     return finish(graph)
 
 
+def make_if_recurrent(on_data: bool = False) -> onnx.ModelProto:
+    """An `If` whose condition comes from the input's shape (T > 1) and whose
+    then-branch runs a GRU over the sequence, as exported recurrent audio
+    models do; the else-branch projects the frames' mean. Symbolic batch and
+    time dimensions, so the condition is only known once shapes are. With
+    `on_data` the condition is a graph input (`use_gru`, a bool scalar):
+    known only while running."""
+    rng = np.random.default_rng(4242)
+    feat, hidden = 8, 4
+    w = normal(rng, (1, 3 * hidden, feat), 0.3)
+    r = normal(rng, (1, 3 * hidden, hidden), 0.3)
+    b = normal(rng, (1, 6 * hidden), 0.1)
+    proj = normal(rng, (feat, hidden), 0.3)
+    then_graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["x"], ["x_tbf"], perm=[1, 0, 2], name="to_time_major"),
+            helper.make_node("GRU", ["x_tbf", "gru_w", "gru_r", "gru_b"], ["", "y_h"], hidden_size=hidden, name="gru"),
+            helper.make_node("Squeeze", ["y_h", "axis0"], ["then_out"], name="squeeze_dir"),
+        ],
+        "then_gru",
+        [],
+        [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, ["batch", hidden])],
+    )
+    else_graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["frame"], axes=[1], keepdims=0, name="mean_time"),
+            helper.make_node("MatMul", ["frame", "proj"], ["else_out"], name="project"),
+        ],
+        "else_project",
+        [],
+        [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, ["batch", hidden])],
+    )
+    if on_data:
+        nodes = []
+        cond_inputs = [helper.make_tensor_value_info("use_gru", TensorProto.BOOL, [])]
+        cond = "use_gru"
+    else:
+        nodes = [
+            helper.make_node("Shape", ["x"], ["x_shape"], name="shape"),
+            helper.make_node("Gather", ["x_shape", "one"], ["t_len"], axis=0, name="time_len"),
+            helper.make_node("Greater", ["t_len", "one"], ["is_seq"], name="is_sequence"),
+        ]
+        cond_inputs = []
+        cond = "is_seq"
+    nodes.append(
+        helper.make_node("If", [cond], ["y"], then_branch=then_graph, else_branch=else_graph, name="if_recurrent")
+    )
+    inits = [
+        init("gru_w", w),
+        init("gru_r", r),
+        init("gru_b", b),
+        init("proj", proj),
+        init("axis0", np.array([0], dtype=np.int64)),
+    ] + ([] if on_data else [init("one", np.array(1, dtype=np.int64))])
+    graph = helper.make_graph(
+        nodes,
+        "if_recurrent",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", feat])] + cond_inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", hidden])],
+        inits,
+    )
+    return finish(graph)
+
+
 # ---------------------------------------------------------------- smoke run
 
 
@@ -368,6 +432,8 @@ def builders() -> dict:
         "minilm.onnx": make_minilm,
         "tiny_all_dtypes.onnx": make_tiny_all_dtypes,
         "tiny_add_float32.onnx": make_tiny_add,
+        "if_recurrent.onnx": make_if_recurrent,
+        "if_recurrent_flag.onnx": lambda: make_if_recurrent(on_data=True),
     }
     for dtype in TINY_DTYPES:
         b[f"tiny_identity_{dtype}.onnx"] = lambda d=dtype: make_tiny_identity(d)

@@ -126,12 +126,34 @@ pub fn measure_executable(path: &Path) -> Result<[u8; 48], AttestError> {
     Ok(out)
 }
 
+/// The PCR in which the dev TEE reports the SHA-384 of the inference
+/// library the node loaded at run time (onnxruntime): PCR0 measures the
+/// binary only, and the library runs every request too. Nitro leaves PCR 9
+/// unused.
+pub const ENGINE_LIBRARY_PCR: u8 = 9;
+
 /// The registry entry a dev node running `executable` matches (what `attesta measure` prints).
 pub fn release_for_executable(executable: &Path, name: &str) -> Result<Release, AttestError> {
+    release_for(executable, None, name)
+}
+
+/// The registry entry a dev node running `executable` with the inference
+/// library `engine_library` (if any) matches: PCR0, and
+/// [`ENGINE_LIBRARY_PCR`] when a library is named.
+pub fn release_for(
+    executable: &Path,
+    engine_library: Option<&Path>,
+    name: &str,
+) -> Result<Release, AttestError> {
     let pcr0 = measure_executable(executable)?;
+    let mut pcrs: std::collections::BTreeMap<u8, Vec<u8>> =
+        [(0u8, pcr0.to_vec())].into_iter().collect();
+    if let Some(lib) = engine_library {
+        pcrs.insert(ENGINE_LIBRARY_PCR, measure_executable(lib)?.to_vec());
+    }
     Ok(Release {
         name: name.to_owned(),
-        pcrs: [(0u8, pcr0.to_vec())].into_iter().collect(),
+        pcrs,
     })
 }
 
@@ -149,6 +171,9 @@ pub struct DevAttester {
     root_key: KeyPair,
     leaf: Mutex<Arc<Leaf>>,
     pcr0: [u8; 48],
+    /// SHA-384 of an inference library loaded at run time, reported in
+    /// [`ENGINE_LIBRARY_PCR`] (all zeros when none is loaded).
+    engine_library: Option<[u8; 48]>,
     module_id: String,
     insecure_fault: Option<String>,
     clock: Arc<dyn Clock>,
@@ -286,6 +311,7 @@ impl DevAttester {
                 not_after: now,
             })),
             pcr0,
+            engine_library: None,
             module_id,
             insecure_fault: None,
             clock: opts.clock,
@@ -407,11 +433,22 @@ impl DevAttester {
         &self.module_id
     }
 
+    /// Reports `sha384` (of the inference library this process loaded) in
+    /// [`ENGINE_LIBRARY_PCR`] of every later document.
+    pub fn measure_engine_library(&mut self, sha384: [u8; 48]) {
+        self.engine_library = Some(sha384);
+    }
+
     /// The registry entry this node matches.
     pub fn release(&self, name: &str) -> Release {
+        let mut pcrs: std::collections::BTreeMap<u8, Vec<u8>> =
+            [(0u8, self.pcr0.to_vec())].into_iter().collect();
+        if let Some(lib) = self.engine_library {
+            pcrs.insert(ENGINE_LIBRARY_PCR, lib.to_vec());
+        }
         Release {
             name: name.to_owned(),
-            pcrs: [(0u8, self.pcr0.to_vec())].into_iter().collect(),
+            pcrs,
         }
     }
 
@@ -427,10 +464,10 @@ impl DevAttester {
             .map(|i| {
                 (
                     i,
-                    if i == 0 {
-                        self.pcr0.to_vec()
-                    } else {
-                        vec![0u8; 48]
+                    match (i, self.engine_library) {
+                        (0, _) => self.pcr0.to_vec(),
+                        (ENGINE_LIBRARY_PCR, Some(lib)) => lib.to_vec(),
+                        _ => vec![0u8; 48],
                     },
                 )
             })
@@ -492,5 +529,54 @@ impl Attester for DevAttester {
             bytes: self.sign_with(&leaf, &doc)?,
             aux: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod engine_library_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn engine_library_is_reported_in_pcr9_and_pinned_by_the_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("fake-attesta");
+        let lib = dir.path().join("libengine.so");
+        std::fs::write(&exe, b"binary").unwrap();
+        std::fs::write(&lib, b"engine library").unwrap();
+        let mut opts = DevOptions::new(dir.path().join("data")).unwrap();
+        opts.executable = exe.clone();
+        let mut dev = DevAttester::open(opts).unwrap();
+        let req = AttestRequest {
+            nonce: vec![1; 20],
+            user_data: None,
+            public_key: None,
+            report_data: [0; 64],
+        };
+        let now = SystemClock.now();
+        let pcr9 = |dev: &DevAttester| {
+            dev.document(&req, now)
+                .unwrap()
+                .pcrs
+                .get(&ENGINE_LIBRARY_PCR)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(pcr9(&dev), vec![0u8; 48], "no library: zeros");
+        assert!(!dev.release("r").pcrs.contains_key(&ENGINE_LIBRARY_PCR));
+
+        let measured = measure_executable(&lib).unwrap();
+        dev.measure_engine_library(measured);
+        assert_eq!(pcr9(&dev), measured.to_vec());
+        let pinned = release_for(&exe, Some(&lib), "r").unwrap();
+        assert_eq!(pinned.pcrs, dev.release("r").pcrs);
+        // A registry entry for another library names another PCR9.
+        std::fs::write(&lib, b"another engine library").unwrap();
+        let other = release_for(&exe, Some(&lib), "r").unwrap();
+        assert_ne!(
+            other.pcrs.get(&ENGINE_LIBRARY_PCR),
+            Some(&measured.to_vec())
+        );
+        assert_eq!(other.pcrs.get(&0), pinned.pcrs.get(&0));
     }
 }

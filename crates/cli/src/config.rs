@@ -34,6 +34,14 @@ pub struct NodeSection {
     pub workers: Option<usize>,
     /// Threads one inference may use for matrix products.
     pub intra_op_threads: Option<usize>,
+    /// Inference engine: `auto`, `tract` or `ort`.
+    pub engine: Option<crate::engine_args::EngineMode>,
+    /// The onnxruntime shared library for the `ort` engine.
+    pub ort_lib: Option<PathBuf>,
+    /// Sessions (concurrent runs) per model on the `ort` engine.
+    pub ort_sessions_per_model: Option<usize>,
+    /// Per-model engine: CID → `tract` or `ort`.
+    pub model_engines: Option<std::collections::BTreeMap<String, crate::engine_args::EngineMode>>,
     /// Largest request body.
     pub max_body_bytes: Option<String>,
     /// Per-request deadline.

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use attesta_engine::Limits;
-use attesta_engine::tract::TractEngine;
 use attesta_node::NodeConfig;
 use attesta_node::loader::{Isolation, ProbeCommand};
 use attesta_node::probe::{ChildBudget, run_child};
@@ -146,6 +145,12 @@ pub struct ProbeArgs {
     /// Graph nodes per model.
     #[arg(long)]
     max_nodes: usize,
+    /// Engine to load with (`tract` or `onnxruntime`), as the node will.
+    #[arg(long, default_value = "tract")]
+    engine: String,
+    /// The onnxruntime library (else ATTESTA_ORT_LIB).
+    #[arg(long)]
+    ort_lib: Option<std::path::PathBuf>,
 }
 
 /// Runs the isolated load: model on stdin, one JSON report line on stdout.
@@ -162,8 +167,9 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         max_memory: args.max_memory,
         cpu_seconds: args.cpu_seconds,
     };
+    let engine = crate::engine_args::probe_engine(&args.engine, args.ort_lib.as_deref())?;
     run_child(
-        &TractEngine::new(1),
+        engine.as_ref(),
         &limits,
         &budget,
         std::io::stdin().lock(),

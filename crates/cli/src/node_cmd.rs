@@ -12,7 +12,6 @@ use attesta_content::Cid;
 use attesta_content::fetch::GatewayConfig;
 use attesta_content::store::{ModelStore, StoreOptions};
 use attesta_engine::Limits;
-use attesta_engine::tract::TractEngine;
 use attesta_node::fault::{ActiveFault, Fault};
 use attesta_node::fetching::{FetchPlan, FetchPolicy};
 use attesta_node::transport::Addr;
@@ -76,6 +75,8 @@ pub struct NodeArgs {
     fetch: FetchArgs,
     #[command(flatten)]
     loading: crate::load_args::LoadArgs,
+    #[command(flatten)]
+    engine: crate::engine_args::EngineArgs,
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
     /// root written to <data-dir>/dev-root.pem), or `none` (plain /infer only, no attestation).
@@ -184,8 +185,22 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     cfg.limits = limits;
     // Stopping: in-flight requests get at most --shutdown-timeout to finish.
     cfg.http.shutdown_grace = args.loading.apply(file, &mut cfg)?;
+    let intra = args
+        .intra_op_threads
+        .or(file.intra_op_threads)
+        .unwrap_or(1)
+        .max(1);
+    // Before the attester: the engine library it loads is part of the measurement.
+    let engines = args.engine.choose(file, intra, cfg.workers)?;
+    if let (attesta_node::loader::Isolation::Process(cmd), Some(rt)) =
+        (&mut cfg.loading.isolation, engines.ort)
+    {
+        // The probe loads the very file the node measured.
+        cmd.args.push("--ort-lib".into());
+        cmd.args.push(rt.path().into());
+    }
     // Before anything is opened or served: a fault under hardware is refused here.
-    let (attester, fault) = match start_attester(&args, global, &mut cfg) {
+    let (attester, fault) = match start_attester(&args, global, &mut cfg, engines.ort) {
         Ok(started) => started,
         Err(e) => match e.downcast_ref::<FaultRefused>() {
             Some(refused) => {
@@ -199,11 +214,6 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         tracing::warn!(fault = %f.fault(), "INSECURE: this node misbehaves on purpose (--insecure-fault)");
     }
     cfg.fault = fault;
-    let intra = args
-        .intra_op_threads
-        .or(file.intra_op_threads)
-        .unwrap_or(1)
-        .max(1);
     let store_dir = args
         .store
         .clone()
@@ -233,7 +243,8 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         if let Some(plan) = &mut fetch {
             open_tunnels(&mut plan.gateways.urls).await?;
         }
-        let mut parts = NodeParts::new(Arc::new(TractEngine::new(intra)), store);
+        let mut parts = NodeParts::new(engines.default, store);
+        parts.engine_overrides = engines.overrides;
         parts.fetch = fetch;
         parts.attester = attester;
         let node = Node::build(cfg, parts);
@@ -410,6 +421,7 @@ fn start_attester(
     args: &NodeArgs,
     global: &Global,
     cfg: &mut NodeConfig,
+    ort: Option<&'static attesta_engine::onnxruntime::OrtRuntime>,
 ) -> anyhow::Result<Started> {
     let file = &global.file.node;
     let tee = args
@@ -428,7 +440,11 @@ fn start_attester(
         std::fs::create_dir_all(&global.data_dir)
             .with_context(|| format!("creating data dir {}", global.data_dir.display()))?;
         let opts = DevOptions::new(&global.data_dir).context("preparing the dev TEE")?;
-        let dev = DevAttester::open(opts).context("starting the dev TEE")?;
+        let mut dev = DevAttester::open(opts).context("starting the dev TEE")?;
+        if let Some(rt) = ort {
+            // The engine library runs every request: it is measured beside the binary.
+            dev.measure_engine_library(rt.sha384());
+        }
         tracing::warn!(
             root = %global.data_dir.join("dev-root.pem").display(),
             "INSECURE dev TEE: evidence is signed by a local root; verifiers must name it with --dev-root"

@@ -82,6 +82,10 @@ pub struct MeasureArgs {
     /// Measure this executable instead of the running one.
     #[arg(long, value_name = "FILE")]
     executable: Option<PathBuf>,
+    /// Also pin the inference library a node runs with (its `--ort-lib`), reported by the dev
+    /// TEE in PCR9.
+    #[arg(long, value_name = "FILE")]
+    engine_lib: Option<PathBuf>,
 }
 
 fn hex_arg(v: &Option<String>, what: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -182,7 +186,7 @@ pub fn measure(args: MeasureArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p,
         None => std::env::current_exe().context("locating the running executable")?,
     };
-    let release = attesta_attester::dev::release_for_executable(&exe, &args.name)
+    let release = attesta_attester::dev::release_for(&exe, args.engine_lib.as_deref(), &args.name)
         .with_context(|| format!("measuring {}", exe.display()))?;
     print!("{}", release.to_toml());
     Ok(ExitCode::SUCCESS)

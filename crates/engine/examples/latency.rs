@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo run --release -p attesta-engine --example latency -- MODEL.onnx \
-//!     [--iters N] [--threads T] [--dim NAME=VALUE]... [--int-max K]
+//!     [--iters N] [--threads T] [--dim NAME=VALUE]... [--int-max K] [--engine tract|ort]
 //! ```
+//! `--engine ort` runs onnxruntime from `ATTESTA_ORT_LIB`.
 //! Symbolic dimensions take `--dim` values (default 1). Integer inputs get
 //! values in `0..K` (default 100), except inputs named `*mask*`, which get 1s
 //! (the same rules as `bench/engine_latency.py`).
@@ -12,8 +13,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use attesta_engine::onnxruntime::{OrtEngine, OrtOptions, OrtRuntime};
 use attesta_engine::tract::TractEngine;
-use attesta_engine::{DType, Dim, Engine, Limits, Model, Tensor, TensorData};
+use attesta_engine::{DType, Dim, Engine, Limits, Tensor, TensorData};
 
 struct Args {
     model: String,
@@ -21,6 +23,9 @@ struct Args {
     threads: usize,
     dims: HashMap<String, usize>,
     int_max: u64,
+    engine: String,
+    /// Shape of the first input, overriding its declaration.
+    shape: Option<Vec<usize>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -31,6 +36,8 @@ fn parse_args() -> Result<Args, String> {
         threads: 1,
         dims: HashMap::new(),
         int_max: 100,
+        engine: "tract".into(),
+        shape: None,
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -38,6 +45,15 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => args.iters = value()?.parse().map_err(|e| format!("--iters: {e}"))?,
             "--threads" => {
                 args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?
+            }
+            "--engine" => args.engine = value()?,
+            "--shape" => {
+                let v = value()?;
+                let dims = v
+                    .split(',')
+                    .map(|d| d.parse::<usize>().map_err(|e| format!("--shape: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                args.shape = Some(dims);
             }
             "--int-max" => {
                 args.int_max = value()?.parse().map_err(|e| format!("--int-max: {e}"))?
@@ -110,17 +126,30 @@ fn main() {
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     let bytes = std::fs::read(&args.model).map_err(|e| format!("{}: {e}", args.model))?;
-    let engine = TractEngine::new(args.threads);
+    let engine: Box<dyn Engine> = match args.engine.as_str() {
+        "tract" => Box::new(TractEngine::new(args.threads)),
+        "ort" => {
+            let rt = OrtRuntime::from_config(None).map_err(|e| format!("onnxruntime: {e}"))?;
+            Box::new(OrtEngine::new(
+                rt,
+                OrtOptions {
+                    intra_threads: args.threads,
+                    sessions_per_model: 1,
+                },
+            ))
+        }
+        other => return Err(format!("unknown engine {other}")),
+    };
     let load_start = Instant::now();
     let model = engine
-        .load_tract(&bytes, &Limits::default())
+        .load(&bytes, &Limits::default())
         .map_err(|e| e.to_string())?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
 
     let mut rng = Rng(42);
     let mut inputs = Vec::new();
-    for decl in &model.info().inputs {
-        let shape: Vec<usize> = decl
+    for (ix, decl) in model.info().inputs.iter().enumerate() {
+        let declared: Vec<usize> = decl
             .shape
             .iter()
             .flatten()
@@ -129,6 +158,10 @@ fn run() -> Result<(), String> {
                 Dim::Symbolic(s) => args.dims.get(s).copied().unwrap_or(1),
             })
             .collect();
+        let shape = match (&args.shape, ix) {
+            (Some(s), 0) => s.clone(),
+            _ => declared,
+        };
         inputs.push(random_input(
             &decl.name,
             decl.dtype,
@@ -141,9 +174,6 @@ fn run() -> Result<(), String> {
     let compile_start = Instant::now();
     model.run(inputs.clone()).map_err(|e| e.to_string())?;
     let first_ms = compile_start.elapsed().as_secs_f64() * 1e3;
-    let optimised = !model
-        .plan_is_unoptimised(&inputs)
-        .map_err(|e| e.to_string())?;
     for _ in 0..(args.iters / 10).max(3) {
         model.run(inputs.clone()).map_err(|e| e.to_string())?;
     }
@@ -159,14 +189,13 @@ fn run() -> Result<(), String> {
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let p50 = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     let line = serde_json::json!({
-        "engine": "tract",
+        "engine": if args.engine == "ort" { "ort" } else { "tract" },
         "version": engine.version(),
         "model": args.model,
         "threads": args.threads,
         "iters": times.len(),
         "load_ms": load_ms,
         "first_run_ms": first_ms,
-        "optimised": optimised,
         "p50_ms": p50,
         "mean_ms": mean,
         "min_ms": times.first().copied().unwrap_or(f64::NAN),

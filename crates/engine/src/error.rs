@@ -32,6 +32,10 @@ pub enum EngineError {
     /// The backend failed while evaluating the graph on valid inputs.
     #[error("inference failed: {0}")]
     Run(String),
+    /// The backend could not allocate memory (onnxruntime's
+    /// `std::bad_alloc`, e.g. under the load probe's address-space limit).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// The backend panicked; the model is unusable.
     #[error("engine fault: {0}")]
     Internal(String),
@@ -57,7 +61,7 @@ impl EngineError {
             EngineError::MissingInput(_) => "missing_input",
             EngineError::UnknownInput(_) => "unknown_input",
             EngineError::TensorTooLarge(_) => "tensor_too_large",
-            EngineError::Run(_) => "inference_failed",
+            EngineError::Run(_) | EngineError::OutOfMemory(_) => "inference_failed",
             EngineError::Internal(_) => "internal",
         }
     }

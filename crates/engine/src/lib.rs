@@ -9,8 +9,10 @@ use std::sync::Arc;
 pub mod demo;
 mod error;
 pub mod og;
+pub mod onnxruntime;
 mod tensor;
 pub mod tract;
+mod validate;
 
 pub use error::{EngineError, TensorTooLarge};
 pub use tensor::{

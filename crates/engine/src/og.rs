@@ -155,11 +155,29 @@ pub struct StringTensor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixedPoint {
     negative: bool,
-    /// Decimal digits without leading zeros (empty for zero).
-    digits: String,
+    digits: Digits,
     scale: u32,
     /// The `decimals` field as sent, for error messages.
     decimals: u32,
+}
+
+/// The decimal digits without leading zeros. Numbers of up to 19 digits
+/// (every number a client sends in practice) are held as a `u64`, so
+/// decoding one allocates nothing; longer ones keep their text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Digits {
+    /// At most [`SMALL_DIGITS`] digits (`len` of them; 0 for zero).
+    Small { mantissa: u64, len: u8 },
+    /// More digits than fit a `u64` exactly.
+    Big(Box<str>),
+}
+
+/// Digits a `u64` always holds (10^19 - 1 < 2^64).
+const SMALL_DIGITS: usize = 19;
+
+/// `10^k` for k ≤ 38 (the largest power of ten in `u128`).
+fn pow10_u128(k: u32) -> Option<u128> {
+    10u128.checked_pow(k)
 }
 
 impl FixedPoint {
@@ -168,16 +186,36 @@ impl FixedPoint {
     pub fn parse(value: &str, decimals: &str) -> Result<FixedPoint, FieldError> {
         let decimals = parse_decimals(decimals).ok_or(FieldError::Decimals)?;
         let (negative, int_part, frac_part) = split_decimal(value).ok_or(FieldError::Value)?;
-        let mut digits = String::with_capacity(int_part.len() + frac_part.len());
-        digits.push_str(int_part);
-        digits.push_str(frac_part);
-        let digits = digits.trim_start_matches('0').to_string();
-        if digits.len() > MAX_VALUE_DIGITS {
+        let int_trimmed = int_part.trim_start_matches('0');
+        // Leading zeros run into the fraction only when the integer part is all zeros.
+        let frac_trimmed = if int_trimmed.is_empty() {
+            frac_part.trim_start_matches('0')
+        } else {
+            frac_part
+        };
+        let len = int_trimmed.len() + frac_trimmed.len();
+        if len > MAX_VALUE_DIGITS {
             return Err(FieldError::Value);
         }
+        let digits = if len <= SMALL_DIGITS {
+            let mantissa = int_trimmed
+                .bytes()
+                .chain(frac_trimmed.bytes())
+                .fold(0u64, |m, b| m * 10 + u64::from(b - b'0'));
+            Digits::Small {
+                mantissa,
+                len: len as u8,
+            }
+        } else {
+            let mut text = String::with_capacity(len);
+            text.push_str(int_trimmed);
+            text.push_str(frac_trimmed);
+            Digits::Big(text.into_boxed_str())
+        };
         let frac_len = u32::try_from(frac_part.len()).map_err(|_| FieldError::Value)?;
+        let is_zero = matches!(digits, Digits::Small { mantissa: 0, .. });
         Ok(FixedPoint {
-            negative: negative && !digits.is_empty(),
+            negative: negative && !is_zero,
             digits,
             scale: decimals + frac_len,
             decimals,
@@ -187,46 +225,56 @@ impl FixedPoint {
     /// The exact quotient, correctly rounded to `f64`.
     pub fn to_f64(&self) -> f64 {
         // Fast path (Clinger): both operands exact in f64, one rounding.
-        if self.scale <= 22
-            && self.digits.len() <= 15
+        if let Digits::Small { mantissa, len } = self.digits
+            && self.scale <= 22
+            && len <= 15
             && let Some(pow) = POW10_F64.get(self.scale as usize)
         {
-            let mantissa = self.digits.parse::<u64>().unwrap_or(0) as f64;
-            let v = mantissa / pow;
+            let v = mantissa as f64 / pow;
             return if self.negative { -v } else { v };
         }
-        let text = format!(
-            "{}{}e-{}",
-            if self.negative { "-" } else { "" },
-            if self.digits.is_empty() {
-                "0"
-            } else {
-                &self.digits
-            },
-            self.scale
-        );
+        let sign = if self.negative { "-" } else { "" };
+        let text = match &self.digits {
+            Digits::Small { mantissa, .. } => format!("{sign}{mantissa}e-{}", self.scale),
+            Digits::Big(d) => format!("{sign}{d}e-{}", self.scale),
+        };
         // Rust's float parser is correctly rounded for any digit count.
         text.parse::<f64>().unwrap_or(f64::NAN)
     }
 
     /// The quotient truncated toward zero, or `None` beyond `i128`.
     pub fn to_i128_trunc(&self) -> Option<i128> {
-        let keep = self.digits.len().saturating_sub(self.scale as usize);
-        let int_digits = self.digits.get(..keep)?;
-        let magnitude: i128 = if int_digits.is_empty() {
-            0
-        } else {
-            int_digits.parse::<i128>().ok()?
+        let magnitude: i128 = match &self.digits {
+            Digits::Small { mantissa, .. } => match pow10_u128(self.scale) {
+                Some(p) => i128::try_from(u128::from(*mantissa) / p).ok()?,
+                // 10^scale is beyond u128, so beyond any u64 mantissa.
+                None => 0,
+            },
+            Digits::Big(d) => {
+                let keep = d.len().saturating_sub(self.scale as usize);
+                let int_digits = d.get(..keep)?;
+                if int_digits.is_empty() {
+                    0
+                } else {
+                    int_digits.parse::<i128>().ok()?
+                }
+            }
         };
         Some(if self.negative { -magnitude } else { magnitude })
     }
 
     /// True when the quotient has no fractional part.
     pub fn is_integral(&self) -> bool {
-        let keep = self.digits.len().saturating_sub(self.scale as usize);
-        self.digits
-            .get(keep..)
-            .is_some_and(|f| f.bytes().all(|b| b == b'0'))
+        match &self.digits {
+            Digits::Small { mantissa, .. } => match pow10_u128(self.scale) {
+                Some(p) => u128::from(*mantissa) % p == 0,
+                None => *mantissa == 0,
+            },
+            Digits::Big(d) => {
+                let keep = d.len().saturating_sub(self.scale as usize);
+                d.get(keep..).is_some_and(|f| f.bytes().all(|b| b == b'0'))
+            }
+        }
     }
 }
 
@@ -846,6 +894,35 @@ mod tests {
         assert_eq!(fp("5", "3").to_i128_trunc(), Some(0));
         assert_eq!(fp("42", "0").to_i128_trunc(), Some(42));
         assert!(!fp("15", "1").is_integral() && fp("10", "1").is_integral());
+    }
+
+    #[test]
+    fn short_and_long_digit_strings_agree() {
+        // 19 digits stay inline, 20 go to the text form: both answer alike.
+        let inline = fp("1234567890123456789", "3");
+        let long = fp("12345678901234567890", "4");
+        assert_eq!(inline.to_i128_trunc(), Some(1_234_567_890_123_456));
+        assert_eq!(long.to_i128_trunc(), Some(1_234_567_890_123_456));
+        assert_eq!(
+            inline.to_f64(),
+            "1234567890123456.789".parse::<f64>().unwrap()
+        );
+        assert_eq!(
+            long.to_f64(),
+            "1234567890123456.789".parse::<f64>().unwrap()
+        );
+        // Leading zeros, in the integer part and past the point.
+        assert_eq!(fp("000.00125", "0").to_f64(), 0.00125);
+        assert_eq!(fp("000.00125", "0").digits, fp("125", "5").digits);
+        assert_eq!(fp("00100", "2").to_i128_trunc(), Some(1));
+        // Scales beyond 10^38 (and beyond u64) truncate to zero, exactly.
+        assert_eq!(fp("99", "18").to_i128_trunc(), Some(0));
+        assert_eq!(fp("9.9", "18").to_i128_trunc(), Some(0));
+        assert!(!fp("1", "18").is_integral());
+        assert!(fp("1000", "3").is_integral() && fp("0", "18").is_integral());
+        assert!(fp("100000000000000000000", "18").is_integral());
+        assert_eq!(fp("100000000000000000000", "18").to_i128_trunc(), Some(100));
+        assert_eq!(fp("-0.0", "0").to_f64().to_bits(), 0.0f64.to_bits());
     }
 
     #[test]

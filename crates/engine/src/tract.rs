@@ -4,16 +4,15 @@
 mod convert;
 mod einsum;
 mod guard;
-mod info;
+pub(crate) mod info;
 mod plans;
-mod prescan;
+pub(crate) mod prescan;
 mod reduce;
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use prost::Message;
 use tract_linalg::multithread::Executor;
 use tract_onnx::Onnx;
 use tract_onnx::pb;
@@ -68,20 +67,8 @@ impl TractEngine {
 
     /// Like [`Engine::load`], returning the concrete model type.
     pub fn load_tract(&self, onnx: &[u8], limits: &Limits) -> Result<TractModel, EngineError> {
-        if onnx.len() > limits.max_model_bytes {
-            return Err(EngineError::Load(format!(
-                "model is {} bytes, over the {} byte limit",
-                onnx.len(),
-                limits.max_model_bytes
-            )));
-        }
-        if onnx.is_empty() {
-            return Err(EngineError::Load("model file is empty".into()));
-        }
-        let proto = pb::ModelProto::decode(onnx)
-            .map_err(|e| EngineError::Load(format!("not an ONNX model: {e}")))?;
         let known = |op: &str| self.onnx.op_register.0.contains_key(op);
-        prescan::check_model(&proto, limits, &known)?;
+        let proto = prescan::decode_and_check(onnx, limits, &known)?;
 
         let inference = guard::parse_with_cap(limits.max_tensor_bytes, || {
             guarded("parsing", || self.onnx.model_for_proto_model(&proto))
@@ -180,63 +167,7 @@ impl TractModel {
     }
 
     fn validate(&self, inputs: &[Tensor]) -> Result<Vec<Vec<usize>>, EngineError> {
-        if inputs.len() < self.info.inputs.len() {
-            let missing = self
-                .info
-                .inputs
-                .get(inputs.len())
-                .map(|i| i.name.clone())
-                .unwrap_or_default();
-            return Err(EngineError::MissingInput(missing));
-        }
-        if inputs.len() > self.info.inputs.len() {
-            return Err(EngineError::InvalidInput {
-                input: String::new(),
-                reason: format!(
-                    "the model takes {} inputs, got {}",
-                    self.info.inputs.len(),
-                    inputs.len()
-                ),
-            });
-        }
-        let mut symbols: Vec<(&str, usize, &str)> = Vec::new();
-        for (t, decl) in inputs.iter().zip(&self.info.inputs) {
-            let bad = |reason: String| EngineError::InvalidInput {
-                input: decl.name.clone(),
-                reason,
-            };
-            if t.dtype() != decl.dtype {
-                return Err(bad(format!("expected {}, got {}", decl.dtype, t.dtype())));
-            }
-            if !decl.accepts_shape(t.shape()) {
-                return Err(bad(format!(
-                    "shape {:?} does not fit {}",
-                    t.shape(),
-                    decl.signature()
-                )));
-            }
-            if t.byte_size() > self.max_tensor_bytes {
-                return Err(EngineError::TensorTooLarge(crate::TensorTooLarge {
-                    what: format!("input {:?}", decl.name),
-                    bytes: Some(t.byte_size() as u128),
-                    cap: self.max_tensor_bytes,
-                }));
-            }
-            for (d, s) in decl.shape.iter().flatten().zip(t.shape()) {
-                if let crate::Dim::Symbolic(name) = d
-                    && name != "?"
-                {
-                    if let Some((_, prev, who)) = symbols.iter().find(|(n, _, _)| n == name)
-                        && prev != s
-                    {
-                        return Err(bad(format!(
-                            "dimension {name} is {s} here but {prev} in input {who:?}"
-                        )));
-                    }
-                    symbols.push((name, *s, &decl.name));
-                }
-            }
-        }
+        crate::validate::inputs(&self.info, inputs, self.max_tensor_bytes)?;
         Ok(inputs.iter().map(|t| t.shape().to_vec()).collect())
     }
 
@@ -360,13 +291,13 @@ impl TractModel {
     }
 }
 
-fn is_integer(dtype: crate::DType) -> bool {
+pub(crate) fn is_integer(dtype: crate::DType) -> bool {
     use crate::DType::*;
     matches!(dtype, I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64)
 }
 
 /// Integer input values as cache-key material (injective per dtype).
-fn integer_values(t: &Tensor) -> Vec<i64> {
+pub(crate) fn integer_values(t: &Tensor) -> Vec<i64> {
     use crate::TensorData as D;
     match t.data() {
         D::I8(v) => v.iter().map(|x| i64::from(*x)).collect(),
@@ -533,7 +464,7 @@ impl TractModel {
 /// Decodes an ONNX `TensorProto` (as in the ONNX test suite's `*.pb`
 /// files), refusing the same hostile declarations as model loading.
 pub fn decode_tensor_proto(bytes: &[u8], limits: &Limits) -> Result<NamedTensor, EngineError> {
-    let proto = pb::TensorProto::decode(bytes)
+    let proto = <pb::TensorProto as prost::Message>::decode(bytes)
         .map_err(|e| EngineError::Load(format!("not a TensorProto: {e}")))?;
     prescan::check_tensor(&proto, "tensor", limits.max_tensor_bytes)?;
     let resolver = tract_onnx::data_resolver::MmapDataResolver;

@@ -8,9 +8,10 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use attesta_engine::tract::{TractEngine, decode_tensor_proto};
@@ -89,9 +90,9 @@ fn compare(actual: &Tensor, expected: &Tensor) -> Result<(), String> {
     }
 }
 
-fn run_case(dir: &Path) -> Result<(), String> {
+fn run_case(engine: &dyn Engine, dir: &Path) -> Result<(), String> {
     let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| e.to_string())?;
-    let model = TractEngine::new(1)
+    let model = engine
         .load(&bytes, &Limits::default())
         .map_err(|e| e.to_string())?;
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -133,12 +134,12 @@ fn run_case(dir: &Path) -> Result<(), String> {
 
 /// Runs one case on its own thread; a hang past [`TIMEOUT`] is a failure
 /// (the thread is abandoned, the suite goes on).
-fn run_bounded(dir: PathBuf) -> Result<(), String> {
+fn run_bounded(engine: Arc<dyn Engine>, dir: PathBuf) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("conformance-case".into())
         .spawn(move || {
-            let result = std::panic::catch_unwind(|| run_case(&dir))
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| run_case(&*engine, &dir)))
                 .unwrap_or_else(|_| Err("the test harness panicked".into()));
             let _ = tx.send(result);
         })
@@ -151,6 +152,21 @@ fn run_bounded(dir: PathBuf) -> Result<(), String> {
 
 #[test]
 fn onnx_node_tests() {
+    suite(Arc::new(TractEngine::new(1)), "expected_pass.txt");
+}
+
+#[test]
+fn onnx_node_tests_onnxruntime() {
+    suite(
+        Arc::new(support::ort_engine()),
+        "expected_pass_onnxruntime.txt",
+    );
+}
+
+/// Runs every node test through `engine`; `expected` names the list of
+/// tests that must pass (under `tests/conformance/`).
+fn suite(engine: Arc<dyn Engine>, expected: &str) {
+    let backend = engine.name();
     let root = node_tests_dir();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
@@ -171,7 +187,7 @@ fn onnx_node_tests() {
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let t = Instant::now();
-        let result = run_bounded(case.clone());
+        let result = run_bounded(engine.clone(), case.clone());
         let status = match &result {
             Ok(()) => "pass".to_string(),
             Err(e) => format!("fail\t{}", e.replace(['\n', '\t'], " ")),
@@ -186,16 +202,18 @@ fn onnx_node_tests() {
     }
     let total = cases.len();
     println!(
-        "ONNX node tests: {} / {total} pass ({:.1?})",
+        "ONNX node tests on {backend}: {} / {total} pass ({:.1?})",
         passed.len(),
         start.elapsed()
     );
-    let summary_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnx-node-conformance.tsv");
+    let summary_path =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("onnx-node-conformance-{backend}.tsv"));
     std::fs::write(&summary_path, &summary).unwrap();
     println!("per-test summary: {}", summary_path.display());
 
-    let expected_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/expected_pass.txt");
+    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance")
+        .join(expected);
     if std::env::var_os("ATTESTA_CONFORMANCE_WRITE").is_some() {
         let mut text = String::new();
         for name in &passed {

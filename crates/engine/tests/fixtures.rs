@@ -17,10 +17,18 @@ fn load(rel: &str) -> std::sync::Arc<dyn Model> {
         .unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// Runs `rel` on deterministic pseudo-random f32 inputs of `shapes`, in our
-/// engine and in onnxruntime, and compares every output.
+/// Runs `rel` on deterministic pseudo-random f32 inputs of `shapes`, in each
+/// of our backends and in Python onnxruntime, and compares every output.
 fn compare_with_onnxruntime(rel: &str, shapes: &[Vec<usize>]) {
-    let model = load(rel);
+    for (name, engine) in support::engines() {
+        let model = engine
+            .load(&fixture(rel), &Limits::default())
+            .unwrap_or_else(|e| panic!("{name}: {rel}: {e}"));
+        compare_model(&*model, &format!("{name}: {rel}"), rel, shapes);
+    }
+}
+
+fn compare_model(model: &dyn Model, what: &str, rel: &str, shapes: &[Vec<usize>]) {
     let mut ours_in = Vec::new();
     let mut ort_in = Vec::new();
     for (i, (decl, shape)) in model.info().inputs.iter().zip(shapes).enumerate() {
@@ -28,23 +36,26 @@ fn compare_with_onnxruntime(rel: &str, shapes: &[Vec<usize>]) {
         ours_in.push(Tensor::new(shape.clone(), TensorData::F32(values.clone())).unwrap());
         ort_in.push((decl.name.clone(), shape.clone(), values));
     }
-    let ours = model.run(ours_in).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let ours = model.run(ours_in).unwrap_or_else(|e| panic!("{what}: {e}"));
     let theirs = onnxruntime(&fixtures().join(rel), &ort_in);
-    assert_eq!(ours.len(), theirs.len(), "{rel}: output count");
+    assert_eq!(ours.len(), theirs.len(), "{what}: output count");
     for (o, (shape, expected)) in ours.iter().zip(&theirs) {
         assert_eq!(
             o.tensor.shape(),
             &shape[..],
-            "{rel}: output {} shape",
+            "{what}: output {} shape",
             o.name
         );
         let actual = as_f64(&o.tensor);
         assert!(
             expected.iter().any(|v| *v != 0.0),
-            "{rel}: degenerate reference"
+            "{what}: degenerate reference"
         );
         if let Some(m) = first_mismatch(&actual, expected, RTOL, ATOL) {
-            panic!("{rel}: output {} differs from onnxruntime at {m:?}", o.name);
+            panic!(
+                "{what}: output {} differs from onnxruntime at {m:?}",
+                o.name
+            );
         }
     }
 }
@@ -131,56 +142,77 @@ fn sigmoid_metadata_is_exact() {
 #[test]
 fn single_op_fixtures_match_their_reference_outputs() {
     let dir = fixtures().join("onnx/onnx-node-1.17.0");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let case = entry.unwrap().path();
-        let model = TractEngine::new(1)
-            .load(
-                &std::fs::read(case.join("model.onnx")).unwrap(),
-                &Limits::default(),
-            )
-            .unwrap();
-        let data = case.join("test_data_set_0");
-        let read = |name: String| {
-            decode_tensor_proto(&std::fs::read(data.join(name)).unwrap(), &Limits::default())
-                .unwrap()
-        };
-        let inputs = (0..model.info().inputs.len())
-            .map(|i| read(format!("input_{i}.pb")).tensor)
-            .collect();
-        let outputs = model.run(inputs).unwrap();
-        for (i, o) in outputs.iter().enumerate() {
-            let expected = read(format!("output_{i}.pb")).tensor;
-            assert_eq!(o.tensor.shape(), expected.shape(), "{}", case.display());
-            assert!(
-                first_mismatch(&as_f64(&o.tensor), &as_f64(&expected), 1e-3, 1e-7).is_none(),
-                "{}",
-                case.display()
-            );
+    for (name, engine) in support::engines() {
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let case = entry.unwrap().path();
+            let model = engine
+                .load(
+                    &std::fs::read(case.join("model.onnx")).unwrap(),
+                    &Limits::default(),
+                )
+                .unwrap();
+            let data = case.join("test_data_set_0");
+            let read = |name: String| {
+                decode_tensor_proto(&std::fs::read(data.join(name)).unwrap(), &Limits::default())
+                    .unwrap()
+            };
+            let inputs = (0..model.info().inputs.len())
+                .map(|i| read(format!("input_{i}.pb")).tensor)
+                .collect();
+            let outputs = model.run(inputs).unwrap();
+            for (i, o) in outputs.iter().enumerate() {
+                let expected = read(format!("output_{i}.pb")).tensor;
+                assert_eq!(
+                    o.tensor.shape(),
+                    expected.shape(),
+                    "{name}: {}",
+                    case.display()
+                );
+                assert!(
+                    first_mismatch(&as_f64(&o.tensor), &as_f64(&expected), 1e-3, 1e-7).is_none(),
+                    "{name}: {}",
+                    case.display()
+                );
+            }
+            checked += 1;
         }
-        checked += 1;
+        assert_eq!(checked, 6, "expected the six single-op fixtures");
     }
-    assert_eq!(checked, 6, "expected the six single-op fixtures");
 }
 
 #[test]
 fn logreg_iris_is_a_typed_load_error_naming_the_domain() {
-    let err = TractEngine::new(1)
-        .load(
-            &fixture("onnx/onnxruntime-datasets/logreg_iris.onnx"),
-            &Limits::default(),
-        )
-        .err()
-        .expect("ai.onnx.ml must be refused");
-    match err {
-        EngineError::Load(msg) => assert!(msg.contains("ai.onnx.ml"), "{msg}"),
-        other => panic!("expected Load, got {other:?}"),
+    for (name, engine) in support::engines() {
+        let err = engine
+            .load(
+                &fixture("onnx/onnxruntime-datasets/logreg_iris.onnx"),
+                &Limits::default(),
+            )
+            .err()
+            .expect("ai.onnx.ml must be refused");
+        match err {
+            EngineError::Load(msg) => assert!(msg.contains("ai.onnx.ml"), "{name}: {msg}"),
+            other => panic!("{name}: expected Load, got {other:?}"),
+        }
     }
 }
 
 #[test]
 fn inputs_are_validated_against_the_declaration() {
-    let model = load("onnx/onnxruntime-datasets/sigmoid.onnx");
+    for (name, engine) in support::engines() {
+        eprintln!("backend {name}");
+        inputs_are_validated_by(&*engine);
+    }
+}
+
+fn inputs_are_validated_by(engine: &dyn Engine) {
+    let model = engine
+        .load(
+            &fixture("onnx/onnxruntime-datasets/sigmoid.onnx"),
+            &Limits::default(),
+        )
+        .unwrap();
     let good = || Tensor::new(vec![3, 4, 5], TensorData::F32(vec![0.5; 60])).unwrap();
     assert!(model.run(vec![good()]).is_ok());
     let wrong_type = Tensor::new(vec![3, 4, 5], TensorData::F64(vec![0.5; 60])).unwrap();
@@ -207,7 +239,7 @@ fn inputs_are_validated_against_the_declaration() {
         max_tensor_bytes: 512 << 10,
         ..Limits::default()
     };
-    let ocr = TractEngine::new(1)
+    let ocr = engine
         .load(
             &fixture("onnx/real/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
             &limits,
@@ -228,7 +260,7 @@ fn inputs_are_validated_against_the_declaration() {
         ..Limits::default()
     };
     assert!(matches!(
-        TractEngine::new(1).load(&fixture("onnx/onnxruntime-datasets/sigmoid.onnx"), &tiny),
+        engine.load(&fixture("onnx/onnxruntime-datasets/sigmoid.onnx"), &tiny),
         Err(EngineError::Load(_))
     ));
 }
@@ -273,8 +305,73 @@ fn model_size_cap_is_enforced() {
         max_model_bytes: bytes.len() - 1,
         ..Limits::default()
     };
-    assert!(matches!(
-        TractEngine::new(1).load(&bytes, &limits),
-        Err(EngineError::Load(_))
-    ));
+    for (name, engine) in support::engines() {
+        assert!(
+            matches!(engine.load(&bytes, &limits), Err(EngineError::Load(_))),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn ort_engine_names_the_measured_library() {
+    let engine = support::ort_engine();
+    assert_eq!(engine.name(), "onnxruntime");
+    let lib = support::ort_library();
+    let out = std::process::Command::new(support::python())
+        .args([
+            "-c",
+            "import sys,hashlib,onnxruntime;print(onnxruntime.__version__);print(hashlib.sha384(open(sys.argv[1],'rb').read()).hexdigest())",
+        ])
+        .arg(&lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(engine.version(), lines.next().unwrap(), "library version");
+    let hex: String = engine
+        .runtime()
+        .sha384()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, lines.next().unwrap(), "library SHA-384");
+}
+
+#[test]
+fn ort_sessions_serve_concurrent_runs_with_identical_outputs() {
+    let model = support::ort_engine()
+        .load(
+            &fixture("onnx/real/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+            &Limits::default(),
+        )
+        .unwrap();
+    let input = || {
+        Tensor::new(
+            vec![1, 3, 48, 192],
+            TensorData::F32(pseudo_random(3 * 48 * 192, 5)),
+        )
+        .unwrap()
+    };
+    let reference = model.run(vec![input()]).unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..5)
+                        .map(|_| model.run(vec![input()]).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for out in h.join().unwrap() {
+                assert_eq!(
+                    out, reference,
+                    "runs on different sessions agree bit for bit"
+                );
+            }
+        }
+    });
 }

@@ -14,16 +14,27 @@ use tract_onnx::pb;
 /// Generous bound for one load of a tiny hostile file in release mode.
 const QUICK: Duration = Duration::from_secs(5);
 
-/// Loads `bytes` and returns the error, asserting it is a quick `Load` error.
+/// Loads `bytes` with every backend and returns tract's error, asserting
+/// each backend answers with a quick `Load` error.
 fn refused(bytes: &[u8]) -> String {
-    let start = Instant::now();
-    let result = TractEngine::new(1).load(bytes, &Limits::default());
-    assert!(start.elapsed() < QUICK, "load took {:?}", start.elapsed());
-    match result {
-        Err(EngineError::Load(msg)) => msg,
-        Err(other) => panic!("expected a Load error, got {other:?}"),
-        Ok(_) => panic!("hostile model was accepted"),
+    let mut first = None;
+    for (name, engine) in support::engines() {
+        let start = Instant::now();
+        let result = engine.load(bytes, &Limits::default());
+        assert!(
+            start.elapsed() < QUICK,
+            "{name}: load took {:?}",
+            start.elapsed()
+        );
+        match result {
+            Err(EngineError::Load(msg)) => {
+                first.get_or_insert(msg);
+            }
+            Err(other) => panic!("{name}: expected a Load error, got {other:?}"),
+            Ok(_) => panic!("{name}: hostile model was accepted"),
+        }
     }
+    first.expect("at least one backend")
 }
 
 /// A valid one-node model, to show that the builders produce loadable files.
@@ -385,9 +396,12 @@ fn model_tensor_cap_applies_to_known_intermediate_shapes() {
         max_tensor_bytes: 64 << 20,
         ..Limits::default()
     };
-    match TractEngine::new(1).load(&model(g), &limits) {
-        Err(EngineError::Load(msg)) => assert!(msg.contains("cap"), "{msg}"),
-        other => panic!("expected a Load error, got {:?}", other.map(|_| ())),
+    let bytes = model(g);
+    for (name, engine) in support::engines() {
+        match engine.load(&bytes, &limits) {
+            Err(EngineError::Load(msg)) => assert!(msg.contains("cap"), "{name}: {msg}"),
+            other => panic!("{name}: expected a Load error, got {:?}", other.map(|_| ())),
+        }
     }
 }
 
@@ -402,9 +416,15 @@ fn sizes_set_by_request_values_are_checked_before_tract_sees_them() {
         vec![value_info("s", INT64, &[1])],
         vec![value_info("y", FLOAT, &[])],
     );
-    let model = TractEngine::new(1)
-        .load(&model(g), &Limits::default())
-        .unwrap();
+    let bytes = model(g);
+    for (name, engine) in support::engines() {
+        eprintln!("backend {name}");
+        request_values_checked(&*engine, &bytes);
+    }
+}
+
+fn request_values_checked(engine: &dyn Engine, bytes: &[u8]) {
+    let model = engine.load(bytes, &Limits::default()).unwrap();
     let small = model
         .run(vec![
             Tensor::new(vec![1], TensorData::I64(vec![4])).unwrap(),

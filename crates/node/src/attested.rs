@@ -263,13 +263,13 @@ async fn infer_inner(
             return verdict(e, body);
         }
     };
-    let engine = state.cache.engine();
     let fault = state.fault().map(|f| f.to_string());
     let out = SealedOutput {
         output_json: &output_json,
         model_sha256: loaded.sha256,
-        engine: engine.name(),
-        engine_version: engine.version(),
+        // The engine that loaded this model (it may differ per model).
+        engine: loaded.engine,
+        engine_version: loaded.engine_version,
         fault: fault.as_deref(),
     };
     let sealed_answer =

@@ -37,6 +37,10 @@ pub struct LoadedModel {
     pub file_size: u64,
     /// The engine's model.
     pub model: Arc<dyn attesta_engine::Model>,
+    /// Name of the engine that loaded it (recorded in receipts).
+    pub engine: &'static str,
+    /// That engine's version.
+    pub engine_version: &'static str,
 }
 
 /// Failed loads remembered so a hostile file is not parsed again and again.
@@ -289,7 +293,12 @@ impl Inner {
         })?;
         self.metrics.model_load_started();
         let started = Instant::now();
-        let report = self.loader.probe(&bytes).await.map_err(Failure::Load)?;
+        let engine = self.loader.engines().for_model(cid).clone();
+        let report = self
+            .loader
+            .probe(engine.as_ref(), &bytes)
+            .await
+            .map_err(Failure::Load)?;
         if let Some(ProbeReport::Loaded {
             load_ms,
             memory_estimate,
@@ -306,16 +315,18 @@ impl Inner {
         }
         let model = self
             .loader
-            .load(permit, bytes)
+            .load(engine.clone(), permit, bytes)
             .await
             .map_err(Failure::Load)?;
-        tracing::info!(model = %cid, ms = started.elapsed().as_millis() as u64, "loaded model");
+        tracing::info!(model = %cid, engine = engine.name(), ms = started.elapsed().as_millis() as u64, "loaded model");
         Ok(Arc::new(LoadedModel {
             cid: cid.clone(),
             sha256: stored.sha256,
             sha256_hex: hex::encode(stored.sha256),
             file_size: stored.size,
             model,
+            engine: engine.name(),
+            engine_version: engine.version(),
         }))
     }
 

@@ -102,7 +102,7 @@ impl From<EngineError> for ApiError {
             ),
             // The graph failed on inputs that matched its declaration: the
             // model cannot serve this request, which is not our fault either.
-            EngineError::Run(_) => ApiError::new(
+            EngineError::Run(_) | EngineError::OutOfMemory(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "inference_failed",
                 e.to_string(),

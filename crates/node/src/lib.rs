@@ -98,6 +98,8 @@ impl Default for NodeConfig {
 pub struct NodeParts {
     /// The inference backend.
     pub engine: Arc<dyn Engine>,
+    /// Models loaded with another engine than `engine` (config overrides).
+    pub engine_overrides: Vec<(attesta_content::Cid, Arc<dyn Engine>)>,
     /// The on-disk model store.
     pub store: ModelStore,
     /// Gateways and policy for unknown CIDs; `None` serves the store only.
@@ -115,6 +117,7 @@ impl NodeParts {
     pub fn new(engine: Arc<dyn Engine>, store: ModelStore) -> Self {
         NodeParts {
             engine,
+            engine_overrides: Vec::new(),
             store,
             fetch: None,
             attester: None,
@@ -164,7 +167,13 @@ impl Node {
                 ))
             }
         };
-        let mut state = AppState::new(&config, parts.engine, parts.store, source, metrics);
+        let engines = parts
+            .engine_overrides
+            .into_iter()
+            .fold(loader::Engines::new(parts.engine), |e, (cid, engine)| {
+                e.with_override(cid, engine)
+            });
+        let mut state = AppState::with_engines(&config, engines, parts.store, source, metrics);
         if let Some(attester) = parts.attester {
             // Fresh keys from the OS on every start: they exist only in this process.
             let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
@@ -264,9 +273,24 @@ impl AppState {
         source: Arc<dyn ModelSource>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::with_engines(config, loader::Engines::new(engine), store, source, metrics)
+    }
+
+    /// Wires a node together whose engine may differ per model.
+    pub fn with_engines(
+        config: &NodeConfig,
+        engines: loader::Engines,
+        store: ModelStore,
+        source: Arc<dyn ModelSource>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         AppState {
             cache: ModelCache::new(
-                loader::Loader::new(engine, config.limits.clone(), config.loading.clone()),
+                loader::Loader::with_engines(
+                    engines,
+                    config.limits.clone(),
+                    config.loading.clone(),
+                ),
                 config.cache_bytes,
                 config.request_timeout,
                 source,
@@ -354,6 +378,8 @@ struct ModelEntry {
     loaded: bool,
     inputs: Option<Vec<String>>,
     outputs: Option<Vec<String>>,
+    /// The engine that loaded it (when loaded).
+    engine: Option<&'static str>,
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
@@ -374,6 +400,7 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
                 loaded: loaded.is_some(),
                 inputs: loaded.as_ref().map(|l| sig(&l.model.info().inputs)),
                 outputs: loaded.as_ref().map(|l| sig(&l.model.info().outputs)),
+                engine: loaded.as_ref().map(|l| l.engine),
             }
         })
         .collect();

@@ -8,6 +8,7 @@
 //! and a permit moves into the blocking load so that even a load nobody
 //! waits for any more keeps counting until it ends.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use attesta_content::Cid;
 use attesta_engine::{Engine, EngineError, Limits, Model};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -161,7 +163,9 @@ impl LoadError {
             | LoadError::OverTime { .. }
             | LoadError::OverMemory { .. }
             | LoadError::Crashed { .. } => true,
-            LoadError::Engine(e) => matches!(**e, EngineError::Load(_)),
+            LoadError::Engine(e) => {
+                matches!(**e, EngineError::Load(_) | EngineError::OutOfMemory(_))
+            }
             LoadError::BadReport { .. }
             | LoadError::Unavailable { .. }
             | LoadError::Spawn(_)
@@ -175,9 +179,42 @@ impl LoadError {
 #[derive(Debug)]
 pub struct LoadPermit(#[allow(dead_code)] OwnedSemaphorePermit);
 
+/// The engine each model is loaded with: a default and per-model choices.
+#[derive(Clone)]
+pub struct Engines {
+    default: Arc<dyn Engine>,
+    by_model: HashMap<Cid, Arc<dyn Engine>>,
+}
+
+impl Engines {
+    /// Every model on `default`.
+    pub fn new(default: Arc<dyn Engine>) -> Self {
+        Engines {
+            default,
+            by_model: HashMap::new(),
+        }
+    }
+
+    /// Loads the model `cid` with `engine` instead of the default.
+    pub fn with_override(mut self, cid: Cid, engine: Arc<dyn Engine>) -> Self {
+        self.by_model.insert(cid, engine);
+        self
+    }
+
+    /// The default engine.
+    pub fn default_engine(&self) -> &Arc<dyn Engine> {
+        &self.default
+    }
+
+    /// The engine that loads `cid`.
+    pub fn for_model(&self, cid: &Cid) -> &Arc<dyn Engine> {
+        self.by_model.get(cid).unwrap_or(&self.default)
+    }
+}
+
 /// Loads models under a [`LoadConfig`].
 pub struct Loader {
-    engine: Arc<dyn Engine>,
+    engines: Engines,
     limits: Limits,
     config: LoadConfig,
     permits: Arc<Semaphore>,
@@ -194,18 +231,28 @@ const STDERR_TAIL_BYTES: usize = 512;
 impl Loader {
     /// A loader for models of `engine` within `limits`.
     pub fn new(engine: Arc<dyn Engine>, limits: Limits, config: LoadConfig) -> Self {
+        Self::with_engines(Engines::new(engine), limits, config)
+    }
+
+    /// A loader whose engine may differ per model.
+    pub fn with_engines(engines: Engines, limits: Limits, config: LoadConfig) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
         Loader {
-            engine,
+            engines,
             limits,
             config,
             permits,
         }
     }
 
-    /// The engine models are loaded with.
+    /// The default engine models are loaded with.
     pub fn engine(&self) -> &Arc<dyn Engine> {
-        &self.engine
+        self.engines.default_engine()
+    }
+
+    /// The engines, per model.
+    pub fn engines(&self) -> &Engines {
+        &self.engines
     }
 
     /// The caps applied to model files.
@@ -224,16 +271,21 @@ impl Loader {
         self.permits.clone().acquire_owned().await.map(LoadPermit)
     }
 
-    /// Loads `bytes` in a resource-limited child process and returns its
-    /// report, or `None` when isolation is off. Dropping the returned future
-    /// kills the child.
-    pub async fn probe(&self, bytes: &[u8]) -> Result<Option<ProbeReport>, LoadError> {
+    /// Loads `bytes` with `engine` (by its name) in a resource-limited child
+    /// process and returns its report, or `None` when isolation is off.
+    /// Dropping the returned future kills the child.
+    pub async fn probe(
+        &self,
+        engine: &dyn Engine,
+        bytes: &[u8],
+    ) -> Result<Option<ProbeReport>, LoadError> {
         let Isolation::Process(cmd) = &self.config.isolation else {
             return Ok(None);
         };
         let mut child = tokio::process::Command::new(&cmd.program)
             .args(&cmd.args)
             .args(self.probe_args())
+            .args(["--engine", engine.name()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -293,6 +345,9 @@ impl Loader {
                     Err(LoadError::Engine(Arc::new(EngineError::Load(message))))
                 }
                 ProbeReport::Unavailable { message } => Err(LoadError::Unavailable { message }),
+                ProbeReport::OverMemory { .. } => Err(LoadError::OverMemory {
+                    budget: self.config.max_memory,
+                }),
                 loaded => Ok(loaded),
             };
         }
@@ -334,14 +389,14 @@ impl Loader {
         ]
     }
 
-    /// Loads `bytes` into this process, holding `permit` until the engine
-    /// returns even if the time budget runs out first.
+    /// Loads `bytes` into this process with `engine`, holding `permit` until
+    /// the engine returns even if the time budget runs out first.
     pub async fn load(
         &self,
+        engine: Arc<dyn Engine>,
         permit: LoadPermit,
         bytes: Vec<u8>,
     ) -> Result<Arc<dyn Model>, LoadError> {
-        let engine = self.engine.clone();
         let limits = self.limits.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -43,6 +43,11 @@ pub enum ProbeReport {
         /// The engine's reason.
         message: String,
     },
+    /// The engine ran out of memory (under the probe's address-space limit).
+    OverMemory {
+        /// The engine's message.
+        message: String,
+    },
     /// The probe could not set up its limits; says nothing about the model.
     Unavailable {
         /// What failed.
@@ -136,6 +141,7 @@ fn probe(engine: &dyn Engine, limits: &Limits, input: impl Read) -> io::Result<P
     let started = Instant::now();
     let model = match engine.load(&bytes, limits) {
         Ok(m) => m,
+        Err(EngineError::OutOfMemory(message)) => return Ok(ProbeReport::OverMemory { message }),
         Err(e) => {
             return Ok(ProbeReport::Refused {
                 message: refusal_text(e),

@@ -74,7 +74,7 @@ async fn a_probe_past_its_deadline_is_killed_and_judged_over_time() {
     let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
     let l = loader(&script, Duration::from_millis(500));
     let started = Instant::now();
-    let e = l.probe(b"model").await.unwrap_err();
+    let e = l.probe(l.engine().as_ref(), b"model").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(matches!(e, LoadError::OverTime { .. }), "{e:?}");
     assert!(e.is_verdict());
@@ -93,7 +93,7 @@ async fn a_probe_nobody_waits_for_is_killed() {
     let l = Arc::new(loader(&script, Duration::from_secs(60)));
     let task = tokio::spawn({
         let l = l.clone();
-        async move { l.probe(b"model").await.map(|_| ()) }
+        async move { l.probe(l.engine().as_ref(), b"model").await.map(|_| ()) }
     });
     let pid = pid_in(&pidfile).await;
     assert!(alive(pid));
@@ -107,7 +107,7 @@ async fn an_allocation_failure_is_judged_over_memory() {
         "cat > /dev/null; echo 'memory allocation of 1048576 bytes failed' >&2; kill -ABRT $$",
         Duration::from_secs(10),
     );
-    let e = l.probe(b"model").await.unwrap_err();
+    let e = l.probe(l.engine().as_ref(), b"model").await.unwrap_err();
     assert!(
         matches!(e, LoadError::OverMemory { budget } if budget == 1 << 30),
         "{e:?}"
@@ -122,7 +122,7 @@ async fn a_refusal_report_becomes_a_remembered_engine_error() {
         r#"cat > /dev/null; echo '{"outcome":"refused","message":"unsupported op Foo"}'"#,
         Duration::from_secs(10),
     );
-    let e = l.probe(b"model").await.unwrap_err();
+    let e = l.probe(l.engine().as_ref(), b"model").await.unwrap_err();
     match &e {
         LoadError::Engine(inner) => {
             assert!(matches!(&**inner, EngineError::Load(m) if m == "unsupported op Foo"))
@@ -138,7 +138,7 @@ async fn a_probe_that_cannot_limit_itself_is_a_node_fault() {
         r#"cat > /dev/null; echo '{"outcome":"unavailable","message":"no rlimits"}'"#,
         Duration::from_secs(10),
     );
-    let e = l.probe(b"model").await.unwrap_err();
+    let e = l.probe(l.engine().as_ref(), b"model").await.unwrap_err();
     assert!(matches!(e, LoadError::Unavailable { .. }), "{e:?}");
     assert!(
         !e.is_verdict(),

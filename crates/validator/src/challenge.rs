@@ -35,6 +35,21 @@ pub struct ChallengeSpec {
     /// Extents for symbolic dimensions (`batch = 2`); unnamed ones default to 1.
     #[serde(default)]
     pub dims: BTreeMap<String, usize>,
+    /// Tolerances for answers whose receipt names a given engine
+    /// (`onnxruntime = { abs = 1e-4, rel = 1e-3 }`): engines order float
+    /// operations differently. Engines not listed get the tolerances above.
+    #[serde(default)]
+    pub engine_tolerances: BTreeMap<String, Tolerance>,
+}
+
+/// Allowed differences per float element for one engine.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    /// Absolute difference.
+    pub abs: f64,
+    /// Difference relative to the expected value.
+    pub rel: f64,
 }
 
 fn default_abs() -> f64 {
@@ -60,6 +75,7 @@ impl ChallengeSpec {
             range: default_range(),
             decimals: default_decimals(),
             dims: BTreeMap::new(),
+            engine_tolerances: BTreeMap::new(),
         }
     }
 
@@ -72,7 +88,12 @@ impl ChallengeSpec {
                 self.cid
             ));
         }
-        let tolerances_ok = self.abs_tolerance >= 0.0 && self.rel_tolerance >= 0.0; // false for NaN
+        let tolerances_ok = self.abs_tolerance >= 0.0 // false for NaN
+            && self.rel_tolerance >= 0.0
+            && self
+                .engine_tolerances
+                .values()
+                .all(|t| t.abs >= 0.0 && t.rel >= 0.0);
         if self.decimals > 9 || !tolerances_ok {
             return Err(format!(
                 "model {}: decimals ≤ 9 and tolerances ≥ 0 required",
@@ -162,6 +183,19 @@ pub struct Challenge {
     pub abs_tolerance: f64,
     /// See `abs_tolerance`.
     pub rel_tolerance: f64,
+    /// Tolerances for answers from named engines (see [`ChallengeSpec`]).
+    pub engine_tolerances: BTreeMap<String, Tolerance>,
+}
+
+impl Challenge {
+    /// The (absolute, relative) tolerances for an answer whose receipt
+    /// names `engine`.
+    pub fn tolerance_for(&self, engine: &str) -> (f64, f64) {
+        match self.engine_tolerances.get(engine) {
+            Some(t) => (t.abs, t.rel),
+            None => (self.abs_tolerance, self.rel_tolerance),
+        }
+    }
 }
 
 /// The configured challenge models, loaded and ready.
@@ -270,6 +304,7 @@ impl ChallengeSet {
             expected,
             abs_tolerance: m.spec.abs_tolerance,
             rel_tolerance: m.spec.rel_tolerance,
+            engine_tolerances: m.spec.engine_tolerances.clone(),
         })
     }
 }

@@ -173,6 +173,7 @@ impl NodeChannel for ClientChannel {
                 output,
                 receipt_model_cid: out.receipt.receipt.model_cid.clone(),
                 receipt_model_sha256: hex::encode(out.receipt.receipt.model_sha256),
+                receipt_engine: out.receipt.receipt.engine.clone(),
                 latency: out.latency,
                 bundle,
             })

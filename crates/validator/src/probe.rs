@@ -34,6 +34,8 @@ pub struct Answer {
     pub receipt_model_cid: String,
     /// Model SHA-256 (hex) the receipt names.
     pub receipt_model_sha256: String,
+    /// Engine the receipt names (picks the challenge's tolerance).
+    pub receipt_engine: String,
     /// Request sent → answer received, measured by the validator's client.
     pub latency: Duration,
     /// The proof bundle (receipt + evidence), JSON.

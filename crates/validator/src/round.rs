@@ -252,12 +252,8 @@ async fn drive(
                     ));
                 } else {
                     a.receipt = Step::Pass;
-                    match compare(
-                        &ch.expected,
-                        &ans.output,
-                        ch.abs_tolerance,
-                        ch.rel_tolerance,
-                    ) {
+                    let (abs, rel) = ch.tolerance_for(&ans.receipt_engine);
+                    match compare(&ch.expected, &ans.output, abs, rel) {
                         Ok(()) => {
                             a.correctness = Step::Pass;
                             a.outcome = Outcome::Correct;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use attesta_validator::challenge::Challenge;
+use attesta_validator::challenge::{Challenge, Tolerance};
 use attesta_validator::probe::{Answer, Attested, ChannelFactory, NodeChannel, ProbeError};
 use attesta_validator::registry::NodeEntry;
 use attesta_validator::round::{NodeCheck, RoundSettings, SystemClock, run_checks};
@@ -24,6 +24,8 @@ enum Script {
     BadReceipt,
     OtherModel,
     Refused,
+    /// 0.1 % off the expected answer, from the named engine.
+    SlightlyOff(&'static str),
 }
 
 struct Scripted {
@@ -70,6 +72,9 @@ impl NodeChannel for Scripted {
                 }
                 Script::BadReceipt => Err(ProbeError::Receipt("signature invalid".into())),
                 Script::OtherModel => Ok(c.expected.clone()),
+                Script::SlightlyOff(_) => {
+                    Ok(json!([{"name":"y","shape":[1],"result":[1.5015],"type":"number"}]))
+                }
                 Script::BadAttestation | Script::Refused => {
                     Err(ProbeError::Protocol("unreachable".into()))
                 }
@@ -81,10 +86,15 @@ impl NodeChannel for Scripted {
             } else {
                 c.model_cid.clone()
             };
+            let engine = match self.script {
+                Script::SlightlyOff(e) => e,
+                _ => "tract",
+            };
             Ok(Answer {
                 output,
                 receipt_model_cid: cid,
                 receipt_model_sha256: c.model_sha256.clone(),
+                receipt_engine: engine.into(),
                 latency: started.elapsed(),
                 bundle: "{}".into(),
             })
@@ -122,6 +132,14 @@ fn challenge() -> Challenge {
         expected: json!([{"name":"y","shape":[1],"result":[1.5],"type":"number"}]),
         abs_tolerance: 0.0,
         rel_tolerance: 0.0,
+        engine_tolerances: [(
+            "onnxruntime".to_string(),
+            Tolerance {
+                abs: 0.0,
+                rel: 1e-2,
+            },
+        )]
+        .into(),
     }
 }
 
@@ -275,4 +293,32 @@ async fn concurrency_is_bounded_and_a_slow_node_does_not_delay_the_fast_ones() {
             assert!(lat < 300_000, "{} latency {lat} µs", r.node.id);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tolerance_follows_the_engine_the_receipt_names() {
+    let scripts: Vec<(String, Script)> = [
+        ("ort", Script::SlightlyOff("onnxruntime")),
+        ("tract", Script::SlightlyOff("tract")),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b))
+    .collect();
+    let rounds = run_checks(
+        checks(&scripts, 1),
+        factory(&scripts),
+        Arc::new(SystemClock),
+        RoundSettings {
+            concurrency: 4,
+            node_timeout: Duration::from_secs(10),
+        },
+    )
+    .await;
+    let by_id = |id: &str| rounds.iter().find(|r| r.node.id == id).unwrap();
+    assert_eq!(by_id("ort").attempts[0].outcome, Outcome::Correct);
+    assert_eq!(
+        by_id("tract").attempts[0].outcome,
+        Outcome::Wrong,
+        "an engine without its own tolerance gets the model's (exact here)"
+    );
 }

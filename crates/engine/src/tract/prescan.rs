@@ -27,6 +27,29 @@ fn load(msg: impl Into<String>) -> EngineError {
     EngineError::Load(msg.into())
 }
 
+/// Checks the file's size, decodes it and runs [`check_model`]: what every
+/// backend does before its library sees a model.
+pub(crate) fn decode_and_check(
+    onnx: &[u8],
+    limits: &Limits,
+    known_op: &dyn Fn(&str) -> bool,
+) -> Result<pb::ModelProto, EngineError> {
+    if onnx.len() > limits.max_model_bytes {
+        return Err(load(format!(
+            "model is {} bytes, over the {} byte limit",
+            onnx.len(),
+            limits.max_model_bytes
+        )));
+    }
+    if onnx.is_empty() {
+        return Err(load("model file is empty"));
+    }
+    let proto = <pb::ModelProto as prost::Message>::decode(onnx)
+        .map_err(|e| load(format!("not an ONNX model: {e}")))?;
+    check_model(&proto, limits, known_op)?;
+    Ok(proto)
+}
+
 /// Checks a decoded model against the limits and the operator set tract knows.
 pub(crate) fn check_model(
     model: &pb::ModelProto,

@@ -132,3 +132,43 @@ pub fn run_helper(script: &str, args: &[&Path]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The onnxruntime library the tests run the ort backend on:
+/// `ATTESTA_ORT_LIB`, else the one inside the venv's onnxruntime wheel. A
+/// missing library fails the test.
+pub fn ort_library() -> PathBuf {
+    if let Some(p) = std::env::var_os("ATTESTA_ORT_LIB").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import onnxruntime,os,glob;d=os.path.join(os.path.dirname(onnxruntime.__file__),'capi');print(sorted(glob.glob(os.path.join(d,'libonnxruntime.so.*')))[-1])",
+        ])
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "no libonnxruntime in the venv (set ATTESTA_ORT_LIB): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The ort backend on [`ort_library`], single-threaded.
+pub fn ort_engine() -> attesta_engine::onnxruntime::OrtEngine {
+    use attesta_engine::onnxruntime::{OrtEngine, OrtOptions, OrtRuntime};
+    let runtime = OrtRuntime::load(&ort_library()).expect("loading onnxruntime");
+    OrtEngine::new(runtime, OrtOptions::default())
+}
+
+/// Both backends, by name.
+pub fn engines() -> Vec<(&'static str, Box<dyn attesta_engine::Engine>)> {
+    vec![
+        (
+            "tract",
+            Box::new(attesta_engine::tract::TractEngine::new(1)),
+        ),
+        ("onnxruntime", Box::new(ort_engine())),
+    ]
+}

@@ -1,0 +1,71 @@
+//! Request-path cost per number: decodes an `/infer` body of N fixed-point
+//! numbers (`parse_request` + `to_tensors` to float32, the node's path) many
+//! times and prints ns per number, and the same for encoding the outputs.
+//!
+//! ```text
+//! cargo run --release -p attesta-engine --example og_decode -- [N] [ITERS]
+//! ```
+
+#![allow(clippy::expect_used)] // a benchmark of valid, generated input
+
+use std::time::Instant;
+
+use attesta_engine::og::{encode_response, parse_request, to_tensors};
+use attesta_engine::{DType, Dim, ModelInfo, NamedTensor, Tensor, TensorData, TensorInfo};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(784);
+    let iters: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    // Values as the benchmark bodies send them: integers with 3 to 6 decimals.
+    let values: Vec<String> = (0..n)
+        .map(|i| {
+            let v = (i as i64 * 7919 % 2_000_001) - 1_000_000;
+            format!("{{\"value\":{v},\"decimals\":{}}}", 3 + i % 4)
+        })
+        .collect();
+    let inputs = format!(
+        "{{\"numbers\":[{{\"name\":\"x\",\"shape\":[1,{n}],\"values\":[{}]}}]}}",
+        values.join(",")
+    );
+    let body = serde_json::json!({"ipfs_hash": "Qm", "model_inputs": inputs}).to_string();
+    let info = ModelInfo {
+        inputs: vec![TensorInfo {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: Some(vec![Dim::Fixed(1), Dim::Fixed(n)]),
+        }],
+        outputs: vec![],
+    };
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            let req = parse_request(body.as_bytes()).expect("parses");
+            let tensors = to_tensors(&req.inputs, &info).expect("converts");
+            std::hint::black_box(tensors);
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e9 / (iters * n) as f64);
+    }
+    let out = vec![NamedTensor {
+        name: "y".into(),
+        tensor: Tensor::new(
+            vec![1, n],
+            TensorData::F32((0..n).map(|i| i as f32 * 0.001 - 0.3).collect()),
+        )
+        .expect("shape"),
+    }];
+    let mut enc = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            let bytes = serde_json::to_vec(&encode_response(&out, "ab")).expect("encodes");
+            std::hint::black_box(bytes);
+        }
+        enc = enc.min(t.elapsed().as_secs_f64() * 1e9 / (iters * n) as f64);
+    }
+    println!(
+        "{{\"numbers\":{n},\"body_bytes\":{},\"decode_ns_per_number\":{best:.1},\"encode_ns_per_number\":{enc:.1}}}",
+        body.len()
+    );
+}
