@@ -150,6 +150,9 @@ pub enum VerifyError {
         /// Hex, or `none`.
         got: String,
     },
+    /// An Intel DCAP check failed (the inner error names it).
+    #[error(transparent)]
+    Dcap(#[from] crate::dcap::DcapError),
     /// `public_key` differs from the expected binding.
     #[error("public_key mismatch: expected {expected}, got {got}")]
     PublicKeyMismatch {
@@ -188,6 +191,7 @@ impl VerifyError {
             VerifyError::MeasurementMismatch(_) => "measurement_mismatch",
             VerifyError::UserDataMismatch { .. } => "user_data_mismatch",
             VerifyError::PublicKeyMismatch { .. } => "public_key_mismatch",
+            VerifyError::Dcap(e) => e.code(),
         }
     }
 }

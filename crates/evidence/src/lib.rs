@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cbor;
+pub mod dcap;
 mod error;
 mod input;
 pub mod nitro;

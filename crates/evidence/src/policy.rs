@@ -125,4 +125,31 @@ pub mod danger {
         policy.roots = roots;
         policy
     }
+
+    /// Accepts quotes whose platform, QE or TDX module TCB status is
+    /// `status` (`--accept-tcb`), with whatever advisories that level
+    /// carries (the report lists them). `Revoked` is never accepted.
+    pub fn accept_tcb_status(
+        mut policy: crate::dcap::DcapPolicy,
+        status: crate::dcap::TcbStatus,
+    ) -> crate::dcap::DcapPolicy {
+        policy.accepted_tcb.insert(status);
+        policy
+    }
+
+    /// Accepts DCAP quotes and collateral chaining to this dev root (the
+    /// dev quote signer's). Reported as `dev (insecure)`: no Intel hardware backs them.
+    pub fn accept_dcap_dev_root(
+        mut policy: crate::dcap::DcapPolicy,
+        root: crate::dcap::DcapRoot,
+    ) -> crate::dcap::DcapPolicy {
+        policy.dev_root = Some(root);
+        policy
+    }
+
+    /// Accepts debug enclaves / TDs: their memory is readable by the host.
+    pub fn allow_dcap_debug(mut policy: crate::dcap::DcapPolicy) -> crate::dcap::DcapPolicy {
+        policy.allow_debug = true;
+        policy
+    }
 }

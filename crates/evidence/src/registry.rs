@@ -139,6 +139,8 @@ pub struct PolicyFile {
     pub max_age_secs: Option<u64>,
     /// `dev_root`: path of a dev root PEM, relative to the file (the caller reads it).
     pub dev_root: Option<String>,
+    /// Releases with `platform = "intel-sgx"` / `"intel-tdx"` (see [`crate::dcap::DcapRegistry`]).
+    pub dcap: crate::dcap::DcapRegistry,
 }
 
 impl Registry {
@@ -248,10 +250,20 @@ impl PolicyFile {
                     let Json::Array(rs) = rs else {
                         return Err(RegistryError::Layout("`releases` must be a list".into()));
                     };
-                    rs.iter()
-                        .enumerate()
-                        .map(|(i, r)| own_release(i, r))
-                        .collect::<Result<Vec<_>, _>>()?
+                    let mut nitro = Vec::new();
+                    let mut dcap = Vec::new();
+                    for (i, r) in rs.iter().enumerate() {
+                        match dcap_release(i, r)? {
+                            Some(d) => dcap.push(d),
+                            None => nitro.push(own_release(i, r)?),
+                        }
+                    }
+                    if nitro.is_empty() && !dcap.is_empty() {
+                        out.dcap = crate::dcap::DcapRegistry::new(dcap);
+                        return Ok(out);
+                    }
+                    out.dcap = crate::dcap::DcapRegistry::new(dcap);
+                    nitro
                 } else {
                     return Err(RegistryError::Layout(
                         "expected \"Measurements\" or `releases`".into(),
@@ -293,6 +305,21 @@ fn measurements(name: &str, m: &Json) -> Result<Release, RegistryError> {
         name: name.to_owned(),
         pcrs,
     })
+}
+
+/// A release for an Intel platform (`platform = "intel-sgx"` / `"intel-tdx"`), if it is one.
+fn dcap_release(i: usize, r: &Json) -> Result<Option<crate::dcap::DcapRelease>, RegistryError> {
+    use crate::dcap::TeeType;
+    let tee = match r.get("platform").and_then(Json::as_str) {
+        Some("intel-sgx") => TeeType::Sgx,
+        Some("intel-tdx") => TeeType::Tdx,
+        _ => return Ok(None),
+    };
+    let name = r
+        .get("name")
+        .and_then(Json::as_str)
+        .map_or_else(|| format!("release-{i}"), str::to_owned);
+    crate::dcap::DcapRelease::from_json(name, tee, r).map(Some)
 }
 
 fn own_release(i: usize, r: &Json) -> Result<Release, RegistryError> {

@@ -109,6 +109,9 @@ pub struct Report {
     pub at: String,
     /// Decoded fields, when the payload parsed.
     pub document: Option<DocumentSummary>,
+    /// Decoded DCAP quote fields (SGX/TDX), when the quote parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<crate::dcap::QuoteSummary>,
     /// Every check in order.
     pub steps: Vec<Step>,
     /// The first failure, when not verified.
@@ -124,6 +127,7 @@ impl Report {
             encoding: None,
             at: at.to_string(),
             document: None,
+            quote: None,
             steps: Vec::with_capacity(12),
             error: None,
         }
@@ -209,6 +213,42 @@ impl fmt::Display for Report {
             if let Some(fault) = &d.insecure_fault {
                 writeln!(f, "fault:      {fault} (declared; INSECURE)")?;
             }
+        }
+        if let Some(q) = &self.quote {
+            writeln!(
+                f,
+                "quote:      {:?} v{}, {} bytes{}{}",
+                q.tee,
+                q.version,
+                q.len,
+                if q.trailing_zeros > 0 {
+                    format!(" + {} zero padding", q.trailing_zeros)
+                } else {
+                    String::new()
+                },
+                if q.debug { "  [debug]" } else { "" }
+            )?;
+            if let Some(fmspc) = &q.fmspc {
+                writeln!(f, "fmspc:      {fmspc}")?;
+            }
+            let st = |s: Option<crate::dcap::TcbStatus>| {
+                s.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+            };
+            writeln!(
+                f,
+                "tcb:        platform {}, QE {}{}",
+                st(q.tcb_status),
+                st(q.qe_tcb_status),
+                if q.advisory_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(", advisories {}", q.advisory_ids.join(", "))
+                }
+            )?;
+            for (k, v) in &q.measurements {
+                writeln!(f, "  {k:<13} {v}")?;
+            }
+            writeln!(f, "  report_data   {}", q.report_data)?;
         }
         writeln!(f, "steps:")?;
         for s in &self.steps {

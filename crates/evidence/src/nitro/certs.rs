@@ -46,7 +46,7 @@ fn bad(which: &str, reason: impl Into<String>) -> VerifyError {
 
 /// Returns the complete first TLV inside the outer SEQUENCE: the exact
 /// to-be-signed bytes (re-encoding a parsed structure could differ).
-fn tbs_bytes(der: &[u8]) -> Option<&[u8]> {
+pub(crate) fn tbs_bytes(der: &[u8]) -> Option<&[u8]> {
     let (hdr, len) = tlv_header(der)?;
     let inner = der.get(hdr..hdr.checked_add(len)?)?;
     let (h2, l2) = tlv_header(inner)?;
