@@ -143,7 +143,7 @@ pub mod danger {
         mut policy: crate::dcap::DcapPolicy,
         root: crate::dcap::DcapRoot,
     ) -> crate::dcap::DcapPolicy {
-        policy.dev_root = Some(root);
+        policy.dev_root = Some(root.renamed("dev (insecure)"));
         policy
     }
 

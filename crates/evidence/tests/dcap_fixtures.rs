@@ -306,3 +306,17 @@ fn measurements_from_the_releases_file_are_enforced() {
         assert!(attesta_evidence::PolicyFile::parse(&text).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn report_encodings_round_trip() {
+    for c in [&SGX_V3, &TDX_V4, &TDX_V5] {
+        let bytes = read(c.quote);
+        let q = attesta_evidence::dcap::Quote::parse(&bytes).unwrap();
+        assert_eq!(q.qe_report.to_bytes(), q.qe_report_raw);
+        let body = match &q.body {
+            attesta_evidence::dcap::Body::Sgx(r) => r.to_bytes().to_vec(),
+            attesta_evidence::dcap::Body::Td(r) => r.to_bytes(),
+        };
+        assert!(q.signed.ends_with(&body), "{}", c.quote);
+    }
+}

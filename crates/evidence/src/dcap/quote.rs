@@ -151,6 +151,32 @@ pub struct EnclaveReport {
 }
 
 impl EnclaveReport {
+    /// The 384-byte encoding (what a QE signs; inverse of parsing).
+    pub fn to_bytes(&self) -> [u8; SGX_REPORT_LEN] {
+        let mut out = Vec::with_capacity(SGX_REPORT_LEN);
+        out.extend_from_slice(&self.cpu_svn);
+        out.extend_from_slice(&self.misc_select.to_le_bytes());
+        out.extend_from_slice(&[0u8; 12]);
+        out.extend_from_slice(&self.isv_ext_prod_id);
+        out.extend_from_slice(&self.attributes);
+        out.extend_from_slice(&self.mr_enclave);
+        out.extend_from_slice(&[0u8; 32]);
+        out.extend_from_slice(&self.mr_signer);
+        out.extend_from_slice(&[0u8; 32]);
+        out.extend_from_slice(&self.config_id);
+        out.extend_from_slice(&self.isv_prod_id.to_le_bytes());
+        out.extend_from_slice(&self.isv_svn.to_le_bytes());
+        out.extend_from_slice(&self.config_svn.to_le_bytes());
+        out.extend_from_slice(&[0u8; 42]);
+        out.extend_from_slice(&self.isv_family_id);
+        out.extend_from_slice(&self.report_data);
+        let mut fixed = [0u8; SGX_REPORT_LEN];
+        for (d, s) in fixed.iter_mut().zip(out) {
+            *d = s;
+        }
+        fixed
+    }
+
     /// Whether ATTRIBUTES.DEBUG (flags bit 1) is set.
     pub fn is_debug(&self) -> bool {
         self.attributes.first().is_some_and(|f| f & 0x02 != 0)
@@ -191,6 +217,34 @@ pub struct TdReport {
 }
 
 impl TdReport {
+    /// The encoding: 584 bytes (TDX 1.0), 648 with the TDX 1.5 fields.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TD15_REPORT_LEN);
+        for part in [
+            &self.tee_tcb_svn[..],
+            &self.mr_seam,
+            &self.mr_signer_seam,
+            &self.seam_attributes,
+            &self.td_attributes,
+            &self.xfam,
+            &self.mr_td,
+            &self.mr_config_id,
+            &self.mr_owner,
+            &self.mr_owner_config,
+        ] {
+            out.extend_from_slice(part);
+        }
+        for r in &self.rtmr {
+            out.extend_from_slice(r);
+        }
+        out.extend_from_slice(&self.report_data);
+        if let (Some(svn2), Some(service)) = (&self.tee_tcb_svn2, &self.mr_service_td) {
+            out.extend_from_slice(svn2);
+            out.extend_from_slice(service);
+        }
+        out
+    }
+
     /// Whether TDATTRIBUTES.DEBUG (bit 0) is set.
     pub fn is_debug(&self) -> bool {
         self.td_attributes.first().is_some_and(|f| f & 0x01 != 0)

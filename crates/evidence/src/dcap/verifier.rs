@@ -81,6 +81,12 @@ impl DcapRoot {
         Ok(root)
     }
 
+    /// The same root under another report name (dev roots are always `dev (insecure)`).
+    pub(crate) fn renamed(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
     /// Name used in reports.
     pub fn name(&self) -> &str {
         &self.name
@@ -457,7 +463,6 @@ impl DcapVerifier {
                 skip(report, "revocation", "PCK chain not trusted");
             }
         }
-        keep(report, "collateral_validity", collateral_validity(col, now));
 
         // Collateral signatures.
         let tcb_signer = tcb_chain.usable_leaf();
@@ -492,6 +497,9 @@ impl DcapVerifier {
                 "TCB signing chain not trusted",
             ),
         }
+
+        // After the signatures: the dates mean something only once signed.
+        keep(report, "collateral_validity", collateral_validity(col, now));
 
         // The quote itself.
         keep(report, "quote_signature", quote_signature(&quote));
