@@ -25,6 +25,7 @@ mod policy;
 mod registry;
 mod report;
 mod roots;
+pub mod snp;
 mod time;
 
 pub use error::{InputError, VerifyError};
@@ -32,9 +33,12 @@ pub use input::{Encoding, decode_input};
 pub use nitro::document::AttestationDocument;
 pub use nitro::{Expected, NitroVerifier, Verification, VerifiedDocument};
 pub use policy::{DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW, Policy, danger};
-pub use registry::{MeasurementMatch, PcrDiff, PolicyFile, Registry, RegistryError, Release};
-pub use report::{DocumentSummary, Report, ReportError, Status, Step};
+pub use registry::{
+    MeasurementMatch, PcrDiff, PolicyFile, Registry, RegistryError, Release, SnpRelease,
+};
+pub use report::{DocumentSummary, Report, ReportError, SnpSummary, Status, Step};
 pub use roots::{AWS_NITRO_ROOT_G1_SHA256, RootError, TrustedRoot};
+pub use snp::{SnpError, SnpVerification, SnpVerifier, VerifiedReport};
 pub use time::UnixTime;
 
 /// The kind of TEE a piece of evidence comes from.
@@ -52,6 +56,8 @@ pub enum Platform {
     Sgx,
     /// The dev TEE: Nitro format, local root, no hardware. Never secure.
     Dev,
+    /// The dev SEV-SNP variant: real report format, local ARK, no hardware. Never secure.
+    DevSnp,
 }
 
 impl std::fmt::Display for Platform {
@@ -62,6 +68,7 @@ impl std::fmt::Display for Platform {
             Platform::SevSnp => "amd-sev-snp",
             Platform::Sgx => "intel-sgx",
             Platform::Dev => "dev (insecure)",
+            Platform::DevSnp => "dev-snp (insecure)",
         })
     }
 }

@@ -21,6 +21,9 @@ pub struct Policy {
     pub(crate) measurements: Registry,
     pub(crate) allow_debug: bool,
     pub(crate) accept_declared_faults: bool,
+    pub(crate) snp_dev_root: Option<crate::snp::SnpDevRoot>,
+    pub(crate) snp_accept_migration_agent: bool,
+    pub(crate) snp_vmpl: Option<u32>,
 }
 
 impl Policy {
@@ -36,6 +39,9 @@ impl Policy {
             measurements: Registry::default(),
             allow_debug: false,
             accept_declared_faults: false,
+            snp_dev_root: None,
+            snp_accept_migration_agent: false,
+            snp_vmpl: None,
         })
     }
 
@@ -55,6 +61,27 @@ impl Policy {
     pub fn with_max_skew(mut self, skew: Duration) -> Self {
         self.max_skew = skew;
         self
+    }
+
+    /// Requires SEV-SNP reports to come from this VMPL (0 = most privileged).
+    pub fn with_snp_vmpl(mut self, vmpl: u32) -> Self {
+        self.snp_vmpl = Some(vmpl);
+        self
+    }
+
+    /// The VMPL SEV-SNP reports must come from, if any.
+    pub fn snp_vmpl(&self) -> Option<u32> {
+        self.snp_vmpl
+    }
+
+    /// The dev ARK, if the policy opted into dev SEV-SNP reports.
+    pub fn snp_dev_root(&self) -> Option<&crate::snp::SnpDevRoot> {
+        self.snp_dev_root.as_ref()
+    }
+
+    /// Whether SEV-SNP guests whose policy allows a migration agent pass.
+    pub fn accepts_snp_migration_agent(&self) -> bool {
+        self.snp_accept_migration_agent
     }
 
     /// Production roots.
@@ -117,6 +144,20 @@ pub mod danger {
     /// Trusts an additional production root (e.g. a private test PKI).
     pub fn trust_root(mut policy: Policy, root: TrustedRoot) -> Policy {
         policy.roots.push(root);
+        policy
+    }
+
+    /// Accepts SEV-SNP reports whose chain ends in this dev ARK, for any
+    /// product. Their platform is reported as `dev-snp (insecure)`.
+    pub fn accept_snp_dev_root(mut policy: Policy, root: crate::snp::SnpDevRoot) -> Policy {
+        policy.snp_dev_root = Some(root);
+        policy
+    }
+
+    /// Accepts SEV-SNP guests whose policy allows a migration agent (which
+    /// can export the guest's memory to another machine).
+    pub fn accept_snp_migration_agent(mut policy: Policy) -> Policy {
+        policy.snp_accept_migration_agent = true;
         policy
     }
 
