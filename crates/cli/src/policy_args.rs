@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use attesta_evidence::snp::SnpDevRoot;
 use attesta_evidence::{Policy, PolicyFile, TrustedRoot, danger};
 use clap::Args;
 
@@ -27,6 +28,17 @@ pub struct PolicyArgs {
     /// `fault_declared`.
     #[arg(long)]
     pub accept_declared_faults: bool,
+    /// Accept SEV-SNP reports of the INSECURE dev-snp TEE whose chain ends in this dev ARK
+    /// (`<data-dir>/dev-snp-ark.pem` of the node). Reported as `dev-snp (insecure)`.
+    #[arg(long, value_name = "FILE")]
+    pub snp_dev_root: Option<PathBuf>,
+    /// Require SEV-SNP reports to come from this VMPL (0-3) [default: any, reported].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=3))]
+    pub snp_vmpl: Option<u32>,
+    /// Accept SEV-SNP guests whose policy allows a migration agent (it can export guest
+    /// memory). Refused by default.
+    #[arg(long)]
+    pub accept_snp_migration_agent: bool,
     /// Oldest acceptable document age, e.g. 5m [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
@@ -48,6 +60,21 @@ impl PolicyArgs {
                     .map_or_else(|| PathBuf::from(rel), |dir| dir.join(rel));
                 policy = danger::accept_dev_root(policy, read_root(&root_path)?);
             }
+            if let Some(rel) = &file.snp_dev_root {
+                let root_path = path
+                    .parent()
+                    .map_or_else(|| PathBuf::from(rel), |dir| dir.join(rel));
+                policy = danger::accept_snp_dev_root(policy, read_snp_root(&root_path)?);
+            }
+        }
+        if let Some(path) = &self.snp_dev_root {
+            policy = danger::accept_snp_dev_root(policy, read_snp_root(path)?);
+        }
+        if let Some(vmpl) = self.snp_vmpl {
+            policy = policy.with_snp_vmpl(vmpl);
+        }
+        if self.accept_snp_migration_agent {
+            policy = danger::accept_snp_migration_agent(policy);
         }
         if let Some(path) = &self.dev_root {
             policy = danger::accept_dev_root(policy, read_root(path)?);
@@ -71,4 +98,11 @@ fn read_root(path: &std::path::Path) -> anyhow::Result<TrustedRoot> {
         .with_context(|| format!("reading dev root {}", path.display()))?;
     TrustedRoot::from_pem("dev (insecure)", &text)
         .with_context(|| format!("parsing dev root {}", path.display()))
+}
+
+fn read_snp_root(path: &std::path::Path) -> anyhow::Result<SnpDevRoot> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading dev SEV-SNP ARK {}", path.display()))?;
+    SnpDevRoot::from_pem("dev-snp ARK (insecure)", &text)
+        .with_context(|| format!("parsing dev SEV-SNP ARK {}", path.display()))
 }

@@ -17,6 +17,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cbor;
+pub mod dispatch;
+pub mod envelope;
 mod error;
 mod input;
 pub mod nitro;
@@ -28,6 +30,8 @@ mod roots;
 pub mod snp;
 mod time;
 
+pub use dispatch::{EvidenceVerification, EvidenceVerifier, VerifiedEvidence};
+pub use envelope::{Detected, ENVELOPE_VERSION, Envelope, EnvelopeError, detect};
 pub use error::{InputError, VerifyError};
 pub use input::{Encoding, decode_input};
 pub use nitro::document::AttestationDocument;

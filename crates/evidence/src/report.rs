@@ -188,6 +188,18 @@ impl Report {
         }
     }
 
+    /// A failed report for input that never reached a verifier (e.g. a
+    /// malformed envelope): one failing step named `step`.
+    pub fn refused(at: UnixTime, step: &'static str, code: &'static str, message: &str) -> Self {
+        let mut r = Report::new(at);
+        r.push(step, Status::Fail, message);
+        r.error = Some(ReportError {
+            code,
+            message: message.to_owned(),
+        });
+        r
+    }
+
     pub(crate) fn push(&mut self, name: &'static str, status: Status, detail: impl Into<String>) {
         self.steps.push(Step {
             name,
