@@ -5,10 +5,10 @@
 use attesta_attester::dcap_dev::{CollateralSpec, DcapDevSigner, SgxBody, TdxBody};
 use attesta_attester::dev::SystemEntropy;
 use attesta_evidence::dcap::{
-    Collateral, CollateralJson, DcapExpected, DcapPolicy, DcapRoot, DcapVerification, DcapVerifier,
-    TcbStatus, TeeType,
+    Collateral, CollateralJson, DcapExpected, DcapRoot, DcapVerification, DcapVerifier, TcbStatus,
+    TeeType,
 };
-use attesta_evidence::{Platform, Status, UnixTime, danger};
+use attesta_evidence::{Platform, Policy, Status, UnixTime, danger};
 
 const NOW: UnixTime = UnixTime::from_secs(1_780_000_000);
 
@@ -16,9 +16,9 @@ fn signer() -> DcapDevSigner {
     DcapDevSigner::generate(&SystemEntropy::default(), NOW).unwrap()
 }
 
-fn dev_policy(s: &DcapDevSigner) -> DcapPolicy {
+fn dev_policy(s: &DcapDevSigner) -> Policy {
     let root = DcapRoot::from_der("anything", s.root_der()).unwrap();
-    danger::accept_dcap_dev_root(DcapPolicy::intel().unwrap(), root)
+    danger::accept_dcap_dev_root(Policy::aws_nitro().unwrap(), root)
 }
 
 fn quotes(s: &DcapDevSigner, report_data: &[u8]) -> Vec<(TeeType, Vec<u8>)> {
@@ -42,7 +42,7 @@ fn quotes(s: &DcapDevSigner, report_data: &[u8]) -> Vec<(TeeType, Vec<u8>)> {
     ]
 }
 
-fn check(policy: DcapPolicy, q: &[u8], col: &CollateralJson, at: UnixTime) -> DcapVerification {
+fn check(policy: Policy, q: &[u8], col: &CollateralJson, at: UnixTime) -> DcapVerification {
     let col = Collateral::from_parts(col.clone()).unwrap();
     DcapVerifier::new(policy).verify(q, &col, &DcapExpected::default(), at)
 }
@@ -72,14 +72,19 @@ fn dev_quotes_verify_only_through_the_danger_api_and_say_insecure() {
             .outcome
             .as_ref()
             .unwrap_or_else(|e| panic!("{e}\n{}", v.report));
-        assert_eq!(ok.platform, Platform::Dev);
+        let dev = if tee == TeeType::Sgx {
+            Platform::DevSgx
+        } else {
+            Platform::DevTdx
+        };
+        assert_eq!(ok.platform, dev);
         assert_eq!(ok.tee, tee);
         assert_eq!(ok.root, "dev (insecure)");
-        assert_eq!(v.report.platform, Some(Platform::Dev));
-        assert!(v.report.to_string().contains("dev (insecure)"));
+        assert_eq!(v.report.platform, Some(dev));
+        assert!(v.report.to_string().contains("(insecure)"));
         assert!(v.report.steps.iter().all(|s| s.status != Status::Fail));
         // The production policy does not know the dev root.
-        let strict = check(DcapPolicy::intel().unwrap(), &q, &col, NOW);
+        let strict = check(Policy::aws_nitro().unwrap(), &q, &col, NOW);
         assert_eq!(code(&strict), "untrusted_root", "{}", strict.report);
     }
 }
@@ -218,7 +223,7 @@ fn wrong_fmspc_status_debug_and_time_are_named_failures() {
         code(&check(dev_policy(&s), &debug, &col, NOW)),
         "debug_mode"
     );
-    let allowed = danger::allow_dcap_debug(dev_policy(&s));
+    let allowed = danger::allow_debug(dev_policy(&s));
     assert_eq!(code(&check(allowed, &debug, &col, NOW)), "verified");
     let td = s
         .tdx_quote(

@@ -161,6 +161,20 @@ pub enum VerifyError {
         /// Hex, or `none`.
         got: String,
     },
+    /// A SEV-SNP specific check failed.
+    #[error(transparent)]
+    Snp(#[from] crate::snp::SnpError),
+    /// The evidence names a platform no verifier is built for (yet).
+    #[error("no verifier for platform {0}")]
+    UnsupportedPlatform(crate::Platform),
+    /// The verified platform differs from the one the envelope claims.
+    #[error("envelope claims platform {claimed} but the evidence verified as {verified}")]
+    PlatformMismatch {
+        /// From the envelope.
+        claimed: crate::Platform,
+        /// From verification.
+        verified: crate::Platform,
+    },
 }
 
 impl VerifyError {
@@ -192,6 +206,9 @@ impl VerifyError {
             VerifyError::UserDataMismatch { .. } => "user_data_mismatch",
             VerifyError::PublicKeyMismatch { .. } => "public_key_mismatch",
             VerifyError::Dcap(e) => e.code(),
+            VerifyError::Snp(e) => e.code(),
+            VerifyError::UnsupportedPlatform(_) => "unsupported_platform",
+            VerifyError::PlatformMismatch { .. } => "platform_mismatch",
         }
     }
 }

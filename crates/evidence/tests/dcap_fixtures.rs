@@ -4,10 +4,8 @@
 
 mod common;
 
-use attesta_evidence::dcap::{
-    Collateral, DcapExpected, DcapPolicy, DcapVerifier, TcbStatus, TeeType,
-};
-use attesta_evidence::{Status, danger};
+use attesta_evidence::dcap::{Collateral, DcapExpected, DcapVerifier, TcbStatus, TeeType};
+use attesta_evidence::{Policy, Status, danger};
 
 fn read(name: &str) -> Vec<u8> {
     let b = common::read(&format!("sgx-tdx/{name}"));
@@ -57,16 +55,16 @@ const TAPPD: Case = Case {
     after: "2025-07-19T10:00:36Z",
 };
 
-fn verify(policy: DcapPolicy, c: &Case, now: &str) -> attesta_evidence::dcap::DcapVerification {
+fn verify(policy: Policy, c: &Case, now: &str) -> attesta_evidence::dcap::DcapVerification {
     let col = Collateral::from_json(&read(c.collateral)).unwrap();
     DcapVerifier::new(policy).verify(&read(c.quote), &col, &DcapExpected::default(), at(now))
 }
 
-fn strict() -> DcapPolicy {
-    DcapPolicy::intel().unwrap()
+fn strict() -> Policy {
+    Policy::aws_nitro().unwrap()
 }
 
-fn all_statuses() -> DcapPolicy {
+fn all_statuses() -> Policy {
     TcbStatus::ALL
         .into_iter()
         .fold(strict(), danger::accept_tcb_status)
@@ -260,13 +258,13 @@ fn measurements_from_the_releases_file_are_enforced() {
     let m = &summary.measurements;
     let file = |rtmr3: &str| {
         format!(
-            "[[releases]]\nname = \"tdx-v1\"\nplatform = \"intel-tdx\"\n[releases.measurements]\nmrtd = \"{}\"\nrtmr0 = \"{}\"\nrtmr3 = \"{rtmr3}\"\n",
+            "[[releases]]\nname = \"tdx-v1\"\nplatform = \"tdx\"\n[releases.measurements]\nmrtd = \"{}\"\nrtmr0 = \"{}\"\nrtmr3 = \"{rtmr3}\"\n",
             m["mrtd"], m["rtmr0"]
         )
     };
     let good = attesta_evidence::PolicyFile::parse(&file(&m["rtmr3"])).unwrap();
-    assert_eq!(good.dcap.releases().len(), 1);
-    let v = DcapVerifier::new(strict().with_measurements(good.dcap.clone())).verify(
+    assert_eq!(good.registry.dcap_releases().len(), 1);
+    let v = DcapVerifier::new(strict().with_measurements(good.registry.clone())).verify(
         &quote,
         &col,
         &DcapExpected::default(),
@@ -276,7 +274,7 @@ fn measurements_from_the_releases_file_are_enforced() {
     let mut other = m["rtmr3"].clone();
     other.replace_range(0..2, if other.starts_with("00") { "01" } else { "00" });
     let bad = attesta_evidence::PolicyFile::parse(&file(&other)).unwrap();
-    let v = DcapVerifier::new(strict().with_measurements(bad.dcap)).verify(
+    let v = DcapVerifier::new(strict().with_measurements(bad.registry)).verify(
         &quote,
         &col,
         &DcapExpected::default(),
@@ -287,11 +285,11 @@ fn measurements_from_the_releases_file_are_enforced() {
     assert!(e.to_string().contains("rtmr3"), "{e}");
     // An SGX release never matches a TD.
     let sgx = format!(
-        "[[releases]]\nname = \"enclave\"\nplatform = \"intel-sgx\"\n[releases.measurements]\nmrenclave = \"{}\"\n",
+        "[[releases]]\nname = \"enclave\"\nplatform = \"sgx\"\n[releases.measurements]\nmrenclave = \"{}\"\n",
         "11".repeat(32)
     );
     let sgx = attesta_evidence::PolicyFile::parse(&sgx).unwrap();
-    let v = DcapVerifier::new(strict().with_measurements(sgx.dcap)).verify(
+    let v = DcapVerifier::new(strict().with_measurements(sgx.registry)).verify(
         &quote,
         &col,
         &DcapExpected::default(),
@@ -301,7 +299,7 @@ fn measurements_from_the_releases_file_are_enforced() {
     // Wrong sizes and unknown names are refused when the file is read.
     for bad in ["mrtd = \"00\"", "mrenclave = \"00\"", "isvsvn = 3"] {
         let text = format!(
-            "[[releases]]\nname = \"x\"\nplatform = \"intel-tdx\"\n[releases.measurements]\n{bad}\n"
+            "[[releases]]\nname = \"x\"\nplatform = \"tdx\"\n[releases.measurements]\n{bad}\n"
         );
         assert!(attesta_evidence::PolicyFile::parse(&text).is_err(), "{bad}");
     }

@@ -5,10 +5,8 @@
 
 mod common;
 
-use attesta_evidence::Status;
-use attesta_evidence::dcap::{
-    Collateral, CollateralJson, DcapExpected, DcapPolicy, DcapVerifier, Quote,
-};
+use attesta_evidence::dcap::{Collateral, CollateralJson, DcapExpected, DcapVerifier, Quote};
+use attesta_evidence::{Policy, Status};
 use common::at;
 
 const NOW: &str = "2025-07-01T00:00:00Z";
@@ -18,7 +16,7 @@ fn read(name: &str) -> Vec<u8> {
 }
 
 fn verifier() -> DcapVerifier {
-    DcapVerifier::new(DcapPolicy::intel().unwrap())
+    DcapVerifier::new(Policy::aws_nitro().unwrap())
 }
 
 fn tdx() -> (Vec<u8>, CollateralJson) {

@@ -4,7 +4,7 @@
 //! # use attesta_evidence::dcap::*;
 //! # use attesta_evidence::UnixTime;
 //! # fn f(quote: &[u8], collateral_json: &[u8], binding: [u8; 64]) -> Result<(), Box<dyn std::error::Error>> {
-//! let verifier = DcapVerifier::new(DcapPolicy::intel()?);
+//! let verifier = DcapVerifier::new(attesta_evidence::Policy::aws_nitro()?);
 //! let collateral = Collateral::from_json(collateral_json)?;
 //! let v = verifier.verify(quote, &collateral, &DcapExpected { report_data: Some(binding) },
 //!                         UnixTime::from_system(std::time::SystemTime::now()));
@@ -31,13 +31,12 @@ pub use quote::{
     Body, EnclaveReport, INTEL_QE_VENDOR_ID, MAX_QUOTE_LEN, Quote, QuoteError, QuoteHeader,
     TdReport, TeeType,
 };
-pub use registry::{DcapRegistry, DcapRelease, measurements_of};
+pub use registry::{DcapRelease, measurements_of};
 pub use tcb::{
     QeIdentity, SvnLevel, TcbInfo, TcbInfoError, TcbLevel, TcbStatus, TdxModule, UnknownTcbStatus,
 };
 pub use verifier::{
-    DcapExpected, DcapPolicy, DcapRoot, DcapVerification, DcapVerifier, INTEL_SGX_ROOT_CA_SHA256,
-    VerifiedQuote,
+    DcapExpected, DcapRoot, DcapVerification, DcapVerifier, INTEL_SGX_ROOT_CA_SHA256, VerifiedQuote,
 };
 
 use std::collections::BTreeMap;
@@ -107,4 +106,15 @@ impl QuoteSummary {
 /// Whether bytes look like a DCAP quote (version 3–5, ECDSA-P256, SGX or TDX header).
 pub fn looks_like_quote(bytes: &[u8]) -> bool {
     matches!(bytes.get(..8), Some([3..=5, 0, 2, 0, 0 | 0x81, 0, 0, 0]))
+}
+
+/// The quote bytes of input given raw, as hex or as base64 (`None`: not a quote).
+pub fn decode_quote(input: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if looks_like_quote(input) {
+        return Some(std::borrow::Cow::Borrowed(input));
+    }
+    crate::input::decode_input(input)
+        .ok()
+        .map(|(_, b)| b)
+        .filter(|b| looks_like_quote(b))
 }

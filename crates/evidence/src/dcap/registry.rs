@@ -1,7 +1,7 @@
 //! Measurements of SGX enclaves and TDX trust domains a policy accepts.
 //!
-//! In the releases file, a release with `platform = "intel-sgx"` or
-//! `"intel-tdx"` lists named values instead of PCRs:
+//! In the releases file, a release with `platform = "sgx"` or `"tdx"`
+//! (or `"dev-sgx"` / `"dev-tdx"`) lists named values instead of PCRs:
 //! `[releases.measurements]` with `mrenclave`, `mrsigner`, `isvprodid`,
 //! `isvsvn` (minimum) for SGX; `mrtd`, `rtmr0`..`rtmr3`, `mrconfigid`,
 //! `mrowner`, `mrownerconfig` for TDX. Every listed value must match.
@@ -105,7 +105,7 @@ impl DcapRelease {
         out
     }
 
-    /// Parses one `[[releases]]` entry whose `platform` is `intel-sgx` or `intel-tdx`.
+    /// Parses one `[[releases]]` entry whose `platform` is `sgx` / `tdx` (or their dev variants).
     pub(crate) fn from_json(name: String, tee: TeeType, r: &Json) -> Result<Self, RegistryError> {
         let err = |reason: String| RegistryError::Pcr {
             release: name.clone(),
@@ -162,8 +162,8 @@ impl DcapRelease {
     pub fn to_toml(&self) -> String {
         use std::fmt::Write as _;
         let platform = match self.tee {
-            TeeType::Sgx => "intel-sgx",
-            TeeType::Tdx => "intel-tdx",
+            TeeType::Sgx => "sgx",
+            TeeType::Tdx => "tdx",
         };
         let mut s = format!(
             "[[releases]]\nname = {:?}\nplatform = \"{platform}\"\n[releases.measurements]\n",
@@ -179,41 +179,5 @@ impl DcapRelease {
             let _ = writeln!(s, "isvsvn = {v}");
         }
         s
-    }
-}
-
-/// Acceptable SGX/TDX releases; a quote passes if any release matches.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DcapRegistry {
-    releases: Vec<DcapRelease>,
-}
-
-impl DcapRegistry {
-    /// A registry with these releases.
-    pub fn new(releases: Vec<DcapRelease>) -> Self {
-        DcapRegistry { releases }
-    }
-
-    /// The releases.
-    pub fn releases(&self) -> &[DcapRelease] {
-        &self.releases
-    }
-
-    /// `true` when nothing is required.
-    pub fn is_empty(&self) -> bool {
-        self.releases.is_empty()
-    }
-
-    /// The first matching release's name, or every release's differences.
-    pub fn check(&self, body: &Body) -> Result<String, String> {
-        let mut misses = Vec::new();
-        for r in &self.releases {
-            let d = r.diffs(body);
-            if d.is_empty() {
-                return Ok(r.name.clone());
-            }
-            misses.push(format!("release `{}`: {}", r.name, d.join(", ")));
-        }
-        Err(misses.join("; "))
     }
 }

@@ -14,11 +14,11 @@ use super::certs::{self, DcapCert, PckExtension};
 use super::collateral::Collateral;
 use super::error::DcapError;
 use super::quote::{Body, INTEL_QE_VENDOR_ID, Quote, TeeType};
-use super::registry::DcapRegistry;
 use super::tcb::{TcbStatus, svn_level};
 use crate::Platform;
 use crate::error::VerifyError;
 use crate::pem;
+use crate::policy::Policy;
 use crate::report::{Report, Status};
 use crate::roots::RootError;
 use crate::time::UnixTime;
@@ -103,50 +103,6 @@ impl DcapRoot {
     }
 }
 
-/// What the DCAP verifier accepts. Strict by default: the pinned Intel
-/// root only, `UpToDate` only, no debug; relax through [`crate::danger`].
-#[derive(Debug, Clone)]
-pub struct DcapPolicy {
-    pub(crate) root: DcapRoot,
-    pub(crate) dev_root: Option<DcapRoot>,
-    pub(crate) accepted_tcb: BTreeSet<TcbStatus>,
-    pub(crate) allow_debug: bool,
-    pub(crate) measurements: DcapRegistry,
-}
-
-impl DcapPolicy {
-    /// The pinned Intel SGX Root CA, `UpToDate` only, debug refused, no measurements required.
-    pub fn intel() -> Result<Self, RootError> {
-        Ok(DcapPolicy {
-            root: DcapRoot::intel_sgx_root_ca()?,
-            dev_root: None,
-            accepted_tcb: BTreeSet::from([TcbStatus::UpToDate]),
-            allow_debug: false,
-            measurements: DcapRegistry::default(),
-        })
-    }
-
-    /// Requires the quote's measurements to match a release of `registry`.
-    pub fn with_measurements(mut self, registry: DcapRegistry) -> Self {
-        self.measurements = registry;
-        self
-    }
-
-    /// The TCB statuses that pass (always includes `UpToDate`).
-    pub fn accepted_tcb(&self) -> &BTreeSet<TcbStatus> {
-        &self.accepted_tcb
-    }
-
-    /// Required measurements.
-    pub fn measurements(&self) -> &DcapRegistry {
-        &self.measurements
-    }
-
-    fn accepts(&self, s: TcbStatus) -> bool {
-        s != TcbStatus::Revoked && self.accepted_tcb.contains(&s)
-    }
-}
-
 /// What the caller expects the quote to be bound to. `None` skips a check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DcapExpected {
@@ -157,7 +113,7 @@ pub struct DcapExpected {
 /// A quote that passed every required check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedQuote {
-    /// `Sgx` / `Tdx`, or `Dev` when the chains end at the policy's dev root.
+    /// `Sgx` / `Tdx`, or `DevSgx` / `DevTdx` when the chains end at the policy's dev root.
     pub platform: Platform,
     /// SGX or TDX (also for dev quotes).
     pub tee: TeeType,
@@ -184,10 +140,12 @@ pub struct DcapVerification {
     pub outcome: Result<VerifiedQuote, VerifyError>,
 }
 
-/// Verifies DCAP quotes (SGX v3, TDX v4/v5) against a [`DcapPolicy`].
+/// Verifies DCAP quotes (SGX v3, TDX v4/v5) against a [`Policy`]: its
+/// pinned Intel root (and dev root, if opted in), accepted TCB statuses,
+/// debug setting and SGX/TDX releases.
 #[derive(Debug, Clone)]
 pub struct DcapVerifier {
-    policy: DcapPolicy,
+    policy: Policy,
 }
 
 /// A certificate chain, checked up to a trusted root.
@@ -225,13 +183,17 @@ fn dcap<T>(r: Result<T, DcapError>) -> Result<T, VerifyError> {
 
 impl DcapVerifier {
     /// A verifier for this policy.
-    pub fn new(policy: DcapPolicy) -> Self {
+    pub fn new(policy: Policy) -> Self {
         DcapVerifier { policy }
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> &DcapPolicy {
+    pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    fn accepts(&self, s: TcbStatus) -> bool {
+        s != TcbStatus::Revoked && self.policy.accepted_tcb.contains(&s)
     }
 
     /// Verifies raw quote bytes with their collateral at time `now`.
@@ -249,11 +211,11 @@ impl DcapVerifier {
     }
 
     fn trusted(&self, der: &[u8]) -> Option<(DcapRoot, bool)> {
-        if self.policy.root.der() == der {
-            return Some((self.policy.root.clone(), false));
+        if self.policy.dcap_root.der() == der {
+            return Some((self.policy.dcap_root.clone(), false));
         }
         self.policy
-            .dev_root
+            .dcap_dev_root
             .as_ref()
             .filter(|r| r.der() == der)
             .map(|r| (r.clone(), true))
@@ -298,9 +260,9 @@ impl DcapVerifier {
         };
         if root.is_none() {
             let cas = certs.len().saturating_sub(1);
-            root = [Some((self.policy.root.clone(), false))]
+            root = [Some((self.policy.dcap_root.clone(), false))]
                 .into_iter()
-                .chain([self.policy.dev_root.clone().map(|r| (r, true))])
+                .chain([self.policy.dcap_dev_root.clone().map(|r| (r, true))])
                 .flatten()
                 .find(|(r, _)| r.cert.check_issued(&top, cas).is_ok());
             match &root {
@@ -417,14 +379,7 @@ impl DcapVerifier {
         keep(report, "tcb_signing_chain", signing);
         if let Some((root, dev)) = &pck.root {
             report.root = Some(root.name().to_owned());
-            report.platform = Some(if *dev {
-                Platform::Dev
-            } else {
-                match quote.tee() {
-                    TeeType::Sgx => Platform::Sgx,
-                    TeeType::Tdx => Platform::Tdx,
-                }
-            });
+            report.platform = Some(platform_of(quote.tee(), *dev));
         }
         let validity = pck
             .certs
@@ -553,7 +508,7 @@ impl DcapVerifier {
             let m = self
                 .policy
                 .measurements
-                .check(&quote.body)
+                .check_dcap(&quote.body)
                 .map_err(DcapError::MeasurementMismatch);
             let name = m.as_ref().ok().cloned();
             keep(
@@ -593,13 +548,7 @@ impl DcapVerifier {
             (None, Some((root, dev)), Some(tcb_status), Some(qe_tcb_status)) => {
                 let tee = quote.tee();
                 Ok(VerifiedQuote {
-                    platform: if dev {
-                        Platform::Dev
-                    } else if tee == TeeType::Sgx {
-                        Platform::Sgx
-                    } else {
-                        Platform::Tdx
-                    },
+                    platform: platform_of(tee, dev),
                     tee,
                     root: root.name().to_owned(),
                     tcb_status,
@@ -808,7 +757,7 @@ impl DcapVerifier {
         status: TcbStatus,
         advisories: &[String],
     ) -> Result<(), DcapError> {
-        if self.policy.accepts(status) {
+        if self.accepts(status) {
             Ok(())
         } else {
             Err(DcapError::TcbStatus {
@@ -829,6 +778,16 @@ impl DcapVerifier {
             (true, true) => Ok(format!("debug {what}, allowed by policy (INSECURE)")),
             (true, false) => Err(DcapError::Debug(what)),
         }
+    }
+}
+
+/// The platform a verified quote stands for: dev roots never pass as hardware.
+fn platform_of(tee: TeeType, dev: bool) -> Platform {
+    match (tee, dev) {
+        (TeeType::Sgx, false) => Platform::Sgx,
+        (TeeType::Tdx, false) => Platform::Tdx,
+        (TeeType::Sgx, true) => Platform::DevSgx,
+        (TeeType::Tdx, true) => Platform::DevTdx,
     }
 }
 
