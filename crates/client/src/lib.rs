@@ -13,9 +13,11 @@
 mod client;
 mod config;
 mod error;
+pub mod pcs;
 mod wire;
 
 pub use client::{Client, InferOutcome, VerifiedNode};
 pub use config::{ClientConfig, ClockFn, RngHandle, SharedRng, system_clock, system_rng};
 pub use error::ClientError;
+pub use pcs::{PcsClient, PcsError};
 pub use wire::AttestationResponse;

@@ -118,3 +118,80 @@ pub fn decode_quote(input: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         .map(|(_, b)| b)
         .filter(|b| looks_like_quote(b))
 }
+
+/// Which Intel CA issued a PCK certificate (selects the PCK CRL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PckCa {
+    /// Intel SGX PCK Platform CA (multi-package platforms, TDX).
+    Platform,
+    /// Intel SGX PCK Processor CA.
+    Processor,
+}
+
+impl PckCa {
+    /// The PCS `ca` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PckCa::Platform => "platform",
+            PckCa::Processor => "processor",
+        }
+    }
+}
+
+/// What a collateral fetch needs from a quote: its TEE, the PCK's FMSPC and
+/// issuing CA. Read without verifying anything (the verifier does that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PckIdentity {
+    /// SGX or TDX (TCB info and QE identity differ).
+    pub tee: TeeType,
+    /// FMSPC from the PCK's SGX extension.
+    pub fmspc: [u8; 6],
+    /// Issuer of the PCK.
+    pub ca: PckCa,
+}
+
+impl PckIdentity {
+    /// Reads the PCK leaf of a parsed quote.
+    pub fn of(quote: &Quote) -> Result<Self, DcapError> {
+        let text = String::from_utf8_lossy(&quote.pck_chain_pem);
+        let ders = crate::pem::certificates(&text).map_err(|e| DcapError::BadCertificate {
+            which: "PCK chain".into(),
+            reason: e.to_string(),
+        })?;
+        let leaf_der = ders.first().ok_or_else(|| DcapError::BadCertificate {
+            which: "PCK chain".into(),
+            reason: "empty".into(),
+        })?;
+        let leaf = certs::parse("PCK chain leaf", leaf_der)?;
+        let ext = leaf.sgx.ok_or(DcapError::NotPck)?;
+        let ca = match ders
+            .get(1)
+            .map(|d| certs::parse("PCK chain[1]", d))
+            .transpose()?
+        {
+            Some(c) if c.subject.contains("Processor") => PckCa::Processor,
+            _ => PckCa::Platform,
+        };
+        Ok(PckIdentity {
+            tee: quote.tee(),
+            fmspc: ext.fmspc,
+            ca,
+        })
+    }
+}
+
+impl Collateral {
+    /// When the first part of this collateral (CRL, TCB info, QE identity) expires.
+    pub fn next_update(&self) -> crate::UnixTime {
+        [
+            self.root_ca_crl.next_update,
+            self.pck_crl.next_update,
+            self.tcb_info.next_update,
+            self.qe_identity.next_update,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(crate::UnixTime::from_millis(0))
+    }
+}

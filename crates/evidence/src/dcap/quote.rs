@@ -23,7 +23,7 @@ pub const TD15_REPORT_LEN: usize = 648;
 pub const MAX_QUOTE_LEN: usize = 64 * 1024;
 
 /// Which TEE produced the quote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TeeType {
     /// SGX enclave (tee_type 0x00).
