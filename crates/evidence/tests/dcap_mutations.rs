@@ -191,3 +191,35 @@ fn tampered_collateral_fails() {
     let got = code(&q, &Collateral::from_parts(mixed).unwrap());
     assert_eq!(got, "bad_collateral", "an SGX TCB info for a TDX quote");
 }
+
+#[test]
+fn a_warm_verifier_still_refuses_tampering() {
+    let (q, c) = tdx();
+    let v = verifier();
+    let good = Collateral::from_parts(c.clone()).unwrap();
+    let now = at(NOW);
+    assert!(
+        v.verify(&q, &good, &DcapExpected::default(), now)
+            .outcome
+            .is_ok()
+    );
+    assert!(v.cached_signatures() >= 7, "{}", v.cached_signatures());
+    let mut bad = c.clone();
+    let mut raw = hex::decode(&bad.tcb_info_signature).unwrap();
+    raw[3] ^= 1;
+    bad.tcb_info_signature = hex::encode(raw);
+    let bad = Collateral::from_parts(bad).unwrap();
+    let r = v.verify(&q, &bad, &DcapExpected::default(), now);
+    assert_eq!(r.outcome.unwrap_err().code(), "collateral_signature");
+    let mut m = q.clone();
+    m[100] ^= 1;
+    let r = v.verify(&m, &good, &DcapExpected::default(), now);
+    assert_eq!(r.outcome.unwrap_err().code(), "bad_quote_signature");
+    assert!(
+        v.verify(&q, &good, &DcapExpected::default(), now)
+            .outcome
+            .is_ok()
+    );
+    v.clear_cache();
+    assert_eq!(v.cached_signatures(), 0);
+}

@@ -12,6 +12,7 @@ use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 
 use super::der::{self, Reader, tag};
 use super::error::DcapError;
+use super::sigcache::SigCache;
 use crate::nitro::certs::tbs_bytes;
 use crate::time::UnixTime;
 
@@ -244,7 +245,12 @@ fn fixed<const N: usize>(t: der::Tlv<'_>, want: u8) -> Option<[u8; N]> {
 
 impl DcapCert {
     /// Checks that `self` issued `child` (`cas_below` CA certificates lie between them and the leaf).
-    pub(crate) fn check_issued(&self, child: &DcapCert, cas_below: usize) -> Result<(), DcapError> {
+    pub(crate) fn check_issued(
+        &self,
+        child: &DcapCert,
+        cas_below: usize,
+        sigs: &SigCache,
+    ) -> Result<(), DcapError> {
         let broken = |reason: String| DcapError::ChainBroken {
             which: child.which.clone(),
             reason,
@@ -269,9 +275,14 @@ impl DcapCert {
                 self.which
             )));
         }
-        self.key
-            .verify_sig(&child.tbs, &child.signature)
-            .map_err(|_| broken(format!("signature by {} does not verify", self.which)))
+        if sigs.verify(&self.key, &child.tbs, &child.signature) {
+            Ok(())
+        } else {
+            Err(broken(format!(
+                "signature by {} does not verify",
+                self.which
+            )))
+        }
     }
 
     /// Checks `now` lies inside the validity window (notAfter inclusive to the second).
@@ -349,7 +360,12 @@ impl Crl {
     }
 
     /// Checks that `issuer` signed this CRL (name and signature).
-    pub(crate) fn check_signed_by(&self, issuer: &DcapCert, which: &str) -> Result<(), DcapError> {
+    pub(crate) fn check_signed_by(
+        &self,
+        issuer: &DcapCert,
+        which: &str,
+        sigs: &SigCache,
+    ) -> Result<(), DcapError> {
         let bad = |reason: String| DcapError::CrlSignature {
             which: which.to_owned(),
             reason,
@@ -360,10 +376,14 @@ impl Crl {
         if !issuer.can_sign_crls {
             return Err(bad(format!("{} may not sign CRLs", issuer.subject)));
         }
-        issuer
-            .key
-            .verify_sig(&self.tbs, &self.signature)
-            .map_err(|_| bad(format!("signature by {} does not verify", issuer.subject)))
+        if sigs.verify(&issuer.key, &self.tbs, &self.signature) {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "signature by {} does not verify",
+                issuer.subject
+            )))
+        }
     }
 
     /// Whether a certificate with this serial is listed.

@@ -19,6 +19,7 @@ mod der;
 mod error;
 mod quote;
 mod registry;
+mod sigcache;
 mod tcb;
 mod verifier;
 

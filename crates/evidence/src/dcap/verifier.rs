@@ -14,6 +14,7 @@ use super::certs::{self, DcapCert, PckExtension};
 use super::collateral::Collateral;
 use super::error::DcapError;
 use super::quote::{Body, INTEL_QE_VENDOR_ID, Quote, TeeType};
+use super::sigcache::SigCache;
 use super::tcb::{TcbStatus, svn_level};
 use crate::Platform;
 use crate::error::VerifyError;
@@ -143,9 +144,13 @@ pub struct DcapVerification {
 /// Verifies DCAP quotes (SGX v3, TDX v4/v5) against a [`Policy`]: its
 /// pinned Intel root (and dev root, if opted in), accepted TCB statuses,
 /// debug setting and SGX/TDX releases.
-#[derive(Debug, Clone)]
+///
+/// Remembers the collateral and certificate signatures that verified, so
+/// keep and share it (it is `Send + Sync`) rather than rebuilding it per quote.
+#[derive(Debug)]
 pub struct DcapVerifier {
     policy: Policy,
+    sigs: SigCache,
 }
 
 /// A certificate chain, checked up to a trusted root.
@@ -184,7 +189,20 @@ fn dcap<T>(r: Result<T, DcapError>) -> Result<T, VerifyError> {
 impl DcapVerifier {
     /// A verifier for this policy.
     pub fn new(policy: Policy) -> Self {
-        DcapVerifier { policy }
+        DcapVerifier {
+            policy,
+            sigs: SigCache::default(),
+        }
+    }
+
+    /// Forgets every remembered signature verification.
+    pub fn clear_cache(&self) {
+        self.sigs.clear();
+    }
+
+    /// Number of remembered signature verifications.
+    pub fn cached_signatures(&self) -> usize {
+        self.sigs.len()
     }
 
     /// The policy in force.
@@ -264,7 +282,7 @@ impl DcapVerifier {
                 .into_iter()
                 .chain([self.policy.dcap_dev_root.clone().map(|r| (r, true))])
                 .flatten()
-                .find(|(r, _)| r.cert.check_issued(&top, cas).is_ok());
+                .find(|(r, _)| r.cert.check_issued(&top, cas, &self.sigs).is_ok());
             match &root {
                 Some((r, _)) => certs.push(Arc::clone(&r.cert)),
                 None => {
@@ -281,7 +299,7 @@ impl DcapVerifier {
             }
         }
         let links = certs.windows(2).enumerate().try_for_each(|(k, w)| match w {
-            [child, parent] => parent.check_issued(child, k),
+            [child, parent] => parent.check_issued(child, k, &self.sigs),
             _ => Ok(()),
         });
         let result = links.map(|()| {
@@ -397,8 +415,8 @@ impl DcapVerifier {
             (Some(root), Some(issuer)) => {
                 let crls = col
                     .root_ca_crl
-                    .check_signed_by(root, "root CA")
-                    .and_then(|()| col.pck_crl.check_signed_by(issuer, "PCK"))
+                    .check_signed_by(root, "root CA", &self.sigs)
+                    .and_then(|()| col.pck_crl.check_signed_by(issuer, "PCK", &self.sigs))
                     .map(|()| {
                         format!(
                             "root CA CRL signed by {}, PCK CRL signed by {}",
@@ -426,10 +444,14 @@ impl DcapVerifier {
             Some(s) => keep(
                 report,
                 "tcb_info_signature",
-                s.fixed_key
-                    .verify_sig(col.tcb_info_text.as_bytes(), &col.tcb_info_signature)
-                    .map(|()| format!("signed by {}", s.subject))
-                    .map_err(|_| DcapError::CollateralSignature("TCB info")),
+                self.sigs
+                    .verify(
+                        &s.fixed_key,
+                        col.tcb_info_text.as_bytes(),
+                        &col.tcb_info_signature,
+                    )
+                    .then(|| format!("signed by {}", s.subject))
+                    .ok_or(DcapError::CollateralSignature("TCB info")),
             ),
             None => skip(
                 report,
@@ -441,10 +463,14 @@ impl DcapVerifier {
             Some(s) => keep(
                 report,
                 "qe_identity_signature",
-                s.fixed_key
-                    .verify_sig(col.qe_identity_text.as_bytes(), &col.qe_identity_signature)
-                    .map(|()| format!("signed by {}", s.subject))
-                    .map_err(|_| DcapError::CollateralSignature("QE identity")),
+                self.sigs
+                    .verify(
+                        &s.fixed_key,
+                        col.qe_identity_text.as_bytes(),
+                        &col.qe_identity_signature,
+                    )
+                    .then(|| format!("signed by {}", s.subject))
+                    .ok_or(DcapError::CollateralSignature("QE identity")),
             ),
             None => skip(
                 report,
