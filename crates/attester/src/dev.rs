@@ -180,34 +180,60 @@ pub struct DevAttester {
     entropy: Arc<dyn Entropy>,
 }
 
-fn dev_err(what: &str) -> impl FnOnce(rcgen::Error) -> AttestError + '_ {
+pub(crate) fn dev_err(what: &str) -> impl FnOnce(rcgen::Error) -> AttestError + '_ {
     move |e| AttestError::Dev(format!("{what}: {e}"))
 }
 
 /// A P-384 key from 48 bytes of entropy (RFC 5915 without the public key;
 /// aws-lc derives it). Retries in the ~2^-190 case of a scalar ≥ n.
 fn p384_key(entropy: &dyn Entropy) -> Result<EcdsaKeyPair, AttestError> {
+    ec_key::<48>(
+        entropy,
+        &ECDSA_P384_SHA384_FIXED_SIGNING,
+        &[0x2b, 0x81, 0x04, 0x00, 0x22],
+    )
+}
+
+/// A P-256 key from 32 bytes of entropy (the dev DCAP signer's keys).
+pub(crate) fn p256_key(entropy: &dyn Entropy) -> Result<EcdsaKeyPair, AttestError> {
+    ec_key::<32>(
+        entropy,
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+    )
+}
+
+/// An EC key of `N`-byte scalars on the curve named by `curve_oid` (DER content octets).
+fn ec_key<const N: usize>(
+    entropy: &dyn Entropy,
+    alg: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm,
+    curve_oid: &[u8],
+) -> Result<EcdsaKeyPair, AttestError> {
     for _ in 0..4 {
-        let mut d = [0u8; 48];
+        let mut d = [0u8; N];
         entropy.fill(&mut d)?;
-        let mut der = vec![0x30, 0x3e, 0x02, 0x01, 0x01, 0x04, 0x30];
+        // ECPrivateKey ::= SEQUENCE { 1, OCTET STRING d, [0] curve OID }
+        let params_len = curve_oid.len() + 2;
+        let body_len = 3 + 2 + N + 2 + params_len;
+        let mut der = vec![0x30, body_len as u8, 0x02, 0x01, 0x01, 0x04, N as u8];
         der.extend_from_slice(&d);
-        der.extend_from_slice(&[0xa0, 0x07, 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]);
-        if let Ok(k) = EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, &der) {
+        der.extend_from_slice(&[0xa0, params_len as u8, 0x06, curve_oid.len() as u8]);
+        der.extend_from_slice(curve_oid);
+        if let Ok(k) = EcdsaKeyPair::from_private_key_der(alg, &der) {
             return Ok(k);
         }
     }
-    Err(AttestError::Dev("could not derive a P-384 key".into()))
+    Err(AttestError::Dev("could not derive an EC key".into()))
 }
 
-fn rcgen_key(key: &EcdsaKeyPair) -> Result<KeyPair, AttestError> {
+pub(crate) fn rcgen_key(key: &EcdsaKeyPair) -> Result<KeyPair, AttestError> {
     let pkcs8 = key
         .to_pkcs8v1()
         .map_err(|_| AttestError::Dev("cannot export key".into()))?;
     KeyPair::try_from(pkcs8.as_ref()).map_err(dev_err("key"))
 }
 
-fn serial(entropy: &dyn Entropy) -> Result<SerialNumber, AttestError> {
+pub(crate) fn serial(entropy: &dyn Entropy) -> Result<SerialNumber, AttestError> {
     let mut s = [0u8; 16];
     entropy.fill(&mut s)?;
     s[0] &= 0x7f;
@@ -215,7 +241,7 @@ fn serial(entropy: &dyn Entropy) -> Result<SerialNumber, AttestError> {
     Ok(SerialNumber::from_slice(&s))
 }
 
-fn offset(t: UnixTime) -> Result<time::OffsetDateTime, AttestError> {
+pub(crate) fn offset(t: UnixTime) -> Result<time::OffsetDateTime, AttestError> {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
         .map_err(|e| AttestError::Dev(format!("time out of range: {e}")))
 }

@@ -12,6 +12,7 @@
 mod error;
 mod quote;
 
+pub mod dcap_dev;
 pub mod dev;
 pub mod gramine;
 pub mod nitro;

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use attesta_evidence::{Expected, NitroVerifier, UnixTime};
+use attesta_evidence::{
+    Detected, Envelope, EvidenceVerifier, Expected, NitroVerifier, Platform, Report, SnpVerifier,
+    UnixTime, detect, pem,
+};
 use attesta_seal::{BundleChecks, ProofBundle};
 use clap::{Args, Subcommand};
 
@@ -14,8 +17,12 @@ use crate::policy_args::PolicyArgs;
 /// Subcommands of `attesta verify`.
 #[derive(Subcommand)]
 pub enum VerifyCmd {
-    /// Verify an attestation document (raw CBOR, base64 or hex; `-` reads stdin) and print a
-    /// per-step report. Exit 0 only when every required check passed, 3 when one failed.
+    /// Verify evidence and print a per-step report: a Nitro/dev document (raw CBOR, base64 or
+    /// hex), a SEV-SNP report (1184 bytes raw, hex or base64; certificates from --vcek/--certs),
+    /// an Intel SGX/TDX DCAP quote (raw, hex or base64; collateral from --collateral) or an
+    /// evidence envelope (JSON); the format is detected unless --platform is given;
+    /// `-` reads stdin. Exit 0 only when every required check passed, 3 when one failed
+    /// (the report names the failed step; for Intel TCB, the status and advisory IDs).
     /// A fault a dev node declares is printed (`fault: ... (declared; INSECURE)`) and fails
     /// with `fault_declared` unless `--accept-declared-faults` is given.
     Evidence(EvidenceArgs),
@@ -63,6 +70,26 @@ pub struct EvidenceArgs {
     /// The `public_key` the document must carry (hex).
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    /// The 64-byte `report_data` a SEV-SNP report or DCAP quote must carry (hex).
+    #[arg(long, value_name = "HEX")]
+    report_data: Option<String>,
+    /// Read the file as this platform's evidence instead of detecting the format:
+    /// nitro, dev, sev-snp, dev-snp, sgx, tdx, dev-sgx, dev-tdx. The verified platform must
+    /// be the one named (a dev root never passes as hardware).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// The VCEK or VLEK certificate of a SEV-SNP report (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    vcek: Option<PathBuf>,
+    /// A directory of SEV-SNP certificates (PEM or DER: VCEK/VLEK, optionally ASK/ASVK, ARK
+    /// or a KDS `cert_chain`); roots are still pinned, never taken from here.
+    #[arg(long, value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// Collateral of a DCAP quote: a JSON file in dcap-qvl's QuoteCollateralV3 shape, or a
+    /// directory of raw Intel PCS responses (tcb_info.json, qe_identity.json, pck_crl.der,
+    /// root_ca_crl.der, tcb_signing_chain.pem). Replaces an envelope's own collateral.
+    #[arg(long, value_name = "PATH")]
+    collateral: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Print the report as JSON.
@@ -130,15 +157,30 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                 nonce: hex_arg(&args.nonce, "nonce")?,
                 user_data: hex_arg(&args.user_data, "user-data")?,
                 public_key: hex_arg(&args.public_key, "public-key")?,
+                report_data: hex_arg(&args.report_data, "report-data")?,
             };
+            let certs = load_certs(args.vcek.as_deref(), args.certs.as_deref())?;
             let now = now_or(args.at.as_deref())?;
-            let verification = NitroVerifier::new(policy).verify(&input, &expected, now);
+            let claimed = args.platform.as_deref().map(parse_platform).transpose()?;
+            let collateral = args
+                .collateral
+                .as_deref()
+                .map(load_collateral)
+                .transpose()?;
+            let (report, ok) = verify_evidence(
+                policy,
+                &input,
+                claimed,
+                EvidenceExtras { certs, collateral },
+                &expected,
+                now,
+            );
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&verification.report)?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{}", verification.report);
+                println!("{report}");
             }
-            Ok(if verification.outcome.is_ok() {
+            Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(crate::EXIT_REJECTED)
@@ -175,6 +217,166 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Parses a `--platform` value (the envelope's names).
+fn parse_platform(s: &str) -> anyhow::Result<Platform> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        anyhow::anyhow!(
+            "--platform {s:?}: expected nitro, dev, sev-snp, dev-snp, sgx, tdx, dev-sgx or dev-tdx"
+        )
+    })
+}
+
+/// Reads one certificate file (PEM, possibly several blocks, or DER).
+fn read_cert_file(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => pem::certificates(text)
+            .with_context(|| format!("reading PEM certificates from {}", path.display())),
+        _ => Ok(vec![bytes]),
+    }
+}
+
+/// The certificates of `--vcek FILE` and `--certs DIR` (files ending in
+/// .pem, .der, .crt or .cer, in name order).
+pub fn load_certs(
+    vcek: Option<&std::path::Path>,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    if let Some(p) = vcek {
+        out.extend(read_cert_file(p)?);
+    }
+    if let Some(d) = dir {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(d)
+            .with_context(|| format!("reading {}", d.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "pem" | "der" | "crt" | "cer"))
+            })
+            .collect();
+        paths.sort();
+        for p in paths {
+            for der in read_cert_file(&p)? {
+                if !out.contains(&der) {
+                    out.push(der);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `--collateral`: a `QuoteCollateralV3` JSON file or a directory of
+/// raw PCS responses; parsed here so a malformed file is named as such.
+pub fn load_collateral(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    use attesta_evidence::dcap::{Collateral, PcsFiles, files};
+    let parsed = if path.is_dir() {
+        let read = |name: &str| {
+            let p = path.join(name);
+            std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+        };
+        let chain = read(files::TCB_SIGNING_CHAIN)?;
+        let chain = std::str::from_utf8(&chain)
+            .with_context(|| format!("{} is not text", files::TCB_SIGNING_CHAIN))?;
+        Collateral::from_pcs(PcsFiles {
+            tcb_info_json: &read(files::TCB_INFO)?,
+            qe_identity_json: &read(files::QE_IDENTITY)?,
+            pck_crl: &read(files::PCK_CRL)?,
+            root_ca_crl: &read(files::ROOT_CA_CRL)?,
+            tcb_signing_chain_pem: chain,
+        })
+    } else {
+        Collateral::from_json(&read_input(path)?)
+    }
+    .with_context(|| format!("parsing collateral {}", path.display()))?;
+    Ok(serde_json::to_value(parsed.to_json())?)
+}
+
+/// What a verifier may need beside the evidence itself.
+#[derive(Debug, Default)]
+pub struct EvidenceExtras {
+    /// `--vcek` / `--certs` (SEV-SNP).
+    pub certs: Vec<Vec<u8>>,
+    /// `--collateral` (DCAP), as `QuoteCollateralV3` JSON.
+    pub collateral: Option<serde_json::Value>,
+}
+
+/// Verifies evidence of any supported format: an envelope goes through the
+/// platform dispatch (with its claimed platform checked), a bare Nitro
+/// document, SNP report or DCAP quote through its verifier. `claimed`
+/// overrides detection (and is then checked like an envelope's).
+pub fn verify_evidence(
+    policy: attesta_evidence::Policy,
+    input: &[u8],
+    claimed: Option<Platform>,
+    extras: EvidenceExtras,
+    expected: &Expected,
+    now: UnixTime,
+) -> (Report, bool) {
+    let EvidenceExtras { certs, collateral } = extras;
+    let detected = detect(input);
+    if detected == Detected::Envelope {
+        let mut env = match Envelope::from_json(input) {
+            Ok(e) => e,
+            Err(e) => return (refused(now, &e.to_string(), e.code()), false),
+        };
+        if let Some(p) = claimed
+            && p != env.platform
+        {
+            let msg = format!("--platform {p} but the envelope says {}", env.platform);
+            return (refused(now, &msg, "platform_mismatch"), false);
+        }
+        env.certs.extend(certs);
+        if collateral.is_some() {
+            env.collateral = collateral;
+        }
+        let v = EvidenceVerifier::new(policy).verify(&env, expected, now);
+        return (v.report, v.outcome.is_ok());
+    }
+    let platform = match (claimed, detected) {
+        (Some(p), _) => p,
+        (None, Detected::SnpReport) => Platform::SevSnp,
+        (None, Detected::DcapQuote) => {
+            // No claim to check: the DCAP verifier names the platform it
+            // verified (dev-sgx / dev-tdx when the chain ends at a dev root).
+            let env = Envelope {
+                collateral,
+                ..Envelope::new(Platform::Tdx, input.to_vec())
+            };
+            let verifier = attesta_evidence::dcap::DcapVerifier::new(policy);
+            let (report, outcome) =
+                attesta_evidence::dispatch::verify_dcap(&verifier, &env, expected, now);
+            return (report, outcome.is_ok());
+        }
+        (None, _) => Platform::Nitro,
+    };
+    match platform {
+        Platform::SevSnp | Platform::DevSnp => {
+            let v = SnpVerifier::new(policy).verify(input, &certs, expected, now);
+            (v.report, v.outcome.is_ok())
+        }
+        Platform::Nitro | Platform::Dev => {
+            let v = NitroVerifier::new(policy).verify(input, expected, now);
+            (v.report, v.outcome.is_ok())
+        }
+        _ => {
+            let env = Envelope {
+                collateral,
+                ..Envelope::new(platform, input.to_vec()).with_certs(certs)
+            };
+            let v = EvidenceVerifier::new(policy).verify(&env, expected, now);
+            (v.report, v.outcome.is_ok())
+        }
+    }
+}
+
+/// A report for input that never reached a verifier.
+fn refused(now: UnixTime, message: &str, code: &'static str) -> Report {
+    Report::refused(now, "envelope", code, message)
 }
 
 /// Runs `attesta measure`: the registry entry for this (or the given) executable as the dev TEE measures it.

@@ -13,11 +13,13 @@
 mod client;
 mod config;
 mod error;
+pub mod pcs;
 mod transport;
 mod wire;
 
 pub use client::{Client, InferOutcome, VerifiedNode};
 pub use config::{ClientConfig, ClockFn, RngHandle, SharedRng, system_clock, system_rng};
 pub use error::ClientError;
+pub use pcs::{PcsClient, PcsError};
 pub use transport::{HttpTransport, Reply, Transport, TransportFuture};
 pub use wire::AttestationResponse;

@@ -150,6 +150,9 @@ pub enum VerifyError {
         /// Hex, or `none`.
         got: String,
     },
+    /// An Intel DCAP check failed (the inner error names it).
+    #[error(transparent)]
+    Dcap(#[from] crate::dcap::DcapError),
     /// `public_key` differs from the expected binding.
     #[error("public_key mismatch: expected {expected}, got {got}")]
     PublicKeyMismatch {
@@ -157,6 +160,20 @@ pub enum VerifyError {
         expected: String,
         /// Hex, or `none`.
         got: String,
+    },
+    /// A SEV-SNP specific check failed.
+    #[error(transparent)]
+    Snp(#[from] crate::snp::SnpError),
+    /// The evidence names a platform no verifier is built for (yet).
+    #[error("no verifier for platform {0}")]
+    UnsupportedPlatform(crate::Platform),
+    /// The verified platform differs from the one the envelope claims.
+    #[error("envelope claims platform {claimed} but the evidence verified as {verified}")]
+    PlatformMismatch {
+        /// From the envelope.
+        claimed: crate::Platform,
+        /// From verification.
+        verified: crate::Platform,
     },
 }
 
@@ -188,6 +205,10 @@ impl VerifyError {
             VerifyError::MeasurementMismatch(_) => "measurement_mismatch",
             VerifyError::UserDataMismatch { .. } => "user_data_mismatch",
             VerifyError::PublicKeyMismatch { .. } => "public_key_mismatch",
+            VerifyError::Dcap(e) => e.code(),
+            VerifyError::Snp(e) => e.code(),
+            VerifyError::UnsupportedPlatform(_) => "unsupported_platform",
+            VerifyError::PlatformMismatch { .. } => "platform_mismatch",
         }
     }
 }

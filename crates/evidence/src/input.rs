@@ -18,6 +18,8 @@ pub enum Encoding {
     Base64,
     /// Hex (whitespace ignored).
     Hex,
+    /// Raw binary of a fixed-size structure (an SNP report).
+    Binary,
 }
 
 impl std::fmt::Display for Encoding {
@@ -26,6 +28,7 @@ impl std::fmt::Display for Encoding {
             Encoding::Cbor => "raw CBOR",
             Encoding::Base64 => "base64",
             Encoding::Hex => "hex",
+            Encoding::Binary => "raw binary",
         })
     }
 }

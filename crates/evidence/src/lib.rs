@@ -19,7 +19,10 @@
 /// The CBOR decoder the Nitro document parser uses (re-exported: one implementation in the tree).
 pub use attesta_cbor as cbor;
 
+pub mod dcap;
+pub mod dispatch;
 pub mod eif;
+pub mod envelope;
 mod error;
 mod input;
 pub mod nitro;
@@ -28,16 +31,22 @@ mod policy;
 mod registry;
 mod report;
 mod roots;
+pub mod snp;
 mod time;
 
+pub use dispatch::{EvidenceVerification, EvidenceVerifier, VerifiedEvidence};
+pub use envelope::{Detected, ENVELOPE_VERSION, Envelope, EnvelopeError, detect};
 pub use error::{InputError, VerifyError};
 pub use input::{Encoding, decode_input};
 pub use nitro::document::AttestationDocument;
 pub use nitro::{Expected, NitroVerifier, Verification, VerifiedDocument};
 pub use policy::{DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW, Policy, danger};
-pub use registry::{MeasurementMatch, PcrDiff, PolicyFile, Registry, RegistryError, Release};
-pub use report::{DocumentSummary, Report, ReportError, Status, Step};
+pub use registry::{
+    MeasurementMatch, PcrDiff, PolicyFile, Registry, RegistryError, Release, SnpRelease,
+};
+pub use report::{DocumentSummary, Report, ReportError, SnpSummary, Status, Step};
 pub use roots::{AWS_NITRO_ROOT_G1_SHA256, RootError, TrustedRoot};
+pub use snp::{SnpError, SnpVerification, SnpVerifier, VerifiedReport};
 pub use time::UnixTime;
 
 /// The kind of TEE a piece of evidence comes from.
@@ -55,6 +64,12 @@ pub enum Platform {
     Sgx,
     /// The dev TEE: Nitro format, local root, no hardware. Never secure.
     Dev,
+    /// The dev SEV-SNP variant: real report format, local ARK, no hardware. Never secure.
+    DevSnp,
+    /// The dev SGX variant: real DCAP quote format, local root, no hardware. Never secure.
+    DevSgx,
+    /// The dev TDX variant: real DCAP quote format, local root, no hardware. Never secure.
+    DevTdx,
 }
 
 impl std::fmt::Display for Platform {
@@ -65,6 +80,9 @@ impl std::fmt::Display for Platform {
             Platform::SevSnp => "amd-sev-snp",
             Platform::Sgx => "intel-sgx",
             Platform::Dev => "dev (insecure)",
+            Platform::DevSnp => "dev-snp (insecure)",
+            Platform::DevSgx => "dev-sgx (insecure)",
+            Platform::DevTdx => "dev-tdx (insecure)",
         })
     }
 }

@@ -10,6 +10,9 @@ pub enum PemError {
     /// No `-----BEGIN CERTIFICATE-----` block.
     #[error("no PEM CERTIFICATE block found")]
     NoCertificate,
+    /// No block with this label.
+    #[error("no PEM {0} block found")]
+    NoBlock(&'static str),
     /// A block without its END line.
     #[error("PEM block is not terminated")]
     Unterminated,
@@ -46,6 +49,26 @@ pub fn certificates(text: &str) -> Result<Vec<Vec<u8>>, PemError> {
         return Err(PemError::NoCertificate);
     }
     Ok(out)
+}
+
+/// The DER of the first block labelled `label` (e.g. `X509 CRL`).
+pub fn block(text: &str, label: &'static str) -> Result<Vec<u8>, PemError> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin).ok_or(PemError::NoBlock(label))?;
+    let body = text
+        .get(start + begin.len()..)
+        .ok_or(PemError::Unterminated)?;
+    let stop = body.find(&end).ok_or(PemError::Unterminated)?;
+    let b64: String = body
+        .get(..stop)
+        .ok_or(PemError::Unterminated)?
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| PemError::Base64(e.to_string()))
 }
 
 /// Encodes DER as one PEM `CERTIFICATE` block (64-column lines).

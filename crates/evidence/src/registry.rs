@@ -7,7 +7,10 @@
 //!   `measurements.txt`);
 //! - a bare `{"Measurements": {...}}` object (`nitro-cli build-enclave`);
 //! - our own TOML or JSON: `releases = [{name, pcrs = {0 = "hex", …}}]`, plus
-//!   optional policy keys `allow_debug`, `max_age_secs`, `dev_root`.
+//!   optional policy keys `allow_debug`, `max_age_secs`, `dev_root`,
+//!   `snp_vmpl`, `accept_snp_migration_agent`, `snp_dev_root`. A release
+//!   with `platform = "sev-snp"` pins an SNP launch `measurement` (48 bytes
+//!   hex) and optionally `host_data` (32 bytes hex) instead of PCRs.
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
@@ -41,6 +44,45 @@ impl Release {
         let _ = writeln!(s, "[[releases]]\nname = {:?}\n[releases.pcrs]", self.name);
         for (i, v) in &self.pcrs {
             let _ = writeln!(s, "{i} = \"{}\"", hex::encode(v));
+        }
+        s
+    }
+}
+
+/// One acceptable SEV-SNP launch: the measurement, and host_data when pinned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnpRelease {
+    /// Name shown in reports.
+    pub name: String,
+    /// Launch measurement (SHA-384).
+    #[serde(serialize_with = "ser_hex")]
+    pub measurement: [u8; 48],
+    /// Host data fixed at launch, if pinned.
+    #[serde(serialize_with = "ser_opt_hex")]
+    pub host_data: Option<[u8; 32]>,
+}
+
+fn ser_hex<S: serde::Serializer>(v: &[u8; 48], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(v))
+}
+
+fn ser_opt_hex<S: serde::Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(&hex::encode(v)),
+        None => s.serialize_none(),
+    }
+}
+
+impl SnpRelease {
+    /// This release as a TOML `[[releases]]` entry.
+    pub fn to_toml(&self) -> String {
+        let mut s = format!(
+            "[[releases]]\nname = {:?}\nplatform = \"sev-snp\"\nmeasurement = \"{}\"\n",
+            self.name,
+            hex::encode(self.measurement)
+        );
+        if let Some(h) = &self.host_data {
+            let _ = writeln!(s, "host_data = \"{}\"", hex::encode(h));
         }
         s
     }
@@ -103,6 +145,10 @@ impl std::fmt::Display for MeasurementMatch {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Registry {
     releases: Vec<Release>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    snp: Vec<SnpRelease>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dcap: Vec<crate::dcap::DcapRelease>,
 }
 
 /// Why a registry file was rejected.
@@ -139,12 +185,101 @@ pub struct PolicyFile {
     pub max_age_secs: Option<u64>,
     /// `dev_root`: path of a dev root PEM, relative to the file (the caller reads it).
     pub dev_root: Option<String>,
+    /// `snp_dev_root`: path of a dev SEV-SNP ARK PEM, relative to the file (the caller reads it).
+    pub snp_dev_root: Option<String>,
+    /// `snp_vmpl`: the VMPL SEV-SNP reports must come from.
+    pub snp_vmpl: Option<u32>,
+    /// `accept_snp_migration_agent = true` in the file (a relaxation).
+    pub accept_snp_migration_agent: Option<bool>,
 }
 
 impl Registry {
     /// A registry with these releases.
     pub fn new(releases: Vec<Release>) -> Self {
-        Registry { releases }
+        Registry {
+            releases,
+            snp: Vec::new(),
+            dcap: Vec::new(),
+        }
+    }
+
+    /// Adds SEV-SNP releases.
+    pub fn with_snp(mut self, snp: Vec<SnpRelease>) -> Self {
+        self.snp.extend(snp);
+        self
+    }
+
+    /// Adds Intel SGX/TDX releases.
+    pub fn with_dcap(mut self, dcap: Vec<crate::dcap::DcapRelease>) -> Self {
+        self.dcap.extend(dcap);
+        self
+    }
+
+    /// The Intel SGX/TDX releases.
+    pub fn dcap_releases(&self) -> &[crate::dcap::DcapRelease] {
+        &self.dcap
+    }
+
+    /// Matches a quote body: the first SGX/TDX release that matches, or
+    /// every release's differences. A registry without them matches no quote.
+    pub fn check_dcap(&self, body: &crate::dcap::Body) -> Result<String, String> {
+        let mut misses = Vec::new();
+        for r in &self.dcap {
+            let d = r.diffs(body);
+            if d.is_empty() {
+                return Ok(r.name.clone());
+            }
+            misses.push(format!("release `{}`: {}", r.name, d.join(", ")));
+        }
+        if misses.is_empty() {
+            return Err("the registry lists no sgx/tdx release".into());
+        }
+        Err(misses.join("; "))
+    }
+
+    /// The SEV-SNP releases.
+    pub fn snp_releases(&self) -> &[SnpRelease] {
+        &self.snp
+    }
+
+    /// Matches an SNP report's measurement and host_data: the name of the
+    /// first release that matches, or a description of every difference.
+    /// A registry without SNP releases matches no SNP report.
+    pub fn check_snp(
+        &self,
+        measurement: &[u8; 48],
+        host_data: &[u8; 32],
+    ) -> Result<String, String> {
+        let mut misses = Vec::new();
+        for r in &self.snp {
+            let m_ok = &r.measurement == measurement;
+            let h_ok = r.host_data.as_ref().is_none_or(|h| h == host_data);
+            if m_ok && h_ok {
+                return Ok(r.name.clone());
+            }
+            let mut d = format!("release `{}`:", r.name);
+            if !m_ok {
+                let _ = write!(
+                    d,
+                    " measurement expected {} got {}",
+                    hex::encode(r.measurement),
+                    hex::encode(measurement)
+                );
+            }
+            if let (false, Some(h)) = (h_ok, &r.host_data) {
+                let _ = write!(
+                    d,
+                    " host_data expected {} got {}",
+                    hex::encode(h),
+                    hex::encode(host_data)
+                );
+            }
+            misses.push(d);
+        }
+        if misses.is_empty() {
+            return Err("the registry lists no sev-snp release".into());
+        }
+        Err(misses.join("; "))
     }
 
     /// Parses any supported registry text (see the module docs).
@@ -159,7 +294,7 @@ impl Registry {
 
     /// `true` when nothing is required (the measurement step is skipped).
     pub fn is_empty(&self) -> bool {
-        self.releases.is_empty()
+        self.releases.is_empty() && self.snp.is_empty() && self.dcap.is_empty()
     }
 
     /// Matches a document's PCRs: the first release whose listed PCRs all equal.
@@ -199,6 +334,12 @@ impl PolicyFile {
         if self.allow_debug == Some(true) {
             p = crate::danger::allow_debug(p);
         }
+        if let Some(vmpl) = self.snp_vmpl {
+            p = p.with_snp_vmpl(vmpl);
+        }
+        if self.accept_snp_migration_agent == Some(true) {
+            p = crate::danger::accept_snp_migration_agent(p);
+        }
         p
     }
 
@@ -220,6 +361,8 @@ impl PolicyFile {
             },
         };
         let mut out = PolicyFile::default();
+        let mut snp = Vec::new();
+        let mut dcap = Vec::new();
         let releases = match &json {
             Json::Array(items) => items
                 .iter()
@@ -245,13 +388,43 @@ impl PolicyFile {
                         .get("dev_root")
                         .and_then(Json::as_str)
                         .map(str::to_owned);
+                    out.snp_dev_root = obj
+                        .get("snp_dev_root")
+                        .and_then(Json::as_str)
+                        .map(str::to_owned);
+                    out.snp_vmpl = match obj.get("snp_vmpl") {
+                        None => None,
+                        Some(v) => Some(
+                            v.as_u64()
+                                .filter(|v| *v <= 3)
+                                .and_then(|v| u32::try_from(v).ok())
+                                .ok_or_else(|| {
+                                    RegistryError::Layout("`snp_vmpl` must be 0..=3".into())
+                                })?,
+                        ),
+                    };
+                    out.accept_snp_migration_agent = obj
+                        .get("accept_snp_migration_agent")
+                        .and_then(Json::as_bool);
                     let Json::Array(rs) = rs else {
                         return Err(RegistryError::Layout("`releases` must be a list".into()));
                     };
-                    rs.iter()
-                        .enumerate()
-                        .map(|(i, r)| own_release(i, r))
-                        .collect::<Result<Vec<_>, _>>()?
+                    let mut nitro = Vec::new();
+                    for (i, r) in rs.iter().enumerate() {
+                        match r.get("platform").and_then(Json::as_str) {
+                            None | Some("nitro" | "dev") => nitro.push(own_release(i, r)?),
+                            Some("sev-snp" | "dev-snp") => snp.push(snp_release(i, r)?),
+                            Some(p @ ("sgx" | "tdx" | "dev-sgx" | "dev-tdx")) => {
+                                dcap.push(dcap_release(i, p, r)?)
+                            }
+                            Some(other) => {
+                                return Err(RegistryError::Layout(format!(
+                                    "release {i}: unknown platform `{other}` (nitro, dev, sev-snp, dev-snp, sgx, tdx, dev-sgx, dev-tdx)"
+                                )));
+                            }
+                        }
+                    }
+                    nitro
                 } else {
                     return Err(RegistryError::Layout(
                         "expected \"Measurements\" or `releases`".into(),
@@ -260,10 +433,16 @@ impl PolicyFile {
             }
             _ => return Err(RegistryError::Layout("expected a list or an object".into())),
         };
-        if releases.is_empty() || releases.iter().any(|r| r.pcrs.is_empty()) {
+        if (releases.is_empty() && snp.is_empty() && dcap.is_empty())
+            || releases.iter().any(|r| r.pcrs.is_empty())
+        {
             return Err(RegistryError::Empty);
         }
-        out.registry = Registry { releases };
+        out.registry = Registry {
+            releases,
+            snp,
+            dcap,
+        };
         Ok(out)
     }
 }
@@ -295,6 +474,25 @@ fn measurements(name: &str, m: &Json) -> Result<Release, RegistryError> {
     })
 }
 
+/// A release for an Intel platform (`platform = "sgx"` / `"tdx"`, or their dev variants).
+fn dcap_release(
+    i: usize,
+    platform: &str,
+    r: &Json,
+) -> Result<crate::dcap::DcapRelease, RegistryError> {
+    use crate::dcap::TeeType;
+    let tee = if platform.ends_with("sgx") {
+        TeeType::Sgx
+    } else {
+        TeeType::Tdx
+    };
+    let name = r
+        .get("name")
+        .and_then(Json::as_str)
+        .map_or_else(|| format!("release-{i}"), str::to_owned);
+    crate::dcap::DcapRelease::from_json(name, tee, r)
+}
+
 fn own_release(i: usize, r: &Json) -> Result<Release, RegistryError> {
     let name = r
         .get("name")
@@ -312,6 +510,42 @@ fn own_release(i: usize, r: &Json) -> Result<Release, RegistryError> {
         pcrs.insert(i, val);
     }
     Ok(Release { name, pcrs })
+}
+
+fn snp_release(i: usize, r: &Json) -> Result<SnpRelease, RegistryError> {
+    let name = r
+        .get("name")
+        .and_then(Json::as_str)
+        .map_or_else(|| format!("release-{i}"), str::to_owned);
+    let err = |reason: String| RegistryError::Pcr {
+        release: name.clone(),
+        reason,
+    };
+    let fixed = |key: &str, len: usize| -> Result<Option<Vec<u8>>, RegistryError> {
+        let Some(v) = r.get(key) else {
+            return Ok(None);
+        };
+        let text = v
+            .as_str()
+            .ok_or_else(|| err(format!("`{key}` must be a hex string")))?;
+        let bytes = hex::decode(text.trim()).map_err(|e| err(format!("`{key}`: {e}")))?;
+        if bytes.len() != len {
+            return Err(err(format!(
+                "`{key}` has {} bytes ({len} expected)",
+                bytes.len()
+            )));
+        }
+        Ok(Some(bytes))
+    };
+    let measurement = fixed("measurement", 48)?
+        .and_then(|m| <[u8; 48]>::try_from(m).ok())
+        .ok_or_else(|| err("an sev-snp release needs `measurement`".into()))?;
+    let host_data = fixed("host_data", 32)?.and_then(|h| <[u8; 32]>::try_from(h).ok());
+    Ok(SnpRelease {
+        name,
+        measurement,
+        host_data,
+    })
 }
 
 fn pcr_entry(release: &str, idx: &str, v: &Json) -> Result<(u8, Vec<u8>), RegistryError> {

@@ -85,6 +85,61 @@ impl DocumentSummary {
     }
 }
 
+/// The decoded fields of a SEV-SNP report, printable without trusting them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnpSummary {
+    /// Report format version.
+    pub version: u32,
+    /// VCEK or VLEK.
+    pub signing_key: Option<crate::snp::SigningKey>,
+    /// CPUID family, model, stepping (v3+).
+    pub cpuid: Option<(u8, u8, u8)>,
+    /// The product the CPUID names, if known.
+    pub cpuid_product: Option<crate::snp::Product>,
+    /// Guest policy, hex.
+    pub policy: String,
+    /// Debug allowed by the guest policy.
+    pub debug: bool,
+    /// Migration agent allowed by the guest policy.
+    pub migration_agent: bool,
+    /// VMPL the report was requested from.
+    pub vmpl: u32,
+    /// Launch measurement, hex.
+    pub measurement: String,
+    /// Host data, hex.
+    pub host_data: String,
+    /// Report data, hex.
+    pub report_data: String,
+    /// Chip id, hex (zero when masked or VLEK-signed).
+    pub chip_id: String,
+    /// Reported TCB (raw u64, hex).
+    pub reported_tcb: String,
+    /// Current TCB (raw u64, hex).
+    pub current_tcb: String,
+}
+
+impl SnpSummary {
+    /// Summarises a parsed report.
+    pub fn of(r: &crate::snp::AttestationReport) -> Self {
+        SnpSummary {
+            version: r.version,
+            signing_key: r.signing_key().ok(),
+            cpuid: r.cpuid,
+            cpuid_product: r.cpuid_product().and_then(Result::ok),
+            policy: format!("{:#x}", r.policy.0),
+            debug: r.policy.debug(),
+            migration_agent: r.policy.migration_agent(),
+            vmpl: r.vmpl,
+            measurement: hex::encode(r.measurement),
+            host_data: hex::encode(r.host_data),
+            report_data: hex::encode(r.report_data),
+            chip_id: hex::encode(r.chip_id),
+            reported_tcb: format!("{:#018x}", r.reported_tcb.0),
+            current_tcb: format!("{:#018x}", r.current_tcb.0),
+        }
+    }
+}
+
 /// The failure that decided the outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportError {
@@ -109,6 +164,12 @@ pub struct Report {
     pub at: String,
     /// Decoded fields, when the payload parsed.
     pub document: Option<DocumentSummary>,
+    /// Decoded DCAP quote fields (SGX/TDX), when the quote parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<crate::dcap::QuoteSummary>,
+    /// Decoded SEV-SNP report fields, when the input was an SNP report that parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snp: Option<SnpSummary>,
     /// Every check in order.
     pub steps: Vec<Step>,
     /// The first failure, when not verified.
@@ -124,9 +185,23 @@ impl Report {
             encoding: None,
             at: at.to_string(),
             document: None,
+            quote: None,
+            snp: None,
             steps: Vec::with_capacity(12),
             error: None,
         }
+    }
+
+    /// A failed report for input that never reached a verifier (e.g. a
+    /// malformed envelope): one failing step named `step`.
+    pub fn refused(at: UnixTime, step: &'static str, code: &'static str, message: &str) -> Self {
+        let mut r = Report::new(at);
+        r.push(step, Status::Fail, message);
+        r.error = Some(ReportError {
+            code,
+            message: message.to_owned(),
+        });
+        r
     }
 
     pub(crate) fn push(&mut self, name: &'static str, status: Status, detail: impl Into<String>) {
@@ -209,6 +284,77 @@ impl fmt::Display for Report {
             if let Some(fault) = &d.insecure_fault {
                 writeln!(f, "fault:      {fault} (declared; INSECURE)")?;
             }
+        }
+        if let Some(q) = &self.quote {
+            writeln!(
+                f,
+                "quote:      {:?} v{}, {} bytes{}{}",
+                q.tee,
+                q.version,
+                q.len,
+                if q.trailing_zeros > 0 {
+                    format!(" + {} zero padding", q.trailing_zeros)
+                } else {
+                    String::new()
+                },
+                if q.debug { "  [debug]" } else { "" }
+            )?;
+            if let Some(fmspc) = &q.fmspc {
+                writeln!(f, "fmspc:      {fmspc}")?;
+            }
+            let st = |s: Option<crate::dcap::TcbStatus>| {
+                s.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+            };
+            writeln!(
+                f,
+                "tcb:        platform {}, QE {}{}",
+                st(q.tcb_status),
+                st(q.qe_tcb_status),
+                if q.advisory_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(", advisories {}", q.advisory_ids.join(", "))
+                }
+            )?;
+            for (k, v) in &q.measurements {
+                writeln!(f, "  {k:<13} {v}")?;
+            }
+            writeln!(f, "  report_data   {}", q.report_data)?;
+        }
+        if let Some(r) = &self.snp {
+            writeln!(
+                f,
+                "report:     SEV-SNP v{}, signed by {}, VMPL {}",
+                r.version,
+                r.signing_key
+                    .map_or_else(|| "?".to_owned(), |k| k.to_string()),
+                r.vmpl
+            )?;
+            if let Some((fam, model, step)) = r.cpuid {
+                writeln!(
+                    f,
+                    "cpuid:      family {fam:#04x} model {model:#04x} stepping {step}"
+                )?;
+            }
+            writeln!(
+                f,
+                "policy:     {}{}{}",
+                r.policy,
+                if r.debug { "  [debug]" } else { "" },
+                if r.migration_agent {
+                    "  [migration agent]"
+                } else {
+                    ""
+                }
+            )?;
+            writeln!(
+                f,
+                "tcb:        reported {}, current {}",
+                r.reported_tcb, r.current_tcb
+            )?;
+            writeln!(f, "measurement {}", r.measurement)?;
+            writeln!(f, "host_data   {}", r.host_data)?;
+            writeln!(f, "report_data {}", r.report_data)?;
         }
         writeln!(f, "steps:")?;
         for s in &self.steps {

@@ -260,6 +260,7 @@ fn user_data_and_public_key_binding() {
         user_data: doc.user_data.clone(),
         public_key: doc.public_key.clone(),
         nonce: None,
+        report_data: None,
     };
     assert!(v.verify(&read(m.file), &exact, inside(m)).report.verified);
     let wrong_ud = Expected {

@@ -46,7 +46,7 @@ fn bad(which: &str, reason: impl Into<String>) -> VerifyError {
 
 /// Returns the complete first TLV inside the outer SEQUENCE: the exact
 /// to-be-signed bytes (re-encoding a parsed structure could differ).
-fn tbs_bytes(der: &[u8]) -> Option<&[u8]> {
+pub(crate) fn tbs_bytes(der: &[u8]) -> Option<&[u8]> {
     let (hdr, len) = tlv_header(der)?;
     let inner = der.get(hdr..hdr.checked_add(len)?)?;
     let (h2, l2) = tlv_header(inner)?;
@@ -188,22 +188,13 @@ impl ParsedCert {
 
     /// Checks `now` lies inside the validity window.
     pub(crate) fn check_validity(&self, now: UnixTime) -> Result<(), VerifyError> {
-        if now < self.not_before {
-            return Err(VerifyError::CertificateNotYetValid {
-                which: self.which.clone(),
-                subject: self.subject.clone(),
-                not_before: self.not_before.to_string(),
-            });
-        }
-        // notAfter is inclusive to the second (RFC 5280 §4.1.2.5).
-        if now.as_millis() >= self.not_after.as_millis().saturating_add(1000) {
-            return Err(VerifyError::CertificateExpired {
-                which: self.which.clone(),
-                subject: self.subject.clone(),
-                not_after: self.not_after.to_string(),
-            });
-        }
-        Ok(())
+        check_window(
+            &self.which,
+            &self.subject,
+            self.not_before,
+            self.not_after,
+            now,
+        )
     }
 
     /// The COSE signature key in raw `r || s` form.
@@ -215,4 +206,31 @@ impl ParsedCert {
     fn key_bytes(&self) -> &[u8] {
         self.key.as_ref()
     }
+}
+
+/// Checks `now` lies inside a certificate's validity window (shared by the
+/// Nitro and SEV-SNP chains).
+pub(crate) fn check_window(
+    which: &str,
+    subject: &str,
+    not_before: UnixTime,
+    not_after: UnixTime,
+    now: UnixTime,
+) -> Result<(), VerifyError> {
+    if now < not_before {
+        return Err(VerifyError::CertificateNotYetValid {
+            which: which.to_owned(),
+            subject: subject.to_owned(),
+            not_before: not_before.to_string(),
+        });
+    }
+    // notAfter is inclusive to the second (RFC 5280 §4.1.2.5).
+    if now.as_millis() >= not_after.as_millis().saturating_add(1000) {
+        return Err(VerifyError::CertificateExpired {
+            which: which.to_owned(),
+            subject: subject.to_owned(),
+            not_after: not_after.to_string(),
+        });
+    }
+    Ok(())
 }

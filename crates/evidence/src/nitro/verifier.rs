@@ -30,6 +30,8 @@ pub struct Expected {
     pub user_data: Option<Vec<u8>>,
     /// Expected `public_key` (e.g. the node's key set).
     pub public_key: Option<Vec<u8>>,
+    /// Expected 64-byte `report_data` (SEV-SNP, TDX, SGX evidence).
+    pub report_data: Option<Vec<u8>>,
 }
 
 /// A document that passed every required check.
