@@ -98,6 +98,10 @@ pub struct MeasureArgs {
     /// Measure this executable instead of the running one.
     #[arg(long, value_name = "FILE")]
     executable: Option<PathBuf>,
+    /// Print the entry for this TEE: `dev` (PCR0, the default) or `dev-snp` (the SEV-SNP
+    /// launch measurement the dev-snp TEE reports).
+    #[arg(long, value_name = "TEE", default_value = "dev")]
+    tee: String,
 }
 
 fn hex_arg(v: &Option<String>, what: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -177,7 +181,7 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                 request: request.as_deref(),
                 output: output.as_deref(),
             };
-            let verification = bundle.verify(&NitroVerifier::new(policy), checks);
+            let verification = bundle.verify(&EvidenceVerifier::new(policy), checks);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&verification.report)?);
             } else {
@@ -301,8 +305,23 @@ pub fn measure(args: MeasureArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p,
         None => std::env::current_exe().context("locating the running executable")?,
     };
-    let release = attesta_attester::dev::release_for_executable(&exe, &args.name)
-        .with_context(|| format!("measuring {}", exe.display()))?;
-    print!("{}", release.to_toml());
+    match args.tee.as_str() {
+        "dev" => {
+            let release = attesta_attester::dev::release_for_executable(&exe, &args.name)
+                .with_context(|| format!("measuring {}", exe.display()))?;
+            print!("{}", release.to_toml());
+        }
+        "dev-snp" => {
+            let measurement = attesta_attester::dev::measure_executable(&exe)
+                .with_context(|| format!("measuring {}", exe.display()))?;
+            let release = attesta_evidence::SnpRelease {
+                name: args.name,
+                measurement,
+                host_data: None,
+            };
+            print!("{}", release.to_toml());
+        }
+        other => anyhow::bail!("--tee {other:?}: expected dev or dev-snp"),
+    }
     Ok(ExitCode::SUCCESS)
 }
