@@ -57,6 +57,8 @@ pub struct DevSnpAttester {
     vcek_key: EcdsaKeyPair,
     chip_id: [u8; 64],
     measurement: [u8; 48],
+    product: Product,
+    tcb: Tcb,
     clock: Arc<dyn Clock>,
 }
 
@@ -181,6 +183,8 @@ impl DevSnpAttester {
             vcek_key,
             chip_id,
             measurement: measure_executable(&opts.executable)?,
+            product: Product::from_name(spec.product_name).unwrap_or(Product::Milan),
+            tcb: spec.tcb,
             clock: opts.clock,
         };
         me.self_test()?;
@@ -226,7 +230,17 @@ impl DevSnpAttester {
         }
     }
 
-    /// The body of the report this TEE writes for `report_data`.
+    /// CPUID family/model/stepping of a product (what v3+ reports carry).
+    pub fn cpuid(product: Product) -> (u8, u8, u8) {
+        match product {
+            Product::Genoa => (0x19, 0x11, 0x01),
+            Product::Turin => (0x1A, 0x02, 0x00),
+            _ => DEV_CPUID,
+        }
+    }
+
+    /// The body of the report this TEE writes for `report_data`: the
+    /// product and TCB its VCEK was issued for.
     pub fn body(&self, report_data: [u8; 64]) -> ReportBody {
         ReportBody {
             version: 5,
@@ -236,8 +250,8 @@ impl DevSnpAttester {
             report_data,
             measurement: self.measurement,
             host_data: [0; 32],
-            tcb: RawTcb::encode(DEV_TCB, Product::Milan),
-            cpuid: DEV_CPUID,
+            tcb: RawTcb::encode(self.tcb, self.product),
+            cpuid: Self::cpuid(self.product),
             chip_id: self.chip_id,
         }
     }

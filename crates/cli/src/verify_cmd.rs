@@ -82,6 +82,14 @@ pub struct EvidenceArgs {
     /// or a KDS `cert_chain`); roots are still pinned, never taken from here.
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
+    /// Fetch the VCEK (by chip id and reported TCB) and the ASK/ARK of a bare SEV-SNP report
+    /// from this AMD KDS base URL when no certificate is given (what it returns is verified
+    /// like any other certificate).
+    #[arg(long, value_name = "URL")]
+    kds: Option<String>,
+    /// Cache KDS answers in this directory.
+    #[arg(long, value_name = "DIR", requires = "kds")]
+    kds_cache: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Print the report as JSON.
@@ -148,7 +156,13 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                 public_key: hex_arg(&args.public_key, "public-key")?,
                 report_data: hex_arg(&args.report_data, "report-data")?,
             };
-            let certs = load_certs(args.vcek.as_deref(), args.certs.as_deref())?;
+            let mut certs = load_certs(args.vcek.as_deref(), args.certs.as_deref())?;
+            if let Some(base) = &args.kds
+                && certs.is_empty()
+                && detect(&input) == Detected::SnpReport
+            {
+                certs = kds_certs(base, args.kds_cache.clone(), &input)?;
+            }
             let now = now_or(args.at.as_deref())?;
             let claimed = args.platform.as_deref().map(parse_platform).transpose()?;
             let (report, ok) = verify_evidence(policy, &input, claimed, certs, &expected, now);
@@ -194,6 +208,28 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The VCEK and chain of a bare SNP report, from the KDS at `base`.
+fn kds_certs(
+    base: &str,
+    cache: Option<PathBuf>,
+    input: &[u8],
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    use attesta_evidence::snp::{AttestationReport, decode_report};
+    let (_, bytes) = decode_report(input).map_err(|e| anyhow::anyhow!("report: {e}"))?;
+    let report = AttestationReport::parse(&bytes).map_err(|e| anyhow::anyhow!("report: {e}"))?;
+    let client = attesta_client::kds::KdsClient::new(
+        base,
+        cache,
+        std::time::Duration::from_secs(30),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    rt.block_on(client.certs_for(&report))
+        .context("fetching the VCEK from the KDS")
 }
 
 /// Parses a `--platform` value (the envelope's names).

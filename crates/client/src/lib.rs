@@ -13,6 +13,7 @@
 mod client;
 mod config;
 mod error;
+pub mod kds;
 mod wire;
 
 pub use client::{Client, InferOutcome, VerifiedNode};

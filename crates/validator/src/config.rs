@@ -54,6 +54,9 @@ pub struct PolicyConfig {
     pub measurements: Option<PathBuf>,
     /// PEM of a dev root to accept (`dev (insecure)` documents). Absent = hardware only.
     pub dev_root: Option<PathBuf>,
+    /// PEM of a dev-snp ARK to accept (`dev-snp (insecure)` SEV-SNP reports). Absent = hardware only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp_dev_root: Option<PathBuf>,
     /// Maximum document age in seconds (default 300).
     pub max_age_secs: Option<u64>,
     /// INSECURE (devnets, validator tests): accept dev documents that declare an
@@ -187,6 +190,9 @@ impl ValidatorConfig {
         if let Some(p) = c.policy.dev_root.as_mut() {
             fix(p);
         }
+        if let Some(p) = c.policy.snp_dev_root.as_mut() {
+            fix(p);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -273,6 +279,15 @@ impl ValidatorConfig {
             let root = TrustedRoot::from_pem("dev root", &pem)
                 .map_err(|e| ConfigError::Root(e.to_string()))?;
             policy = danger::accept_dev_root(policy, root);
+        }
+        if let Some(path) = &self.policy.snp_dev_root {
+            let pem = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let root = attesta_evidence::snp::SnpDevRoot::from_pem("dev-snp ARK (insecure)", &pem)
+                .map_err(|e| ConfigError::Root(e.to_string()))?;
+            policy = danger::accept_snp_dev_root(policy, root);
         }
         if self.policy.accept_declared_faults {
             policy = danger::accept_declared_faults(policy);
