@@ -211,19 +211,12 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
 }
 
 /// The VCEK and chain of a bare SNP report, from the KDS at `base`.
-fn kds_certs(
-    base: &str,
-    cache: Option<PathBuf>,
-    input: &[u8],
-) -> anyhow::Result<Vec<Vec<u8>>> {
+fn kds_certs(base: &str, cache: Option<PathBuf>, input: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
     use attesta_evidence::snp::{AttestationReport, decode_report};
     let (_, bytes) = decode_report(input).map_err(|e| anyhow::anyhow!("report: {e}"))?;
     let report = AttestationReport::parse(&bytes).map_err(|e| anyhow::anyhow!("report: {e}"))?;
-    let client = attesta_client::kds::KdsClient::new(
-        base,
-        cache,
-        std::time::Duration::from_secs(30),
-    )?;
+    let client =
+        attesta_client::kds::KdsClient::new(base, cache, std::time::Duration::from_secs(30))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -30,15 +30,27 @@ pub(crate) struct ChainFacts {
     pub detail: String,
 }
 
-impl ChainFacts {
+/// Facts about a verified chain that hold only inside its validity window.
+pub(crate) trait Window {
+    /// Latest notBefore and earliest notAfter (inclusive second) of the chain.
+    fn window(&self) -> (UnixTime, UnixTime);
+
     fn valid_at(&self, now: UnixTime) -> bool {
-        now >= self.not_before && now.as_millis() < self.not_after.as_millis().saturating_add(1000)
+        let (not_before, not_after) = self.window();
+        now >= not_before && now.as_millis() < not_after.as_millis().saturating_add(1000)
     }
 }
 
-pub(crate) struct ChainCache {
+impl Window for ChainFacts {
+    fn window(&self) -> (UnixTime, UnixTime) {
+        (self.not_before, self.not_after)
+    }
+}
+
+/// Verified chains (Nitro and SEV-SNP), bounded, valid only inside their window.
+pub(crate) struct ChainCache<F = ChainFacts> {
     capacity: usize,
-    map: Mutex<HashMap<Vec<u8>, ChainFacts>>,
+    map: Mutex<HashMap<Vec<u8>, F>>,
 }
 
 /// The exact bytes of leaf + cabundle, length-prefixed so that different
@@ -54,7 +66,7 @@ pub(crate) fn key(leaf: &[u8], cabundle: &[Vec<u8>]) -> Vec<u8> {
     k
 }
 
-impl ChainCache {
+impl<F: Window + Clone> ChainCache<F> {
     pub(crate) fn new(capacity: usize) -> Self {
         ChainCache {
             capacity,
@@ -62,7 +74,7 @@ impl ChainCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, ChainFacts>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, F>> {
         // A panic elsewhere while holding the lock cannot leave a half-written
         // entry (inserts are single calls), so a poisoned map is still sound.
         self.map
@@ -71,11 +83,11 @@ impl ChainCache {
     }
 
     /// A cached chain, only if every certificate is valid at `now`.
-    pub(crate) fn get(&self, key: &[u8], now: UnixTime) -> Option<ChainFacts> {
+    pub(crate) fn get(&self, key: &[u8], now: UnixTime) -> Option<F> {
         self.lock().get(key).filter(|f| f.valid_at(now)).cloned()
     }
 
-    pub(crate) fn insert(&self, key: Vec<u8>, facts: ChainFacts, now: UnixTime) {
+    pub(crate) fn insert(&self, key: Vec<u8>, facts: F, now: UnixTime) {
         if self.capacity == 0 {
             return;
         }
@@ -86,7 +98,7 @@ impl ChainCache {
         while map.len() >= self.capacity {
             let oldest = map
                 .iter()
-                .min_by_key(|(_, f)| f.not_after)
+                .min_by_key(|(_, f)| f.window().1)
                 .map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => map.remove(&k),

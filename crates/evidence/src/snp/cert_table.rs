@@ -123,7 +123,8 @@ mod tests {
             (GUID_ARK, b"ark"),
         ]);
         assert_eq!(parse(&t), Ok(vec![b"vcek".to_vec(), b"ark".to_vec()]));
-        assert_eq!(parse(&t[..30]), Err(CertTableError::Unterminated));
+        assert_eq!(parse(&t[..20]), Err(CertTableError::Unterminated));
+        assert_eq!(parse(&t[..30]), Err(CertTableError::OutOfBounds(0)));
         assert_eq!(parse(&[]), Err(CertTableError::Unterminated));
         let mut bad = t.clone();
         bad[16] = 0xff;
