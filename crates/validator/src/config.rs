@@ -386,6 +386,25 @@ cid = "bafkreia"
     }
 
     #[test]
+    fn snp_dev_root_is_accepted_only_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ValidatorConfig::parse(MIN, dir.path()).unwrap();
+        assert!(c.policy().unwrap().snp_dev_root().is_none());
+        // A real SEV-SNP ARK stands in for a dev ARK: any certificate parses.
+        let ark = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../evidence/src/roots/amd/milan_ark.pem"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ark.pem"), ark).unwrap();
+        let text = format!("{MIN}\n[validator.policy]\nsnp_dev_root = \"ark.pem\"\n");
+        let c = ValidatorConfig::parse(&text, dir.path()).unwrap();
+        assert!(c.policy().unwrap().snp_dev_root().is_some());
+        std::fs::write(dir.path().join("ark.pem"), "not a pem").unwrap();
+        assert!(matches!(c.policy(), Err(ConfigError::Root(_))));
+    }
+
+    #[test]
     fn dev_root_must_be_a_certificate() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("root.pem"), "not a pem").unwrap();
