@@ -14,6 +14,7 @@ mod quote;
 
 pub mod dcap_dev;
 pub mod dev;
+pub mod dev_snp;
 pub mod gramine;
 pub mod nitro;
 pub mod tsm;
@@ -69,6 +70,8 @@ pub enum TeeKind {
     Gramine,
     /// The insecure dev TEE.
     Dev,
+    /// The insecure dev SEV-SNP TEE (real report format, local ARK).
+    DevSnp,
 }
 
 impl FromStr for TeeKind {
@@ -80,8 +83,9 @@ impl FromStr for TeeKind {
             "tsm" => Ok(TeeKind::Tsm),
             "gramine" => Ok(TeeKind::Gramine),
             "dev" => Ok(TeeKind::Dev),
+            "dev-snp" => Ok(TeeKind::DevSnp),
             other => Err(format!(
-                "unknown TEE `{other}` (auto|nitro|tsm|gramine|dev)"
+                "unknown TEE `{other}` (auto|nitro|tsm|gramine|dev|dev-snp)"
             )),
         }
     }
@@ -122,6 +126,12 @@ pub fn select(kind: TeeKind, opts: SelectOptions) -> Result<Box<dyn Attester>, A
                 .dev
                 .ok_or_else(|| AttestError::Dev("dev TEE needs a data directory".into()))?;
             Ok(Box::new(dev::DevAttester::open(dev)?))
+        }
+        TeeKind::DevSnp => {
+            let dev = opts
+                .dev
+                .ok_or_else(|| AttestError::Dev("dev-snp TEE needs a data directory".into()))?;
+            Ok(Box::new(dev_snp::DevSnpAttester::open(dev)?))
         }
         TeeKind::Auto => {
             if opts.nsm_device.exists() {
