@@ -409,6 +409,7 @@ async fn drive(
             measurements: Some(measurements),
             dev_root: Some(dev_root),
             snp_dev_root: None,
+            dcap_dev_root: None,
             max_age_secs: Some(60),
             // The faulty nodes declare their faults; judge them by their answers.
             accept_declared_faults: true,

@@ -80,8 +80,9 @@ pub struct NodeArgs {
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
     /// root written to <data-dir>/dev-root.pem), `dev-snp` (INSECURE: SEV-SNP format reports,
-    /// local ARK written to <data-dir>/dev-snp-ark.pem), or `none` (plain /infer only, no
-    /// attestation).
+    /// local ARK written to <data-dir>/dev-snp-ark.pem), `dev-tdx` (INSECURE: TDX quotes with
+    /// their collateral, local root written to <data-dir>/dev-dcap-root.pem at each start), or
+    /// `none` (plain /infer only, no attestation).
     #[arg(long, env = "ATTESTA_TEE", value_name = "TEE")]
     tee: Option<String>,
     /// How old a sealed request may be (its `issued_at`, on the node clock) [default: 60s];
@@ -475,6 +476,23 @@ fn start_attester(
             ark = %global.data_dir.join(attesta_attester::dev_snp::DEV_SNP_ARK_FILE).display(),
             measurement = %hex::encode(dev.measurement()),
             "INSECURE dev-snp TEE: SEV-SNP reports signed by a local ARK; verifiers must name it with --snp-dev-root"
+        );
+        (Arc::new(dev), None)
+    } else if kind == TeeKind::DevTdx {
+        if let Some(fault) = args.insecure_fault {
+            return Err(FaultRefused {
+                fault,
+                tee: tee.to_owned(),
+            }
+            .into());
+        }
+        let opts = DevOptions::new(&global.data_dir).context("preparing the dev-tdx TEE")?;
+        let dev = attesta_attester::dev_tdx::DevTdxAttester::open(opts)
+            .context("starting the dev-tdx TEE")?;
+        tracing::warn!(
+            root = %global.data_dir.join(attesta_attester::dev_tdx::DEV_DCAP_ROOT_FILE).display(),
+            mrtd = %hex::encode(dev.measurement()),
+            "INSECURE dev-tdx TEE: TDX quotes and collateral signed by a local root (new at each start); verifiers must name it with --dcap-dev-root"
         );
         (Arc::new(dev), None)
     } else {

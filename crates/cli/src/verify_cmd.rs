@@ -121,8 +121,9 @@ pub struct MeasureArgs {
     /// TEE in PCR9.
     #[arg(long, value_name = "FILE")]
     engine_lib: Option<PathBuf>,
-    /// Print the entry for this TEE: `dev` (PCR0, the default) or `dev-snp` (the SEV-SNP
-    /// launch measurement the dev-snp TEE reports).
+    /// Print the entry for this TEE: `dev` (PCR0, the default), `dev-snp` (the SEV-SNP
+    /// launch measurement the dev-snp TEE reports) or `dev-tdx` (the MRTD and RTMR0-3 the
+    /// dev-tdx TEE reports).
     #[arg(long, value_name = "TEE", default_value = "dev")]
     tee: String,
 }
@@ -438,7 +439,15 @@ pub fn measure(args: MeasureArgs) -> anyhow::Result<ExitCode> {
             };
             print!("{}", release.to_toml());
         }
-        other => anyhow::bail!("--tee {other:?}: expected dev or dev-snp"),
+        "dev-tdx" => {
+            let release = attesta_attester::dev_tdx::release_for(&exe, &args.name)
+                .with_context(|| format!("measuring {}", exe.display()))?;
+            print!(
+                "{}",
+                attesta_attester::dev_tdx::release_toml(&release, "dev-tdx")
+            );
+        }
+        other => anyhow::bail!("--tee {other:?}: expected dev, dev-snp or dev-tdx"),
     }
     Ok(ExitCode::SUCCESS)
 }

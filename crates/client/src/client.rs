@@ -223,6 +223,11 @@ impl Client {
                 binding::check_report_data(&r.report.report_data, &att.keyset, nonce)?,
                 0,
             ),
+            // DCAP quotes carry no time either; they bind like SNP reports.
+            VerifiedEvidence::Dcap(q) => (
+                binding::check_report_data(q.quote.body.report_data(), &att.keyset, nonce)?,
+                0,
+            ),
             other => {
                 return Err(ClientError::Protocol(format!(
                     "no binding rule for platform {}",

@@ -170,12 +170,15 @@ pub async fn v1(
     let platform = att.attester.platform();
     let certs = envelope_certs(platform, produced.aux.as_deref());
     let mut body = serde_json::json!({
-        // The wire id is the enum's serde name (`nitro`, `tdx`, `sev-snp`, `sgx`, `dev`, `dev-snp`).
+        // The wire id is the enum's serde name (`nitro`, `tdx`, `sev-snp`, `sgx`, `dev`, `dev-snp`, `dev-tdx`).
         "platform": platform,
         "platform_label": platform.to_string(),
         "insecure": matches!(
             platform,
-            attesta_attester::Platform::Dev | attesta_attester::Platform::DevSnp
+            attesta_attester::Platform::Dev
+                | attesta_attester::Platform::DevSnp
+                | attesta_attester::Platform::DevTdx
+                | attesta_attester::Platform::DevSgx
         ),
         "evidence": base64::engine::general_purpose::STANDARD.encode(&evidence),
         "keyset": {
@@ -190,6 +193,9 @@ pub async fn v1(
             .iter()
             .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
             .collect();
+    }
+    if let Some(collateral) = envelope_collateral(platform, produced.aux.as_deref()) {
+        body["collateral"] = collateral;
     }
     Ok(axum::Json(body).into_response())
 }
@@ -208,6 +214,25 @@ fn envelope_certs(platform: attesta_attester::Platform, aux: Option<&[u8]>) -> V
             })
         }
         _ => Vec::new(),
+    }
+}
+
+/// The collateral of a DCAP quote (dcap-qvl's `QuoteCollateralV3` JSON),
+/// when the attester supplied it beside the quote (the dev TDX TEE does),
+/// so verifiers need no network. Unusable JSON is logged and sent as none:
+/// verifiers then fail closed (no collateral).
+fn envelope_collateral(
+    platform: attesta_attester::Platform,
+    aux: Option<&[u8]>,
+) -> Option<serde_json::Value> {
+    use attesta_attester::Platform;
+    match (platform, aux) {
+        (Platform::Tdx | Platform::DevTdx | Platform::Sgx | Platform::DevSgx, Some(json)) => {
+            serde_json::from_slice(json)
+                .map_err(|e| tracing::warn!(error = %e, "DCAP collateral unusable"))
+                .ok()
+        }
+        _ => None,
     }
 }
 

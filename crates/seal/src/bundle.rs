@@ -288,9 +288,17 @@ impl ProofBundle {
         step(
             "bundle",
             match self.platform {
-                Platform::Nitro | Platform::Dev | Platform::SevSnp | Platform::DevSnp => Ok(
-                    format!("version {}, platform {}", self.version, self.platform),
-                ),
+                Platform::Nitro
+                | Platform::Dev
+                | Platform::SevSnp
+                | Platform::DevSnp
+                | Platform::Tdx
+                | Platform::DevTdx
+                | Platform::Sgx
+                | Platform::DevSgx => Ok(format!(
+                    "version {}, platform {}",
+                    self.version, self.platform
+                )),
                 p => Err(BundleError::UnsupportedPlatform(p)),
             },
         )?;
@@ -349,6 +357,12 @@ impl ProofBundle {
             .map_err(BundleError::from),
             VerifiedEvidence::Snp(r) => binding::check_report_data(
                 &r.report.report_data,
+                &self.keyset,
+                &self.attestation_nonce,
+            )
+            .map_err(BundleError::from),
+            VerifiedEvidence::Dcap(q) => binding::check_report_data(
+                q.quote.body.report_data(),
                 &self.keyset,
                 &self.attestation_nonce,
             )

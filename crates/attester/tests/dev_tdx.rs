@@ -1,0 +1,180 @@
+//! The dev-tdx TEE: its quotes, with the collateral it hands out beside
+//! them, pass the DCAP verifier only through the danger API (reported
+//! `dev-tdx (insecure)`), bind the requested report_data, match the release
+//! it reports, and keep verifying after the collateral is reissued.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use attesta_attester::dcap_dev::COLLATERAL_LIFETIME;
+use attesta_attester::dev::{Clock, DevOptions, Entropy};
+use attesta_attester::dev_tdx::{DEV_DCAP_ROOT_FILE, DevTdxAttester, release_toml};
+use attesta_attester::{AttestError, AttestRequest, Attester, Platform};
+use attesta_evidence::{
+    Envelope, EvidenceVerifier, Expected, Policy, PolicyFile, Registry, UnixTime, danger,
+};
+
+struct TestClock(Arc<AtomicU64>);
+impl Clock for TestClock {
+    fn now(&self) -> UnixTime {
+        UnixTime::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Deterministic entropy: SHA-384 of a counter.
+struct TestEntropy(Mutex<u64>);
+impl Entropy for TestEntropy {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), AttestError> {
+        let mut c = self.0.lock().unwrap();
+        for chunk in dest.chunks_mut(48) {
+            *c += 1;
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &c.to_le_bytes());
+            chunk.copy_from_slice(&d.as_ref()[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn open(dir: &std::path::Path, clock: Arc<AtomicU64>) -> DevTdxAttester {
+    let exe = dir.join("fake-attesta");
+    std::fs::write(&exe, b"#!/bin/sh\necho pretend\n").unwrap();
+    DevTdxAttester::open(DevOptions {
+        data_dir: dir.join("data"),
+        executable: exe,
+        clock: Arc::new(TestClock(clock)),
+        entropy: Arc::new(TestEntropy(Mutex::new(1))),
+    })
+    .unwrap()
+}
+
+fn req(report_data: [u8; 64]) -> AttestRequest {
+    AttestRequest {
+        nonce: vec![1; 16],
+        user_data: None,
+        public_key: None,
+        report_data,
+    }
+}
+
+fn envelope(dev: &DevTdxAttester, report_data: [u8; 64]) -> Envelope {
+    let ev = dev.attest(&req(report_data)).unwrap();
+    assert_eq!(ev.platform, Platform::DevTdx);
+    Envelope {
+        collateral: Some(serde_json::from_slice(&ev.aux.unwrap()).unwrap()),
+        ..Envelope::new(Platform::DevTdx, ev.bytes)
+    }
+}
+
+#[test]
+fn dev_tdx_quotes_pass_only_through_the_danger_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let dev = open(dir.path(), clock.clone());
+    // The root verifiers need is on disk and is the attester's.
+    let pem = std::fs::read_to_string(dir.path().join("data").join(DEV_DCAP_ROOT_FILE)).unwrap();
+    assert_eq!(pem, dev.root_pem());
+    let rd = [0x42; 64];
+    let env = envelope(&dev, rd);
+    let now = UnixTime::from_millis(T0 + 1000);
+    let expected = Expected {
+        report_data: Some(rd.to_vec()),
+        ..Default::default()
+    };
+
+    // Intel's root only: refused.
+    let hw = EvidenceVerifier::new(Policy::aws_nitro().unwrap());
+    let v = hw.verify(&env, &expected, now);
+    assert_eq!(
+        v.outcome.as_ref().err().map(|e| e.code()),
+        Some("untrusted_root"),
+        "{}",
+        v.report
+    );
+
+    // The release `measure --tee dev-tdx` prints parses and matches.
+    let file = PolicyFile::parse(&release_toml(&dev.release("dev-tdx"), "dev-tdx")).unwrap();
+    let policy = |reg: Registry| {
+        danger::accept_dcap_dev_root(
+            Policy::aws_nitro().unwrap().with_measurements(reg),
+            dev.dev_root().unwrap(),
+        )
+    };
+    let dev_v = EvidenceVerifier::new(file.apply(policy(Registry::default())));
+    let v = dev_v.verify(&env, &expected, now);
+    let ok = v.outcome.as_ref().unwrap();
+    assert_eq!(ok.platform(), Platform::DevTdx);
+    assert!(ok.insecure());
+    assert_eq!(ok.release(), Some("dev-tdx"));
+    assert_eq!(ok.report_data(), Some(&rd));
+    assert!(v.report.to_string().contains("dev-tdx (insecure)"));
+
+    // Another report_data: refused.
+    let other = Expected {
+        report_data: Some(vec![0x43; 64]),
+        ..Default::default()
+    };
+    let v = dev_v.verify(&env, &other, now);
+    assert_eq!(
+        v.outcome.err().map(|e| e.code()),
+        Some("report_data_mismatch")
+    );
+
+    // Another MRTD: refused.
+    let mut wrong = dev.release("other");
+    wrong.values.get_mut("mrtd").unwrap()[0] ^= 1;
+    let v = EvidenceVerifier::new(policy(Registry::default().with_dcap(vec![wrong])))
+        .verify(&env, &expected, now);
+    assert_eq!(
+        v.outcome.err().map(|e| e.code()),
+        Some("measurement_mismatch")
+    );
+
+    // Claimed as hardware TDX: the dev root verifies, the platform check refuses.
+    let claimed = Envelope {
+        platform: Platform::Tdx,
+        ..env.clone()
+    };
+    let v = dev_v.verify(&claimed, &expected, now);
+    assert_eq!(v.outcome.err().map(|e| e.code()), Some("platform_mismatch"));
+}
+
+#[test]
+fn collateral_is_reissued_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let dev = open(dir.path(), clock.clone());
+    let first = dev.collateral().unwrap();
+    // Well past the first collateral's nextUpdate, the node still serves
+    // collateral that verifies at that time.
+    let later = T0 + (COLLATERAL_LIFETIME.as_millis() as u64) * 3 / 2;
+    let mut at = T0;
+    while at < later {
+        at += COLLATERAL_LIFETIME.as_millis() as u64 / 4;
+        clock.store(at, Ordering::SeqCst);
+        let _ = dev.collateral().unwrap();
+    }
+    let env = envelope(&dev, [0; 64]);
+    assert_ne!(env.collateral.as_ref(), Some(&first));
+    let v = EvidenceVerifier::new(danger::accept_dcap_dev_root(
+        Policy::aws_nitro().unwrap(),
+        dev.dev_root().unwrap(),
+    ));
+    let now = UnixTime::from_millis(at + 1000);
+    let r = v.verify(&env, &Expected::default(), now);
+    assert!(r.outcome.is_ok(), "{}", r.report);
+    // The first collateral, at that time, is expired: the reissue mattered.
+    let stale = Envelope {
+        collateral: Some(first),
+        ..env
+    };
+    let r = v.verify(&stale, &Expected::default(), now);
+    assert!(r.outcome.is_err(), "{}", r.report);
+}
