@@ -10,40 +10,20 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use common::{T0, TestClock, TestEntropy};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use attesta_attester::dev::{Clock, DevOptions, Entropy};
+use attesta_attester::dev::DevOptions;
 use attesta_attester::dev_snp::{DEV_TCB, DevSnpAttester, VcekSpec};
-use attesta_attester::{AttestError, AttestRequest, Attester, Platform};
+use attesta_attester::{AttestRequest, Attester, Platform};
 use attesta_evidence::snp::{Product, RawTcb, Tcb, cert_table};
 use attesta_evidence::{
     Envelope, EvidenceVerifier, Expected, Policy, Registry, SnpVerifier, UnixTime, VerifyError,
     danger,
 };
-
-struct TestClock(AtomicU64);
-impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        UnixTime::from_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// Deterministic entropy: SHA-384 of a counter.
-struct TestEntropy(Mutex<u64>);
-impl Entropy for TestEntropy {
-    fn fill(&self, dest: &mut [u8]) -> Result<(), AttestError> {
-        let mut c = self.0.lock().unwrap();
-        for chunk in dest.chunks_mut(48) {
-            *c += 1;
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &c.to_le_bytes());
-            chunk.copy_from_slice(&d.as_ref()[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
-const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 fn open_with(dir: &std::path::Path, seed: u64, spec: Option<VcekSpec<'_>>) -> DevSnpAttester {
     let exe = dir.join("fake-attesta");
@@ -341,7 +321,7 @@ fn envelope_dispatch_checks_measurement_and_platform() {
     let hw = Envelope::new(Platform::SevSnp, ev.bytes.clone()).with_certs(dev.certs());
     let v = EvidenceVerifier::new(policy(good.clone())).verify(&hw, &Expected::default(), now());
     assert_eq!(v.outcome.err().map(|e| e.code()), Some("platform_mismatch"));
-    // TDX/SGX go to the DCAP plug-in point: a typed refusal, never a pass.
+    // Claimed as TDX/SGX, the report goes to the DCAP verifier: a typed refusal, never a pass.
     for p in [Platform::Tdx, Platform::Sgx] {
         let v = EvidenceVerifier::new(policy(good.clone())).verify(
             &Envelope::new(p, ev.bytes.clone()),
@@ -350,7 +330,7 @@ fn envelope_dispatch_checks_measurement_and_platform() {
         );
         assert_eq!(
             v.outcome.err().map(|e| e.code()),
-            Some("unsupported_platform")
+            Some("bad_collateral")
         );
         assert!(!v.report.verified);
     }

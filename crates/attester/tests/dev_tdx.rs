@@ -9,47 +9,27 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use common::{T0, TestClock, TestEntropy};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use attesta_attester::dcap_dev::COLLATERAL_LIFETIME;
-use attesta_attester::dev::{Clock, DevOptions, Entropy};
+use attesta_attester::dev::DevOptions;
 use attesta_attester::dev_tdx::{DEV_DCAP_ROOT_FILE, DevTdxAttester, release_toml};
-use attesta_attester::{AttestError, AttestRequest, Attester, Platform};
+use attesta_attester::{AttestRequest, Attester, Platform};
 use attesta_evidence::{
     Envelope, EvidenceVerifier, Expected, Policy, PolicyFile, Registry, UnixTime, danger,
 };
 
-struct TestClock(Arc<AtomicU64>);
-impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        UnixTime::from_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// Deterministic entropy: SHA-384 of a counter.
-struct TestEntropy(Mutex<u64>);
-impl Entropy for TestEntropy {
-    fn fill(&self, dest: &mut [u8]) -> Result<(), AttestError> {
-        let mut c = self.0.lock().unwrap();
-        for chunk in dest.chunks_mut(48) {
-            *c += 1;
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &c.to_le_bytes());
-            chunk.copy_from_slice(&d.as_ref()[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
-const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-
-fn open(dir: &std::path::Path, clock: Arc<AtomicU64>) -> DevTdxAttester {
+fn open(dir: &std::path::Path, clock: Arc<TestClock>) -> DevTdxAttester {
     let exe = dir.join("fake-attesta");
     std::fs::write(&exe, b"#!/bin/sh\necho pretend\n").unwrap();
     DevTdxAttester::open(DevOptions {
         data_dir: dir.join("data"),
         executable: exe,
-        clock: Arc::new(TestClock(clock)),
+        clock,
         entropy: Arc::new(TestEntropy(Mutex::new(1))),
     })
     .unwrap()
@@ -76,7 +56,7 @@ fn envelope(dev: &DevTdxAttester, report_data: [u8; 64]) -> Envelope {
 #[test]
 fn dev_tdx_quotes_pass_only_through_the_danger_api() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
+    let clock = Arc::new(TestClock(AtomicU64::new(T0)));
     let dev = open(dir.path(), clock.clone());
     // The root verifiers need is on disk and is the attester's.
     let pem = std::fs::read_to_string(dir.path().join("data").join(DEV_DCAP_ROOT_FILE)).unwrap();
@@ -149,7 +129,7 @@ fn dev_tdx_quotes_pass_only_through_the_danger_api() {
 #[test]
 fn collateral_is_reissued_before_it_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(AtomicU64::new(T0));
+    let clock = Arc::new(TestClock(AtomicU64::new(T0)));
     let dev = open(dir.path(), clock.clone());
     let first = dev.collateral().unwrap();
     // Well past the first collateral's nextUpdate, the node still serves
@@ -157,8 +137,8 @@ fn collateral_is_reissued_before_it_expires() {
     let later = T0 + (COLLATERAL_LIFETIME.as_millis() as u64) * 3 / 2;
     let mut at = T0;
     while at < later {
+        clock.advance(COLLATERAL_LIFETIME / 4);
         at += COLLATERAL_LIFETIME.as_millis() as u64 / 4;
-        clock.store(at, Ordering::SeqCst);
         let _ = dev.collateral().unwrap();
     }
     let env = envelope(&dev, [0; 64]);
