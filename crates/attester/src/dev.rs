@@ -282,9 +282,23 @@ pub(crate) fn load_or_create_root(
     dir: &Path,
     cert_file: &str,
     key_file: &str,
+    params: CertificateParams,
+    now: UnixTime,
+    entropy: &dyn Entropy,
+) -> Result<(Vec<u8>, KeyPair), AttestError> {
+    load_or_create_root_with(dir, cert_file, key_file, params, now, entropy, p384_key)
+}
+
+/// As [`load_or_create_root`], with a new root's key made by `make_key`
+/// (P-256 for the DCAP dev root, as Intel's).
+pub(crate) fn load_or_create_root_with(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
     mut params: CertificateParams,
     now: UnixTime,
     entropy: &dyn Entropy,
+    make_key: fn(&dyn Entropy) -> Result<EcdsaKeyPair, AttestError>,
 ) -> Result<(Vec<u8>, KeyPair), AttestError> {
     let cert_path = dir.join(cert_file);
     let key_path = dir.join(key_file);
@@ -304,7 +318,7 @@ pub(crate) fn load_or_create_root(
         }
         (false, false) => {
             std::fs::create_dir_all(dir).map_err(AttestError::io("create", dir))?;
-            let root_key = rcgen_key(&p384_key(entropy)?)?;
+            let root_key = rcgen_key(&make_key(entropy)?)?;
             params.not_before = offset(now.saturating_sub(BACKDATE))?;
             params.not_after = offset(now.saturating_add(ROOT_LIFETIME))?;
             params.serial_number = Some(serial(entropy)?);

@@ -5,9 +5,10 @@
 //! through `danger::accept_dcap_dev_root` and always report
 //! `dev-tdx (insecure)`.
 //!
-//! The signer's keys live in memory only, so each start generates a fresh
-//! root and writes it to `<data-dir>/dev-dcap-root.pem` (share this with
-//! verifiers: `--dcap-dev-root`). The collateral (TCB info, QE identity,
+//! Layout under the data dir: `dev-dcap-root.pem` (share this with
+//! verifiers: `--dcap-dev-root`) and `dev-dcap-root.key` (0600), made on
+//! first start; each start issues a fresh PCK chain, TCB signing
+//! certificate and attestation key under that root. The collateral (TCB info, QE identity,
 //! CRLs) travels beside every quote as the envelope's `collateral`, so
 //! verifiers need no network. MRTD is SHA-384 of the executable; RTMR0-3,
 //! MRCONFIGID and MROWNER are zero.
@@ -24,8 +25,10 @@ use crate::dcap_dev::{COLLATERAL_LIFETIME, CollateralSpec, DcapDevSigner, TdxBod
 use crate::dev::{Clock, DevOptions, measure_executable};
 use crate::{AttestError, AttestRequest, Attester, Evidence, Platform};
 
-/// The dev DCAP root certificate, relative to the data dir (rewritten at each start).
+/// The dev DCAP root certificate, relative to the data dir.
 pub const DEV_DCAP_ROOT_FILE: &str = "dev-dcap-root.pem";
+/// The dev DCAP root's private key (PKCS#8 PEM, 0600), relative to the data dir.
+pub const DEV_DCAP_ROOT_KEY_FILE: &str = "dev-dcap-root.key";
 /// The quote version the dev TDX TEE produces.
 pub const DEV_TDX_QUOTE_VERSION: u16 = 4;
 
@@ -103,17 +106,18 @@ fn collateral_json(
 }
 
 impl DevTdxAttester {
-    /// Generates a fresh dev DCAP PKI, writes its root to
-    /// `<data-dir>/dev-dcap-root.pem`, measures the executable and checks
-    /// one of its own quotes.
+    /// Loads the dev DCAP root from the data dir (creating it on first
+    /// start), issues a fresh PKI under it, measures the executable and
+    /// checks one of its own quotes.
     pub fn open(opts: DevOptions) -> Result<Self, AttestError> {
         let now = opts.clock.now();
-        let signer = DcapDevSigner::generate(opts.entropy.as_ref(), now)?;
-        std::fs::create_dir_all(&opts.data_dir)
-            .map_err(AttestError::io("create", &opts.data_dir))?;
-        let root_path = opts.data_dir.join(DEV_DCAP_ROOT_FILE);
-        std::fs::write(&root_path, signer.root_pem())
-            .map_err(AttestError::io("write", &root_path))?;
+        let signer = DcapDevSigner::under_root_in(
+            &opts.data_dir,
+            DEV_DCAP_ROOT_FILE,
+            DEV_DCAP_ROOT_KEY_FILE,
+            opts.entropy.as_ref(),
+            now,
+        )?;
         let (_, json) = collateral_json(&signer, now)?;
         let me = DevTdxAttester {
             signer,

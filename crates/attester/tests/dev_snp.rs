@@ -328,10 +328,7 @@ fn envelope_dispatch_checks_measurement_and_platform() {
             &Expected::default(),
             now(),
         );
-        assert_eq!(
-            v.outcome.err().map(|e| e.code()),
-            Some("bad_collateral")
-        );
+        assert_eq!(v.outcome.err().map(|e| e.code()), Some("bad_collateral"));
         assert!(!v.report.verified);
     }
 }

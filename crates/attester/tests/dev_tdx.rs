@@ -158,3 +158,38 @@ fn collateral_is_reissued_before_it_expires() {
     let r = v.verify(&stale, &Expected::default(), now);
     assert!(r.outcome.is_err(), "{}", r.report);
 }
+
+#[test]
+fn the_root_survives_a_restart_and_is_never_half_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), Arc::new(TestClock(AtomicU64::new(T0))));
+    let pem = first.root_pem();
+    drop(first);
+    // Restarted a day later: a new PKI under the same root.
+    let again = open(
+        dir.path(),
+        Arc::new(TestClock(AtomicU64::new(T0 + 86_400_000))),
+    );
+    assert_eq!(again.root_pem(), pem);
+    let v = EvidenceVerifier::new(danger::accept_dcap_dev_root(
+        Policy::aws_nitro().unwrap(),
+        attesta_evidence::dcap::DcapRoot::from_pem("dev (insecure)", &pem).unwrap(),
+    ));
+    let r = v.verify(
+        &envelope(&again, [1; 64]),
+        &Expected::default(),
+        UnixTime::from_millis(T0 + 86_401_000),
+    );
+    assert!(r.outcome.is_ok(), "{}", r.report);
+    // The key without its certificate: refused, not silently replaced.
+    std::fs::remove_file(dir.path().join("data").join(DEV_DCAP_ROOT_FILE)).unwrap();
+    let exe = dir.path().join("fake-attesta");
+    let err = DevTdxAttester::open(DevOptions {
+        data_dir: dir.path().join("data"),
+        executable: exe,
+        clock: Arc::new(TestClock(AtomicU64::new(T0))),
+        entropy: Arc::new(TestEntropy(Mutex::new(1))),
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("refusing"), "{err}");
+}

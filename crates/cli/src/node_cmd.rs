@@ -81,7 +81,7 @@ pub struct NodeArgs {
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
     /// root written to <data-dir>/dev-root.pem), `dev-snp` (INSECURE: SEV-SNP format reports,
     /// local ARK written to <data-dir>/dev-snp-ark.pem), `dev-tdx` (INSECURE: TDX quotes with
-    /// their collateral, local root written to <data-dir>/dev-dcap-root.pem at each start), or
+    /// their collateral, local root written to <data-dir>/dev-dcap-root.pem), or
     /// `none` (plain /infer only, no attestation).
     #[arg(long, env = "ATTESTA_TEE", value_name = "TEE")]
     tee: Option<String>,
@@ -492,7 +492,7 @@ fn start_attester(
         tracing::warn!(
             root = %global.data_dir.join(attesta_attester::dev_tdx::DEV_DCAP_ROOT_FILE).display(),
             mrtd = %hex::encode(dev.measurement()),
-            "INSECURE dev-tdx TEE: TDX quotes and collateral signed by a local root (new at each start); verifiers must name it with --dcap-dev-root"
+            "INSECURE dev-tdx TEE: TDX quotes and collateral signed by a local root; verifiers must name it with --dcap-dev-root"
         );
         (Arc::new(dev), None)
     } else {
