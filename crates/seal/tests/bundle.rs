@@ -230,12 +230,10 @@ fn digest_mismatches_and_policy_failures_are_named() {
         code(&nitro_claim, v, BundleChecks::default()),
         "platform_mismatch"
     );
+    // Claimed as TDX, the Nitro document goes to the DCAP verifier: refused, never passed.
     let mut tdx = bundle(&r);
     tdx.platform = Platform::Tdx;
-    assert_eq!(
-        code(&tdx, v, BundleChecks::default()),
-        "unsupported_platform"
-    );
+    assert_eq!(code(&tdx, v, BundleChecks::default()), "bad_collateral");
     let mut garbled = bundle(&r);
     garbled.evidence = "!!".into();
     assert_eq!(
