@@ -4,15 +4,15 @@
 
 use std::sync::OnceLock;
 
-use attesta_evidence::{NitroVerifier, Policy};
+use attesta_evidence::{EvidenceVerifier, Policy};
 use attesta_seal::binding::{check_nitro, parse_nitriding_user_data};
 use attesta_seal::bundle::{BundleChecks, ProofBundle};
 use attesta_seal::PublicKeySet;
 use libfuzzer_sys::fuzz_target;
 
-fn verifier() -> Option<&'static NitroVerifier> {
-    static V: OnceLock<Option<NitroVerifier>> = OnceLock::new();
-    V.get_or_init(|| Policy::aws_nitro().ok().map(NitroVerifier::new)).as_ref()
+fn verifier() -> Option<&'static EvidenceVerifier> {
+    static V: OnceLock<Option<EvidenceVerifier>> = OnceLock::new();
+    V.get_or_init(|| Policy::aws_nitro().ok().map(EvidenceVerifier::new)).as_ref()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -26,6 +26,8 @@ use rcgen::{
 use crate::AttestError;
 use crate::dev::{Entropy, dev_err, offset, p256_key, rcgen_key, serial};
 
+/// Common name of the dev root.
+const ROOT_CN: &str = "attesta dev SGX root (insecure)";
 /// Lifetime of the dev PKI.
 const PKI_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 /// Lifetime of the collateral (TCB info, QE identity, CRLs), as Intel's (~30 days).
@@ -220,6 +222,31 @@ fn rfc3339(t: UnixTime) -> String {
 impl DcapDevSigner {
     /// Generates a fresh dev PKI valid from `now` for a year.
     pub fn generate(entropy: &dyn Entropy, now: UnixTime) -> Result<Self, AttestError> {
+        Self::generate_with_root(entropy, now, None)
+    }
+
+    /// Loads the dev root (P-256) from `dir` (creating `cert_file` and
+    /// `key_file`, 0600, on first use) and issues a fresh PKI under it, so
+    /// the root verifiers pin survives restarts and can be shared by nodes.
+    pub fn under_root_in(
+        dir: &std::path::Path,
+        cert_file: &str,
+        key_file: &str,
+        entropy: &dyn Entropy,
+        now: UnixTime,
+    ) -> Result<Self, AttestError> {
+        let params = ca_params(ROOT_CN, now, now.saturating_add(PKI_LIFETIME))?;
+        let (der, key) = crate::dev::load_or_create_root_with(
+            dir, cert_file, key_file, params, now, entropy, p256_key,
+        )?;
+        Self::generate_with_root(entropy, now, Some((der, key)))
+    }
+
+    fn generate_with_root(
+        entropy: &dyn Entropy,
+        now: UnixTime,
+        root: Option<(Vec<u8>, KeyPair)>,
+    ) -> Result<Self, AttestError> {
         let from = now.saturating_sub(BACKDATE);
         let until = now.saturating_add(PKI_LIFETIME);
         let ca = |cn: &str, signer: Option<&Ca>| -> Result<Ca, AttestError> {
@@ -237,7 +264,18 @@ impl DcapDevSigner {
                 key,
             })
         };
-        let root = ca("attesta dev SGX root (insecure)", None)?;
+        let root = match root {
+            None => ca(ROOT_CN, None)?,
+            // The issuer object only carries the root's name and key into
+            // the certificates it signs; the root itself is the DER on disk.
+            Some((der, key)) => Ca {
+                issuer: ca_params(ROOT_CN, from, until)?
+                    .self_signed(&key)
+                    .map_err(dev_err(ROOT_CN))?,
+                key,
+                der,
+            },
+        };
         let pck_ca = ca("attesta dev PCK platform CA (insecure)", Some(&root))?;
         let leaf = |cn: &str, issuer: &Ca, ext: Option<Vec<u8>>| {
             let key = p256_key(entropy)?;

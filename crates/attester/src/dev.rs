@@ -36,8 +36,8 @@ pub const DEV_ROOT_KEY_FILE: &str = "dev-root.key";
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(3 * 3600);
 /// A leaf is replaced this long before it expires.
 pub const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
-const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
-const BACKDATE: Duration = Duration::from_secs(60);
+pub(crate) const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(60);
 const ROOT_CN: &str = "attesta dev root (insecure)";
 const PCR_COUNT: u8 = 16;
 
@@ -186,7 +186,7 @@ pub(crate) fn dev_err(what: &str) -> impl FnOnce(rcgen::Error) -> AttestError + 
 
 /// A P-384 key from 48 bytes of entropy (RFC 5915 without the public key;
 /// aws-lc derives it). Retries in the ~2^-190 case of a scalar ≥ n.
-fn p384_key(entropy: &dyn Entropy) -> Result<EcdsaKeyPair, AttestError> {
+pub(crate) fn p384_key(entropy: &dyn Entropy) -> Result<EcdsaKeyPair, AttestError> {
     ec_key::<48>(
         entropy,
         &ECDSA_P384_SHA384_FIXED_SIGNING,
@@ -260,7 +260,7 @@ fn root_params() -> CertificateParams {
     p
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), AttestError> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), AttestError> {
     let tmp = path.with_extension("tmp");
     let mut f = OpenOptions::new()
         .write(true)
@@ -275,50 +275,80 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), AttestError> {
     std::fs::rename(&tmp, path).map_err(AttestError::io("rename", path))
 }
 
+/// Loads a self-signed root and its key from `dir` (creating both on first
+/// start). Refuses a half-present root (one of the two files missing)
+/// rather than replacing it.
+pub(crate) fn load_or_create_root(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    params: CertificateParams,
+    now: UnixTime,
+    entropy: &dyn Entropy,
+) -> Result<(Vec<u8>, KeyPair), AttestError> {
+    load_or_create_root_with(dir, cert_file, key_file, params, now, entropy, p384_key)
+}
+
+/// As [`load_or_create_root`], with a new root's key made by `make_key`
+/// (P-256 for the DCAP dev root, as Intel's).
+pub(crate) fn load_or_create_root_with(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    mut params: CertificateParams,
+    now: UnixTime,
+    entropy: &dyn Entropy,
+    make_key: fn(&dyn Entropy) -> Result<EcdsaKeyPair, AttestError>,
+) -> Result<(Vec<u8>, KeyPair), AttestError> {
+    let cert_path = dir.join(cert_file);
+    let key_path = dir.join(key_file);
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            let key_pem =
+                std::fs::read_to_string(&key_path).map_err(AttestError::io("read", &key_path))?;
+            let root_key = KeyPair::from_pem(&key_pem).map_err(dev_err(key_file))?;
+            let cert_pem =
+                std::fs::read_to_string(&cert_path).map_err(AttestError::io("read", &cert_path))?;
+            let der = pem::certificates(&cert_pem)
+                .map_err(|e| AttestError::Dev(format!("{cert_file}: {e}")))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| AttestError::Dev(format!("{cert_file} is empty")))?;
+            Ok((der, root_key))
+        }
+        (false, false) => {
+            std::fs::create_dir_all(dir).map_err(AttestError::io("create", dir))?;
+            let root_key = rcgen_key(&make_key(entropy)?)?;
+            params.not_before = offset(now.saturating_sub(BACKDATE))?;
+            params.not_after = offset(now.saturating_add(ROOT_LIFETIME))?;
+            params.serial_number = Some(serial(entropy)?);
+            let cert = params.self_signed(&root_key).map_err(dev_err("root"))?;
+            write_private(&key_path, root_key.serialize_pem().as_bytes())?;
+            std::fs::write(&cert_path, cert.pem()).map_err(AttestError::io("write", &cert_path))?;
+            Ok((cert.der().to_vec(), root_key))
+        }
+        _ => Err(AttestError::Dev(format!(
+            "only one of {} and {} exists; refusing to replace the root",
+            cert_path.display(),
+            key_path.display()
+        ))),
+    }
+}
+
 impl DevAttester {
     /// Loads the dev root from the data dir (creating it on first start),
     /// measures the executable and issues a leaf. Refuses a half-present
     /// root (one of the two files missing) rather than replacing it.
     pub fn open(opts: DevOptions) -> Result<Self, AttestError> {
         let now = opts.clock.now();
-        let cert_path = opts.data_dir.join(DEV_ROOT_FILE);
-        let key_path = opts.data_dir.join(DEV_ROOT_KEY_FILE);
-        let (root_der, root_key) = match (cert_path.exists(), key_path.exists()) {
-            (true, true) => {
-                let key_pem = std::fs::read_to_string(&key_path)
-                    .map_err(AttestError::io("read", &key_path))?;
-                let root_key = KeyPair::from_pem(&key_pem).map_err(dev_err("dev-root.key"))?;
-                let cert_pem = std::fs::read_to_string(&cert_path)
-                    .map_err(AttestError::io("read", &cert_path))?;
-                let der = pem::certificates(&cert_pem)
-                    .map_err(|e| AttestError::Dev(format!("dev-root.pem: {e}")))?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| AttestError::Dev("dev-root.pem is empty".into()))?;
-                (der, root_key)
-            }
-            (false, false) => {
-                std::fs::create_dir_all(&opts.data_dir)
-                    .map_err(AttestError::io("create", &opts.data_dir))?;
-                let root_key = rcgen_key(&p384_key(opts.entropy.as_ref())?)?;
-                let mut params = root_params();
-                params.not_before = offset(now.saturating_sub(BACKDATE))?;
-                params.not_after = offset(now.saturating_add(ROOT_LIFETIME))?;
-                params.serial_number = Some(serial(opts.entropy.as_ref())?);
-                let cert = params.self_signed(&root_key).map_err(dev_err("root"))?;
-                write_private(&key_path, root_key.serialize_pem().as_bytes())?;
-                std::fs::write(&cert_path, cert.pem())
-                    .map_err(AttestError::io("write", &cert_path))?;
-                (cert.der().to_vec(), root_key)
-            }
-            _ => {
-                return Err(AttestError::Dev(format!(
-                    "only one of {} and {} exists; refusing to replace the dev root",
-                    cert_path.display(),
-                    key_path.display()
-                )));
-            }
-        };
+        let (root_der, root_key) = load_or_create_root(
+            &opts.data_dir,
+            DEV_ROOT_FILE,
+            DEV_ROOT_KEY_FILE,
+            root_params(),
+            now,
+            opts.entropy.as_ref(),
+        )?;
         let root_issuer = root_params()
             .self_signed(&root_key)
             .map_err(dev_err("root"))?;

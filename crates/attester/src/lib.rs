@@ -3,7 +3,8 @@
 //! - [`nitro`]: AWS Nitro Enclaves through `/dev/nsm`;
 //! - [`tsm`]: Intel TDX and AMD SEV-SNP guests through Linux configfs-tsm;
 //! - [`gramine`]: Intel SGX through Gramine's `/dev/attestation`;
-//! - [`dev`]: the insecure dev TEE (Nitro format, local root) for everywhere else.
+//! - [`dev`]: the insecure dev TEE (Nitro format, local root) for everywhere else;
+//! - [`dev_snp`] / [`dev_tdx`]: insecure dev SEV-SNP / TDX TEEs (real formats, local roots).
 //!
 //! [`select`] picks one at start; `Auto` probes the devices and never falls
 //! back to dev silently.
@@ -14,6 +15,8 @@ mod quote;
 
 pub mod dcap_dev;
 pub mod dev;
+pub mod dev_snp;
+pub mod dev_tdx;
 pub mod gramine;
 pub mod nitro;
 pub mod tsm;
@@ -69,6 +72,10 @@ pub enum TeeKind {
     Gramine,
     /// The insecure dev TEE.
     Dev,
+    /// The insecure dev SEV-SNP TEE (real report format, local ARK).
+    DevSnp,
+    /// The insecure dev TDX TEE (real DCAP quote format and collateral, local root).
+    DevTdx,
 }
 
 impl FromStr for TeeKind {
@@ -80,8 +87,10 @@ impl FromStr for TeeKind {
             "tsm" => Ok(TeeKind::Tsm),
             "gramine" => Ok(TeeKind::Gramine),
             "dev" => Ok(TeeKind::Dev),
+            "dev-snp" => Ok(TeeKind::DevSnp),
+            "dev-tdx" => Ok(TeeKind::DevTdx),
             other => Err(format!(
-                "unknown TEE `{other}` (auto|nitro|tsm|gramine|dev)"
+                "unknown TEE `{other}` (auto|nitro|tsm|gramine|dev|dev-snp|dev-tdx)"
             )),
         }
     }
@@ -122,6 +131,18 @@ pub fn select(kind: TeeKind, opts: SelectOptions) -> Result<Box<dyn Attester>, A
                 .dev
                 .ok_or_else(|| AttestError::Dev("dev TEE needs a data directory".into()))?;
             Ok(Box::new(dev::DevAttester::open(dev)?))
+        }
+        TeeKind::DevSnp => {
+            let dev = opts
+                .dev
+                .ok_or_else(|| AttestError::Dev("dev-snp TEE needs a data directory".into()))?;
+            Ok(Box::new(dev_snp::DevSnpAttester::open(dev)?))
+        }
+        TeeKind::DevTdx => {
+            let dev = opts
+                .dev
+                .ok_or_else(|| AttestError::Dev("dev-tdx TEE needs a data directory".into()))?;
+            Ok(Box::new(dev_tdx::DevTdxAttester::open(dev)?))
         }
         TeeKind::Auto => {
             if opts.nsm_device.exists() {

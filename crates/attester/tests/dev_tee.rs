@@ -8,45 +8,20 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{T0, TestClock, TestEntropy};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use attesta_attester::dev::{self, Clock, DevAttester, DevOptions, Entropy};
+use attesta_attester::dev::{self, Clock, DevAttester, DevOptions};
 use attesta_attester::{AttestError, AttestRequest, Attester, Platform};
 use attesta_evidence::{
-    Expected, NitroVerifier, Policy, Registry, Status, TrustedRoot, UnixTime, VerifyError, danger,
+    Expected, NitroVerifier, Policy, Registry, Status, TrustedRoot, VerifyError, danger,
 };
-
-struct TestClock(AtomicU64);
-impl Clock for TestClock {
-    fn now(&self) -> UnixTime {
-        UnixTime::from_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-impl TestClock {
-    fn advance(&self, d: Duration) {
-        self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
-    }
-}
-
-/// Deterministic entropy: SHA-384 of a counter.
-struct TestEntropy(Mutex<u64>);
-impl Entropy for TestEntropy {
-    fn fill(&self, dest: &mut [u8]) -> Result<(), AttestError> {
-        let mut c = self.0.lock().unwrap();
-        for chunk in dest.chunks_mut(48) {
-            *c += 1;
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &c.to_le_bytes());
-            chunk.copy_from_slice(&d.as_ref()[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
-const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 struct Setup {
     _dir: tempfile::TempDir,

@@ -9,6 +9,8 @@
 //! dead; the others, and the validator, keep running.
 
 use std::collections::BTreeMap;
+
+use attesta_attester::TeeKind;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -54,9 +56,85 @@ pub struct DevnetArgs {
     /// validator (dev hotkey `//devnet-validator`) reach them with its dendrite.
     #[arg(long)]
     bittensor: bool,
+    /// The dev TEE every node runs: `dev` (Nitro-format documents), `dev-snp` (SEV-SNP
+    /// reports, through the SNP verifier) or `dev-tdx` (TDX quotes with their collateral,
+    /// through the DCAP verifier). All INSECURE; --faulty needs `dev` (faults are declared
+    /// in dev documents).
+    #[arg(long, default_value = "dev", value_name = "TEE",
+          value_parser = ["dev", "dev-snp", "dev-tdx"])]
+    tee: String,
     /// Working directory (kept afterwards) [default: a temporary one, removed at exit].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+}
+
+/// The dev TEE of every node: its shared root and the release it reports.
+struct DevnetTee {
+    kind: TeeKind,
+    /// Root certificate first, then its key (copied to every node's data dir).
+    root_files: [&'static str; 2],
+    /// How reports name it.
+    label: &'static str,
+}
+
+impl DevnetTee {
+    /// Makes the shared root in `root_dir` for the `--tee` value.
+    fn new(tee: &str, root_dir: &Path) -> anyhow::Result<Self> {
+        let opts = attesta_attester::dev::DevOptions::new(root_dir)?;
+        Ok(match tee {
+            "dev-snp" => {
+                drop(attesta_attester::dev_snp::DevSnpAttester::open(opts)?);
+                DevnetTee {
+                    kind: TeeKind::DevSnp,
+                    root_files: [
+                        attesta_attester::dev_snp::DEV_SNP_ARK_FILE,
+                        attesta_attester::dev_snp::DEV_SNP_ARK_KEY_FILE,
+                    ],
+                    label: "dev-snp (insecure)",
+                }
+            }
+            "dev-tdx" => {
+                drop(attesta_attester::dev_tdx::DevTdxAttester::open(opts)?);
+                DevnetTee {
+                    kind: TeeKind::DevTdx,
+                    root_files: [
+                        attesta_attester::dev_tdx::DEV_DCAP_ROOT_FILE,
+                        attesta_attester::dev_tdx::DEV_DCAP_ROOT_KEY_FILE,
+                    ],
+                    label: "dev-tdx (insecure)",
+                }
+            }
+            _ => {
+                drop(attesta_attester::dev::DevAttester::open(opts)?);
+                DevnetTee {
+                    kind: TeeKind::Dev,
+                    root_files: [
+                        attesta_attester::dev::DEV_ROOT_FILE,
+                        attesta_attester::dev::DEV_ROOT_KEY_FILE,
+                    ],
+                    label: "dev (insecure)",
+                }
+            }
+        })
+    }
+
+    /// The releases file entry of `exe` on this TEE.
+    fn release(&self, exe: &Path) -> anyhow::Result<String> {
+        const NAME: &str = "attesta devnet";
+        Ok(match self.kind {
+            TeeKind::DevSnp => attesta_evidence::SnpRelease {
+                name: NAME.into(),
+                measurement: attesta_attester::dev::measure_executable(exe)?,
+                host_data: None,
+            }
+            .to_toml(),
+            TeeKind::DevTdx => attesta_attester::dev_tdx::release_toml(
+                &attesta_attester::dev_tdx::release_for(exe, NAME)?,
+                "dev-tdx",
+            ),
+            _ => attesta_attester::dev::release_for_executable(exe, NAME)?.to_toml(),
+        })
+    }
 }
 
 /// What a devnet node is told to do.
@@ -233,6 +311,9 @@ async fn run_async(args: DevnetArgs) -> anyhow::Result<ExitCode> {
     if faulty > n {
         bail!("--faulty {faulty} exceeds --nodes {n}");
     }
+    if faulty > 0 && args.tee != "dev" {
+        bail!("--faulty needs --tee dev (faults are declared in dev documents)");
+    }
     let (workdir, remove_workdir) = match &args.dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -293,13 +374,9 @@ async fn drive(
 
     // One dev root shared by every node, so the validator can trust exactly it.
     let root_dir = workdir.join("dev-root");
-    let attester = attesta_attester::dev::DevAttester::open(
-        attesta_attester::dev::DevOptions::new(&root_dir)?,
-    )?;
-    drop(attester);
-    let release = attesta_attester::dev::release_for_executable(&exe, "attesta devnet")?;
+    let tee = DevnetTee::new(&args.tee, &root_dir)?;
     let measurements = workdir.join("measurements.toml");
-    std::fs::write(&measurements, release.to_toml())?;
+    std::fs::write(&measurements, tee.release(&exe)?)?;
     let odd_exe = workdir.join("attesta-other-build");
     let mut bytes = std::fs::read(&exe)?;
     bytes.push(0);
@@ -318,10 +395,7 @@ async fn drive(
         let id = format!("node-{i}");
         let data = workdir.join(&id);
         std::fs::create_dir_all(&data)?;
-        for f in [
-            attesta_attester::dev::DEV_ROOT_FILE,
-            attesta_attester::dev::DEV_ROOT_KEY_FILE,
-        ] {
+        for f in tee.root_files {
             std::fs::copy(root_dir.join(f), data.join(f))
                 .with_context(|| format!("copying {f}"))?;
         }
@@ -339,7 +413,7 @@ async fn drive(
             .arg("json")
             .arg("node")
             .arg("--tee")
-            .arg("dev")
+            .arg(&args.tee)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"));
         if let Some(f) = b.fault_flag() {
@@ -373,10 +447,12 @@ async fn drive(
             .await
             .with_context(|| format!("{} did not start", e.id))?;
     }
-    let dev_root = root_dir.join(attesta_attester::dev::DEV_ROOT_FILE);
-    for e in &entries {
-        if let Some(i) = info.get_mut(&e.id) {
-            i.declared_fault = declared_fault(&e.url, &dev_root).await?;
+    let dev_root = root_dir.join(tee.root_files[0]);
+    if tee.kind == TeeKind::Dev {
+        for e in &entries {
+            if let Some(i) = info.get_mut(&e.id) {
+                i.declared_fault = declared_fault(&e.url, &dev_root).await?;
+            }
         }
     }
 
@@ -407,10 +483,12 @@ async fn drive(
         listen: Some(format!("127.0.0.1:{vport}").parse()?),
         policy: PolicyConfig {
             measurements: Some(measurements),
-            dev_root: Some(dev_root),
+            dev_root: (tee.kind == TeeKind::Dev).then(|| dev_root.clone()),
+            snp_dev_root: (tee.kind == TeeKind::DevSnp).then(|| dev_root.clone()),
+            dcap_dev_root: (tee.kind == TeeKind::DevTdx).then(|| dev_root.clone()),
             max_age_secs: Some(60),
             // The faulty nodes declare their faults; judge them by their answers.
-            accept_declared_faults: true,
+            accept_declared_faults: tee.kind == TeeKind::Dev,
         },
         rounds: RoundConfig {
             interval_ms: u64::try_from(interval.as_millis())?,
@@ -455,7 +533,8 @@ async fn drive(
     let tty = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
         println!(
-            "devnet: {n} nodes ({faulty} faulty), TEE dev (insecure), {} challenge models, logs in {}",
+            "devnet: {n} nodes ({faulty} faulty), TEE {}, {} challenge models, logs in {}",
+            tee.label,
             cids.len(),
             logs.display()
         );
@@ -501,7 +580,7 @@ async fn drive(
             && board.round >= r
         {
             if args.json {
-                let state = final_state(&board, &info);
+                let state = final_state(&board, &info, tee.label);
                 println!("{}", serde_json::to_string_pretty(&state)?);
             }
             return Ok(ExitCode::SUCCESS);
@@ -609,11 +688,11 @@ async fn wait_healthy(
     bail!("no answer on {url}/healthz within 60 s")
 }
 
-fn final_state(board: &Board, info: &BTreeMap<String, NodeInfo>) -> FinalState {
+fn final_state(board: &Board, info: &BTreeMap<String, NodeInfo>, tee: &'static str) -> FinalState {
     FinalState {
         rounds: board.round,
         last_round_ms: board.last_round_ms,
-        tee: "dev (insecure)",
+        tee,
         nodes: board
             .nodes
             .iter()
@@ -783,7 +862,7 @@ mod tests {
         assert!(row("node-0").contains("dead (signal 9)"), "{table}");
         assert!(row("node-1").contains("running"), "{table}");
         assert_eq!(row("node-1").matches("wrong-output").count(), 2, "{table}");
-        let json = serde_json::to_value(final_state(&board, &info)).unwrap();
+        let json = serde_json::to_value(final_state(&board, &info, "dev (insecure)")).unwrap();
         assert_eq!(json["nodes"][0]["status"], "dead");
         assert_eq!(json["nodes"][0]["exit"], "signal 9");
         assert_eq!(json["nodes"][1]["declared_fault"], "wrong-output");

@@ -79,7 +79,10 @@ pub struct NodeArgs {
     engine: crate::engine_args::EngineArgs,
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
-    /// root written to <data-dir>/dev-root.pem), or `none` (plain /infer only, no attestation).
+    /// root written to <data-dir>/dev-root.pem), `dev-snp` (INSECURE: SEV-SNP format reports,
+    /// local ARK written to <data-dir>/dev-snp-ark.pem), `dev-tdx` (INSECURE: TDX quotes with
+    /// their collateral, local root written to <data-dir>/dev-dcap-root.pem), or
+    /// `none` (plain /infer only, no attestation).
     #[arg(long, env = "ATTESTA_TEE", value_name = "TEE")]
     tee: Option<String>,
     /// How old a sealed request may be (its `issued_at`, on the node clock) [default: 60s];
@@ -456,6 +459,42 @@ fn start_attester(
             }
             None => (Arc::new(dev), None),
         }
+    } else if kind == TeeKind::DevSnp {
+        if let Some(fault) = args.insecure_fault {
+            return Err(FaultRefused {
+                fault,
+                tee: tee.to_owned(),
+            }
+            .into());
+        }
+        std::fs::create_dir_all(&global.data_dir)
+            .with_context(|| format!("creating data dir {}", global.data_dir.display()))?;
+        let opts = DevOptions::new(&global.data_dir).context("preparing the dev-snp TEE")?;
+        let dev = attesta_attester::dev_snp::DevSnpAttester::open(opts)
+            .context("starting the dev-snp TEE")?;
+        tracing::warn!(
+            ark = %global.data_dir.join(attesta_attester::dev_snp::DEV_SNP_ARK_FILE).display(),
+            measurement = %hex::encode(dev.measurement()),
+            "INSECURE dev-snp TEE: SEV-SNP reports signed by a local ARK; verifiers must name it with --snp-dev-root"
+        );
+        (Arc::new(dev), None)
+    } else if kind == TeeKind::DevTdx {
+        if let Some(fault) = args.insecure_fault {
+            return Err(FaultRefused {
+                fault,
+                tee: tee.to_owned(),
+            }
+            .into());
+        }
+        let opts = DevOptions::new(&global.data_dir).context("preparing the dev-tdx TEE")?;
+        let dev = attesta_attester::dev_tdx::DevTdxAttester::open(opts)
+            .context("starting the dev-tdx TEE")?;
+        tracing::warn!(
+            root = %global.data_dir.join(attesta_attester::dev_tdx::DEV_DCAP_ROOT_FILE).display(),
+            mrtd = %hex::encode(dev.measurement()),
+            "INSECURE dev-tdx TEE: TDX quotes and collateral signed by a local root; verifiers must name it with --dcap-dev-root"
+        );
+        (Arc::new(dev), None)
     } else {
         if let Some(fault) = args.insecure_fault {
             return Err(FaultRefused {

@@ -90,6 +90,14 @@ pub struct EvidenceArgs {
     /// root_ca_crl.der, tcb_signing_chain.pem). Replaces an envelope's own collateral.
     #[arg(long, value_name = "PATH")]
     collateral: Option<PathBuf>,
+    /// Fetch the VCEK (by chip id and reported TCB) and the ASK/ARK of a bare SEV-SNP report
+    /// from this AMD KDS base URL when no certificate is given (what it returns is verified
+    /// like any other certificate).
+    #[arg(long, value_name = "URL")]
+    kds: Option<String>,
+    /// Cache KDS answers in this directory.
+    #[arg(long, value_name = "DIR", requires = "kds")]
+    kds_cache: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Print the report as JSON.
@@ -113,6 +121,11 @@ pub struct MeasureArgs {
     /// TEE in PCR9.
     #[arg(long, value_name = "FILE")]
     engine_lib: Option<PathBuf>,
+    /// Print the entry for this TEE: `dev` (PCR0, the default), `dev-snp` (the SEV-SNP
+    /// launch measurement the dev-snp TEE reports) or `dev-tdx` (the MRTD and RTMR0-3 the
+    /// dev-tdx TEE reports).
+    #[arg(long, value_name = "TEE", default_value = "dev")]
+    tee: String,
 }
 
 fn hex_arg(v: &Option<String>, what: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -159,7 +172,13 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                 public_key: hex_arg(&args.public_key, "public-key")?,
                 report_data: hex_arg(&args.report_data, "report-data")?,
             };
-            let certs = load_certs(args.vcek.as_deref(), args.certs.as_deref())?;
+            let mut certs = load_certs(args.vcek.as_deref(), args.certs.as_deref())?;
+            if let Some(base) = &args.kds
+                && certs.is_empty()
+                && detect(&input) == Detected::SnpReport
+            {
+                certs = kds_certs(base, args.kds_cache.clone(), &input)?;
+            }
             let now = now_or(args.at.as_deref())?;
             let claimed = args.platform.as_deref().map(parse_platform).transpose()?;
             let collateral = args
@@ -204,7 +223,7 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                 request: request.as_deref(),
                 output: output.as_deref(),
             };
-            let verification = bundle.verify(&NitroVerifier::new(policy), checks);
+            let verification = bundle.verify(&EvidenceVerifier::new(policy), checks);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&verification.report)?);
             } else {
@@ -217,6 +236,21 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The VCEK and chain of a bare SNP report, from the KDS at `base`.
+fn kds_certs(base: &str, cache: Option<PathBuf>, input: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use attesta_evidence::snp::{AttestationReport, decode_report};
+    let (_, bytes) = decode_report(input).map_err(|e| anyhow::anyhow!("report: {e}"))?;
+    let report = AttestationReport::parse(&bytes).map_err(|e| anyhow::anyhow!("report: {e}"))?;
+    let client =
+        attesta_client::kds::KdsClient::new(base, cache, std::time::Duration::from_secs(30))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    rt.block_on(client.certs_for(&report))
+        .context("fetching the VCEK from the KDS")
 }
 
 /// Parses a `--platform` value (the envelope's names).
@@ -388,8 +422,32 @@ pub fn measure(args: MeasureArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p,
         None => std::env::current_exe().context("locating the running executable")?,
     };
-    let release = attesta_attester::dev::release_for(&exe, args.engine_lib.as_deref(), &args.name)
-        .with_context(|| format!("measuring {}", exe.display()))?;
-    print!("{}", release.to_toml());
+    match args.tee.as_str() {
+        "dev" => {
+            let release =
+                attesta_attester::dev::release_for(&exe, args.engine_lib.as_deref(), &args.name)
+                    .with_context(|| format!("measuring {}", exe.display()))?;
+            print!("{}", release.to_toml());
+        }
+        "dev-snp" => {
+            let measurement = attesta_attester::dev::measure_executable(&exe)
+                .with_context(|| format!("measuring {}", exe.display()))?;
+            let release = attesta_evidence::SnpRelease {
+                name: args.name,
+                measurement,
+                host_data: None,
+            };
+            print!("{}", release.to_toml());
+        }
+        "dev-tdx" => {
+            let release = attesta_attester::dev_tdx::release_for(&exe, &args.name)
+                .with_context(|| format!("measuring {}", exe.display()))?;
+            print!(
+                "{}",
+                attesta_attester::dev_tdx::release_toml(&release, "dev-tdx")
+            );
+        }
+        other => anyhow::bail!("--tee {other:?}: expected dev, dev-snp or dev-tdx"),
+    }
     Ok(ExitCode::SUCCESS)
 }

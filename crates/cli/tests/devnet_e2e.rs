@@ -165,3 +165,42 @@ fn rejects_more_faulty_nodes_than_nodes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("exceeds"));
 }
+
+/// Nodes on the dev-snp and dev-tdx TEEs: the validator verifies them
+/// through the SNP and DCAP paths (shared dev root, collateral served by
+/// the nodes) and every honest node earns its share.
+#[test]
+fn dev_snp_and_dev_tdx_nodes_go_through_their_paths() {
+    for (tee, label) in [
+        ("dev-tdx", "dev-tdx (insecure)"),
+        ("dev-snp", "dev-snp (insecure)"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_attesta"))
+            .args(["devnet", "--nodes", "2", "--rounds", "2", "--json"])
+            .args(["--tee", tee, "--interval", "200ms", "--timeout", "1500ms"])
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{tee}: devnet failed: {stderr}");
+        let state: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert_eq!(state["tee"], label, "{state:#}");
+        let rounds = state["rounds"].as_u64().unwrap();
+        for n in state["nodes"].as_array().unwrap() {
+            assert_eq!(n["platform"], label, "{tee}: {state:#}");
+            assert_eq!(n["correct"].as_u64().unwrap(), 2 * rounds, "{state:#}");
+            assert!(n["weight"].as_f64().unwrap() > 0.0, "{state:#}");
+        }
+    }
+    // Faults are declared in dev documents only.
+    let out = Command::new(env!("CARGO_BIN_EXE_attesta"))
+        .args(["devnet", "--nodes", "2", "--faulty", "1", "--rounds", "1"])
+        .args(["--tee", "dev-tdx"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--faulty needs --tee dev"));
+}

@@ -3,7 +3,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attesta_evidence::{Expected, NitroVerifier, Platform, Report, UnixTime};
+use attesta_evidence::{
+    ENVELOPE_VERSION, Envelope, EvidenceVerifier, Expected, Platform, Report, UnixTime,
+    VerifiedEvidence,
+};
 use attesta_seal::channel::AnswerError;
 use attesta_seal::{
     ProofBundle, PublicKeySet, RequestPlaintext, SignedReceipt, binding, seal_request,
@@ -26,6 +29,10 @@ pub struct VerifiedNode {
     pub platform: Platform,
     /// The raw evidence (for proof bundles).
     pub evidence: Vec<u8>,
+    /// The certificates sent with the evidence (for proof bundles).
+    pub certs: Vec<Vec<u8>>,
+    /// The collateral sent with the evidence (for proof bundles).
+    pub collateral: Option<serde_json::Value>,
     /// The nonce the evidence answers.
     pub nonce: Vec<u8>,
     /// The evidence verification report.
@@ -74,7 +81,7 @@ struct Cached {
 /// A client of one node. Cheap to share (`&self` methods).
 pub struct Client {
     transport: Arc<dyn Transport>,
-    verifier: NitroVerifier,
+    verifier: EvidenceVerifier,
     config: ClientConfig,
     cache: Mutex<Option<Cached>>,
 }
@@ -107,14 +114,14 @@ impl Client {
         }
         Ok(Client {
             transport,
-            verifier: NitroVerifier::new(config.policy.clone()),
+            verifier: EvidenceVerifier::new(config.policy.clone()),
             config,
             cache: Mutex::new(None),
         })
     }
 
     /// The evidence verifier (shares its chain cache with bundle checks).
-    pub fn verifier(&self) -> &NitroVerifier {
+    pub fn verifier(&self) -> &EvidenceVerifier {
         &self.verifier
     }
 
@@ -178,37 +185,67 @@ impl Client {
         let evidence = B64
             .decode(att.evidence.trim())
             .map_err(|e| ClientError::Protocol(format!("evidence is not base64: {e}")))?;
-        if !matches!(att.platform, Platform::Nitro | Platform::Dev) {
-            return Err(ClientError::Protocol(format!(
-                "no verifier for platform {}",
-                att.platform
-            )));
-        }
+        let envelope = Envelope {
+            version: ENVELOPE_VERSION,
+            platform: att.platform,
+            evidence,
+            certs: att.certs.clone(),
+            collateral: att.collateral.clone(),
+        };
+        envelope
+            .check()
+            .map_err(|e| ClientError::Protocol(format!("attestation envelope: {e}")))?;
         let expected = Expected {
             nonce: Some(nonce.to_vec()),
             ..Default::default()
         };
-        let v = self.verifier.verify(&evidence, &expected, now);
-        let doc = v.outcome.map_err(|error| ClientError::Attestation {
+        let v = self.verifier.verify(&envelope, &expected, now);
+        let verified = v.outcome.map_err(|error| ClientError::Attestation {
             error,
             report: Box::new(v.report.clone()),
         })?;
-        let d = &doc.document;
-        let bound = binding::check_nitro(
-            d.public_key.as_deref(),
-            d.user_data.as_deref(),
-            d.nonce.as_deref(),
-            nonce,
-        )?;
+        let (bound, offset) = match &verified {
+            VerifiedEvidence::Nitro(doc) => {
+                let d = &doc.document;
+                let bound = binding::check_nitro(
+                    d.public_key.as_deref(),
+                    d.user_data.as_deref(),
+                    d.nonce.as_deref(),
+                    nonce,
+                )?;
+                (
+                    bound,
+                    i128::from(d.timestamp_ms) - i128::from(now.as_millis()),
+                )
+            }
+            // SNP reports carry no time: the node's clock offset is unknown (0).
+            VerifiedEvidence::Snp(r) => (
+                binding::check_report_data(&r.report.report_data, &att.keyset, nonce)?,
+                0,
+            ),
+            // DCAP quotes carry no time either; they bind like SNP reports.
+            VerifiedEvidence::Dcap(q) => (
+                binding::check_report_data(q.quote.body.report_data(), &att.keyset, nonce)?,
+                0,
+            ),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "no binding rule for platform {}",
+                    other.platform()
+                )));
+            }
+        };
         if bound != att.keyset {
             return Err(attesta_seal::BindingError::KeySetMismatch.into());
         }
-        let offset = i128::from(d.timestamp_ms) - i128::from(now.as_millis());
+        let platform: Platform = verified.platform();
         Ok(VerifiedNode {
             clock_offset_ms: i64::try_from(offset).unwrap_or(0),
             keyset: bound,
-            platform: doc.platform,
-            evidence,
+            platform,
+            evidence: envelope.evidence,
+            certs: envelope.certs,
+            collateral: envelope.collateral,
             nonce: nonce.to_vec(),
             report: v.report,
             verified_at: now,
@@ -296,7 +333,8 @@ impl Client {
             &node.nonce,
             node.keyset,
             receipt.clone(),
-        );
+        )
+        .with_envelope_extras(node.certs.clone(), node.collateral.clone());
         Ok(InferOutcome {
             output: answer.output,
             model_hash: answer.model_hash,

@@ -13,6 +13,7 @@
 mod client;
 mod config;
 mod error;
+pub mod kds;
 pub mod pcs;
 mod transport;
 mod wire;

@@ -11,6 +11,16 @@ pub struct AttestationResponse {
     pub platform: Platform,
     /// Evidence bytes, base64.
     pub evidence: String,
+    /// DER certificates the evidence needs (SEV-SNP VCEK/VLEK...), base64; envelope v1 field.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "attesta_evidence::envelope::b64_list"
+    )]
+    pub certs: Vec<Vec<u8>>,
+    /// Platform collateral (DCAP); envelope v1 field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collateral: Option<serde_json::Value>,
     /// The key set the evidence binds (hex keys).
     pub keyset: PublicKeySet,
     /// The nonce echoed (hex).

@@ -564,3 +564,44 @@ fn a_dev_root_does_not_trust_real_reports_more() {
     );
     let _ = UnixTime::from_secs(0);
 }
+
+/// One verifier, many reports: a cached certificate set never lets a report
+/// skip its own checks, nor a time outside the certificates' window pass.
+#[test]
+fn cached_chains_keep_every_per_report_check() {
+    let v = verifier();
+    for f in &FIXTURES {
+        let cert = [read(f.cert)];
+        for _ in 0..2 {
+            let out = v.verify(&read(f.report), &cert, &Expected::default(), at(f.inside));
+            assert!(out.report.verified, "{}", out.report);
+        }
+        let out = v.verify(&read(f.report), &cert, &Expected::default(), at(f.inside));
+        assert!(
+            out.report
+                .step("chain")
+                .unwrap()
+                .detail
+                .ends_with("(cached)")
+        );
+        let out = v.verify(
+            &read(f.report),
+            &cert,
+            &Expected::default(),
+            at("2100-01-01T00:00:00Z"),
+        );
+        assert_eq!(code(&out), "certificate_expired");
+        let mut r = report_bytes(f);
+        r[0x90] ^= 1;
+        let out = v.verify(&r, &cert, &Expected::default(), at(f.inside));
+        assert_eq!(code(&out), "snp_bad_signature", "{}", out.report);
+    }
+    // The cached trustee VCEK with the virtee report: still another chip.
+    let out = v.verify(
+        &read(FIXTURES[0].report),
+        &[read(FIXTURES[1].cert)],
+        &Expected::default(),
+        at(FIXTURES[0].inside),
+    );
+    assert_eq!(code(&out), "snp_chip_id_mismatch");
+}

@@ -41,7 +41,10 @@ pub struct Attestation {
 
 impl Attestation {
     /// Binds `nonce` (and the key set) into fresh evidence.
-    async fn attest(&self, binding: AttestationBinding) -> Result<Vec<u8>, ApiError> {
+    async fn attest(
+        &self,
+        binding: AttestationBinding,
+    ) -> Result<attesta_attester::Evidence, ApiError> {
         let attester = self.attester.clone();
         let req = AttestRequest {
             nonce: binding.nonce,
@@ -54,7 +57,7 @@ impl Attestation {
             .await
             .map_err(|e| ApiError::internal(format!("attestation task failed: {e}")))?
             .map_err(|e| ApiError::internal(format!("producing evidence: {e}")))?;
-        Ok(evidence.bytes)
+        Ok(evidence)
     }
 }
 
@@ -145,7 +148,8 @@ pub async fn nitriding(
     // No TLS inside the node: the certificate-hash slot is zero.
     let mut evidence = att
         .attest(att.keys.nitriding_binding(&nonce, &[0u8; 32]))
-        .await?;
+        .await?
+        .bytes;
     crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let mut body = base64::engine::general_purpose::STANDARD.encode(&evidence);
     body.push('\n');
@@ -159,15 +163,23 @@ pub async fn v1(
 ) -> Result<Response, ApiError> {
     let att = attestation(&state)?;
     let nonce = parse_nonce(query.as_deref(), 16, 64)?;
-    let mut evidence = att.attest(att.keys.attestation_binding(&nonce)).await?;
+    let produced = att.attest(att.keys.attestation_binding(&nonce)).await?;
+    let mut evidence = produced.bytes;
     crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let keyset = att.keys.public();
     let platform = att.attester.platform();
-    Ok(axum::Json(serde_json::json!({
-        // The wire id is the enum's serde name (`nitro`, `tdx`, `sev-snp`, `sgx`, `dev`).
+    let certs = envelope_certs(platform, produced.aux.as_deref());
+    let mut body = serde_json::json!({
+        // The wire id is the enum's serde name (`nitro`, `tdx`, `sev-snp`, `sgx`, `dev`, `dev-snp`, `dev-tdx`).
         "platform": platform,
         "platform_label": platform.to_string(),
-        "insecure": platform == attesta_attester::Platform::Dev,
+        "insecure": matches!(
+            platform,
+            attesta_attester::Platform::Dev
+                | attesta_attester::Platform::DevSnp
+                | attesta_attester::Platform::DevTdx
+                | attesta_attester::Platform::DevSgx
+        ),
         "evidence": base64::engine::general_purpose::STANDARD.encode(&evidence),
         "keyset": {
             "hpke_pk": hex::encode(keyset.hpke_pk),
@@ -175,8 +187,53 @@ pub async fn v1(
         },
         "keyset_digest": hex::encode(att.keys.keyset_digest()),
         "nonce": hex::encode(&nonce),
-    }))
-    .into_response())
+    });
+    if !certs.is_empty() {
+        body["certs"] = certs
+            .iter()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+            .collect();
+    }
+    if let Some(collateral) = envelope_collateral(platform, produced.aux.as_deref()) {
+        body["collateral"] = collateral;
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// The certificates of the evidence envelope: for SEV-SNP, the VCEK/VLEK
+/// (and ASK/ARK) from the certificate table the firmware returned beside
+/// the report. A malformed table is logged and sent as none: verifiers then
+/// fail closed (`snp_missing_endorsement`).
+fn envelope_certs(platform: attesta_attester::Platform, aux: Option<&[u8]>) -> Vec<Vec<u8>> {
+    use attesta_attester::Platform;
+    match (platform, aux) {
+        (Platform::SevSnp | Platform::DevSnp, Some(table)) => {
+            attesta_evidence::snp::cert_table::parse(table).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "SEV-SNP certificate table unusable");
+                Vec::new()
+            })
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The collateral of a DCAP quote (dcap-qvl's `QuoteCollateralV3` JSON),
+/// when the attester supplied it beside the quote (the dev TDX TEE does),
+/// so verifiers need no network. Unusable JSON is logged and sent as none:
+/// verifiers then fail closed (no collateral).
+fn envelope_collateral(
+    platform: attesta_attester::Platform,
+    aux: Option<&[u8]>,
+) -> Option<serde_json::Value> {
+    use attesta_attester::Platform;
+    match (platform, aux) {
+        (Platform::Tdx | Platform::DevTdx | Platform::Sgx | Platform::DevSgx, Some(json)) => {
+            serde_json::from_slice(json)
+                .map_err(|e| tracing::warn!(error = %e, "DCAP collateral unusable"))
+                .ok()
+        }
+        _ => None,
+    }
 }
 
 fn sealed(status: StatusCode, body: Vec<u8>) -> Response {

@@ -6,8 +6,8 @@ use std::fmt;
 
 use attesta_evidence::nitro::cose;
 use attesta_evidence::{
-    AttestationDocument, Expected, NitroVerifier, Platform, Report, ReportError, Status, Step,
-    UnixTime, VerifyError, decode_input,
+    AttestationDocument, ENVELOPE_VERSION, Envelope, EvidenceVerifier, Expected, Platform, Report,
+    ReportError, Status, Step, UnixTime, VerifiedEvidence, VerifyError, decode_input,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -30,6 +30,16 @@ pub struct ProofBundle {
     pub platform: Platform,
     /// The evidence bytes, base64 (standard alphabet, padded).
     pub evidence: String,
+    /// DER certificates verifying the evidence needs (SEV-SNP VCEK/VLEK...), base64.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "attesta_evidence::envelope::b64_list"
+    )]
+    pub certs: Vec<Vec<u8>>,
+    /// Platform collateral (DCAP), as the evidence envelope carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collateral: Option<serde_json::Value>,
     /// The challenge nonce the evidence was produced for (hex).
     #[serde(with = "hex::serde")]
     pub attestation_nonce: Vec<u8>,
@@ -180,10 +190,23 @@ impl ProofBundle {
             version: BUNDLE_VERSION,
             platform,
             evidence: B64.encode(evidence),
+            certs: Vec::new(),
+            collateral: None,
             attestation_nonce: attestation_nonce.to_vec(),
             keyset,
             receipt,
         }
+    }
+
+    /// Adds the certificates and collateral of the evidence envelope.
+    pub fn with_envelope_extras(
+        mut self,
+        certs: Vec<Vec<u8>>,
+        collateral: Option<serde_json::Value>,
+    ) -> Self {
+        self.certs = certs;
+        self.collateral = collateral;
+        self
     }
 
     /// Parses bundle JSON.
@@ -212,7 +235,11 @@ impl ProofBundle {
 
     /// Verifies the evidence under `verifier`'s policy, the key binding, the
     /// receipt signature and, when given, the request and output digests.
-    pub fn verify(&self, verifier: &NitroVerifier, checks: BundleChecks<'_>) -> BundleVerification {
+    pub fn verify(
+        &self,
+        verifier: &EvidenceVerifier,
+        checks: BundleChecks<'_>,
+    ) -> BundleVerification {
         let at = checks
             .at
             .or_else(|| self.evidence_time())
@@ -235,7 +262,7 @@ impl ProofBundle {
 
     fn run(
         &self,
-        verifier: &NitroVerifier,
+        verifier: &EvidenceVerifier,
         checks: BundleChecks<'_>,
         at: UnixTime,
         report: &mut BundleReport,
@@ -261,7 +288,14 @@ impl ProofBundle {
         step(
             "bundle",
             match self.platform {
-                Platform::Nitro | Platform::Dev => Ok(format!(
+                Platform::Nitro
+                | Platform::Dev
+                | Platform::SevSnp
+                | Platform::DevSnp
+                | Platform::Tdx
+                | Platform::DevTdx
+                | Platform::Sgx
+                | Platform::DevSgx => Ok(format!(
                     "version {}, platform {}",
                     self.version, self.platform
                 )),
@@ -280,7 +314,14 @@ impl ProofBundle {
             nonce: Some(self.attestation_nonce.clone()),
             ..Default::default()
         };
-        let v = verifier.verify(&raw, &expected, at);
+        let envelope = Envelope {
+            version: ENVELOPE_VERSION,
+            platform: self.platform,
+            evidence: raw,
+            certs: self.certs.clone(),
+            collateral: self.collateral.clone(),
+        };
+        let v = verifier.verify(&envelope, &expected, at);
         let ev_report = v.report.clone();
         let verified = v.outcome.map_err(BundleError::Evidence);
         let summary = verified
@@ -288,7 +329,8 @@ impl ProofBundle {
             .map(|d| {
                 format!(
                     "{} evidence verified under the policy (root: {})",
-                    d.platform, d.root
+                    d.platform(),
+                    v.report.root.as_deref().unwrap_or("?")
                 )
             })
             .map_err(Clone::clone);
@@ -297,7 +339,7 @@ impl ProofBundle {
         report.evidence = Some(ev_report);
         r1?;
         let doc = verified?;
-        let claimed_ok = match (self.platform, doc.platform) {
+        let claimed_ok = match (self.platform, doc.platform()) {
             (a, b) if a == b => Ok(format!("{}", b)),
             (claimed, verified) => Err(BundleError::PlatformMismatch { claimed, verified }),
         };
@@ -305,14 +347,28 @@ impl ProofBundle {
             push_step(&mut report.steps, name, r)
         };
         step("platform", claimed_ok)?;
-        let d = &doc.document;
-        let bound = binding::check_nitro(
-            d.public_key.as_deref(),
-            d.user_data.as_deref(),
-            d.nonce.as_deref(),
-            &self.attestation_nonce,
-        )
-        .map_err(BundleError::from);
+        let bound = match &doc {
+            VerifiedEvidence::Nitro(d) => binding::check_nitro(
+                d.document.public_key.as_deref(),
+                d.document.user_data.as_deref(),
+                d.document.nonce.as_deref(),
+                &self.attestation_nonce,
+            )
+            .map_err(BundleError::from),
+            VerifiedEvidence::Snp(r) => binding::check_report_data(
+                &r.report.report_data,
+                &self.keyset,
+                &self.attestation_nonce,
+            )
+            .map_err(BundleError::from),
+            VerifiedEvidence::Dcap(q) => binding::check_report_data(
+                q.quote.body.report_data(),
+                &self.keyset,
+                &self.attestation_nonce,
+            )
+            .map_err(BundleError::from),
+            other => Err(BundleError::UnsupportedPlatform(other.platform())),
+        };
         step(
             "binding",
             bound
@@ -384,9 +440,9 @@ impl ProofBundle {
         }
         Ok(VerifiedBundle {
             fault,
-            platform: doc.platform,
+            platform: doc.platform(),
             keyset,
-            release: doc.release,
+            release: doc.release().map(str::to_owned),
         })
     }
 }

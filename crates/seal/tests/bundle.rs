@@ -9,7 +9,9 @@
 
 mod common;
 
-use attesta_evidence::{NitroVerifier, Platform, Policy, Status, UnixTime, danger, decode_input};
+use attesta_evidence::{
+    EvidenceVerifier, Platform, Policy, Status, UnixTime, danger, decode_input,
+};
 use attesta_seal::bundle::{BundleChecks, BundleError, ProofBundle};
 use attesta_seal::channel::SealedOutput;
 use attesta_seal::{NodeKeys, SignedReceipt, seal_request, sha256};
@@ -72,7 +74,7 @@ fn bundle(r: &Run) -> ProofBundle {
     )
 }
 
-fn code(b: &ProofBundle, v: &NitroVerifier, checks: BundleChecks<'_>) -> &'static str {
+fn code(b: &ProofBundle, v: &EvidenceVerifier, checks: BundleChecks<'_>) -> &'static str {
     let res = b.verify(v, checks);
     assert!(!res.report.verified);
     assert!(res.report.error.is_some());
@@ -138,7 +140,7 @@ fn declared_fault_fails_by_default_and_is_printed_when_accepted() {
     assert_eq!(res.outcome.unwrap_err().code(), "fault_declared");
     assert_eq!(res.report.step("fault").unwrap().status, Status::Fail);
     assert!(res.report.to_string().contains("wrong-output"));
-    let relaxed = NitroVerifier::new(danger::accept_declared_faults(
+    let relaxed = EvidenceVerifier::new(danger::accept_declared_faults(
         r.tee.verifier.policy().clone(),
     ));
     let res = b.verify(&relaxed, BundleChecks::default());
@@ -220,7 +222,7 @@ fn digest_mismatches_and_policy_failures_are_named() {
     };
     assert_eq!(code(&b, v, out), "output_digest_mismatch");
     // Without the dev root in the policy, dev evidence is untrusted.
-    let strict = NitroVerifier::new(Policy::aws_nitro().unwrap());
+    let strict = EvidenceVerifier::new(Policy::aws_nitro().unwrap());
     assert_eq!(code(&b, &strict, BundleChecks::default()), "untrusted_root");
     let mut nitro_claim = bundle(&r);
     nitro_claim.platform = Platform::Nitro;
@@ -228,12 +230,10 @@ fn digest_mismatches_and_policy_failures_are_named() {
         code(&nitro_claim, v, BundleChecks::default()),
         "platform_mismatch"
     );
+    // Claimed as TDX, the Nitro document goes to the DCAP verifier: refused, never passed.
     let mut tdx = bundle(&r);
     tdx.platform = Platform::Tdx;
-    assert_eq!(
-        code(&tdx, v, BundleChecks::default()),
-        "unsupported_platform"
-    );
+    assert_eq!(code(&tdx, v, BundleChecks::default()), "bad_collateral");
     let mut garbled = bundle(&r);
     garbled.evidence = "!!".into();
     assert_eq!(
@@ -264,7 +264,7 @@ fn malformed_bundle_json_fails_closed() {
 fn real_nitro_evidence_without_a_key_set_fails_binding() {
     let dir = fixtures().join("nitro");
     let r = run();
-    let verifier = NitroVerifier::new(Policy::aws_nitro().unwrap());
+    let verifier = EvidenceVerifier::new(Policy::aws_nitro().unwrap());
     let veracruz = std::fs::read(dir.join("veracruz_2022-11-09_euw1.cbor")).unwrap();
     let doc_nonce = {
         let (_, cbor) = decode_input(&veracruz).unwrap();

@@ -95,6 +95,13 @@ pub struct PolicyConfig {
     pub measurements: Option<PathBuf>,
     /// PEM of a dev root to accept (`dev (insecure)` documents). Absent = hardware only.
     pub dev_root: Option<PathBuf>,
+    /// PEM of a dev-snp ARK to accept (`dev-snp (insecure)` SEV-SNP reports). Absent = hardware only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp_dev_root: Option<PathBuf>,
+    /// PEM of a dev DCAP root to accept (`dev-tdx (insecure)` / `dev-sgx (insecure)` quotes,
+    /// the node's `dev-dcap-root.pem`). Absent = Intel's root only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dcap_dev_root: Option<PathBuf>,
     /// Maximum document age in seconds (default 300).
     pub max_age_secs: Option<u64>,
     /// INSECURE (devnets, validator tests): accept dev documents that declare an
@@ -231,6 +238,12 @@ impl ValidatorConfig {
         if let Some(p) = c.policy.dev_root.as_mut() {
             fix(p);
         }
+        if let Some(p) = c.policy.snp_dev_root.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = c.policy.dcap_dev_root.as_mut() {
+            fix(p);
+        }
         if let Some(p) = c.bittensor.as_mut().and_then(|b| b.wallet_path.as_mut())
             && !p.starts_with("~")
         {
@@ -322,6 +335,24 @@ impl ValidatorConfig {
             let root = TrustedRoot::from_pem("dev root", &pem)
                 .map_err(|e| ConfigError::Root(e.to_string()))?;
             policy = danger::accept_dev_root(policy, root);
+        }
+        if let Some(path) = &self.policy.snp_dev_root {
+            let pem = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let root = attesta_evidence::snp::SnpDevRoot::from_pem("dev-snp ARK (insecure)", &pem)
+                .map_err(|e| ConfigError::Root(e.to_string()))?;
+            policy = danger::accept_snp_dev_root(policy, root);
+        }
+        if let Some(path) = &self.policy.dcap_dev_root {
+            let pem = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let root = attesta_evidence::dcap::DcapRoot::from_pem("dev (insecure)", &pem)
+                .map_err(|e| ConfigError::Root(e.to_string()))?;
+            policy = danger::accept_dcap_dev_root(policy, root);
         }
         if self.policy.accept_declared_faults {
             policy = danger::accept_declared_faults(policy);
@@ -452,6 +483,47 @@ cid = "bafkreia"
             ValidatorConfig::parse(&text, dir.path()),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn snp_dev_root_is_accepted_only_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ValidatorConfig::parse(MIN, dir.path()).unwrap();
+        assert!(c.policy().unwrap().snp_dev_root().is_none());
+        // A real SEV-SNP ARK stands in for a dev ARK: any certificate parses.
+        let ark = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../evidence/src/roots/amd/milan_ark.pem"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ark.pem"), ark).unwrap();
+        let text = format!("{MIN}\n[validator.policy]\nsnp_dev_root = \"ark.pem\"\n");
+        let c = ValidatorConfig::parse(&text, dir.path()).unwrap();
+        assert!(c.policy().unwrap().snp_dev_root().is_some());
+        std::fs::write(dir.path().join("ark.pem"), "not a pem").unwrap();
+        assert!(matches!(c.policy(), Err(ConfigError::Root(_))));
+    }
+
+    #[test]
+    fn dcap_dev_root_is_accepted_only_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ValidatorConfig::parse(MIN, dir.path()).unwrap();
+        assert!(c.policy().unwrap().dcap_dev_root().is_none());
+        let signer = attesta_attester::dcap_dev::DcapDevSigner::generate(
+            &attesta_attester::dev::SystemEntropy::default(),
+            attesta_evidence::UnixTime::from_secs(1_700_000_000),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("dcap.pem"), signer.root_pem()).unwrap();
+        let text = format!("{MIN}\n[validator.policy]\ndcap_dev_root = \"dcap.pem\"\n");
+        let c = ValidatorConfig::parse(&text, dir.path()).unwrap();
+        let policy = c.policy().unwrap();
+        let root = policy.dcap_dev_root().unwrap();
+        assert_eq!(root.der(), signer.root_der());
+        let again = ValidatorConfig::parse(&c.to_toml().unwrap(), dir.path()).unwrap();
+        assert!(again.policy.dcap_dev_root.is_some());
+        std::fs::write(dir.path().join("dcap.pem"), "not a pem").unwrap();
+        assert!(matches!(c.policy(), Err(ConfigError::Root(_))));
     }
 
     #[test]

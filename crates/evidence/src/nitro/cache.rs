@@ -31,15 +31,27 @@ pub(crate) struct ChainFacts {
     pub detail: String,
 }
 
-impl ChainFacts {
+/// Facts about a verified chain that hold only inside its validity window.
+pub(crate) trait Window {
+    /// Latest notBefore and earliest notAfter (inclusive second) of the chain.
+    fn window(&self) -> (UnixTime, UnixTime);
+
     fn valid_at(&self, now: UnixTime) -> bool {
-        now >= self.not_before && now.as_millis() < self.not_after.as_millis().saturating_add(1000)
+        let (not_before, not_after) = self.window();
+        now >= not_before && now.as_millis() < not_after.as_millis().saturating_add(1000)
     }
 }
 
-pub(crate) struct ChainCache {
+impl Window for ChainFacts {
+    fn window(&self) -> (UnixTime, UnixTime) {
+        (self.not_before, self.not_after)
+    }
+}
+
+/// Verified chains (Nitro and SEV-SNP), bounded, valid only inside their window.
+pub(crate) struct ChainCache<F = ChainFacts> {
     capacity: usize,
-    map: Mutex<Lru<Vec<u8>, ChainFacts>>,
+    map: Mutex<Lru<Vec<u8>, F>>,
 }
 
 /// The exact bytes of leaf + cabundle, length-prefixed so that different
@@ -55,7 +67,7 @@ pub(crate) fn key(leaf: &[u8], cabundle: &[Vec<u8>]) -> Vec<u8> {
     k
 }
 
-impl ChainCache {
+impl<F: Window + Clone> ChainCache<F> {
     pub(crate) fn new(capacity: usize) -> Self {
         ChainCache {
             capacity,
@@ -63,7 +75,7 @@ impl ChainCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Vec<u8>, ChainFacts>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Vec<u8>, F>> {
         // A panic elsewhere while holding the lock cannot leave a half-written
         // entry (inserts are single calls), so a poisoned map is still sound.
         self.map
@@ -72,13 +84,13 @@ impl ChainCache {
     }
 
     /// A cached chain, only if every certificate is valid at `now`.
-    pub(crate) fn get(&self, key: &[u8], now: UnixTime) -> Option<ChainFacts> {
+    pub(crate) fn get(&self, key: &[u8], now: UnixTime) -> Option<F> {
         self.lock().get(key).filter(|f| f.valid_at(now)).cloned()
     }
 
     /// Caches `facts`; when full, chains no longer valid go first, then the least
     /// recently used.
-    pub(crate) fn insert(&self, key: Vec<u8>, facts: ChainFacts, now: UnixTime) {
+    pub(crate) fn insert(&self, key: Vec<u8>, facts: F, now: UnixTime) {
         if self.capacity == 0 {
             return;
         }

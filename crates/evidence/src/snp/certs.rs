@@ -26,6 +26,9 @@ const SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.
 const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 
+/// An ASN.1 object identifier (re-exported for the dev signer).
+pub use x509_cert::der::oid::ObjectIdentifier as Oid;
+
 /// AMD's extension arc for VCEK/VLEK certificates.
 pub mod oid {
     use x509_cert::der::oid::ObjectIdentifier;

@@ -3,6 +3,7 @@
 //! against the certificate, guest policy, VMPL, measurement, host_data and
 //! report_data.
 
+pub mod cert_table;
 pub mod certs;
 pub mod error;
 pub mod report;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use attesta_attester::dev::{self, Clock, DevAttester, DevOptions, Entropy};
 use attesta_attester::{AttestError, AttestRequest, Attester};
-use attesta_evidence::{NitroVerifier, Policy, TrustedRoot, UnixTime, danger};
+use attesta_evidence::{EvidenceVerifier, Policy, TrustedRoot, UnixTime, danger};
 use attesta_seal::rand_core::{TryCryptoRng, TryRng};
 use attesta_seal::{
     AcceptedRequest, NodeKeys, PublicKeySet, ReplayConfig, ReplayGuard, RequestPlaintext, sha256,
@@ -136,7 +136,7 @@ impl Entropy for CounterEntropy {
 pub struct DevTee {
     pub _dir: tempfile::TempDir,
     pub attester: DevAttester,
-    pub verifier: NitroVerifier,
+    pub verifier: EvidenceVerifier,
     pub root: TrustedRoot,
 }
 
@@ -157,7 +157,7 @@ pub fn dev_tee() -> DevTee {
     DevTee {
         _dir: dir,
         attester,
-        verifier: NitroVerifier::new(policy),
+        verifier: EvidenceVerifier::new(policy),
         root,
     }
 }
