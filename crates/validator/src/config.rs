@@ -322,7 +322,9 @@ impl ValidatorConfig {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            policy = policy.with_measurements(file.registry);
+            // The whole file, as every other verifier reads it: measurements, max age, SNP
+            // VMPL and the relaxations it names explicitly.
+            policy = file.apply(policy);
         }
         if let Some(secs) = self.policy.max_age_secs {
             policy = policy.with_max_age(Duration::from_secs(secs));
@@ -533,5 +535,30 @@ cid = "bafkreia"
         let text = format!("{MIN}\n[validator.policy]\ndev_root = \"root.pem\"\n");
         let c = ValidatorConfig::parse(&text, dir.path()).unwrap();
         assert!(matches!(c.policy(), Err(ConfigError::Root(_))));
+    }
+
+    #[test]
+    fn the_measurements_file_applies_whole() {
+        // A VMPL requirement or a max age written in the policy file must bind the
+        // validator exactly as it binds `attesta verify` and `attesta infer`.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("releases.toml"),
+            concat!(
+                "max_age_secs = 42\nsnp_vmpl = 1\n",
+                "[[releases]]\nname = \"v1\"\n[releases.pcrs]\n0 = \"",
+                "000000000000000000000000000000000000000000000000",
+                "000000000000000000000000000000000000000000000000\"\n"
+            ),
+        )
+        .unwrap();
+        let text = format!("{MIN}\n[validator.policy]\nmeasurements = \"releases.toml\"\n");
+        let policy = ValidatorConfig::parse(&text, dir.path())
+            .unwrap()
+            .policy()
+            .unwrap();
+        assert_eq!(policy.snp_vmpl(), Some(1));
+        assert_eq!(policy.max_age(), Duration::from_secs(42));
+        assert!(!policy.allows_debug());
     }
 }
