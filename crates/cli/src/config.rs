@@ -64,6 +64,12 @@ pub struct NodeSection {
     pub gateways: Option<Vec<String>>,
     /// `any`, `allow-list` or `off`.
     pub fetch: Option<crate::node_cmd::FetchMode>,
+    /// Intel PCS/PCCS base URL for DCAP collateral.
+    pub pccs_url: Option<String>,
+    /// AMD KDS base URL for SEV-SNP VCEKs.
+    pub kds_url: Option<String>,
+    /// `false`: serve hardware evidence with only what the TEE returned.
+    pub endorsement_fetch: Option<bool>,
     /// CIDs allowed under `fetch = "allow-list"`.
     pub allow_cids: Option<Vec<String>>,
     /// Per-gateway timeout.

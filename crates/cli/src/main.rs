@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod axon_cmd;
 mod config;
 mod devnet_cmd;
+mod endorse_args;
 mod engine_args;
 mod infer_cmd;
 mod load_args;

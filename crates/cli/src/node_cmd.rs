@@ -77,6 +77,8 @@ pub struct NodeArgs {
     loading: crate::load_args::LoadArgs,
     #[command(flatten)]
     engine: crate::engine_args::EngineArgs,
+    #[command(flatten)]
+    endorse: crate::endorse_args::EndorseArgs,
     /// Trusted execution environment to attest with: `auto` (probe /dev/nsm, configfs-tsm,
     /// Gramine; never falls back to dev), `nitro`, `tsm`, `gramine`, `dev` (INSECURE: local
     /// root written to <data-dir>/dev-root.pem), `dev-snp` (INSECURE: SEV-SNP format reports,
@@ -236,6 +238,7 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("opening model store {}", store_dir.display()))?;
     let fetch = fetch_plan(&args.fetch, global)?;
+    let endorser = args.endorse.endorser(file, &global.data_dir)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -250,6 +253,7 @@ pub fn run(args: NodeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         parts.engine_overrides = engines.overrides;
         parts.fetch = fetch;
         parts.attester = attester;
+        parts.endorser = endorser;
         let node = Node::build(cfg, parts);
         let listen = node.config().listen.clone();
         let listener = node

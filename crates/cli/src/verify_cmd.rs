@@ -25,11 +25,11 @@ pub enum VerifyCmd {
     /// (the report names the failed step; for Intel TCB, the status and advisory IDs).
     /// A fault a dev node declares is printed (`fault: ... (declared; INSECURE)`) and fails
     /// with `fault_declared` unless `--accept-declared-faults` is given.
-    Evidence(EvidenceArgs),
+    Evidence(Box<EvidenceArgs>),
     /// Verify a proof bundle offline: the evidence under the policy, the key binding, the
     /// receipt signature and, when given, the request/output digests. Exit 0 only when verified.
     /// A fault declared in the bundle's evidence is printed and refused as for `evidence`.
-    Receipt(ReceiptArgs),
+    Receipt(Box<ReceiptArgs>),
 }
 
 /// Options of `attesta verify receipt`.
@@ -98,6 +98,11 @@ pub struct EvidenceArgs {
     /// Cache KDS answers in this directory.
     #[arg(long, value_name = "DIR", requires = "kds")]
     kds_cache: Option<PathBuf>,
+    /// Fetch the collateral of a bare DCAP quote from this Intel PCS or PCCS base URL
+    /// (e.g. https://api.trustedservices.intel.com) when --collateral is not given; what it
+    /// returns is verified against the pinned Intel root like any other collateral.
+    #[arg(long, value_name = "URL", conflicts_with = "collateral")]
+    pccs: Option<String>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Print the report as JSON.
@@ -181,11 +186,16 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
             }
             let now = now_or(args.at.as_deref())?;
             let claimed = args.platform.as_deref().map(parse_platform).transpose()?;
-            let collateral = args
+            let mut collateral = args
                 .collateral
                 .as_deref()
                 .map(load_collateral)
                 .transpose()?;
+            if let Some(base) = &args.pccs
+                && detect(&input) == Detected::DcapQuote
+            {
+                collateral = Some(pcs_collateral(base, &input, now)?);
+            }
             let (report, ok) = verify_evidence(
                 policy,
                 &input,
@@ -251,6 +261,21 @@ fn kds_certs(base: &str, cache: Option<PathBuf>, input: &[u8]) -> anyhow::Result
         .context("starting the HTTP runtime")?;
     rt.block_on(client.certs_for(&report))
         .context("fetching the VCEK from the KDS")
+}
+
+/// The collateral of a bare DCAP quote, from the PCS/PCCS at `base`.
+fn pcs_collateral(base: &str, input: &[u8], now: UnixTime) -> anyhow::Result<serde_json::Value> {
+    let quote = attesta_evidence::dcap::decode_quote(input)
+        .ok_or_else(|| anyhow::anyhow!("not a DCAP quote (raw, hex or base64)"))?;
+    let client = attesta_client::PcsClient::new(base, std::time::Duration::from_secs(30))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let collateral = rt
+        .block_on(client.for_quote(&quote, now))
+        .context("fetching DCAP collateral from the PCCS")?;
+    Ok(serde_json::to_value(collateral.to_json())?)
 }
 
 /// Parses a `--platform` value (the envelope's names).

@@ -236,3 +236,43 @@ fn envelopes_carry_collateral_and_their_platform_is_checked() {
         }
     }
 }
+
+#[test]
+fn pccs_fetches_the_collateral_of_a_bare_quote() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let collateral: Value =
+        serde_json::from_slice(&std::fs::read(fx("phala_tdx_v4_collateral.json")).unwrap())
+            .unwrap();
+    let pccs = rt.block_on(attesta_test_support::standins::Pccs::serve(
+        collateral,
+        "tdx",
+        "B0C06F000000",
+    ));
+    let q = fx("phala_tdx_v4_quote.bin");
+    let (code, out, err) = run(&[
+        "verify", "evidence", &q, "--pccs", &pccs.base, "--at", IN_WINDOW,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(pccs.hits(), 4);
+    // A PCCS that does not know the platform: a named error, exit 1 (I/O), never a pass.
+    let other = rt.block_on(attesta_test_support::standins::Pccs::serve(
+        serde_json::from_slice(&std::fs::read(fx("phala_tdx_v4_collateral.json")).unwrap())
+            .unwrap(),
+        "tdx",
+        "000000000000",
+    ));
+    let (code, _, err) = run(&[
+        "verify",
+        "evidence",
+        &q,
+        "--pccs",
+        &other.base,
+        "--at",
+        IN_WINDOW,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("fetching DCAP collateral"), "{err}");
+    // Without collateral at all the quote is refused (exit 3).
+    let (code, _, _) = run(&["verify", "evidence", &q, "--at", IN_WINDOW]);
+    assert_eq!(code, 3);
+}

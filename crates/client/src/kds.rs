@@ -64,6 +64,9 @@ pub enum KdsError {
     },
 }
 
+/// AMD's Key Distribution Service.
+pub const AMD_KDS_URL: &str = "https://kdsintf.amd.com";
+
 /// Fetches VCEKs and certificate chains, caching them on disk.
 #[derive(Debug, Clone)]
 pub struct KdsClient {

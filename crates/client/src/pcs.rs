@@ -14,6 +14,12 @@ use attesta_evidence::dcap::{
     QuoteError, TeeType,
 };
 
+/// Intel's Provisioning Certification Service (the v4 API lives below it).
+pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
+/// Where Intel publishes the SGX Root CA's CRL (Intel PCS does not serve it; a PCCS does).
+pub const INTEL_ROOT_CA_CRL_URL: &str =
+    "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
+
 /// Most collateral sets kept (one per platform type the caller meets).
 pub const MAX_CACHED: usize = 256;
 
@@ -108,8 +114,9 @@ fn percent_decode(s: &str) -> Option<String> {
 impl PcsClient {
     /// A client of the PCS/PCCS API at `base_url` (the part before
     /// `/sgx/certification/v4/...`). The root CA CRL comes from
-    /// `<base>/sgx/certification/v4/rootcacrl` (as a PCCS serves it) unless
-    /// [`PcsClient::with_root_ca_crl_url`] names Intel's distribution point.
+    /// `<base>/sgx/certification/v4/rootcacrl` (as a PCCS serves it), from Intel's
+    /// distribution point when `base_url` is [`INTEL_PCS_URL`], or from
+    /// [`PcsClient::with_root_ca_crl_url`].
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, PcsError> {
         let base = base_url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -122,8 +129,13 @@ impl PcsClient {
                 url: base.clone(),
                 source,
             })?;
+        let root_ca_crl_url = if base == INTEL_PCS_URL {
+            INTEL_ROOT_CA_CRL_URL.to_owned()
+        } else {
+            format!("{base}/sgx/certification/v4/rootcacrl")
+        };
         Ok(PcsClient {
-            root_ca_crl_url: format!("{base}/sgx/certification/v4/rootcacrl"),
+            root_ca_crl_url,
             base,
             http,
             cache: Mutex::new(HashMap::new()),

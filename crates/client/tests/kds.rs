@@ -8,79 +8,20 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use attesta_client::kds::{KdsClient, KdsError};
 use attesta_evidence::snp::AttestationReport;
 use attesta_evidence::{Expected, Policy, SnpVerifier, UnixTime};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures"
-            ))
-        })
-        .join("sev-snp")
-}
-
-#[derive(Clone)]
-struct Kds {
-    vcek: Vec<u8>,
-    chip: String,
-    chain: String,
-    hits: Arc<AtomicUsize>,
-    queries: Arc<Mutex<Vec<HashMap<String, String>>>>,
-}
-
-async fn vcek(
-    State(k): State<Kds>,
-    Path((product, hwid)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> (StatusCode, Vec<u8>) {
-    k.hits.fetch_add(1, Ordering::SeqCst);
-    if hwid == "cert_chain" {
-        return (StatusCode::OK, k.chain.clone().into_bytes());
-    }
-    k.queries.lock().unwrap().push(q.clone());
-    let tcb_ok = q.get("ucodeSPL").map(String::as_str) == Some("115")
-        && q.get("blSPL").map(String::as_str) == Some("3")
-        && q.get("snpSPL").map(String::as_str) == Some("8");
-    if product == "Milan" && hwid == k.chip && tcb_ok {
-        (StatusCode::OK, k.vcek.clone())
-    } else {
-        (StatusCode::NOT_FOUND, Vec::new())
-    }
-}
+use attesta_test_support::standins::{Kds, KdsContent};
 
 #[tokio::test]
 async fn fetches_caches_and_verifies() {
-    let dir = fixtures();
+    let dir = attesta_test_support::fixture("sev-snp");
     let report_bytes = std::fs::read(dir.join("trustee_milan_v2_report.bin")).unwrap();
     let report = AttestationReport::parse(&report_bytes).unwrap();
-    let chain = std::fs::read_to_string(dir.join("roots/milan_ask.pem")).unwrap()
-        + &std::fs::read_to_string(dir.join("roots/milan_ark.pem")).unwrap();
-    let kds = Kds {
-        vcek: std::fs::read(dir.join("trustee_milan_v2_vcek.der")).unwrap(),
-        chip: hex::encode(report.chip_id),
-        chain,
-        hits: Arc::new(AtomicUsize::new(0)),
-        queries: Arc::default(),
-    };
-    let app = axum::Router::new()
-        .route("/vcek/v1/{product}/{hwid}", axum::routing::get(vcek))
-        .with_state(kds.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let kds = Kds::serve(KdsContent::trustee_milan_v2()).await;
+    let base = kds.base.clone();
 
     let cache = tempfile::tempdir().unwrap();
     let client = KdsClient::new(
@@ -107,7 +48,7 @@ async fn fetches_caches_and_verifies() {
     assert!(v.report.verified, "{}", v.report);
 
     // Second time: from the cache, no request.
-    let hits = kds.hits.load(Ordering::SeqCst);
+    let hits = kds.hits();
     let again = KdsClient::new(
         &base,
         Some(cache.path().to_owned()),
@@ -115,7 +56,7 @@ async fn fetches_caches_and_verifies() {
     )
     .unwrap();
     assert_eq!(again.certs_for(&report).await.unwrap(), certs);
-    assert_eq!(kds.hits.load(Ordering::SeqCst), hits);
+    assert_eq!(kds.hits(), hits);
 
     // An unknown chip: every product tried, 404 named.
     let mut other = report.clone();

@@ -224,8 +224,9 @@ pub enum FetchError {
     Task(Arc<tokio::task::JoinError>),
 }
 
-/// Displays an error followed by each of its sources, `outer: inner: ...`.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+/// Displays an error followed by each of its sources, `outer: inner: ...`
+/// (log lines and messages that must keep the cause).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

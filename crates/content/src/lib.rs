@@ -41,7 +41,10 @@ pub mod verify;
 
 pub use cid::{Cid, CidError, Codec, Version};
 #[cfg(feature = "gateway")]
-pub use fetch::{FetchError, FetchObserver, FetchProgress, Fetcher, GatewayConfig, NoProgress};
+pub use fetch::{
+    Chain as ErrorChain, FetchError, FetchObserver, FetchProgress, Fetcher, GatewayConfig,
+    NoProgress,
+};
 pub use importer::{
     BlockSink, ContentError, Importer, NoBlocks, Profile, cid_of_bytes, cid_of_reader,
     import_reader,

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
 use crate::AppState;
+use crate::endorse::Endorsements;
 use crate::error::ApiError;
 
 /// A clock returning Unix time (injected so tests can move it).
@@ -31,6 +32,8 @@ pub struct Attestation {
     pub keys: NodeKeys,
     /// The evidence producer chosen at start.
     pub attester: Arc<dyn Attester>,
+    /// Completes hardware evidence with the collateral / certificates verifiers need.
+    pub endorser: Option<Arc<crate::endorse::Endorser>>,
     /// Remembers accepted requests for the replay window.
     pub replay: ReplayGuard,
     /// Time source for replay windows and receipts.
@@ -164,11 +167,21 @@ pub async fn v1(
     let att = attestation(&state)?;
     let nonce = parse_nonce(query.as_deref(), 16, 64)?;
     let produced = att.attest(att.keys.attestation_binding(&nonce)).await?;
+    let platform = att.attester.platform();
+    let mut endorsements = Endorsements {
+        collateral: envelope_collateral(platform, produced.aux.as_deref()),
+        certs: envelope_certs(platform, produced.aux.as_deref()),
+    };
+    if let Some(endorser) = &att.endorser {
+        let now = (att.clock)();
+        endorsements = endorser
+            .complete(platform, &produced.bytes, endorsements, now)
+            .await;
+    }
+    let Endorsements { collateral, certs } = endorsements;
     let mut evidence = produced.bytes;
     crate::fault::corrupt_evidence(state.fault(), &mut evidence);
     let keyset = att.keys.public();
-    let platform = att.attester.platform();
-    let certs = envelope_certs(platform, produced.aux.as_deref());
     let mut body = serde_json::json!({
         // The wire id is the enum's serde name (`nitro`, `tdx`, `sev-snp`, `sgx`, `dev`, `dev-snp`, `dev-tdx`).
         "platform": platform,
@@ -194,7 +207,7 @@ pub async fn v1(
             .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
             .collect();
     }
-    if let Some(collateral) = envelope_collateral(platform, produced.aux.as_deref()) {
+    if let Some(collateral) = collateral {
         body["collateral"] = collateral;
     }
     Ok(axum::Json(body).into_response())

@@ -29,6 +29,7 @@ use serde::Serialize;
 pub mod attested;
 pub mod budget;
 pub mod cache;
+pub mod endorse;
 pub mod error;
 pub mod fault;
 pub mod fetching;
@@ -106,6 +107,9 @@ pub struct NodeParts {
     pub fetch: Option<FetchPlan>,
     /// Evidence producer; `None` runs without a TEE (no attestation routes, no sealed channel).
     pub attester: Option<Arc<dyn Attester>>,
+    /// Fetches the DCAP collateral / SNP certificates a hardware attester does not supply;
+    /// `None` serves evidence with only what the attester gave.
+    pub endorser: Option<endorse::Endorser>,
     /// Time source of the sealed channel (replay windows, receipts).
     pub clock: attested::Clock,
     /// Randomness of the sealed answers' response nonces.
@@ -121,6 +125,7 @@ impl NodeParts {
             store,
             fetch: None,
             attester: None,
+            endorser: None,
             clock: system_clock(),
             rng: system_rng(),
         }
@@ -173,7 +178,8 @@ impl Node {
             .fold(loader::Engines::new(parts.engine), |e, (cid, engine)| {
                 e.with_override(cid, engine)
             });
-        let mut state = AppState::with_engines(&config, engines, parts.store, source, metrics);
+        let mut state =
+            AppState::with_engines(&config, engines, parts.store, source, metrics.clone());
         if let Some(attester) = parts.attester {
             // Fresh keys from the OS on every start: they exist only in this process.
             let keys = NodeKeys::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
@@ -181,6 +187,7 @@ impl Node {
             state = state.with_attestation(attested::Attestation {
                 keys,
                 attester,
+                endorser: parts.endorser.map(|e| Arc::new(e.register(&metrics))),
                 replay: ReplayGuard::new(ReplayConfig {
                     max_age: config.replay_window,
                     ..ReplayConfig::default()

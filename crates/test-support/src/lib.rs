@@ -6,6 +6,7 @@
 //! - [`python`]: the test venv's interpreter (`ATTESTA_PYTHON`, else `.venv/bin/python`).
 //! - [`http`]: parsing raw HTTP/1.1 answers and checking the JSON error shape.
 //! - `onnx` (feature `onnx`): builders for small ONNX models made inside the tests.
+//! - `standins` (feature `standins`): PCCS and KDS stand-ins serving real fixtures.
 #![forbid(unsafe_code)]
 // Test helpers: failing loudly with the cause is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,6 +14,8 @@
 pub mod http;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+#[cfg(feature = "standins")]
+pub mod standins;
 
 use std::path::{Path, PathBuf};
 
