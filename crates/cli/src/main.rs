@@ -13,6 +13,7 @@ mod engine_args;
 mod infer_cmd;
 mod load_args;
 mod measure_eif;
+mod measure_hw;
 mod models_cmd;
 mod node_cmd;
 mod policy_args;

@@ -127,8 +127,11 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "FILE")]
     engine_lib: Option<PathBuf>,
     /// Print the entry for this TEE: `dev` (PCR0, the default), `dev-snp` (the SEV-SNP
-    /// launch measurement the dev-snp TEE reports) or `dev-tdx` (the MRTD and RTMR0-3 the
-    /// dev-tdx TEE reports).
+    /// launch measurement the dev-snp TEE reports), `dev-tdx` (the MRTD and RTMR0-3 the
+    /// dev-tdx TEE reports), or the hardware TEE this runs in, read from a fresh quote of
+    /// its own: `nitro` (PCR0-2, PCR8 when signed), `tsm` (TDX: MRTD, RTMR0-3 and the
+    /// owner/config IDs when set; SEV-SNP: measurement, host_data when set), `gramine`
+    /// (SGX: MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN) or `auto`.
     #[arg(long, value_name = "TEE", default_value = "dev")]
     tee: String,
 }
@@ -472,7 +475,15 @@ pub fn measure(args: MeasureArgs) -> anyhow::Result<ExitCode> {
                 attesta_attester::dev_tdx::release_toml(&release, "dev-tdx")
             );
         }
-        other => anyhow::bail!("--tee {other:?}: expected dev, dev-snp or dev-tdx"),
+        hw @ ("nitro" | "tsm" | "gramine" | "auto") => {
+            let kind: attesta_attester::TeeKind = hw
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--tee: {e}"))?;
+            crate::measure_hw::run(kind, &args.name)?;
+        }
+        other => anyhow::bail!(
+            "--tee {other:?}: expected dev, dev-snp, dev-tdx, nitro, tsm, gramine or auto"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

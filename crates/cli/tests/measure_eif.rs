@@ -318,3 +318,24 @@ fn every_truncation_and_bit_flip_is_refused_without_panicking() {
         }
     }
 }
+
+/// `attesta measure --tee tsm|gramine|nitro` reads the running hardware TEE; where there is
+/// none (this machine) it fails with the missing device named, exit 1, and never prints a
+/// dev entry in its place.
+#[test]
+fn measuring_absent_hardware_fails_and_never_falls_back_to_dev() {
+    for (tee, device) in [
+        ("tsm", "/sys/kernel/config/tsm/report"),
+        ("gramine", "/dev/attestation"),
+        ("nitro", "/dev/nsm"),
+    ] {
+        if Path::new(device).exists() {
+            continue;
+        }
+        let out = attesta().args(["measure", "--tee", tee]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tee}: {err}");
+        assert!(out.stdout.is_empty(), "{tee} printed an entry");
+        assert!(err.contains(device), "{tee}: {err}");
+    }
+}
