@@ -482,7 +482,7 @@ async fn drive(
         weights_file: validator_dir.join("weights.json"),
         listen: Some(format!("127.0.0.1:{vport}").parse()?),
         policy: PolicyConfig {
-            measurements: Some(measurements),
+            measurements: Some(measurements.clone()),
             dev_root: (tee.kind == TeeKind::Dev).then(|| dev_root.clone()),
             snp_dev_root: (tee.kind == TeeKind::DevSnp).then(|| dev_root.clone()),
             dcap_dev_root: (tee.kind == TeeKind::DevTdx).then(|| dev_root.clone()),
@@ -506,6 +506,13 @@ async fn drive(
             models: cids.iter().map(ChallengeSpec::new).collect(),
         },
         bittensor,
+        // Users' requests go through the validator (sealed: /v1/route + /v1/nodes/{id}/infer).
+        gateway: Some(attesta_validator::gateway::GatewayConfig {
+            enabled: true,
+            rate_per_client: 1000.0,
+            burst_per_client: 1000,
+            ..Default::default()
+        }),
     };
     let config_file = workdir.join("validator.toml");
     std::fs::write(&config_file, cfg.to_toml()?)?;
@@ -530,6 +537,24 @@ async fn drive(
         .await
         .context("the validator did not start")?;
 
+    // What scripts need to drive the running devnet, written once everything is up.
+    let devnet_json = workdir.join("devnet.json");
+    let described = serde_json::json!({
+        "nodes": entries.iter().map(|e| serde_json::json!({
+            "id": e.id,
+            "url": e.url,
+            "behaviour": info.get(&e.id).map(|i| i.behaviour.clone()),
+            // So a script can stop one node to watch the rest take over.
+            "pid": children.iter().find(|(name, _)| *name == e.id).and_then(|(_, c)| c.id()),
+        })).collect::<Vec<_>>(),
+        "gateway": vurl,
+        "status": format!("{vurl}/v1/nodes"),
+        "models": cids,
+        "dev_root": dev_root,
+        "registry": measurements,
+    });
+    attesta_validator::weights::write_atomic(&devnet_json, &serde_json::to_vec_pretty(&described)?)
+        .with_context(|| format!("writing {}", devnet_json.display()))?;
     let tty = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
         println!(
@@ -537,6 +562,11 @@ async fn drive(
             tee.label,
             cids.len(),
             logs.display()
+        );
+        println!(
+            "gateway: {vurl} (sealed: attesta infer --gateway {vurl} …; plaintext: POST {vurl}/infer); \
+             described in {}",
+            devnet_json.display()
         );
     }
     let mut last_round = 0;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use attesta_client::{Client, ClientConfig, ClientError};
+use attesta_client::{Client, ClientConfig, ClientError, GatewayTransport};
 use clap::Args;
 
 use crate::policy_args::PolicyArgs;
@@ -15,8 +15,25 @@ use crate::verify_cmd::read_input;
 #[derive(Args)]
 pub struct InferArgs {
     /// Base URL of the node, e.g. http://127.0.0.1:8000.
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "gateway",
+        conflicts_with = "gateway"
+    )]
+    node: Option<String>,
+    /// Go through a validator's gateway instead (sealed mode): it chooses a verified node and
+    /// relays ciphertext; this client still verifies the node's evidence and receipt itself.
     #[arg(long, value_name = "URL")]
-    node: String,
+    gateway: Option<String>,
+    /// API key for a gateway that requires one (`Authorization: Bearer`).
+    #[arg(
+        long,
+        env = "ATTESTA_API_KEY",
+        value_name = "KEY",
+        requires = "gateway"
+    )]
+    api_key: Option<String>,
     /// CID of the model.
     #[arg(long, value_name = "CID")]
     model: String,
@@ -49,13 +66,36 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let mut config = ClientConfig::new(policy);
     config.timeout =
         parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let client = Client::new(&args.node, config).context("creating the client")?;
+    let client = match (&args.node, &args.gateway) {
+        (Some(node), _) => Client::new(node, config),
+        (None, Some(gw)) => {
+            let mut t = GatewayTransport::new(gw, config.timeout)
+                .context("--gateway")?
+                .with_model(&args.model);
+            if let Some(k) = &args.api_key {
+                t = t.with_api_key(k);
+            }
+            Client::with_transport(std::sync::Arc::new(t), config)
+        }
+        (None, None) => anyhow::bail!("give --node or --gateway"),
+    }
+    .context("creating the client")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = match runtime.block_on(client.infer(&args.model, &inputs)) {
-        Ok(o) => o,
-        Err(e) => return Ok(report_failure(&e)),
+    let attempts = if args.gateway.is_some() { 3 } else { 1 };
+    let mut tries = 0;
+    let outcome = loop {
+        tries += 1;
+        match runtime.block_on(client.infer(&args.model, &inputs)) {
+            Ok(o) => break o,
+            // Through a gateway, a node that went away is routed around: ask again.
+            Err(e) if tries < attempts && gateway_retryable(&e) => {
+                eprintln!("retrying through the gateway: {e}");
+                client.forget_node();
+            }
+            Err(e) => return Ok(report_failure(&e)),
+        }
     };
     let node = client.cached_node();
     if let Some(n) = &node {
@@ -89,6 +129,13 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether another route may succeed: transport failures and the gateway's own
+/// refusals about the node it chose (unreachable, timed out, none available).
+fn gateway_retryable(e: &ClientError) -> bool {
+    e.is_retryable()
+        || matches!(e, ClientError::Unauthenticated { status, .. } | ClientError::Refused { status, .. } if matches!(*status, 502..=504))
 }
 
 /// Security failures and the node's sealed verdicts exit 3 (rejected);

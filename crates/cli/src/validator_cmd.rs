@@ -76,19 +76,42 @@ async fn run_async(cfg: ValidatorConfig) -> anyhow::Result<ExitCode> {
     let status = Arc::new(Status::new());
     let rng = attesta_validator::os_rng().context("seeding the RNG")?;
     let (mut validator, sink_errors) =
-        service::build(&cfg, channels, rng, clock, Arc::clone(&status)).await?;
+        service::build(&cfg, channels, rng, clock.clone(), Arc::clone(&status)).await?;
     for e in sink_errors {
         tracing::warn!(error = %e, "re-emitting the last weights failed");
     }
+    let gateway = match &cfg.gateway {
+        Some(g) if g.enabled => {
+            if cfg.listen.is_none() {
+                anyhow::bail!(
+                    "[validator.gateway] is enabled but the validator has no `listen` address"
+                );
+            }
+            let parts = attesta_validator::gateway::GatewayParts {
+                status: Arc::clone(&status),
+                policy: cfg.policy()?,
+                node_timeout: cfg.node_timeout(),
+                clock: clock.clone(),
+                rng: attesta_validator::os_rng().context("seeding the RNG")?,
+                client_rng: attesta_validator::client_channel::system_rng(),
+            };
+            Some(
+                attesta_validator::gateway::Gateway::new(g.clone(), parts)
+                    .context("building the gateway")?,
+            )
+        }
+        _ => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = match cfg.listen {
         Some(addr) => {
             let mut rx = stop_rx.clone();
-            let (local, task) = service::serve(addr, Arc::clone(&status), async move {
+            let with_gateway = gateway.is_some();
+            let (local, task) = service::serve(addr, Arc::clone(&status), gateway, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
             .await?;
-            tracing::info!(%local, "validator status on /v1/nodes and /metrics");
+            tracing::info!(%local, gateway = with_gateway, "validator status on /v1/nodes and /metrics");
             Some(task)
         }
         None => None,

@@ -22,5 +22,5 @@ pub use client::{Client, InferOutcome, VerifiedNode};
 pub use config::{ClientConfig, ClockFn, RngHandle, SharedRng, system_clock, system_rng};
 pub use error::ClientError;
 pub use pcs::{PcsClient, PcsError};
-pub use transport::{HttpTransport, Reply, Transport, TransportFuture};
+pub use transport::{GatewayTransport, HttpTransport, Reply, Transport, TransportFuture};
 pub use wire::AttestationResponse;

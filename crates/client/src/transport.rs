@@ -108,3 +108,123 @@ impl Transport for HttpTransport {
         })
     }
 }
+
+/// A validator's gateway in sealed mode (`docs/PROTOCOL.md`, "Gateway"): the attestation
+/// exchange asks `GET /v1/route?nonce=…` which node to use and returns that node's own
+/// attestation answer; the sealed request then goes to `POST /v1/nodes/{id}/infer`, which
+/// the gateway relays to that node as ciphertext. The client verifies the node's evidence
+/// itself, so the gateway is trusted with nothing but availability.
+#[derive(Debug)]
+pub struct GatewayTransport {
+    http: HttpTransport,
+    model: Option<String>,
+    api_key: Option<String>,
+    node: std::sync::Mutex<Option<String>>,
+}
+
+/// The gateway's route answer: which node, and its attestation answer verbatim.
+#[derive(Debug, serde::Deserialize)]
+struct Route {
+    node: RouteNode,
+    attestation: serde_json::Value,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RouteNode {
+    id: String,
+}
+
+impl GatewayTransport {
+    /// A transport through the gateway at `base_url`, each request bounded by `timeout`.
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Ok(GatewayTransport {
+            http: HttpTransport::new(base_url, timeout)?,
+            model: None,
+            api_key: None,
+            node: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Names the model in route requests (so a gateway may prefer nodes that hold it).
+    pub fn with_model(mut self, cid: &str) -> Self {
+        self.model = Some(cid.to_owned());
+        self
+    }
+
+    /// Sends `Authorization: Bearer <key>` (gateways configured with API keys).
+    pub fn with_api_key(mut self, key: &str) -> Self {
+        self.api_key = Some(key.to_owned());
+        self
+    }
+
+    /// The node the last route chose.
+    pub fn node(&self) -> Option<String> {
+        self.node.lock().ok().and_then(|n| n.clone())
+    }
+
+    fn authorised(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+    }
+}
+
+impl Transport for GatewayTransport {
+    fn attestation<'a>(&'a self, nonce_hex: &'a str) -> TransportFuture<'a> {
+        Box::pin(async move {
+            let mut url = format!("{}/v1/route?nonce={nonce_hex}", self.http.base);
+            if let Some(m) = &self.model {
+                url.push_str("&model=");
+                url.push_str(m);
+            }
+            let reply = self
+                .http
+                .reply(self.authorised(self.http.http.get(&url)).send().await)
+                .await?;
+            if reply.status != 200 {
+                return Ok(reply);
+            }
+            let route: Route = serde_json::from_slice(&reply.body)
+                .map_err(|e| ClientError::Protocol(format!("the gateway's route answer: {e}")))?;
+            let body = serde_json::to_vec(&route.attestation)
+                .map_err(|e| ClientError::Protocol(format!("the routed attestation: {e}")))?;
+            if let Ok(mut n) = self.node.lock() {
+                *n = Some(route.node.id);
+            }
+            Ok(Reply {
+                status: 200,
+                sealed: false,
+                body,
+            })
+        })
+    }
+
+    fn infer(&self, envelope: Vec<u8>) -> TransportFuture<'_> {
+        Box::pin(async move {
+            let node = self.node().ok_or_else(|| {
+                ClientError::Protocol(
+                    "no node routed yet (attest through the gateway first)".into(),
+                )
+            })?;
+            // Node ids come from the gateway; keep them to one path segment.
+            if node.is_empty() || node.contains(['/', '?', '#', '%']) {
+                return Err(ClientError::Protocol(format!(
+                    "the gateway routed to an odd node id {node:?}"
+                )));
+            }
+            let sent = self
+                .authorised(
+                    self.http
+                        .http
+                        .post(format!("{}/v1/nodes/{node}/infer", self.http.base)),
+                )
+                .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+                .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+                .body(envelope)
+                .send()
+                .await;
+            self.http.reply(sent).await
+        })
+    }
+}

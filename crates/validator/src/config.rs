@@ -181,6 +181,9 @@ pub struct ValidatorConfig {
     /// The validator's Bittensor hotkey, for nodes reached through axons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bittensor: Option<BittensorConfig>,
+    /// Serving users' requests (`[validator.gateway]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 impl ValidatorConfig {

@@ -14,6 +14,7 @@ pub mod axon_transport;
 pub mod challenge;
 pub mod client_channel;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod leaderboard;
 pub mod metrics;

@@ -89,11 +89,12 @@ pub async fn build(
     Ok(Validator::start(parts).await?)
 }
 
-/// Binds `addr` and serves `/v1/nodes` and `/metrics` until `stop` resolves.
-/// Returns the bound address (useful with port 0) and the server task.
+/// Binds `addr` and serves `/v1/nodes` and `/metrics` (and, given a gateway, its routes)
+/// until `stop` resolves. Returns the bound address (useful with port 0) and the server task.
 pub async fn serve(
     addr: SocketAddr,
     status: Arc<Status>,
+    gateway: Option<Arc<crate::gateway::Gateway>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServiceError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -102,9 +103,14 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| ServiceError::Io(e.to_string()))?;
-    let app = crate::http::router(status);
+    let mut app = crate::http::router(status);
+    if let Some(gw) = gateway {
+        app = app.merge(crate::gateway::router(gw));
+    }
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
+        // The gateway keys rate limits by peer address when no API key is sent.
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
             .with_graceful_shutdown(stop)
             .await
         {

@@ -1,0 +1,287 @@
+//! The validator as a gateway, with real processes: a devnet (honest nodes and one that
+//! answers wrongly) behind the validator's gateway; sealed user requests through it, all
+//! answered correctly by honest, correctly measured nodes; a logging relay in front of the
+//! gateway sees no plaintext; a node killed mid-run is routed around with no request lost
+//! or answered twice; the plaintext-compatible `/infer` answers with a proof bundle that
+//! `attesta verify receipt` accepts; and a client over its rate limit gets 429.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attesta_client::{Client, ClientConfig, GatewayTransport};
+use attesta_evidence::{Policy, PolicyFile, TrustedRoot, danger};
+use serde_json::{Value, json};
+use support::*;
+
+/// Stops the devnet (and so every process it started) when the test ends, however it ends.
+struct Devnet(std::process::Child);
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The client's policy: the devnet's dev root and releases file, no relaxation beyond the
+/// dev root (a node declaring a fault would be refused).
+fn policy(described: &Value) -> Policy {
+    let registry = std::fs::read_to_string(described["registry"].as_str().unwrap()).unwrap();
+    let root = std::fs::read_to_string(described["dev_root"].as_str().unwrap()).unwrap();
+    let policy = PolicyFile::parse(&registry)
+        .unwrap()
+        .apply(Policy::aws_nitro().unwrap());
+    danger::accept_dev_root(
+        policy,
+        TrustedRoot::from_pem("dev (insecure)", &root).unwrap(),
+    )
+}
+
+/// Inputs for the devnet model `cid` as a node declares it, with distinctive values.
+fn inputs_for(node_addr: &str, cid: &str) -> Value {
+    let models = http(node_addr, "GET", "/v1/models", b"").json();
+    let model = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["cid"] == cid)
+        .unwrap_or_else(|| panic!("{cid} not listed: {models}"));
+    // A loaded model lists signatures such as `x: float32[batch, 16]`.
+    let sig = model["inputs"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{model}"));
+    let (name, rest) = sig.split_once(':').unwrap();
+    let dims = rest.split_once('[').unwrap().1.trim_end_matches(']');
+    let width: usize = dims.rsplit(',').next().unwrap().trim().parse().unwrap();
+    let values: Vec<Value> = (0..width)
+        .map(|i| json!({"value": 7_345_123 + i as i64, "decimals": 6}))
+        .collect();
+    json!({"numbers": [{"name": name.trim(), "shape": [1, width], "values": values}]})
+}
+
+fn host(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+#[test]
+fn sealed_and_plaintext_requests_go_through_the_gateway_to_honest_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = attesta()
+        .args([
+            "devnet",
+            "--nodes",
+            "3",
+            "--faulty",
+            "1",
+            "--interval",
+            "300ms",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _devnet = Devnet(child);
+    let described_path = dir.path().join("devnet.json");
+    assert!(
+        wait_until(Duration::from_secs(120), || described_path.exists()),
+        "devnet.json never appeared"
+    );
+    let described = read_json(&described_path).unwrap();
+    let gateway = described["gateway"].as_str().unwrap().to_owned();
+    let nodes = described["nodes"].as_array().unwrap().clone();
+    let honest: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n["behaviour"] == "honest")
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(honest.len(), 2, "{described}");
+    // Wait until a round has scored the honest nodes.
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let board = http(host(&gateway), "GET", "/v1/nodes", b"").json();
+            board["nodes"].as_array().is_some_and(|ns| {
+                ns.iter()
+                    .filter(|n| n["score"].as_f64().unwrap_or(0.0) > 0.0)
+                    .count()
+                    >= 2
+            })
+        }),
+        "no round scored the honest nodes"
+    );
+    let cid = described["models"][0].as_str().unwrap().to_owned();
+    let first_honest = nodes.iter().find(|n| n["behaviour"] == "honest").unwrap();
+    let inputs = inputs_for(host(first_honest["url"].as_str().unwrap()), &cid);
+    // The reference answer: an honest node's plaintext /infer.
+    let reference = http(
+        host(first_honest["url"].as_str().unwrap()),
+        "POST",
+        "/infer",
+        &serde_json::to_vec(&json!({"ipfs_hash": cid, "model_inputs": inputs})).unwrap(),
+    )
+    .json();
+    let expected_output = reference["output"].clone();
+    assert!(expected_output.is_array(), "{reference}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let policy = policy(&described);
+    let inputs_text = inputs.to_string();
+
+    // 1. Sealed requests through a logging relay in front of the gateway.
+    let (relay, seen) = logging_relay(host(&gateway).to_owned());
+    let transport = Arc::new(
+        GatewayTransport::new(&format!("http://{relay}"), Duration::from_secs(10))
+            .unwrap()
+            .with_model(&cid),
+    );
+    let client =
+        Client::with_transport(transport.clone(), ClientConfig::new(policy.clone())).unwrap();
+    let mut routed: BTreeMap<String, usize> = BTreeMap::new();
+    rt.block_on(async {
+        for i in 0..40 {
+            if i % 10 == 0 {
+                client.forget_node(); // a fresh route now and then
+            }
+            let out = client.infer(&cid, &inputs_text).await.unwrap();
+            let got: Value = serde_json::from_str(out.output.get()).unwrap();
+            assert_eq!(got, expected_output, "request {i}");
+            *routed.entry(transport.node().unwrap()).or_default() += 1;
+        }
+    });
+    assert!(
+        routed.keys().all(|id| honest.contains(id)),
+        "routed to {routed:?}"
+    );
+    let log = seen.lock().unwrap().clone();
+    assert!(!log.is_empty());
+    // The distinctive input values and the output never cross the relay in the clear.
+    assert!(
+        !contains(&log, b"7345123"),
+        "an input value crossed the relay in plaintext"
+    );
+    let out_text = expected_output.to_string();
+    let probe = out_text.get(..out_text.len().min(24)).unwrap();
+    assert!(
+        !contains(&log, probe.as_bytes()),
+        "the output crossed the relay in plaintext"
+    );
+
+    // 2. Many sealed requests straight to the gateway; the routed node is killed midway.
+    let direct = Arc::new(
+        GatewayTransport::new(&gateway, Duration::from_secs(10))
+            .unwrap()
+            .with_model(&cid),
+    );
+    let client = Client::with_transport(direct.clone(), ClientConfig::new(policy)).unwrap();
+    let total = 1000;
+    let mut answered = 0;
+    let mut killed = None;
+    let mut nonces = BTreeSet::new();
+    rt.block_on(async {
+        for i in 0..total {
+            if i == total / 2 {
+                let victim = direct.node().unwrap();
+                let pid = nodes
+                    .iter()
+                    .find(|n| n["id"] == victim.as_str())
+                    .and_then(|n| n["pid"].as_u64())
+                    .unwrap();
+                // The devnet started this node for this test; stop it mid-run.
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+                killed = Some(victim);
+            }
+            let mut tries = 0;
+            let out = loop {
+                tries += 1;
+                match client.infer(&cid, &inputs_text).await {
+                    Ok(o) => break o,
+                    Err(e) if tries < 4 => {
+                        // The gateway names the dead node's failure; route again.
+                        assert!(
+                            matches!(
+                                e.code(),
+                                "node_unreachable"
+                                    | "node_timeout"
+                                    | "transport"
+                                    | "timeout"
+                                    | "no_node_available"
+                            ),
+                            "request {i}: {e}"
+                        );
+                        client.forget_node();
+                    }
+                    Err(e) => panic!("request {i} lost: {e}"),
+                }
+            };
+            let got: Value = serde_json::from_str(out.output.get()).unwrap();
+            assert_eq!(got, expected_output, "request {i}");
+            // One answer per request: every receipt is for a distinct request.
+            assert!(
+                nonces.insert(out.request.clone()),
+                "request {i} answered twice"
+            );
+            assert!(honest.contains(&direct.node().unwrap()));
+            answered += 1;
+        }
+    });
+    assert_eq!(answered, total);
+    let killed = killed.unwrap();
+    assert_ne!(
+        direct.node().unwrap(),
+        killed,
+        "still routed to the dead node"
+    );
+
+    // 3. Plaintext-compatible /infer: the gateway attests, seals and checks the receipt.
+    let body = serde_json::to_vec(&json!({"ipfs_hash": cid, "model_inputs": inputs})).unwrap();
+    let answer = http(host(&gateway), "POST", "/infer", &body);
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let answer = answer.json();
+    assert_eq!(answer["output"], expected_output);
+    assert!(honest.contains(answer["node"].as_str().unwrap()));
+    assert_ne!(answer["node"].as_str().unwrap(), killed);
+    let proof = dir.path().join("proof.json");
+    std::fs::write(&proof, serde_json::to_vec(&answer["proof"]).unwrap()).unwrap();
+    let (code, out, err) = run_status(&[
+        "verify",
+        "receipt",
+        proof.to_str().unwrap(),
+        "--dev-root",
+        described["dev_root"].as_str().unwrap(),
+        "--measurements",
+        described["registry"].as_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // 4. Bad requests get typed JSON errors, not 5xx.
+    let r = http(host(&gateway), "GET", "/v1/route?nonce=zz", b"");
+    r.assert_error(400, "invalid_nonce");
+    let r = http_typed(
+        host(&gateway),
+        "POST",
+        "/v1/nodes/nobody/infer",
+        "application/vnd.attesta.sealed",
+        b"x",
+    );
+    r.assert_error(404, "unknown_node");
+    let r = http(host(&gateway), "POST", "/infer", b"{\"ipfs_hash\": 1}");
+    r.assert_error(400, "invalid_body");
+}

@@ -1,0 +1,718 @@
+//! The validator as a gateway for users' requests (docs/PROTOCOL.md, "Gateway").
+//!
+//! Requests go to a node the validator's own rounds verified (attested, its
+//! measurement accepted, scored), chosen in proportion to its score, skipping
+//! nodes that just failed a user, retrying elsewhere a bounded number of times.
+//!
+//! - **Sealed** (the default for attesta clients): `GET /v1/route?nonce=…`
+//!   answers which node to use and that node's own attestation for the
+//!   client's nonce; the client verifies it, seals to the node's key set and
+//!   sends `POST /v1/nodes/{id}/infer`, which is relayed as ciphertext. The
+//!   gateway never sees a plaintext and is trusted only for availability.
+//! - **Plaintext-compatible**: `POST /infer` takes OpenGradient's body; the
+//!   gateway attests the node under the validator's policy, seals, verifies
+//!   the receipt and answers the output with its proof bundle. For clients
+//!   that trust the validator.
+//!
+//! Admission ([`limits`]): API keys when configured, a token bucket per
+//! client, a bound on requests in flight and waiting (429 / 503 with
+//! `Retry-After`), a body size cap.
+
+pub mod limits;
+pub mod pick;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attesta_client::{Client, ClientConfig, ClientError, RngHandle};
+use attesta_evidence::{Policy, UnixTime};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::round::Clock;
+use crate::runner::ValidatorRng;
+use crate::status::Status;
+use limits::{LimitConfig, Limiter, Refusal};
+use pick::{Pick, Picker};
+
+/// The sealed envelopes' media type (the node's `/v1/infer`).
+const SEALED: &str = attesta_seal::MEDIA_TYPE;
+
+/// `[validator.gateway]`: serving users' requests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Serve the gateway routes on the validator's listener.
+    pub enabled: bool,
+    /// Accepted API keys (`Authorization: Bearer <key>`); empty: open to everyone.
+    pub api_keys: Vec<String>,
+    /// Sustained requests per second per client (API key, else address).
+    pub rate_per_client: f64,
+    /// Requests a client may send at once.
+    pub burst_per_client: u32,
+    /// Requests relayed at once.
+    pub max_inflight: usize,
+    /// Requests waiting for a slot before 503.
+    pub max_queue: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Nodes tried for one request.
+    pub attempts: usize,
+    /// How long a node that failed a user request is skipped, in seconds.
+    pub failure_cooldown_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        let l = LimitConfig::default();
+        GatewayConfig {
+            enabled: false,
+            api_keys: Vec::new(),
+            rate_per_client: l.rate_per_client,
+            burst_per_client: l.burst_per_client,
+            max_inflight: l.max_inflight,
+            max_queue: l.max_queue,
+            max_body_bytes: 16 << 20,
+            attempts: 3,
+            failure_cooldown_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeResultLabels {
+    node: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatusLabels {
+    route: String,
+    status: u16,
+}
+
+/// The gateway's Prometheus metrics (`attesta_gateway_*`).
+struct GatewayMetrics {
+    registry: Registry,
+    requests: Family<RouteStatusLabels, Counter>,
+    relayed: Family<NodeResultLabels, Counter>,
+    relay_seconds: Histogram,
+}
+
+impl GatewayMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("attesta_gateway");
+        let requests = Family::<RouteStatusLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Gateway requests by route and status",
+            requests.clone(),
+        );
+        let relayed = Family::<NodeResultLabels, Counter>::default();
+        registry.register(
+            "relayed",
+            "Requests relayed to each node, by result (ok, refused, failed)",
+            relayed.clone(),
+        );
+        let relay_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "relay_seconds",
+            "Time from relaying a request to the node's answer",
+            relay_seconds.clone(),
+        );
+        GatewayMetrics {
+            registry,
+            requests,
+            relayed,
+            relay_seconds,
+        }
+    }
+
+    fn relayed(&self, node: &str, result: &str) {
+        self.relayed
+            .get_or_create(&NodeResultLabels {
+                node: node.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// What the gateway needs from the validator.
+pub struct GatewayParts {
+    /// The board the rounds keep (who is verified, scores).
+    pub status: Arc<Status>,
+    /// The validator's attestation policy (plaintext mode verifies under it).
+    pub policy: Policy,
+    /// Per-request timeout towards nodes.
+    pub node_timeout: Duration,
+    /// Time source of the plaintext mode's client.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness for node choice.
+    pub rng: ValidatorRng,
+    /// Randomness for the plaintext mode's nonces and HPKE keys.
+    pub client_rng: RngHandle,
+}
+
+/// The gateway's state.
+pub struct Gateway {
+    cfg: GatewayConfig,
+    parts_status: Arc<Status>,
+    policy: Policy,
+    node_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    client_rng: RngHandle,
+    rng: Mutex<ValidatorRng>,
+    picker: Picker,
+    limiter: Limiter,
+    http: reqwest::Client,
+    clients: Mutex<HashMap<(String, String), Arc<Client>>>,
+    metrics: GatewayMetrics,
+}
+
+impl Gateway {
+    /// A gateway over the validator's board.
+    pub fn new(cfg: GatewayConfig, parts: GatewayParts) -> Result<Arc<Self>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(parts.node_timeout)
+            .build()?;
+        let limiter = Limiter::new(LimitConfig {
+            rate_per_client: cfg.rate_per_client,
+            burst_per_client: cfg.burst_per_client,
+            max_inflight: cfg.max_inflight,
+            max_queue: cfg.max_queue,
+            ..LimitConfig::default()
+        });
+        Ok(Arc::new(Gateway {
+            picker: Picker::new(Duration::from_secs(cfg.failure_cooldown_secs)),
+            limiter,
+            cfg,
+            parts_status: parts.status,
+            policy: parts.policy,
+            node_timeout: parts.node_timeout,
+            clock: parts.clock,
+            client_rng: parts.client_rng,
+            rng: Mutex::new(parts.rng),
+            http,
+            clients: Mutex::new(HashMap::new()),
+            metrics: GatewayMetrics::new(),
+        }))
+    }
+
+    /// Prometheus text of the gateway's metrics.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry);
+        out
+    }
+
+    fn pick(&self, tried: &BTreeSet<String>) -> Option<Pick> {
+        let board = self.parts_status.board();
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.picker.pick(&board, tried, Instant::now(), &mut *rng)
+    }
+
+    fn node_url(&self, id: &str) -> Option<String> {
+        self.parts_status
+            .board()
+            .nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .map(|n| n.url)
+    }
+
+    /// Authentication and per-client rate: the client key on success.
+    fn check_client(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<String, GwError> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let client = if self.cfg.api_keys.is_empty() {
+            bearer.map_or_else(|| peer.ip().to_string(), |k| format!("key:{k}"))
+        } else {
+            match bearer {
+                Some(k) if self.cfg.api_keys.iter().any(|a| constant_eq(a, k)) => {
+                    format!("key:{k}")
+                }
+                Some(_) => {
+                    return Err(GwError::new(
+                        401,
+                        "invalid_api_key",
+                        "the API key is not accepted",
+                    ));
+                }
+                None => {
+                    return Err(GwError::new(
+                        401,
+                        "missing_api_key",
+                        "this gateway needs `Authorization: Bearer <API key>`",
+                    ));
+                }
+            }
+        };
+        self.limiter
+            .check_rate(&client, Instant::now())
+            .map_err(GwError::refused)?;
+        Ok(client)
+    }
+
+    fn client_for(&self, pick: &Pick) -> Result<Arc<Client>, ClientError> {
+        let key = (pick.id.clone(), pick.url.clone());
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(&key) {
+            return Ok(Arc::clone(c));
+        }
+        let clock = Arc::clone(&self.clock);
+        let config = ClientConfig {
+            policy: self.policy.clone(),
+            key_cache_ttl: Duration::from_secs(60),
+            timeout: self.node_timeout,
+            nonce_len: 32,
+            clock: Arc::new(move || UnixTime::from_system(clock.now())),
+            rng: Arc::clone(&self.client_rng),
+        };
+        let client = Arc::new(Client::new(&pick.url, config)?);
+        // Nodes come and go with the registry; the map is bounded by it.
+        if clients.len() > 4096 {
+            clients.clear();
+        }
+        clients.insert(key, Arc::clone(&client));
+        Ok(client)
+    }
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// A gateway refusal: HTTP status, stable code, message, and `Retry-After` when it helps.
+#[derive(Debug)]
+struct GwError {
+    status: u16,
+    code: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl GwError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        GwError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn refused(r: Refusal) -> Self {
+        match r {
+            Refusal::RateLimited(wait) => GwError {
+                retry_after: Some(wait),
+                ..GwError::new(429, "rate_limited", "too many requests from this client")
+            },
+            Refusal::Overloaded(wait) => GwError {
+                retry_after: Some(wait),
+                ..GwError::new(503, "overloaded", "the gateway is at capacity")
+            },
+        }
+    }
+}
+
+impl IntoResponse for GwError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = attesta_seal::plaintext::ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+        }
+        .to_json();
+        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// A body that could not be read: over the cap (413) or broken off (400), as JSON.
+fn body_error(e: &BytesRejection) -> GwError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        GwError::new(
+            413,
+            "body_too_large",
+            "the request body is over the gateway's limit",
+        )
+    } else {
+        GwError::new(400, "bad_body", e.body_text())
+    }
+}
+
+/// The gateway's routes (merge them into the validator's router).
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let limit = gw.cfg.max_body_bytes;
+    Router::new()
+        .route("/v1/route", get(route))
+        .route("/v1/nodes/{id}/infer", post(relay))
+        .route("/infer", post(plaintext_infer))
+        .route("/gateway/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(gw)
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gw.render_metrics(),
+    )
+}
+
+fn count(gw: &Gateway, route: &str, resp: &Response) {
+    gw.metrics
+        .requests
+        .get_or_create(&RouteStatusLabels {
+            route: route.to_owned(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+}
+
+/// The `nonce` (hex, 16..=64 bytes) and optional `model` of a route request.
+fn route_query(query: Option<&str>) -> Result<(String, Option<String>), GwError> {
+    let mut nonce = None;
+    let mut model = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("nonce", v)) => nonce = Some(v.to_owned()),
+            Some(("model", v)) => model = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    let nonce = nonce.ok_or_else(|| {
+        GwError::new(
+            400,
+            "invalid_nonce",
+            "`nonce` (hex, 16..=64 bytes) is required",
+        )
+    })?;
+    let ok = hex::decode(&nonce).is_ok_and(|b| (16..=64).contains(&b.len()));
+    if !ok {
+        return Err(GwError::new(
+            400,
+            "invalid_nonce",
+            "`nonce` must be 16..=64 bytes (32..=128 hex characters)",
+        ));
+    }
+    if let Some(m) = &model
+        && m.parse::<attesta_content::Cid>().is_err()
+    {
+        return Err(GwError::new(
+            400,
+            "invalid_model",
+            format!("`model` {m:?} is not a CID"),
+        ));
+    }
+    Ok((nonce, model))
+}
+
+/// `GET /v1/route?nonce=<hex>[&model=<cid>]`: a verified node and its attestation for this nonce.
+async fn route(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let resp = route_inner(&gw, peer, &headers, query.as_deref())
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    count(&gw, "route", &resp);
+    resp
+}
+
+async fn route_inner(
+    gw: &Gateway,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response, GwError> {
+    gw.check_client(headers, peer)?;
+    let (nonce, _model) = route_query(query)?;
+    let _slot = gw.limiter.admit().await.map_err(GwError::refused)?;
+    let mut tried = BTreeSet::new();
+    for _ in 0..gw.cfg.attempts.max(1) {
+        let Some(pick) = gw.pick(&tried) else { break };
+        tried.insert(pick.id.clone());
+        let url = format!(
+            "{}/v1/attestation?nonce={nonce}",
+            pick.url.trim_end_matches('/')
+        );
+        let answer = match gw.http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+            _ => None,
+        };
+        match answer {
+            Some(attestation) => {
+                gw.picker.succeeded(&pick.id);
+                let body = serde_json::json!({
+                    "node": {"id": pick.id, "url": pick.url, "insecure": pick.insecure},
+                    "attestation": attestation,
+                });
+                return Ok(axum::Json(body).into_response());
+            }
+            None => {
+                tracing::warn!(node = %pick.id, "gateway: attestation for a route failed");
+                gw.picker.failed(&pick.id, Instant::now());
+            }
+        }
+    }
+    Err(GwError {
+        retry_after: Some(Duration::from_secs(5)),
+        ..GwError::new(
+            503,
+            "no_node_available",
+            "no verified node answered; retry later",
+        )
+    })
+}
+
+/// `POST /v1/nodes/{id}/infer`: the sealed envelope relayed to that node, its answer back verbatim.
+async fn relay(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let resp = match body {
+        Ok(body) => relay_inner(&gw, peer, &id, &headers, body).await,
+        Err(e) => Err(body_error(&e)),
+    }
+    .unwrap_or_else(IntoResponse::into_response);
+    count(&gw, "relay", &resp);
+    resp
+}
+
+async fn relay_inner(
+    gw: &Gateway,
+    peer: SocketAddr,
+    id: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, GwError> {
+    gw.check_client(headers, peer)?;
+    // Only nodes in the registry: the gateway never relays to an address a user names.
+    let url = gw.node_url(id).ok_or_else(|| {
+        GwError::new(
+            404,
+            "unknown_node",
+            format!("no node `{id}` in the registry"),
+        )
+    })?;
+    let _slot = gw.limiter.admit().await.map_err(GwError::refused)?;
+    let started = Instant::now();
+    let sent = gw
+        .http
+        .post(format!("{}/v1/infer", url.trim_end_matches('/')))
+        .header(header::CONTENT_TYPE, SEALED)
+        .header(header::ACCEPT, SEALED)
+        .body(body)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            gw.picker.failed(id, Instant::now());
+            gw.metrics.relayed(id, "failed");
+            let (status, code) = if e.is_timeout() {
+                (504, "node_timeout")
+            } else {
+                (502, "node_unreachable")
+            };
+            return Err(GwError::new(
+                status,
+                code,
+                format!("node `{id}` did not answer"),
+            ));
+        }
+    };
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let answer = match resp.bytes().await {
+        Ok(b) => b,
+        Err(_) => {
+            gw.picker.failed(id, Instant::now());
+            gw.metrics.relayed(id, "failed");
+            return Err(GwError::new(
+                502,
+                "node_unreachable",
+                format!("node `{id}` broke off its answer"),
+            ));
+        }
+    };
+    gw.metrics
+        .relay_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if status.is_server_error() {
+        gw.picker.failed(id, Instant::now());
+        gw.metrics.relayed(id, "failed");
+    } else {
+        gw.picker.succeeded(id);
+        gw.metrics
+            .relayed(id, if status.is_success() { "ok" } else { "refused" });
+    }
+    let mut out = (status, answer).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(out)
+}
+
+/// The HTTP status of a node verdict that blames the request (docs/PROTOCOL.md's error
+/// table); `None` for verdicts about the node (timeout, fetch failure, internal), which the
+/// gateway answers by trying another node.
+fn request_fault_status(code: &str) -> Option<u16> {
+    Some(match code {
+        "malformed_request" | "invalid_cid" | "invalid_number" | "invalid_decimals"
+        | "value_out_of_range" | "shape_mismatch" | "type_mismatch" | "unknown_input"
+        | "missing_input" | "duplicate_input" | "invalid_input" => 400,
+        "model_not_allowed" => 403,
+        "model_not_found" => 404,
+        "model_too_large" | "tensor_too_large" | "inference_too_large" => 413,
+        "model_load_failed" | "inference_failed" => 422,
+        _ => return None,
+    })
+}
+
+/// OpenGradient's `/infer` body.
+#[derive(serde::Deserialize)]
+struct OgRequest {
+    ipfs_hash: String,
+    model_inputs: Box<serde_json::value::RawValue>,
+}
+
+/// `POST /infer` (plaintext-compatible): attested, sealed and receipt-checked by the gateway.
+async fn plaintext_infer(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let resp = match body {
+        Ok(body) => plaintext_inner(&gw, peer, &headers, &body).await,
+        Err(e) => Err(body_error(&e)),
+    }
+    .unwrap_or_else(IntoResponse::into_response);
+    count(&gw, "infer", &resp);
+    resp
+}
+
+async fn plaintext_inner(
+    gw: &Gateway,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, GwError> {
+    gw.check_client(headers, peer)?;
+    let req: OgRequest = serde_json::from_slice(body).map_err(|e| {
+        GwError::new(
+            400,
+            "invalid_body",
+            format!("expected {{\"ipfs_hash\", \"model_inputs\"}}: {e}"),
+        )
+    })?;
+    let _slot = gw.limiter.admit().await.map_err(GwError::refused)?;
+    let mut tried = BTreeSet::new();
+    let mut last = None;
+    for _ in 0..gw.cfg.attempts.max(1) {
+        let Some(pick) = gw.pick(&tried) else { break };
+        tried.insert(pick.id.clone());
+        let client = gw
+            .client_for(&pick)
+            .map_err(|e| GwError::new(500, "client", e.to_string()))?;
+        let started = Instant::now();
+        match client.infer(&req.ipfs_hash, req.model_inputs.get()).await {
+            Ok(outcome) => {
+                gw.picker.succeeded(&pick.id);
+                gw.metrics.relayed(&pick.id, "ok");
+                gw.metrics
+                    .relay_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let output: serde_json::Value = serde_json::from_str(outcome.output.get())
+                    .map_err(|e| GwError::new(502, "bad_output", e.to_string()))?;
+                let proof: serde_json::Value = serde_json::from_slice(&outcome.bundle.to_json())
+                    .map_err(|e| GwError::new(500, "bundle", e.to_string()))?;
+                let answer = serde_json::json!({
+                    "output": output,
+                    "model_hash": outcome.model_hash,
+                    "node": pick.id,
+                    "proof": proof,
+                });
+                return Ok(axum::Json(answer).into_response());
+            }
+            // The node's authenticated verdict that the request itself is at fault (unknown
+            // model, bad inputs): the same on any node, so it is the answer.
+            Err(ClientError::Answer(attesta_seal::AnswerError::Remote(r)))
+                if request_fault_status(&r.0.code).is_some() =>
+            {
+                gw.picker.succeeded(&pick.id);
+                gw.metrics.relayed(&pick.id, "refused");
+                let status = request_fault_status(&r.0.code)
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+                let body = attesta_seal::plaintext::ErrorBody {
+                    code: r.0.code.clone(),
+                    message: r.0.message.clone(),
+                }
+                .to_json();
+                return Ok(
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+                );
+            }
+            Err(ClientError::InvalidInput(m)) => {
+                return Err(GwError::new(400, "invalid_input", m));
+            }
+            Err(e) => {
+                tracing::warn!(node = %pick.id, error = %e, "gateway: node failed a user request; trying another");
+                gw.picker.failed(&pick.id, Instant::now());
+                gw.metrics.relayed(&pick.id, "failed");
+                client.forget_node();
+                last = Some(format!("{}: {}", pick.id, e.code()));
+            }
+        }
+    }
+    Err(GwError {
+        retry_after: Some(Duration::from_secs(5)),
+        ..GwError::new(
+            503,
+            "no_node_available",
+            match last {
+                Some(l) => format!("no verified node answered (last: {l})"),
+                None => "no verified node is available".to_owned(),
+            },
+        )
+    })
+}
