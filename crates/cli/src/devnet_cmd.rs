@@ -548,6 +548,7 @@ async fn drive(
             "pid": children.iter().find(|(name, _)| *name == e.id).and_then(|(_, c)| c.id()),
         })).collect::<Vec<_>>(),
         "gateway": vurl,
+        "dashboard": format!("{vurl}/"),
         "status": format!("{vurl}/v1/nodes"),
         "models": cids,
         "dev_root": dev_root,
@@ -563,6 +564,7 @@ async fn drive(
             cids.len(),
             logs.display()
         );
+        println!("dashboard: {vurl}/");
         println!(
             "gateway: {vurl} (sealed: attesta infer --gateway {vurl} …; plaintext: POST {vurl}/infer); \
              described in {}",

@@ -49,6 +49,10 @@ fn policy(described: &Value) -> Policy {
 
 /// Inputs for the devnet model `cid` as a node declares it, with distinctive values.
 fn inputs_for(node_addr: &str, cid: &str) -> Value {
+    // Any request loads the model (this one is refused for its missing input), so that
+    // the listing shows its signature whichever models the rounds happened to use.
+    let body = serde_json::to_vec(&json!({"ipfs_hash": cid, "model_inputs": {}})).unwrap();
+    http(node_addr, "POST", "/infer", &body);
     let models = http(node_addr, "GET", "/v1/models", b"").json();
     let model = models["models"]
         .as_array()
@@ -271,7 +275,54 @@ fn sealed_and_plaintext_requests_go_through_the_gateway_to_honest_nodes() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
 
-    // 4. Bad requests get typed JSON errors, not 5xx.
+    // 4. The dashboard, in a real headless browser: every node with its verdict (dev TEEs
+    //    in red), live updates after a round, plots with points, gateway traffic, and no
+    //    console error, failed request or exception.
+    let shot = dir.path().join("dashboard.png");
+    let out = std::process::Command::new(python())
+        .arg(workspace().join("tests/dashboard/check.py"))
+        .arg(format!("{gateway}/"))
+        .arg(nodes.len().to_string())
+        .arg(&shot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dashboard check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["problems"], json!([]), "{seen:#}");
+    let rows = seen["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), nodes.len(), "{seen:#}");
+    let killed_row = rows.iter().find(|r| r["id"] == killed.as_str()).unwrap();
+    for r in rows.iter().filter(|r| r["id"] != killed.as_str()) {
+        // Every live node here runs the dev TEE: shown, and shown insecure, in red.
+        assert_eq!(r["verdict"], "verdict insecure", "{seen:#}");
+        assert!(r["platform"].as_str().unwrap().contains("insecure"));
+        assert_eq!(r["color"], "rgb(207, 34, 46)", "{seen:#}");
+    }
+    assert!(killed_row["verdict"].is_string());
+    assert!(seen["round_after"].as_u64() > seen["round_before"].as_u64());
+    let points = seen["score_points"].as_array().unwrap();
+    assert_eq!(
+        points.len(),
+        nodes.len(),
+        "one score line per node: {seen:#}"
+    );
+    assert!(points.iter().all(|p| p.as_u64().unwrap() >= 2), "{seen:#}");
+    assert!(
+        seen["gateway"].as_str().unwrap().contains("requests: "),
+        "{seen:#}"
+    );
+    // The screenshot is a real rendering of a full page.
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert!(width >= 1000 && height >= 600, "{width}x{height}");
+
+    // 5. Bad requests get typed JSON errors, not 5xx.
     let r = http(host(&gateway), "GET", "/v1/route?nonce=zz", b"");
     r.assert_error(400, "invalid_nonce");
     let r = http_typed(

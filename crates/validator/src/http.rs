@@ -1,4 +1,5 @@
-//! `GET /v1/nodes` (JSON board) and `GET /metrics` (Prometheus text).
+//! `GET /v1/nodes` (JSON board), `GET /v1/history` (recent rounds), `GET /metrics`
+//! (Prometheus text) and the dashboard page at `/`.
 
 use std::sync::Arc;
 
@@ -13,10 +14,35 @@ use crate::status::Status;
 /// The validator's HTTP routes over a shared [`Status`].
 pub fn router(status: Arc<Status>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard))
+        .route("/v1/history", get(history))
         .route("/v1/nodes", get(nodes))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(status)
+}
+
+/// The dashboard: one self-contained page (no external scripts, styles or fonts) that
+/// polls `/v1/nodes`, `/v1/history` and, when the gateway runs, `/gateway/stats`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Everything the page needs comes from this origin.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        DASHBOARD,
+    )
+}
+
+async fn history(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "rounds": status.history() }))
 }
 
 async fn nodes(State(status): State<Arc<Status>>) -> impl IntoResponse {

@@ -78,6 +78,12 @@ pub struct NodeStatus {
     pub last_failure_round: Option<u64>,
     /// Attempt counts.
     pub counts: Counts,
+    /// Last round whose attestation verified.
+    #[serde(default)]
+    pub last_attested_round: Option<u64>,
+    /// When that round was committed (Unix ms, the validator's clock).
+    #[serde(default)]
+    pub last_attested_ms: Option<u64>,
 }
 
 /// The whole `/v1/nodes` document.
@@ -153,6 +159,9 @@ impl Board {
                 .attempts
                 .iter()
                 .any(|a| a.attestation == crate::state::Step::Pass);
+            if s.attested {
+                s.last_attested_round = Some(round);
+            }
             s.measurement = first.and_then(|a| a.measurement.clone());
             // Only a verified document or an explicit PCR mismatch says anything about the measurement.
             let mismatch = first

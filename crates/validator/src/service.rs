@@ -104,8 +104,15 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| ServiceError::Io(e.to_string()))?;
     let mut app = crate::http::router(status);
-    if let Some(gw) = gateway {
-        app = app.merge(crate::gateway::router(gw));
+    match gateway {
+        Some(gw) => app = app.merge(crate::gateway::router(gw)),
+        // The dashboard asks; without a gateway the answer says so (not a 404).
+        None => {
+            app = app.route(
+                "/gateway/stats",
+                axum::routing::get(|| async { axum::Json(serde_json::json!({"enabled": false})) }),
+            );
+        }
     }
     let task = tokio::spawn(async move {
         // The gateway keys rate limits by peer address when no API key is sent.

@@ -3,24 +3,94 @@
 //! [`metrics`](crate::metrics), updated together after each committed round.
 //! Never read by the scoring path, so HTTP readers cannot disturb rounds.
 
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
 
 pub use crate::leaderboard::{Board, Counts, MEASUREMENT_MISMATCH, NodeStatus};
 use crate::metrics::Metrics;
 use crate::state::{EpochWeights, NodeRound};
 
-/// Shared status: the board plus Prometheus metrics.
-#[derive(Debug, Default)]
+/// Rounds kept for `/v1/history` (the dashboard's plots).
+pub const HISTORY_ROUNDS: usize = 120;
+
+/// One node in one committed round, for plots.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryNode {
+    /// Node id.
+    pub id: String,
+    /// Score after the round.
+    pub score: f64,
+    /// Weight of the latest epoch at that round.
+    pub weight: f64,
+    /// Mean latency of the round's correct answers (ms).
+    pub latency_ms: Option<f64>,
+}
+
+/// One committed round, for plots.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryPoint {
+    /// Round number.
+    pub round: u64,
+    /// When it was committed (Unix ms).
+    pub at_ms: u64,
+    /// Every node on the board then.
+    pub nodes: Vec<HistoryNode>,
+}
+
+/// Wall-clock milliseconds for display timestamps (injected in tests).
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Shared status: the board, the recent rounds and Prometheus metrics.
 pub struct Status {
     board: RwLock<Board>,
+    history: RwLock<VecDeque<HistoryPoint>>,
     metrics: Metrics,
+    clock: WallClock,
+}
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Status").finish_non_exhaustive()
+    }
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            board: RwLock::default(),
+            history: RwLock::default(),
+            metrics: Metrics::default(),
+            clock: Arc::new(system_ms),
+        }
+    }
 }
 
 impl Status {
-    /// Empty board, metrics registered.
+    /// Empty board, metrics registered, the system clock for timestamps.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same with `clock` stamping committed rounds.
+    pub fn with_clock(clock: WallClock) -> Self {
+        Status {
+            clock,
+            ..Self::default()
+        }
+    }
+
+    /// The last [`HISTORY_ROUNDS`] committed rounds, oldest first.
+    pub fn history(&self) -> Vec<HistoryPoint> {
+        self.history
+            .read()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// A copy of the board.
@@ -53,9 +123,39 @@ impl Status {
         weights: Option<&EpochWeights>,
     ) {
         self.metrics.record_round(round, duration_ms, nodes);
+        let now = (self.clock)();
         if let Ok(mut b) = self.board.write() {
             b.record_round(round, duration_ms, nodes, scores, weights);
+            for n in &mut b.nodes {
+                if n.last_attested_round == Some(round) {
+                    n.last_attested_ms = Some(now);
+                }
+            }
             self.set_node_gauges(&b);
+            let point = HistoryPoint {
+                round,
+                at_ms: now,
+                nodes: b
+                    .nodes
+                    .iter()
+                    .map(|n| HistoryNode {
+                        id: n.id.clone(),
+                        score: n.score,
+                        weight: n.weight,
+                        latency_ms: nodes
+                            .iter()
+                            .any(|r| r.node.id == n.id)
+                            .then_some(n.last_latency_ms)
+                            .flatten(),
+                    })
+                    .collect(),
+            };
+            if let Ok(mut h) = self.history.write() {
+                if h.len() >= HISTORY_ROUNDS {
+                    h.pop_front();
+                }
+                h.push_back(point);
+            }
         }
     }
 

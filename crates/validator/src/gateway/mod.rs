@@ -109,6 +109,7 @@ struct GatewayMetrics {
     requests: Family<RouteStatusLabels, Counter>,
     relayed: Family<NodeResultLabels, Counter>,
     relay_seconds: Histogram,
+    traffic: Mutex<Traffic>,
 }
 
 impl GatewayMetrics {
@@ -137,6 +138,7 @@ impl GatewayMetrics {
             requests,
             relayed,
             relay_seconds,
+            traffic: Mutex::new(Traffic::default()),
         }
     }
 
@@ -147,7 +149,37 @@ impl GatewayMetrics {
                 result: result.to_owned(),
             })
             .inc();
+        if let Ok(mut t) = self.traffic.lock() {
+            let n = t.per_node.entry(node.to_owned()).or_default();
+            match result {
+                "ok" => n.ok += 1,
+                "refused" => n.refused += 1,
+                _ => n.failed += 1,
+            }
+        }
     }
+}
+
+/// Requests a node served for the gateway, by result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeTraffic {
+    /// Answered.
+    pub ok: u64,
+    /// Refused as the request's fault (node verdicts such as `invalid_input`).
+    pub refused: u64,
+    /// Failed (unreachable, timed out, failed verification).
+    pub failed: u64,
+}
+
+/// Totals for the dashboard (`GET /gateway/stats`); rates come from polling deltas.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    /// Requests answered by the gateway (all routes).
+    pub requests: u64,
+    /// Of those, answered with a 4xx or 5xx.
+    pub errors: u64,
+    /// Relays and plaintext requests per node.
+    pub per_node: std::collections::BTreeMap<String, NodeTraffic>,
 }
 
 /// What the gateway needs from the validator.
@@ -377,6 +409,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/nodes/{id}/infer", post(relay))
         .route("/infer", post(plaintext_infer))
         .route("/gateway/metrics", get(metrics))
+        .route("/gateway/stats", get(stats))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(gw)
 }
@@ -392,13 +425,32 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 fn count(gw: &Gateway, route: &str, resp: &Response) {
+    let status = resp.status().as_u16();
     gw.metrics
         .requests
         .get_or_create(&RouteStatusLabels {
             route: route.to_owned(),
-            status: resp.status().as_u16(),
+            status,
         })
         .inc();
+    if let Ok(mut t) = gw.metrics.traffic.lock() {
+        t.requests += 1;
+        if status >= 400 {
+            t.errors += 1;
+        }
+    }
+}
+
+async fn stats(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    let traffic = gw
+        .metrics
+        .traffic
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
+    let mut v = serde_json::to_value(traffic).unwrap_or_default();
+    v["enabled"] = serde_json::Value::Bool(true);
+    axum::Json(v)
 }
 
 /// The `nonce` (hex, 16..=64 bytes) and optional `model` of a route request.
