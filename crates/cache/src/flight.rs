@@ -1,31 +1,4 @@
-//! The one async single flight of attesta.
-//!
-//! [`SingleFlight`] lets concurrent callers asking for the same key share one computation:
-//! the first caller starts it, later callers join it, and all of them receive a clone of its
-//! value. The entry is removed as soon as the computation ends, so a call after that computes
-//! again: nothing is cached here (errors included); an owner that wants the value kept stores
-//! it itself, in its own cache, from inside the computation.
-//!
-//! Two ways to run a flight:
-//!
-//! - [`SingleFlight::run`]: the computation is a future polled by the callers themselves (no
-//!   task is spawned; it may borrow from the caller). When the caller driving it is cancelled
-//!   or its computation panics, the next waiter runs its own `make` instead (the others keep
-//!   waiting); when no waiter is left, the flight is gone.
-//! - [`SingleFlight::run_spawned`]: the computation runs in a spawned task, so it goes on
-//!   while its callers merely wait (each for as long as it likes, e.g. under a timeout). When
-//!   the last waiter leaves, the task is aborted (the flight is *abandoned*) unless the
-//!   computation said, through its [`Keep`], that it is past the point where stopping saves
-//!   anything; from then on it runs to the end with or without waiters.
-//!
-//! Because the entry is removed only after the computation ends, a caller that checked its
-//! own cache just before a flight stored its value there can start a second flight: a
-//! computation that stores its value should check that store again first (see the node's
-//! model cache and the content fetcher).
-//!
-//! The engine's plan cache keeps a synchronous `OnceLock` per LRU entry instead: that is a
-//! lazily computed cache cell whose value stays in the LRU, on threads without a runtime, not
-//! a flight.
+//! The one async single flight of attesta: [`SingleFlight`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,7 +12,32 @@ use tokio::task::AbortHandle;
 /// Called with the key of each spawned flight stopped because its last waiter left.
 type AbandonHook<K> = Box<dyn Fn(&K) + Send + Sync>;
 
-/// Concurrent callers of one key share one computation; see the [module docs](self).
+/// Concurrent callers asking for the same key share one computation:
+/// the first caller starts it, later callers join it, and all of them receive a clone of its
+/// value. The entry is removed as soon as the computation ends, so a call after that computes
+/// again: nothing is cached here (errors included); an owner that wants the value kept stores
+/// it itself, in its own cache, from inside the computation.
+///
+/// Two ways to run a flight:
+///
+/// - [`SingleFlight::run`]: the computation is a future polled by the callers themselves (no
+///   task is spawned; it may borrow from the caller). When the caller driving it is cancelled
+///   or its computation panics, the next waiter runs its own `make` instead (the others keep
+///   waiting); when no waiter is left, the flight is gone.
+/// - [`SingleFlight::run_spawned`]: the computation runs in a spawned task, so it goes on
+///   while its callers merely wait (each for as long as it likes, e.g. under a timeout). When
+///   the last waiter leaves, the task is aborted (the flight is *abandoned*) unless the
+///   computation said, through its [`Keep`], that it is past the point where stopping saves
+///   anything; from then on it runs to the end with or without waiters.
+///
+/// Because the entry is removed only after the computation ends, a caller that checked its
+/// own cache just before a flight stored its value there can start a second flight: a
+/// computation that stores its value should check that store again first (see the node's
+/// model cache and the content fetcher).
+///
+/// The engine's plan cache keeps a synchronous `OnceLock` per LRU entry instead, and rightly:
+/// that is a lazily computed cache cell whose value (or compile error) stays in the LRU, used
+/// from the blocking threads inference runs on, not a flight that ends.
 pub struct SingleFlight<K, V> {
     shared: Arc<Shared<K, V>>,
 }
