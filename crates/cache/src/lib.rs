@@ -1,4 +1,5 @@
-//! The one bounded LRU of attesta.
+//! The cache mechanisms of attesta: the one bounded LRU and (feature `flight`) the one
+//! single flight, [`SingleFlight`].
 //!
 //! [`Lru`] is a plain map that also keeps its entries in recency order and sums a
 //! caller-given byte weight per entry, so every cache in the tree (loaded models,
@@ -10,6 +11,11 @@
 //! It holds no lock: each owner wraps it in the lock it already has, so a cache's own
 //! state (flights, pins, failures) changes atomically with it.
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "flight")]
+mod flight;
+#[cfg(feature = "flight")]
+pub use flight::{Keep, SingleFlight, Stopped};
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};

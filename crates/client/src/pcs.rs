@@ -3,11 +3,13 @@
 //! caches them per (TEE, FMSPC, PCK CA) until the earliest `nextUpdate`.
 //! What it fetches is only parsed here; trust comes from the verifier,
 //! which checks every signature against the pinned Intel root.
+//! Concurrent requests for one platform's collateral share one fetch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use attesta_cache::SingleFlight;
 use attesta_evidence::UnixTime;
 use attesta_evidence::dcap::{
     Collateral, CollateralError, DcapError, MAX_COLLATERAL_LEN, PckIdentity, PcsFiles, Quote,
@@ -23,8 +25,8 @@ pub const INTEL_ROOT_CA_CRL_URL: &str =
 /// Most collateral sets kept (one per platform type the caller meets).
 pub const MAX_CACHED: usize = 256;
 
-/// Why collateral could not be fetched.
-#[derive(Debug, thiserror::Error)]
+/// Why collateral could not be fetched. Cloneable: every caller sharing one fetch gets it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum PcsError {
     /// The base URL is not http(s).
@@ -37,7 +39,7 @@ pub enum PcsError {
         url: String,
         /// The HTTP client's error.
         #[source]
-        source: reqwest::Error,
+        source: Arc<reqwest::Error>,
     },
     /// A non-200 answer.
     #[error("{url} answered HTTP {status}")]
@@ -69,7 +71,7 @@ pub enum PcsError {
     Pck(#[source] DcapError),
     /// What was fetched is not collateral.
     #[error("collateral")]
-    Collateral(#[source] CollateralError),
+    Collateral(#[source] Arc<CollateralError>),
 }
 
 struct Entry {
@@ -83,6 +85,8 @@ pub struct PcsClient {
     root_ca_crl_url: String,
     http: reqwest::Client,
     cache: Mutex<HashMap<PckIdentity, Entry>>,
+    /// Fetches in progress, one per platform.
+    flights: SingleFlight<PckIdentity, Result<Arc<Collateral>, PcsError>>,
 }
 
 impl std::fmt::Debug for PcsClient {
@@ -127,7 +131,7 @@ impl PcsClient {
             .build()
             .map_err(|source| PcsError::Transport {
                 url: base.clone(),
-                source,
+                source: Arc::new(source),
             })?;
         let root_ca_crl_url = if base == INTEL_PCS_URL {
             INTEL_ROOT_CA_CRL_URL.to_owned()
@@ -139,6 +143,7 @@ impl PcsClient {
             base,
             http,
             cache: Mutex::new(HashMap::new()),
+            flights: SingleFlight::new(),
         })
     }
 
@@ -165,19 +170,38 @@ impl PcsClient {
         self.collateral(id, now).await
     }
 
-    /// Collateral for one platform (TEE, FMSPC, PCK CA).
+    /// Collateral for one platform (TEE, FMSPC, PCK CA). Concurrent calls for
+    /// one platform share one fetch (their `now`s are taken as the same
+    /// moment); a failure is not cached.
     pub async fn collateral(
         &self,
         id: PckIdentity,
         now: UnixTime,
     ) -> Result<Arc<Collateral>, PcsError> {
-        if let Ok(cache) = self.cache.lock()
-            && let Some(e) = cache.get(&id)
-            && now < e.until
-        {
-            return Ok(Arc::clone(&e.collateral));
+        if let Some(c) = self.current(id, now) {
+            return Ok(c);
         }
-        let c = Arc::new(self.fetch(id).await?);
+        self.flights
+            .run(id, || async {
+                // Again: a flight that ended since the look above stored it.
+                if let Some(c) = self.current(id, now) {
+                    return Ok(c);
+                }
+                let c = Arc::new(self.fetch(id).await?);
+                self.store(id, &c, now);
+                Ok(c)
+            })
+            .await
+    }
+
+    /// The cached collateral of `id` if every part is current at `now`.
+    fn current(&self, id: PckIdentity, now: UnixTime) -> Option<Arc<Collateral>> {
+        let cache = self.cache.lock().ok()?;
+        let e = cache.get(&id)?;
+        (now < e.until).then(|| Arc::clone(&e.collateral))
+    }
+
+    fn store(&self, id: PckIdentity, c: &Arc<Collateral>, now: UnixTime) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|_, e| now < e.until);
             if cache.len() >= MAX_CACHED {
@@ -186,12 +210,11 @@ impl PcsClient {
             cache.insert(
                 id,
                 Entry {
-                    collateral: Arc::clone(&c),
+                    collateral: Arc::clone(c),
                     until: c.next_update(),
                 },
             );
         }
-        Ok(c)
     }
 
     async fn fetch(&self, id: PckIdentity) -> Result<Collateral, PcsError> {
@@ -219,7 +242,7 @@ impl PcsClient {
             root_ca_crl: &der_or_hex(root_crl),
             tcb_signing_chain_pem: &chain,
         })
-        .map_err(PcsError::Collateral)
+        .map_err(|e| PcsError::Collateral(Arc::new(e)))
     }
 
     /// GETs `url`; returns the body and, when asked, a URL-encoded PEM header.
@@ -230,7 +253,7 @@ impl PcsClient {
     ) -> Result<(Vec<u8>, Option<String>), PcsError> {
         let transport = |source| PcsError::Transport {
             url: url.to_owned(),
-            source,
+            source: Arc::new(source),
         };
         let mut resp = self.http.get(url).send().await.map_err(transport)?;
         if resp.status() != reqwest::StatusCode::OK {

@@ -80,3 +80,50 @@ async fn failures_are_named() {
         .unwrap_err();
     assert!(matches!(err, PcsError::Transport { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_requests_for_one_platform_share_one_fetch() {
+    let col = serde_json::from_slice(&fixture("phala_tdx_v4_collateral.json")).unwrap();
+    // Each answer takes 100 ms, so all callers arrive while the first fetch runs.
+    let pccs = Pccs::serve_slowly(col, "tdx", "B0C06F000000", Duration::from_millis(100)).await;
+    let client = Arc::new(PcsClient::new(&pccs.base, Duration::from_secs(10)).unwrap());
+    let quote = Arc::new(fixture("phala_tdx_v4_quote.bin"));
+    let now = UnixTime::parse_rfc3339("2025-07-01T00:00:00Z").unwrap();
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, quote) = (client.clone(), quote.clone());
+            tokio::spawn(async move { client.for_quote(&quote, now).await })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for c in callers {
+        got.push(c.await.unwrap().unwrap());
+    }
+    // One fetch: four requests (TCB info, QE identity, two CRLs), one collateral for all.
+    assert_eq!(pccs.hits(), 4);
+    assert!(got.iter().all(|c| Arc::ptr_eq(c, &got[0])));
+    assert_eq!(client.cached(), 1);
+
+    // A failure is shared by the callers of its flight but not kept: the next call asks
+    // again. (This PCCS knows another FMSPC: the TCB request is answered 404.)
+    let col = serde_json::from_slice(&fixture("phala_tdx_v4_collateral.json")).unwrap();
+    let other = Pccs::serve_slowly(col, "tdx", "000000000000", Duration::from_millis(100)).await;
+    let client = Arc::new(PcsClient::new(&other.base, Duration::from_secs(10)).unwrap());
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, quote) = (client.clone(), quote.clone());
+            tokio::spawn(async move { client.for_quote(&quote, now).await })
+        })
+        .collect();
+    for c in callers {
+        let err = c.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, PcsError::Status { status: 404, .. }),
+            "{err:?}"
+        );
+    }
+    assert_eq!(other.hits(), 1, "one TCB request for all four");
+    client.for_quote(&quote, now).await.unwrap_err();
+    assert_eq!(other.hits(), 2);
+    assert_eq!(client.cached(), 0);
+}

@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use attesta_cache::SingleFlight;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -352,14 +353,13 @@ impl FetchObserver for FetchStats {
     }
 }
 
-type Shared = Arc<tokio::sync::OnceCell<Result<StoredModel, FetchError>>>;
-
 struct Inner {
     config: GatewayConfig,
     store: ModelStore,
     client: reqwest::Client,
     observer: Arc<dyn FetchObserver>,
-    inflight: Mutex<HashMap<Cid, Shared>>,
+    /// Concurrent fetches of one CID share one download.
+    inflight: SingleFlight<Cid, Result<StoredModel, FetchError>>,
 }
 
 /// Fetches models by CID through trustless gateways into a [`ModelStore`]. Cheap to clone.
@@ -474,7 +474,7 @@ impl Fetcher {
                 store,
                 client,
                 observer: Arc::new(NoObserver),
-                inflight: Mutex::new(HashMap::new()),
+                inflight: SingleFlight::new(),
             }),
         }
     }
@@ -486,7 +486,7 @@ impl Fetcher {
             store: self.inner.store.clone(),
             client: self.inner.client.clone(),
             observer,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::new(),
         };
         Fetcher {
             inner: Arc::new(inner),
@@ -513,28 +513,11 @@ impl Fetcher {
         if let Some(m) = self.inner.store.get(cid)? {
             return Ok(m);
         }
-        let cell = {
-            let mut map = self
-                .inner
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.entry(cid.clone()).or_default().clone()
-        };
         // If the caller running the download is cancelled, the next waiter takes it over.
-        let result = cell
-            .get_or_init(|| self.fetch_uncached(cid, progress))
-            .await
-            .clone();
-        let mut map = self
-            .inner
+        self.inner
             .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.get(cid).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            map.remove(cid);
-        }
-        result
+            .run(cid.clone(), || self.fetch_uncached(cid, progress))
+            .await
     }
 
     /// Like [`Fetcher::fetch`], but pins the model first so no eviction can race its use.
@@ -553,6 +536,7 @@ impl Fetcher {
         cid: &Cid,
         progress: &dyn FetchProgress,
     ) -> Result<StoredModel, FetchError> {
+        // Again: a flight that ended between the caller's look and this one stored it.
         if let Some(m) = self.inner.store.get(cid)? {
             return Ok(m);
         }

@@ -1,23 +1,23 @@
 //! In-memory cache of loaded models with a byte budget, LRU eviction,
 //! single-flight loading and a memory of models that failed to load.
 //!
-//! Single flight: the first request for a CID starts one load task; later
+//! Single flight ([`SingleFlight::run_spawned`], the workspace's one
+//! mechanism): the first request for a CID starts one load task; later
 //! requests wait on its result. Each waiter waits at most the request
 //! deadline; when the last one gives up before the model passed its isolated
-//! probe, the task is aborted, which kills the probe process. Once the probe
-//! passed, the load runs to the end (its cost is bounded by the probe) and
-//! the model is kept for the next request.
+//! probe, the task is aborted, which kills the probe process and frees its
+//! load slot. Once the probe passed, the load [keeps](Keep::keep) itself and
+//! runs to the end (its cost is bounded by the probe), and the model is kept
+//! for the next request. The task publishes into the cache (or the failure
+//! memory) itself, so a model loaded with nobody waiting is not lost.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attesta_cache::Lru;
+use attesta_cache::{Keep, Lru, SingleFlight, Stopped};
 use attesta_content::Cid;
 use attesta_engine::Engine;
 use axum::http::StatusCode;
-use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::loader::{LoadError, Loader};
@@ -49,26 +49,12 @@ const MAX_REMEMBERED_FAILURES: usize = 1024;
 /// The result of one load, as every waiter receives it.
 type Outcome = Result<Arc<LoadedModel>, ApiError>;
 
-/// One load in progress and the requests waiting for it.
-struct Flight {
-    /// Tells this flight from a later one for the same CID.
-    id: u64,
-    waiters: usize,
-    /// Set once the probe passed: from then on the load is finished and
-    /// kept even if nobody waits.
-    committed: bool,
-    result: watch::Receiver<Option<Outcome>>,
-    task: tokio::task::AbortHandle,
-}
-
 #[derive(Default)]
 struct State {
     /// Loaded models, weighing their estimated resident bytes.
     ready: Lru<Cid, Arc<LoadedModel>>,
-    loading: HashMap<Cid, Flight>,
     /// Load verdicts, the oldest forgotten first when the memory is full.
     failed: Lru<Cid, ApiError>,
-    flights: u64,
 }
 
 struct Inner {
@@ -83,6 +69,8 @@ struct Inner {
 /// The cache. Cheap to share behind an `Arc`.
 pub struct ModelCache {
     inner: Arc<Inner>,
+    /// The load task of each CID being loaded, with the requests waiting for it.
+    loads: SingleFlight<Cid, Outcome>,
 }
 
 /// A summary of one cached model for listings.
@@ -115,6 +103,11 @@ impl ModelCache {
         source: Arc<dyn ModelSource>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let abandoned = metrics.clone();
+        let loads = SingleFlight::with_abandon_hook(move |cid: &Cid| {
+            abandoned.model_load_abandoned();
+            tracing::info!(model = %cid, "model load abandoned: no request waits for it");
+        });
         ModelCache {
             inner: Arc::new(Inner {
                 loader,
@@ -124,6 +117,7 @@ impl ModelCache {
                 metrics,
                 state: Mutex::new(State::default()),
             }),
+            loads,
         }
     }
 
@@ -136,7 +130,7 @@ impl ModelCache {
     /// Concurrent callers for the same CID share one load; a model that
     /// failed to load answers with the remembered error at once.
     pub async fn get(&self, cid: &Cid) -> Result<Arc<LoadedModel>, ApiError> {
-        let (mut result, id) = {
+        {
             let mut st = self.inner.lock();
             if let Some(model) = st.ready.get(cid).cloned() {
                 drop(st);
@@ -146,36 +140,18 @@ impl ModelCache {
             if let Some(err) = st.failed.peek(cid) {
                 return Err(err.clone());
             }
-            st.flights += 1;
-            let next = st.flights;
-            let flight = match st.loading.entry(cid.clone()) {
-                // A task that ended without publishing (it panicked) is replaced.
-                Entry::Occupied(mut e) if e.get().task.is_finished() => {
-                    e.insert(Inner::start(&self.inner, cid.clone(), next));
-                    e.into_mut()
-                }
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(v) => v.insert(Inner::start(&self.inner, cid.clone(), next)),
-            };
-            flight.waiters += 1;
-            (flight.result.clone(), flight.id)
-        };
+        }
         self.inner.metrics.cache_lookup(false);
-        let _waiting = Waiter {
-            inner: &self.inner,
-            cid,
-            id,
-        };
-        let waited =
-            tokio::time::timeout(self.inner.wait_timeout, result.wait_for(|r| r.is_some())).await;
-        match waited {
-            Ok(Ok(outcome)) => match &*outcome {
-                Some(r) => r.clone(),
-                None => Err(ApiError::internal(format!(
-                    "loading model {cid} ended without a result"
-                ))),
-            },
-            Ok(Err(_)) => Err(ApiError::internal(format!(
+        let inner = self.inner.clone();
+        let key = cid.clone();
+        let load = self.loads.run_spawned(cid.clone(), move |keep| async move {
+            inner.load(&key, &keep).await
+        });
+        // Leaving (answered, timed out, or dropped with the connection) is
+        // counted by the flight; the last to leave an unkept load stops it.
+        match tokio::time::timeout(self.inner.wait_timeout, load).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(Stopped)) => Err(ApiError::internal(format!(
                 "loading model {cid} stopped without a result"
             ))),
             Err(_) => Err(ApiError::new(
@@ -201,7 +177,7 @@ impl ModelCache {
 
     /// Loads in progress now (each with at most one probe process).
     pub fn loads_in_flight(&self) -> usize {
-        self.inner.lock().loading.len()
+        self.loads.len()
     }
 
     /// Models in memory now.
@@ -217,60 +193,29 @@ impl ModelCache {
     }
 }
 
-/// One request waiting for a flight; leaving (answered, timed out or
-/// dropped with its connection) is counted, and the last to leave an
-/// uncommitted flight stops it.
-struct Waiter<'a> {
-    inner: &'a Inner,
-    cid: &'a Cid,
-    id: u64,
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        let mut st = self.inner.lock();
-        let Some(flight) = st.loading.get_mut(self.cid).filter(|f| f.id == self.id) else {
-            return;
-        };
-        flight.waiters = flight.waiters.saturating_sub(1);
-        if flight.waiters == 0 && !flight.committed {
-            // Aborting drops the probe's child handle, which kills it, and
-            // frees the load slot.
-            flight.task.abort();
-            st.loading.remove(self.cid);
-            drop(st);
-            self.inner.metrics.model_load_abandoned();
-            tracing::info!(model = %self.cid, "model load abandoned: no request waits for it");
-        }
-    }
-}
-
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Spawns the load task of a new flight.
-    fn start(this: &Arc<Inner>, cid: Cid, id: u64) -> Flight {
-        let (tx, rx) = watch::channel(None);
-        let inner = this.clone();
-        let task = tokio::spawn(async move {
-            let outcome = inner.fly(&cid, id).await;
-            let outcome = inner.finish(&cid, id, outcome);
-            // No receiver left only when every waiter is gone; nothing to tell.
-            let _ = tx.send(Some(outcome));
-        });
-        Flight {
-            id,
-            waiters: 0,
-            committed: false,
-            result: rx,
-            task: task.abort_handle(),
+    /// The body of `cid`'s load task: its outcome, published.
+    async fn load(&self, cid: &Cid, keep: &Keep) -> Outcome {
+        // Again: a load that ended since the request looked published here.
+        {
+            let st = self.lock();
+            if let Some(model) = st.ready.peek(cid) {
+                return Ok(model.clone());
+            }
+            if let Some(err) = st.failed.peek(cid) {
+                return Err(err.clone());
+            }
         }
+        let outcome = self.fly(cid, keep).await;
+        self.finish(cid, outcome)
     }
 
     /// Resolves, probes and loads `cid`.
-    async fn fly(&self, cid: &Cid, id: u64) -> Result<Arc<LoadedModel>, Failure> {
+    async fn fly(&self, cid: &Cid, keep: &Keep) -> Result<Arc<LoadedModel>, Failure> {
         let resolved = self
             .source
             .resolve(cid)
@@ -308,7 +253,8 @@ impl Inner {
         {
             tracing::info!(model = %cid, load_ms, memory_estimate, ?warmup, ?peak_rss_bytes, "model passed its isolated load");
         }
-        if !self.commit(cid, id) {
+        // Past the probe: finish even if every request gives up now.
+        if !keep.keep() {
             return Err(Failure::Other(ApiError::internal(format!(
                 "loading model {cid} was abandoned"
             ))));
@@ -330,25 +276,10 @@ impl Inner {
         }))
     }
 
-    /// Marks flight `id` as past its probe; false when it was abandoned.
-    fn commit(&self, cid: &Cid, id: u64) -> bool {
-        let mut st = self.lock();
-        match st.loading.get_mut(cid).filter(|f| f.id == id) {
-            Some(f) => {
-                f.committed = true;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Publishes the outcome of flight `id`: the model into the cache, or a
+    /// Publishes the outcome of a load: the model into the cache, or a
     /// verdict into the failure memory.
-    fn finish(&self, cid: &Cid, id: u64, outcome: Result<Arc<LoadedModel>, Failure>) -> Outcome {
+    fn finish(&self, cid: &Cid, outcome: Result<Arc<LoadedModel>, Failure>) -> Outcome {
         let mut st = self.lock();
-        if st.loading.get(cid).is_some_and(|f| f.id == id) {
-            st.loading.remove(cid);
-        }
         let outcome = match outcome {
             Ok(model) => {
                 self.metrics.model_load(true);
@@ -394,11 +325,7 @@ impl Inner {
 /// a fault of the node.
 fn load_error(cid: &Cid, e: LoadError) -> ApiError {
     if e.is_verdict() {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "model_load_failed",
-            format!("model {cid} cannot be loaded: {e}"),
-        )
+        ApiError::model_load_failed(format!("model {cid} cannot be loaded: {e}"))
     } else {
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
         ApiError::internal(format!(

@@ -48,6 +48,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 422 `model_load_failed`: a verdict on the model file itself (the
+    /// same bytes fail again, so the cache remembers it).
+    pub fn model_load_failed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "model_load_failed",
+            message,
+        )
+    }
+
     /// 500: a fault of ours, not of the request.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -83,11 +93,7 @@ impl From<CodecError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match &e {
-            EngineError::Load(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "model_load_failed",
-                e.to_string(),
-            ),
+            EngineError::Load(_) => ApiError::model_load_failed(e.to_string()),
             EngineError::InvalidInput { .. } => {
                 ApiError::bad_request("invalid_input", e.to_string())
             }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -43,11 +44,21 @@ struct PccsState {
     col: Value,
     fmspc: String,
     hits: Arc<AtomicUsize>,
+    /// How long every answer takes (to make concurrent requests overlap).
+    delay: Duration,
 }
 
 impl PccsState {
     fn s(&self, k: &str) -> String {
         self.col[k].as_str().unwrap().to_owned()
+    }
+
+    /// Counts a request, then takes the configured time to answer.
+    async fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
     }
 }
 
@@ -55,11 +66,17 @@ impl Pccs {
     /// Serves `collateral` (dcap-qvl's `QuoteCollateralV3` JSON) for TEE `tee`
     /// (`tdx` or `sgx`) and FMSPC `fmspc` (upper-case hex); other FMSPCs get 404.
     pub async fn serve(collateral: Value, tee: &str, fmspc: &str) -> Pccs {
+        Self::serve_slowly(collateral, tee, fmspc, Duration::ZERO).await
+    }
+
+    /// The same, taking `delay` to answer each request.
+    pub async fn serve_slowly(collateral: Value, tee: &str, fmspc: &str, delay: Duration) -> Pccs {
         let hits = Arc::new(AtomicUsize::new(0));
         let state = Arc::new(PccsState {
             col: collateral,
             fmspc: fmspc.to_owned(),
             hits: Arc::clone(&hits),
+            delay,
         });
         let app = axum::Router::new()
             .route(&format!("/{tee}/certification/v4/tcb"), get(tcb))
@@ -83,7 +100,7 @@ async fn tcb(
     State(p): State<Arc<PccsState>>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> impl IntoResponse {
-    p.hits.fetch_add(1, Ordering::SeqCst);
+    p.hit().await;
     if !q.iter().any(|(k, v)| k == "fmspc" && *v == p.fmspc) {
         return (StatusCode::NOT_FOUND, HeaderMap::new(), String::new());
     }
@@ -101,7 +118,7 @@ async fn tcb(
 }
 
 async fn qe(State(p): State<Arc<PccsState>>) -> String {
-    p.hits.fetch_add(1, Ordering::SeqCst);
+    p.hit().await;
     format!(
         "{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}",
         p.s("qe_identity"),
@@ -110,12 +127,12 @@ async fn qe(State(p): State<Arc<PccsState>>) -> String {
 }
 
 async fn pck_crl(State(p): State<Arc<PccsState>>) -> Vec<u8> {
-    p.hits.fetch_add(1, Ordering::SeqCst);
+    p.hit().await;
     hex::decode(p.s("pck_crl")).unwrap()
 }
 
 async fn root_crl(State(p): State<Arc<PccsState>>) -> String {
-    p.hits.fetch_add(1, Ordering::SeqCst);
+    p.hit().await;
     // PCCS serves this one as hex text.
     p.s("root_ca_crl")
 }
