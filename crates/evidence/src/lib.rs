@@ -36,7 +36,7 @@ mod time;
 
 pub use dispatch::{EvidenceVerification, EvidenceVerifier, VerifiedEvidence};
 pub use envelope::{Detected, ENVELOPE_VERSION, Envelope, EnvelopeError, detect};
-pub use error::{InputError, VerifyError};
+pub use error::{InputError, Shared, VerifyError};
 pub use input::{Encoding, decode_input};
 pub use nitro::document::AttestationDocument;
 pub use nitro::{Expected, NitroVerifier, Verification, VerifiedDocument};
@@ -44,7 +44,9 @@ pub use policy::{DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW, Policy, danger};
 pub use registry::{
     MeasurementMatch, PcrDiff, PolicyFile, Registry, RegistryError, Release, SnpRelease,
 };
-pub use report::{DocumentSummary, Report, ReportError, SnpSummary, Status, Step};
+pub use report::{
+    DocumentSummary, Report, ReportError, SnpSummary, Status, Step, StepId, record_step,
+};
 pub use roots::{AWS_NITRO_ROOT_G1_SHA256, RootError, TrustedRoot};
 pub use snp::{SnpError, SnpVerification, SnpVerifier, VerifiedReport};
 pub use time::UnixTime;

@@ -9,6 +9,7 @@
 
 mod common;
 
+use attesta_evidence::StepId;
 use attesta_evidence::cbor::{self, Encoder, Value};
 use attesta_evidence::nitro::cose;
 use attesta_evidence::{
@@ -149,7 +150,7 @@ fn swapping_certificates_breaks_the_chain() {
     );
     // The signature step still ran and failed too.
     assert_eq!(
-        r.report.step("signature").map(|s| s.status),
+        r.report.step(StepId::Signature).map(|s| s.status),
         Some(attesta_evidence::Status::Fail)
     );
     // A certificate from another document's chain (marlin's zonal CA).
@@ -199,7 +200,7 @@ fn replacing_the_root_is_untrusted() {
     let r = v.verify(&m, &Expected::default(), inside(doc));
     assert_eq!(r.outcome.err(), Some(VerifyError::BadSignature));
     assert_eq!(
-        r.report.step("chain").map(|s| s.status),
+        r.report.step(StepId::Chain).map(|s| s.status),
         Some(attesta_evidence::Status::Pass)
     );
     // A verifier that does not pin the AWS root rejects the real chain.

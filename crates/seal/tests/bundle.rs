@@ -9,6 +9,7 @@
 
 mod common;
 
+use attesta_evidence::StepId;
 use attesta_evidence::{
     EvidenceVerifier, Platform, Policy, Status, UnixTime, danger, decode_input,
 };
@@ -86,7 +87,7 @@ fn dev_bundle_verifies_offline_with_digests() {
     let r = run();
     let b = bundle(&r);
     // Through JSON, as written to disk.
-    let b = ProofBundle::from_json(&b.to_json()).unwrap();
+    let b = ProofBundle::from_json(&b.to_json().unwrap()).unwrap();
     let checks = BundleChecks {
         request: Some(&r.request),
         output: Some(OUTPUT),
@@ -98,15 +99,15 @@ fn dev_bundle_verifies_offline_with_digests() {
     assert_eq!(v.platform, Platform::Dev);
     assert_eq!(&v.keyset, r.node.public());
     for step in [
-        "bundle",
-        "evidence",
-        "platform",
-        "binding",
-        "keyset",
-        "receipt_signature",
-        "fault",
-        "request_digest",
-        "output_digest",
+        StepId::Bundle,
+        StepId::Evidence,
+        StepId::Platform,
+        StepId::Binding,
+        StepId::Keyset,
+        StepId::ReceiptSignature,
+        StepId::Fault,
+        StepId::RequestDigest,
+        StepId::OutputDigest,
     ] {
         assert_eq!(
             res.report.step(step).unwrap().status,
@@ -126,7 +127,7 @@ fn dev_bundle_verifies_offline_with_digests() {
     // Digests are skipped when no bytes are given.
     let res = b.verify(&r.tee.verifier, BundleChecks::default());
     assert_eq!(
-        res.report.step("request_digest").unwrap().status,
+        res.report.step(StepId::RequestDigest).unwrap().status,
         Status::Skipped
     );
 }
@@ -138,21 +139,21 @@ fn declared_fault_fails_by_default_and_is_printed_when_accepted() {
     let res = b.verify(&r.tee.verifier, BundleChecks::default());
     assert!(!res.report.verified);
     assert_eq!(res.outcome.unwrap_err().code(), "fault_declared");
-    assert_eq!(res.report.step("fault").unwrap().status, Status::Fail);
+    assert_eq!(res.report.step(StepId::Fault).unwrap().status, Status::Fail);
     assert!(res.report.to_string().contains("wrong-output"));
     let relaxed = EvidenceVerifier::new(danger::accept_declared_faults(
         r.tee.verifier.policy().clone(),
     ));
     let res = b.verify(&relaxed, BundleChecks::default());
     assert!(res.report.verified, "{}", res.report);
-    let step = res.report.step("fault").unwrap();
+    let step = res.report.step(StepId::Fault).unwrap();
     assert_eq!(step.status, Status::Pass);
     assert!(step.detail.contains("wrong-output"), "{}", step.detail);
     assert_eq!(res.outcome.unwrap().fault.as_deref(), Some("wrong-output"));
     // A receipt without a fault says so.
     let clean = bundle(&run());
     let res = clean.verify(&r.tee.verifier, BundleChecks::default());
-    assert_eq!(res.report.step("fault").unwrap().status, Status::Pass);
+    assert_eq!(res.report.step(StepId::Fault).unwrap().status, Status::Pass);
     assert_eq!(res.outcome.unwrap().fault, None);
 }
 
@@ -245,7 +246,7 @@ fn digest_mismatches_and_policy_failures_are_named() {
 #[test]
 fn malformed_bundle_json_fails_closed() {
     let r = run();
-    let json = bundle(&r).to_json();
+    let json = bundle(&r).to_json().unwrap();
     assert!(matches!(
         ProofBundle::from_json(&json[..json.len() - 2]),
         Err(BundleError::Malformed(_))
@@ -287,7 +288,7 @@ fn real_nitro_evidence_without_a_key_set_fails_binding() {
     );
     let res = b.verify(&verifier, BundleChecks::default());
     assert_eq!(
-        res.report.step("evidence").unwrap().status,
+        res.report.step(StepId::Evidence).unwrap().status,
         Status::Pass,
         "{}",
         res.report

@@ -210,7 +210,11 @@ fn answers_to_one_request_never_share_a_key_and_nonce() {
     let mut answers = Vec::new();
     for i in 0..8 {
         let opened = node.open_request(&body, &g, t(T0_SECS + i)).unwrap();
-        answers.push(opened.seal_error("model_not_found", "no such model", &mut rng));
+        answers.push(
+            opened
+                .seal_error("model_not_found", "no such model", &mut rng)
+                .unwrap(),
+        );
     }
     let admitted = accept(&node, &body, &g, t(T0_SECS + 9));
     answers.push(
@@ -461,13 +465,13 @@ fn node_errors_are_sealed_and_carry_no_output() {
     let before = node
         .open_request(&body, &g, t(T0_SECS))
         .unwrap()
-        .seal_error("model_not_found", "no such model", &mut TestRng::new(50));
+        .seal_error("model_not_found", "no such model", &mut TestRng::new(50))
+        .unwrap();
     assert!(g.is_empty());
-    let after = accept(&node, &body, &g, t(T0_SECS)).responder.seal_error(
-        "inference_failed",
-        "bad shapes",
-        &mut TestRng::new(51),
-    );
+    let after = accept(&node, &body, &g, t(T0_SECS))
+        .responder
+        .seal_error("inference_failed", "bad shapes", &mut TestRng::new(51))
+        .unwrap();
     for (sealed, code) in [(before, "model_not_found"), (after, "inference_failed")] {
         assert!(!sealed.windows(5).any(|w| w == b"model"));
         match ctx.open_verified(&sealed, &strict()) {
@@ -493,7 +497,7 @@ fn invalid_output_json_yields_a_sealed_internal_error() {
         .seal_output(&node, &out, t(T0_SECS), &mut TestRng::new(50))
         .unwrap_err();
     assert_eq!(
-        ctx.open_verified(&fail.sealed, &strict())
+        ctx.open_verified(fail.sealed.as_ref().unwrap(), &strict())
             .unwrap_err()
             .code(),
         "internal_error"

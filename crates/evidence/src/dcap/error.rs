@@ -13,6 +13,12 @@ pub enum DcapError {
     /// The collateral does not fit this quote (missing, wrong type or version).
     #[error("collateral: {0}")]
     Collateral(String),
+    /// The collateral JSON is not the documented shape.
+    #[error("collateral: {0}")]
+    CollateralJson(#[source] crate::Shared<serde_json::Error>),
+    /// The collateral's parts do not decode (hex, PEM, size).
+    #[error("collateral: {0}")]
+    CollateralParts(#[source] crate::Shared<super::CollateralError>),
     /// A certificate does not parse or is unsuitable.
     #[error("certificate {which}: {reason}")]
     BadCertificate {
@@ -170,7 +176,9 @@ impl DcapError {
     pub fn code(&self) -> &'static str {
         match self {
             DcapError::Quote(_) => "malformed_quote",
-            DcapError::Collateral(_) => "bad_collateral",
+            DcapError::Collateral(_)
+            | DcapError::CollateralJson(_)
+            | DcapError::CollateralParts(_) => "bad_collateral",
             DcapError::BadCertificate { .. } => "bad_certificate",
             DcapError::ChainBroken { .. } => "chain_broken",
             DcapError::UntrustedRoot { .. } => "untrusted_root",

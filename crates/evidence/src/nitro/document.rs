@@ -50,8 +50,7 @@ impl AttestationDocument {
 
     /// Parses and checks the payload of a COSE_Sign1.
     pub fn parse(payload: &[u8]) -> Result<Self, VerifyError> {
-        let value =
-            cbor::decode(payload).map_err(|e| VerifyError::MalformedPayload(e.to_string()))?;
+        let value = cbor::decode(payload).map_err(VerifyError::PayloadCbor)?;
         let Value::Map(entries) = value else {
             return Err(VerifyError::MalformedPayload(format!(
                 "payload is a {}, not a map",
