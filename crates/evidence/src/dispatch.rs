@@ -2,7 +2,6 @@
 //! Nitro and dev documents go to the Nitro verifier, SEV-SNP (and dev-snp)
 //! reports to the SNP verifier, Intel SGX/TDX quotes (and their dev
 //! variants) with the envelope's collateral to the DCAP verifier.
-#![deny(clippy::indexing_slicing)]
 
 use crate::Platform;
 use crate::dcap::{

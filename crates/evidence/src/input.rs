@@ -1,5 +1,4 @@
 //! Detects how a document was handed to us: raw CBOR, base64 or hex.
-#![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
 

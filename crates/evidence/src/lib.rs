@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// Every byte parsed here is untrusted: no index or slice that can panic.
+#![deny(clippy::indexing_slicing)]
 
 /// The CBOR decoder the Nitro document parser uses (re-exported: one implementation in the tree).
 pub use attesta_cbor as cbor;

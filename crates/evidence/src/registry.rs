@@ -11,7 +11,6 @@
 //!   `snp_vmpl`, `accept_snp_migration_agent`, `snp_dev_root`. A release
 //!   with `platform = "sev-snp"` pins an SNP launch `measurement` (48 bytes
 //!   hex) and optionally `host_data` (32 bytes hex) instead of PCRs.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

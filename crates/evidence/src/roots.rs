@@ -1,6 +1,5 @@
 //! Trusted roots: the pinned AWS Nitro Enclaves Root G1 and explicitly
 //! supplied ones (the dev root).
-#![deny(clippy::indexing_slicing)]
 
 use std::sync::Arc;
 

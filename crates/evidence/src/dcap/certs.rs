@@ -1,6 +1,5 @@
 //! X.509 for the Intel SGX PKI: ECDSA P-256 / SHA-256 certificates, the
 //! SGX extension of PCK certificates (FMSPC, PCE-ID, TCB SVNs) and CRLs.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,5 @@
 //! X.509 certificate parsing and chain checks for the Nitro PKI
 //! (ECDSA P-384 with SHA-384 at every level).
-#![deny(clippy::indexing_slicing)]
 
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, ParsedPublicKey};
 use x509_cert::Certificate;

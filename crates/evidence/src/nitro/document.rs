@@ -1,5 +1,4 @@
 //! The Nitro attestation document payload: field presence, types and sizes.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,6 @@
 //! first failure in step order decides the outcome. The chain comes before
 //! the signature so that a tampered chain is named as such rather than as a
 //! bad signature.
-#![deny(clippy::indexing_slicing)]
 
 use std::sync::Arc;
 

@@ -2,7 +2,6 @@
 //! with RSASSA-PSS/SHA-384 (salt 48); the VCEK/VLEK is an EC P-384 key whose
 //! extensions carry the product, the TCB it was issued for and (VCEK) the
 //! chip id. A dev chain (danger API only) may use ECDSA P-384 at every level.
-#![deny(clippy::indexing_slicing)]
 
 use aws_lc_rs::signature::{
     ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, ParsedPublicKey, RSA_PSS_2048_8192_SHA384,

@@ -4,7 +4,6 @@
 //! The product is taken from the report's CPUID (v3+) and from the
 //! endorsement certificate, never from the caller; the two must agree, and
 //! the chain must end in that product's pinned ARK.
-#![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
 use std::sync::Arc;
