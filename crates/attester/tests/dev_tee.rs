@@ -221,6 +221,10 @@ fn mismatched_key_file_fails_self_test() {
         "{:?}",
         err.err()
     );
+    let err = err.err().unwrap();
+    let cause = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<attesta_evidence::VerifyError>());
+    assert!(cause.is_some(), "the verifier's verdict is kept: {err}");
 }
 
 #[test]

@@ -604,3 +604,48 @@ impl fmt::Display for Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_ids_keep_their_report_names() {
+        let mut seen = std::collections::BTreeSet::new();
+        for id in StepId::ALL {
+            assert!(seen.insert(id.as_str()), "duplicate name {id}");
+            assert_eq!(StepId::from_name(id.as_str()), Some(*id));
+        }
+        assert_eq!(StepId::from_name("no_such_step"), None);
+        let step = Step {
+            name: StepId::DeclaredFault,
+            status: Status::Fail,
+            detail: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&step).ok(),
+            Some(serde_json::json!({"name": "declared_fault", "status": "fail", "detail": "x"}))
+        );
+        assert_eq!(format!("[{:<8}]", StepId::Tcb), "[tcb     ]");
+    }
+
+    #[test]
+    fn record_step_keeps_the_error_and_its_message() {
+        let mut steps = Vec::new();
+        assert_eq!(
+            record_step::<VerifyError>(&mut steps, StepId::Debug, Ok("fine".into())),
+            Ok(())
+        );
+        let r = record_step(&mut steps, StepId::Nonce, Err(VerifyError::NonceMissing));
+        assert_eq!(r, Err(VerifyError::NonceMissing));
+        let got: Vec<_> = steps.iter().map(|s| (s.name, s.status)).collect();
+        assert_eq!(
+            got,
+            [(StepId::Debug, Status::Pass), (StepId::Nonce, Status::Fail)]
+        );
+        assert_eq!(
+            steps.last().map(|s| s.detail.as_str()),
+            Some("document carries no nonce")
+        );
+    }
+}

@@ -9,9 +9,10 @@
 
 mod common;
 
-use attesta_evidence::StepId;
+use std::error::Error as _;
+
 use attesta_evidence::{
-    EvidenceVerifier, Platform, Policy, Status, UnixTime, danger, decode_input,
+    EvidenceVerifier, Platform, Policy, Status, StepId, UnixTime, danger, decode_input,
 };
 use attesta_seal::bundle::{BundleChecks, BundleError, ProofBundle};
 use attesta_seal::channel::SealedOutput;
@@ -241,16 +242,22 @@ fn digest_mismatches_and_policy_failures_are_named() {
         code(&garbled, v, BundleChecks::default()),
         "malformed_bundle"
     );
+    let e = garbled
+        .verify(v, BundleChecks::default())
+        .outcome
+        .unwrap_err();
+    assert!(matches!(e, BundleError::EvidenceBase64(_)), "{e:?}");
+    assert!(e.source().is_some(), "the base64 error is kept");
 }
 
 #[test]
 fn malformed_bundle_json_fails_closed() {
     let r = run();
     let json = bundle(&r).to_json().unwrap();
-    assert!(matches!(
-        ProofBundle::from_json(&json[..json.len() - 2]),
-        Err(BundleError::Malformed(_))
-    ));
+    let e = ProofBundle::from_json(&json[..json.len() - 2]).unwrap_err();
+    assert!(matches!(e, BundleError::Malformed(_)));
+    assert_eq!(e.code(), "malformed_bundle");
+    assert!(e.source().is_some(), "the JSON error is kept");
     let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     for old_or_new in [1, 3] {
         v["version"] = serde_json::json!(old_or_new);

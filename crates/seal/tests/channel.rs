@@ -12,9 +12,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
 use attesta_evidence::danger;
-use attesta_seal::channel::{AnswerError, SealedOutput};
+use attesta_seal::channel::{AnswerError, ReceiptOrOutput, SealedOutput};
 use attesta_seal::envelope::{self, EnvelopeError};
-use attesta_seal::{NodeKeys, Rejected, RequestError, seal_request, sha256};
+use attesta_seal::{NodeKeys, Rejected, RequestError, RequestPlaintext, seal_request, sha256};
 use common::*;
 
 const OUTPUT: &[u8] = br#"[{"name":"y","shape":[1,2],"result":[[0.25,-1.5]],"type":"number"}]"#;
@@ -496,6 +496,11 @@ fn invalid_output_json_yields_a_sealed_internal_error() {
         .responder
         .seal_output(&node, &out, t(T0_SECS), &mut TestRng::new(50))
         .unwrap_err();
+    assert!(matches!(fail.error, ReceiptOrOutput::Output(_)));
+    assert!(
+        std::error::Error::source(&fail.error).is_some(),
+        "the JSON error is kept"
+    );
     assert_eq!(
         ctx.open_verified(fail.sealed.as_ref().unwrap(), &strict())
             .unwrap_err()
@@ -511,4 +516,22 @@ fn node_keys_debug_prints_no_secret() {
     let dbg = format!("{node:?}");
     assert!(dbg.contains(&hex::encode(node.public().hpke_pk)));
     assert!(!dbg.contains(&hex::encode(seed)));
+}
+
+#[test]
+fn malformed_request_plaintext_keeps_the_decoder_error() {
+    let json = RequestPlaintext::parse(b"{").unwrap_err();
+    assert!(matches!(json, RequestError::Json(_)));
+    assert_eq!(
+        (json.code(), json.http_status()),
+        ("malformed_request", 400)
+    );
+    assert!(std::error::Error::source(&json).is_some());
+    let nonce = request(T0_SECS, Some("zz")).validate().unwrap_err();
+    assert!(matches!(nonce, RequestError::Nonce(_)));
+    assert_eq!(
+        (nonce.code(), nonce.http_status()),
+        ("malformed_request", 400)
+    );
+    assert!(std::error::Error::source(&nonce).is_some());
 }
