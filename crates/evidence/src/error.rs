@@ -129,6 +129,15 @@ pub enum VerifyError {
         /// What is wrong.
         reason: String,
     },
+    /// A certificate's X.509 structure is unusable.
+    #[error("certificate {which}: {source}")]
+    Certificate {
+        /// `leaf`, `cabundle[i]`, the root's name.
+        which: String,
+        /// What is wrong (boxed: rare, and it would double the size of every result).
+        #[source]
+        source: Box<crate::x509::X509Error>,
+    },
     /// The COSE signature does not verify with the leaf key.
     #[error("COSE signature does not verify with the leaf certificate")]
     BadSignature,
@@ -250,7 +259,9 @@ impl VerifyError {
             VerifyError::MissingField(_) => "missing_field",
             VerifyError::FieldType { .. } => "field_type",
             VerifyError::FieldSize { .. } => "field_size",
-            VerifyError::BadCertificate { .. } => "bad_certificate",
+            VerifyError::BadCertificate { .. } | VerifyError::Certificate { .. } => {
+                "bad_certificate"
+            }
             VerifyError::BadSignature => "bad_signature",
             VerifyError::ChainBroken { .. } => "chain_broken",
             VerifyError::UntrustedRoot { .. } => "untrusted_root",

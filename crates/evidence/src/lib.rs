@@ -35,6 +35,7 @@ mod report;
 mod roots;
 pub mod snp;
 mod time;
+pub mod x509;
 
 pub use dispatch::{EvidenceVerification, EvidenceVerifier, VerifiedEvidence};
 pub use envelope::{Detected, ENVELOPE_VERSION, Envelope, EnvelopeError, detect};

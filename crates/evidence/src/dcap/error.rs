@@ -27,6 +27,15 @@ pub enum DcapError {
         /// What is wrong.
         reason: String,
     },
+    /// A certificate's X.509 structure is unusable.
+    #[error("certificate {which}: {source}")]
+    Certificate {
+        /// Which certificate.
+        which: String,
+        /// What is wrong (boxed: rare, and it would double the size of every result).
+        #[source]
+        source: Box<crate::x509::X509Error>,
+    },
     /// A certificate is not issued by the next one up.
     #[error("chain broken at {which}: {reason}")]
     ChainBroken {
@@ -179,7 +188,7 @@ impl DcapError {
             DcapError::Collateral(_)
             | DcapError::CollateralJson(_)
             | DcapError::CollateralParts(_) => "bad_collateral",
-            DcapError::BadCertificate { .. } => "bad_certificate",
+            DcapError::BadCertificate { .. } | DcapError::Certificate { .. } => "bad_certificate",
             DcapError::ChainBroken { .. } => "chain_broken",
             DcapError::UntrustedRoot { .. } => "untrusted_root",
             DcapError::RootMismatch { .. } => "root_mismatch",
