@@ -138,6 +138,15 @@ pub enum VerifyError {
         #[source]
         source: Box<crate::x509::X509Error>,
     },
+    /// Roots built into this binary do not load (a build defect, kept typed).
+    #[error("certificate built-in {which} roots: {source}")]
+    BuiltInRoots {
+        /// Whose roots (`AMD`).
+        which: &'static str,
+        /// Why they do not load.
+        #[source]
+        source: Box<crate::RootError>,
+    },
     /// The COSE signature does not verify with the leaf key.
     #[error("COSE signature does not verify with the leaf certificate")]
     BadSignature,
@@ -259,9 +268,9 @@ impl VerifyError {
             VerifyError::MissingField(_) => "missing_field",
             VerifyError::FieldType { .. } => "field_type",
             VerifyError::FieldSize { .. } => "field_size",
-            VerifyError::BadCertificate { .. } | VerifyError::Certificate { .. } => {
-                "bad_certificate"
-            }
+            VerifyError::BadCertificate { .. }
+            | VerifyError::Certificate { .. }
+            | VerifyError::BuiltInRoots { .. } => "bad_certificate",
             VerifyError::BadSignature => "bad_signature",
             VerifyError::ChainBroken { .. } => "chain_broken",
             VerifyError::UntrustedRoot { .. } => "untrusted_root",

@@ -53,6 +53,9 @@ pub enum X509Error {
     /// A critical extension nobody reads (RFC 5280: the certificate must be refused).
     #[error("unsupported critical extension {0}")]
     CriticalExtension(ObjectIdentifier),
+    /// A PEM certificate chain does not read.
+    #[error("{0}")]
+    Pem(#[source] crate::pem::PemError),
     /// The subject or issuer name does not re-encode.
     #[error("{0}")]
     Name(#[source] x509_cert::der::Error),

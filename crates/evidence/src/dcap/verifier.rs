@@ -363,9 +363,9 @@ impl DcapVerifier {
         let pck_ders = match pem::certificates(&String::from_utf8_lossy(&quote.pck_chain_pem)) {
             Ok(d) => d,
             Err(e) => {
-                let e = DcapError::BadCertificate {
+                let e = DcapError::Certificate {
                     which: "PCK chain".into(),
-                    reason: e.to_string(),
+                    source: Box::new(crate::x509::X509Error::Pem(e)),
                 };
                 keep(report, StepId::PckChain, Err(e));
                 Vec::new()

@@ -229,9 +229,9 @@ impl SnpVerifier {
             }
         };
 
-        let roots = amd_roots().map_err(|e| VerifyError::BadCertificate {
-            which: "built-in AMD roots".into(),
-            reason: e.to_string(),
+        let roots = amd_roots().map_err(|e| VerifyError::BuiltInRoots {
+            which: "AMD",
+            source: Box::new(e),
         });
         let anchor = roots.and_then(|r| self.anchor(r, product, &parsed));
         let chain = anchor
