@@ -4,12 +4,11 @@
 
 use attesta_attester::dcap_dev::{CollateralSpec, DcapDevSigner, SgxBody, TdxBody};
 use attesta_attester::dev::SystemEntropy;
-use attesta_evidence::StepId;
 use attesta_evidence::dcap::{
     Collateral, CollateralJson, DcapExpected, DcapRoot, DcapVerification, DcapVerifier, TcbStatus,
     TeeType,
 };
-use attesta_evidence::{Platform, Policy, Status, UnixTime, danger};
+use attesta_evidence::{Platform, Policy, Status, StepId, UnixTime, danger};
 
 const NOW: UnixTime = UnixTime::from_secs(1_780_000_000);
 

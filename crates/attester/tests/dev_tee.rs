@@ -10,7 +10,6 @@
 
 mod common;
 
-use attesta_evidence::StepId;
 use common::{T0, TestClock, TestEntropy};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -21,7 +20,7 @@ use std::time::Duration;
 use attesta_attester::dev::{self, Clock, DevAttester, DevOptions};
 use attesta_attester::{AttestError, AttestRequest, Attester, Platform};
 use attesta_evidence::{
-    Expected, NitroVerifier, Policy, Registry, Status, TrustedRoot, VerifyError, danger,
+    Expected, NitroVerifier, Policy, Registry, Status, StepId, TrustedRoot, VerifyError, danger,
 };
 
 struct Setup {

@@ -4,9 +4,8 @@
 
 mod common;
 
-use attesta_evidence::StepId;
 use attesta_evidence::dcap::{Collateral, DcapExpected, DcapVerifier, TcbStatus, TeeType};
-use attesta_evidence::{Policy, Status, danger};
+use attesta_evidence::{Policy, Status, StepId, danger};
 
 fn read(name: &str) -> Vec<u8> {
     let b = common::read(&format!("sgx-tdx/{name}"));

@@ -5,9 +5,8 @@
 
 mod common;
 
-use attesta_evidence::StepId;
 use attesta_evidence::dcap::{Collateral, CollateralJson, DcapExpected, DcapVerifier, Quote};
-use attesta_evidence::{Policy, Status};
+use attesta_evidence::{Policy, Status, StepId};
 use common::at;
 
 const NOW: &str = "2025-07-01T00:00:00Z";

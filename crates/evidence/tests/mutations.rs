@@ -9,11 +9,10 @@
 
 mod common;
 
-use attesta_evidence::StepId;
 use attesta_evidence::cbor::{self, Encoder, Value};
 use attesta_evidence::nitro::cose;
 use attesta_evidence::{
-    AttestationDocument, Expected, NitroVerifier, Policy, UnixTime, VerifyError, danger,
+    AttestationDocument, Expected, NitroVerifier, Policy, StepId, UnixTime, VerifyError, danger,
 };
 use common::{DOCS, raw};
 

@@ -9,11 +9,10 @@
 
 mod common;
 
-use attesta_evidence::StepId;
 use std::time::Duration;
 
 use attesta_evidence::{
-    AWS_NITRO_ROOT_G1_SHA256, Expected, NitroVerifier, Platform, Policy, Registry, Status,
+    AWS_NITRO_ROOT_G1_SHA256, Expected, NitroVerifier, Platform, Policy, Registry, Status, StepId,
     TrustedRoot, UnixTime, VerifyError, danger, pem,
 };
 use common::{DOCS, at, fixtures, raw, read};

@@ -10,10 +10,10 @@
 
 mod common;
 
-use attesta_evidence::StepId;
 use attesta_evidence::snp::{Product, SigningKey, SnpDevRoot};
 use attesta_evidence::{
-    Expected, Policy, Registry, SnpRelease, SnpVerifier, Status, UnixTime, VerifyError, danger,
+    Expected, Policy, Registry, SnpRelease, SnpVerifier, Status, StepId, UnixTime, VerifyError,
+    danger,
 };
 use common::{at, read};
 
