@@ -291,14 +291,16 @@ impl ProofBundle {
                 p => Err(BundleError::UnsupportedPlatform(p)),
             },
         )?;
-        let raw = B64.decode(&self.evidence);
+        let raw = B64
+            .decode(&self.evidence)
+            .map_err(BundleError::EvidenceBase64);
         step(
             StepId::EvidenceEncoding,
             raw.as_ref()
                 .map(|r| format!("{} bytes", r.len()))
-                .map_err(|e| BundleError::EvidenceBase64(e.clone())),
+                .map_err(Clone::clone),
         )?;
-        let raw = raw.unwrap_or_default();
+        let raw = raw?;
         let expected = Expected {
             nonce: Some(self.attestation_nonce.clone()),
             ..Default::default()
