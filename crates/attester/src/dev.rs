@@ -181,7 +181,10 @@ pub struct DevAttester {
 }
 
 pub(crate) fn dev_err(what: &str) -> impl FnOnce(rcgen::Error) -> AttestError + '_ {
-    move |e| AttestError::Dev(format!("{what}: {e}"))
+    move |source| AttestError::DevCertificate {
+        what: what.to_owned(),
+        source,
+    }
 }
 
 /// A P-384 key from 48 bytes of entropy (RFC 5915 without the public key;
@@ -243,7 +246,7 @@ pub(crate) fn serial(entropy: &dyn Entropy) -> Result<SerialNumber, AttestError>
 
 pub(crate) fn offset(t: UnixTime) -> Result<time::OffsetDateTime, AttestError> {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
-        .map_err(|e| AttestError::Dev(format!("time out of range: {e}")))
+        .map_err(AttestError::DevTime)
 }
 
 /// The root's parameters; deterministic in everything rcgen uses as issuer
@@ -310,7 +313,10 @@ pub(crate) fn load_or_create_root_with(
             let cert_pem =
                 std::fs::read_to_string(&cert_path).map_err(AttestError::io("read", &cert_path))?;
             let der = pem::certificates(&cert_pem)
-                .map_err(|e| AttestError::Dev(format!("{cert_file}: {e}")))?
+                .map_err(|source| AttestError::DevRootFile {
+                    file: cert_file.to_owned(),
+                    source,
+                })?
                 .into_iter()
                 .next()
                 .ok_or_else(|| AttestError::Dev(format!("{cert_file} is empty")))?;
@@ -382,9 +388,13 @@ impl DevAttester {
     /// Signs one document and verifies it against our own root, so a key
     /// file that does not belong to the certificate fails at start.
     fn self_test(&self, now: UnixTime) -> Result<(), AttestError> {
-        let root = TrustedRoot::from_der("dev root", &self.root_der)
-            .map_err(|e| AttestError::Dev(e.to_string()))?;
-        let policy = Policy::aws_nitro().map_err(|e| AttestError::Dev(e.to_string()))?;
+        let root = TrustedRoot::from_der("dev root", &self.root_der).map_err(|source| {
+            AttestError::DevRoot {
+                what: "dev root",
+                source,
+            }
+        })?;
+        let policy = Policy::aws_nitro().map_err(crate::error::aws_root)?;
         let verifier = NitroVerifier::with_cache_capacity(danger::accept_dev_root(policy, root), 0);
         let nonce = b"attesta dev self-test".to_vec();
         let ev = self.attest(&AttestRequest {
@@ -401,11 +411,12 @@ impl DevAttester {
             },
             now,
         );
-        v.outcome.map(|_| ()).map_err(|e| {
-            AttestError::Dev(format!(
-                "self-test failed (dev-root.key does not match dev-root.pem?): {e}"
-            ))
-        })
+        v.outcome
+            .map(|_| ())
+            .map_err(|source| AttestError::DevSelfTest {
+                what: "self-test failed (dev-root.key does not match dev-root.pem?)",
+                source,
+            })
     }
 
     fn issue_leaf(&self, now: UnixTime) -> Result<Leaf, AttestError> {

@@ -203,8 +203,12 @@ impl DevSnpAttester {
 
     /// The dev ARK as a root a policy can accept (danger API).
     pub fn dev_root(&self) -> Result<SnpDevRoot, AttestError> {
-        SnpDevRoot::from_der("dev-snp ARK (insecure)", &self.ark_der)
-            .map_err(|e| AttestError::Dev(format!("dev ARK: {e}")))
+        SnpDevRoot::from_der("dev-snp ARK (insecure)", &self.ark_der).map_err(|source| {
+            AttestError::DevRoot {
+                what: "dev ARK",
+                source,
+            }
+        })
     }
 
     /// VCEK, ASK and ARK, DER (what the certificate table carries).
@@ -273,14 +277,17 @@ impl DevSnpAttester {
     /// Verifies one of our own reports against our own ARK, so a broken
     /// key or certificate fails at start rather than at every verifier.
     pub fn self_test(&self) -> Result<(), AttestError> {
-        let policy = Policy::aws_nitro().map_err(|e| AttestError::Dev(e.to_string()))?;
+        let policy = Policy::aws_nitro().map_err(crate::error::aws_root)?;
         let v = SnpVerifier::new(danger::accept_snp_dev_root(policy, self.dev_root()?));
         let report = self.sign(&self.body([0x5a; 64]))?;
         let now: UnixTime = self.clock.now();
         v.verify(&report, &self.certs(), &Expected::default(), now)
             .outcome
             .map(|_| ())
-            .map_err(|e| AttestError::Dev(format!("dev-snp self-test: {e}")))
+            .map_err(|source| AttestError::DevSelfTest {
+                what: "dev-snp self-test",
+                source,
+            })
     }
 }
 

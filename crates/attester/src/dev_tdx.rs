@@ -101,7 +101,7 @@ fn collateral_json(
     now: UnixTime,
 ) -> Result<(CollateralJson, serde_json::Value), AttestError> {
     let c = signer.collateral(TeeType::Tdx, now, &CollateralSpec::default())?;
-    let v = serde_json::to_value(&c).map_err(|e| AttestError::Dev(format!("collateral: {e}")))?;
+    let v = serde_json::to_value(&c).map_err(AttestError::DevCollateralJson)?;
     Ok((c, v))
 }
 
@@ -136,8 +136,12 @@ impl DevTdxAttester {
 
     /// The dev root as a root a policy can accept (danger API).
     pub fn dev_root(&self) -> Result<DcapRoot, AttestError> {
-        DcapRoot::from_der("dev (insecure)", self.signer.root_der())
-            .map_err(|e| AttestError::Dev(format!("dev DCAP root: {e}")))
+        DcapRoot::from_der("dev (insecure)", self.signer.root_der()).map_err(|source| {
+            AttestError::DevRoot {
+                what: "dev DCAP root",
+                source,
+            }
+        })
     }
 
     /// MRTD (SHA-384 of the executable).
@@ -176,17 +180,19 @@ impl DevTdxAttester {
     /// Verifies one of our own quotes against our own root, so a broken key
     /// or certificate fails at start rather than at every verifier.
     pub fn self_test(&self) -> Result<(), AttestError> {
-        let policy = Policy::aws_nitro().map_err(|e| AttestError::Dev(e.to_string()))?;
+        let policy = Policy::aws_nitro().map_err(crate::error::aws_root)?;
         let v = DcapVerifier::new(danger::accept_dcap_dev_root(policy, self.dev_root()?));
         let now = self.clock.now();
         let (json, _) = collateral_json(&self.signer, now)?;
-        let collateral = Collateral::from_parts(json)
-            .map_err(|e| AttestError::Dev(format!("dev-tdx self-test collateral: {e}")))?;
+        let collateral = Collateral::from_parts(json).map_err(AttestError::DevCollateral)?;
         let quote = self.quote(&[0x5a; 64])?;
         v.verify(&quote, &collateral, &DcapExpected::default(), now)
             .outcome
             .map(|_| ())
-            .map_err(|e| AttestError::Dev(format!("dev-tdx self-test: {e}")))
+            .map_err(|source| AttestError::DevSelfTest {
+                what: "dev-tdx self-test",
+                source,
+            })
     }
 }
 
@@ -198,8 +204,8 @@ impl Attester for DevTdxAttester {
     /// The quote, with the collateral JSON as `aux` (the node serves it as
     /// the envelope's `collateral`).
     fn attest(&self, req: &AttestRequest) -> Result<Evidence, AttestError> {
-        let collateral = serde_json::to_vec(&self.collateral()?)
-            .map_err(|e| AttestError::Dev(format!("collateral: {e}")))?;
+        let collateral =
+            serde_json::to_vec(&self.collateral()?).map_err(AttestError::DevCollateralJson)?;
         Ok(Evidence {
             platform: Platform::DevTdx,
             bytes: self.quote(&req.report_data)?,

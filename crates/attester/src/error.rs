@@ -62,9 +62,56 @@ pub enum AttestError {
         /// What is wrong.
         reason: String,
     },
-    /// Dev TEE key or certificate handling failed.
+    /// Dev TEE key or certificate handling failed (a reason with no
+    /// underlying error, e.g. a signature of the wrong size).
     #[error("dev TEE: {0}")]
     Dev(String),
+    /// Generating or loading a dev key or certificate failed.
+    #[error("dev TEE: {what}: {source}")]
+    DevCertificate {
+        /// The key or certificate (file) being handled.
+        what: String,
+        /// The certificate library's error.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The clock is outside what a certificate validity can express.
+    #[error("dev TEE: time out of range: {0}")]
+    DevTime(#[source] time::error::ComponentRange),
+    /// A dev root certificate file is not PEM.
+    #[error("dev TEE: {file}: {source}")]
+    DevRootFile {
+        /// The file.
+        file: String,
+        /// The PEM error.
+        #[source]
+        source: attesta_evidence::pem::PemError,
+    },
+    /// A root certificate (the dev root, or the built-in AWS root) does not load.
+    #[error("dev TEE: {what}: {source}")]
+    DevRoot {
+        /// Which root.
+        what: &'static str,
+        /// Why it does not load.
+        #[source]
+        source: attesta_evidence::RootError,
+    },
+    /// Our own evidence does not verify against our own root (a key file
+    /// that does not belong to the certificate, or a broken dev signer).
+    #[error("dev TEE: {what}: {source}")]
+    DevSelfTest {
+        /// Which self-test, and the likely cause.
+        what: &'static str,
+        /// The verifier's verdict.
+        #[source]
+        source: attesta_evidence::VerifyError,
+    },
+    /// The dev DCAP collateral does not serialise to JSON.
+    #[error("dev TEE: collateral: {0}")]
+    DevCollateralJson(#[source] serde_json::Error),
+    /// The dev DCAP collateral does not parse back (dev-tdx self-test).
+    #[error("dev TEE: dev-tdx self-test collateral: {0}")]
+    DevCollateral(#[source] attesta_evidence::dcap::CollateralError),
     /// A fault label the dev TEE cannot declare in a document.
     #[error("fault label {label:?} cannot be declared: {source}")]
     FaultLabel {
@@ -91,5 +138,13 @@ impl AttestError {
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| AttestError::Io { op, path, source }
+    }
+}
+
+/// The built-in AWS Nitro root failed to load (a build defect, kept typed).
+pub(crate) fn aws_root(source: attesta_evidence::RootError) -> AttestError {
+    AttestError::DevRoot {
+        what: "AWS Nitro root",
+        source,
     }
 }

@@ -8,7 +8,7 @@ use attesta_evidence::dcap::{
     Collateral, CollateralJson, DcapExpected, DcapRoot, DcapVerification, DcapVerifier, TcbStatus,
     TeeType,
 };
-use attesta_evidence::{Platform, Policy, Status, UnixTime, danger};
+use attesta_evidence::{Platform, Policy, Status, StepId, UnixTime, danger};
 
 const NOW: UnixTime = UnixTime::from_secs(1_780_000_000);
 
@@ -101,7 +101,10 @@ fn a_genuine_crl_revokes_and_a_forged_one_is_refused_for_its_signature() {
         let col = s.collateral(tee, NOW, &revoked).unwrap();
         let v = check(dev_policy(&s), &q, &col, NOW);
         assert_eq!(code(&v), "revoked", "{}", v.report);
-        assert_eq!(v.report.step("revocation").unwrap().status, Status::Fail);
+        assert_eq!(
+            v.report.step(StepId::Revocation).unwrap().status,
+            Status::Fail
+        );
 
         let mut forged = s.collateral(tee, NOW, &CollateralSpec::default()).unwrap();
         let later = NOW.saturating_add(std::time::Duration::from_secs(86_400));
@@ -112,7 +115,10 @@ fn a_genuine_crl_revokes_and_a_forged_one_is_refused_for_its_signature() {
         );
         let v = check(dev_policy(&s), &q, &forged, NOW);
         assert_eq!(code(&v), "crl_signature", "{}", v.report);
-        assert_eq!(v.report.step("revocation").unwrap().status, Status::Skipped);
+        assert_eq!(
+            v.report.step(StepId::Revocation).unwrap().status,
+            Status::Skipped
+        );
         forged.root_ca_crl = hex::encode(mallory.crl(true, &[], NOW, later).unwrap());
         assert_eq!(
             code(&check(dev_policy(&s), &q, &forged, NOW)),
@@ -133,7 +139,7 @@ fn look_alike_roots_and_foreign_collateral_are_refused() {
         let v = check(dev_policy(&s), &q, &col, NOW);
         assert_eq!(code(&v), "untrusted_root", "{}", v.report);
         assert_eq!(
-            v.report.step("tcb_signing_chain").unwrap().status,
+            v.report.step(StepId::TcbSigningChain).unwrap().status,
             Status::Fail
         );
         // A quote of the look-alike PKI with the right collateral.
@@ -144,7 +150,10 @@ fn look_alike_roots_and_foreign_collateral_are_refused() {
         let col = s.collateral(tee, NOW, &CollateralSpec::default()).unwrap();
         let v = check(dev_policy(&s), &mq, &col, NOW);
         assert_eq!(code(&v), "untrusted_root", "{}", v.report);
-        assert_eq!(v.report.step("pck_chain").unwrap().status, Status::Fail);
+        assert_eq!(
+            v.report.step(StepId::PckChain).unwrap().status,
+            Status::Fail
+        );
     }
 }
 

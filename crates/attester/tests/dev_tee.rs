@@ -20,7 +20,7 @@ use std::time::Duration;
 use attesta_attester::dev::{self, Clock, DevAttester, DevOptions};
 use attesta_attester::{AttestError, AttestRequest, Attester, Platform};
 use attesta_evidence::{
-    Expected, NitroVerifier, Policy, Registry, Status, TrustedRoot, VerifyError, danger,
+    Expected, NitroVerifier, Policy, Registry, Status, StepId, TrustedRoot, VerifyError, danger,
 };
 
 struct Setup {
@@ -161,7 +161,10 @@ fn another_binary_fails_on_pcr0() {
         Err(VerifyError::MeasurementMismatch(d)) => assert!(d.contains("PCR0 expected"), "{d}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(v.report.step("measurements").unwrap().status, Status::Fail);
+    assert_eq!(
+        v.report.step(StepId::Measurements).unwrap().status,
+        Status::Fail
+    );
 }
 
 #[test]
@@ -213,10 +216,14 @@ fn mismatched_key_file_fails_self_test() {
         entropy: Arc::new(TestEntropy(Mutex::new(9))),
     });
     assert!(
-        matches!(err, Err(AttestError::Dev(ref m)) if m.contains("self-test")),
+        matches!(err, Err(AttestError::DevSelfTest { .. })),
         "{:?}",
         err.err()
     );
+    let err = err.err().unwrap();
+    let cause = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<attesta_evidence::VerifyError>());
+    assert!(cause.is_some(), "the verifier's verdict is kept: {err}");
 }
 
 #[test]
@@ -439,7 +446,7 @@ fn a_declared_fault_fails_by_default_and_is_named() {
         "{}",
         v.report
     );
-    let step = v.report.step("declared_fault").unwrap();
+    let step = v.report.step(StepId::DeclaredFault).unwrap();
     assert_eq!(step.status, Status::Fail);
     assert!(step.detail.contains("wrong-output"), "{}", step.detail);
     assert_eq!(v.report.error.as_ref().unwrap().code, "fault_declared");
@@ -455,7 +462,7 @@ fn a_declared_fault_fails_by_default_and_is_named() {
         v.report
             .steps
             .iter()
-            .all(|s| s.name == "declared_fault" || s.status != Status::Fail),
+            .all(|s| s.name == StepId::DeclaredFault || s.status != Status::Fail),
         "{}",
         v.report
     );
@@ -470,7 +477,7 @@ fn an_opted_in_policy_accepts_a_declared_fault_and_still_reports_it() {
     let v = NitroVerifier::new(policy).verify(&ev, &expect_nonce(b"n"), s.clock.now());
     let ok = v.outcome.as_ref().unwrap();
     assert_eq!(ok.document.insecure_fault.as_deref(), Some("wrong-output"));
-    let step = v.report.step("declared_fault").unwrap();
+    let step = v.report.step(StepId::DeclaredFault).unwrap();
     assert_eq!(step.status, Status::Pass);
     assert!(step.detail.contains("wrong-output (declared; INSECURE"));
     assert!(v.report.to_string().contains("fault:      wrong-output"));
@@ -494,7 +501,7 @@ fn documents_without_a_fault_keep_the_nitro_layout() {
         s.clock.now(),
     );
     assert!(v.report.verified, "{}", v.report);
-    let step = v.report.step("declared_fault").unwrap();
+    let step = v.report.step(StepId::DeclaredFault).unwrap();
     assert_eq!(
         (step.status, step.detail.as_str()),
         (Status::Pass, "none declared")
@@ -519,7 +526,7 @@ fn a_fault_field_under_a_production_root_is_malformed() {
             v.outcome
         );
         assert_eq!(
-            v.report.step("declared_fault").unwrap().status,
+            v.report.step(StepId::DeclaredFault).unwrap().status,
             Status::Fail
         );
     }

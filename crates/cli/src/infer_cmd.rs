@@ -112,8 +112,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(path) = &args.bundle {
-        std::fs::write(path, outcome.bundle.to_json())
-            .with_context(|| format!("writing {}", path.display()))?;
+        let json = outcome
+            .bundle
+            .to_json()
+            .context("encoding the proof bundle")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.save_output {
         std::fs::write(path, outcome.output.get())

@@ -438,7 +438,7 @@ pub fn verify_evidence(
 
 /// A report for input that never reached a verifier.
 fn refused(now: UnixTime, message: &str, code: &'static str) -> Report {
-    Report::refused(now, "envelope", code, message)
+    Report::refused(now, attesta_evidence::StepId::Envelope, code, message)
 }
 
 /// Runs `attesta measure`: the registry entry for this (or the given) executable as the dev TEE measures it.

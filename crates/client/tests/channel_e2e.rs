@@ -174,11 +174,13 @@ async fn sealed_infer(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     };
     // The one model this node has; anything else is refused before acceptance.
     if opened.request.model != MODEL {
-        let sealed = opened.seal_error(
-            "model_not_found",
-            "no such model",
-            &mut *node.rng.lock().unwrap(),
-        );
+        let sealed = opened
+            .seal_error(
+                "model_not_found",
+                "no such model",
+                &mut *node.rng.lock().unwrap(),
+            )
+            .unwrap();
         return (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, MEDIA_TYPE)],
@@ -433,7 +435,7 @@ async fn sealed_infer_matches_plaintext_and_relay_sees_nothing() {
     }
 
     // The bundle verifies offline, with the request and output digests.
-    let json = out.bundle.to_json();
+    let json = out.bundle.to_json().unwrap();
     let bundle = attesta_seal::ProofBundle::from_json(&json).unwrap();
     let checks = BundleChecks {
         request: Some(&out.request),

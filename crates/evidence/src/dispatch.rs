@@ -2,7 +2,6 @@
 //! Nitro and dev documents go to the Nitro verifier, SEV-SNP (and dev-snp)
 //! reports to the SNP verifier, Intel SGX/TDX quotes (and their dev
 //! variants) with the envelope's collateral to the DCAP verifier.
-#![deny(clippy::indexing_slicing)]
 
 use crate::Platform;
 use crate::dcap::{
@@ -12,7 +11,7 @@ use crate::envelope::Envelope;
 use crate::error::VerifyError;
 use crate::nitro::{Expected, NitroVerifier, VerifiedDocument};
 use crate::policy::Policy;
-use crate::report::{Report, Status};
+use crate::report::{Report, Status, StepId};
 use crate::snp::{SnpVerifier, VerifiedReport};
 use crate::time::UnixTime;
 
@@ -160,11 +159,15 @@ impl EvidenceVerifier {
         let outcome = outcome.and_then(|ok| {
             let verified = ok.platform();
             if verified == claimed {
-                report.push("platform", Status::Pass, format!("{verified}, as claimed"));
+                report.push(
+                    StepId::Platform,
+                    Status::Pass,
+                    format!("{verified}, as claimed"),
+                );
                 Ok(ok)
             } else {
                 let e = VerifyError::PlatformMismatch { claimed, verified };
-                report.push("platform", Status::Fail, e.to_string());
+                report.push(StepId::Platform, Status::Fail, e.to_string());
                 Err(e)
             }
         });
@@ -185,7 +188,7 @@ pub fn verify_dcap(
     let refuse = |e: DcapError| {
         let e = VerifyError::from(e);
         let mut report = Report::new(now);
-        report.push("collateral", Status::Fail, e.to_string());
+        report.push(StepId::Collateral, Status::Fail, e.to_string());
         report.finish(Some(&e));
         (report, Err(e))
     };
@@ -196,11 +199,12 @@ pub fn verify_dcap(
             ));
         }
         Some(json) => match serde_json::from_value::<CollateralJson>(json.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|j| Collateral::from_parts(j).map_err(|e| e.to_string()))
-        {
+            .map_err(|e| DcapError::CollateralJson(e.into()))
+            .and_then(|j| {
+                Collateral::from_parts(j).map_err(|e| DcapError::CollateralParts(e.into()))
+            }) {
             Ok(c) => c,
-            Err(e) => return refuse(DcapError::Collateral(e)),
+            Err(e) => return refuse(e),
         },
     };
     let report_data = match expected.report_data.as_deref().map(<[u8; 64]>::try_from) {

@@ -17,7 +17,6 @@
 //!
 //! Written here rather than taken from the `aws-nitro-enclaves-image-format` crate, whose
 //! reader pulls in OpenSSL and the AWS SDK (KMS signing) for what is a hash over a file.
-#![deny(clippy::indexing_slicing)]
 
 use std::io::Read;
 

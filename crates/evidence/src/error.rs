@@ -1,6 +1,61 @@
 //! Typed failures of evidence verification, one variant per failure kind.
 
+use std::fmt;
+use std::sync::Arc;
+
 use crate::cbor::CborError;
+
+/// A cause that is not `Clone` or `Eq` itself (e.g. `serde_json::Error`,
+/// `hex::FromHexError`), kept whole inside error enums that are: clones share
+/// it, and two causes are equal when they report the same failure (same
+/// text), which is what tests and callers compare.
+#[derive(Debug)]
+pub struct Shared<E>(Arc<E>);
+
+impl<E> Shared<E> {
+    /// Wraps `cause`.
+    pub fn new(cause: E) -> Self {
+        Shared(Arc::new(cause))
+    }
+
+    /// The wrapped cause.
+    pub fn get(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E> From<E> for Shared<E> {
+    fn from(cause: E) -> Self {
+        Shared::new(cause)
+    }
+}
+
+impl<E> Clone for Shared<E> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<E: fmt::Display> PartialEq for Shared<E> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl<E: fmt::Display> Eq for Shared<E> {}
+
+impl<E: fmt::Display> fmt::Display for Shared<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: std::error::Error> std::error::Error for Shared<E> {
+    // Transparent: the wrapped error's own cause chain continues the chain.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// Why input bytes could not be turned into a CBOR document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,10 +69,10 @@ pub enum InputError {
     UnknownEncoding,
     /// Looked like base64 but did not decode.
     #[error("invalid base64: {0}")]
-    Base64(String),
+    Base64(#[source] base64::DecodeError),
     /// Looked like hex but did not decode.
     #[error("invalid hex: {0}")]
-    Hex(String),
+    Hex(#[source] Shared<hex::FromHexError>),
 }
 
 /// Why a document failed verification. Each variant names one check.
@@ -29,16 +84,22 @@ pub enum VerifyError {
     Input(#[from] InputError),
     /// The bytes are not well-formed CBOR.
     #[error("malformed CBOR: {0}")]
-    Cbor(CborError),
+    Cbor(#[source] CborError),
     /// Well-formed CBOR but not a COSE_Sign1 as Nitro produces it.
     #[error("not a COSE_Sign1 document: {0}")]
     NotCoseSign1(String),
+    /// The COSE protected header is not CBOR.
+    #[error("not a COSE_Sign1 document: protected header: {0}")]
+    ProtectedHeader(#[source] CborError),
     /// The protected header names another algorithm than ES384.
     #[error("unsupported COSE algorithm {0} (only ES384 = -35)")]
     UnsupportedAlgorithm(String),
     /// The payload is not a CBOR map of the attestation fields.
     #[error("payload is not an attestation document: {0}")]
     MalformedPayload(String),
+    /// The payload is not CBOR.
+    #[error("payload is not an attestation document: {0}")]
+    PayloadCbor(#[source] CborError),
     /// A required payload field is absent.
     #[error("payload field `{0}` is missing")]
     MissingField(&'static str),
@@ -67,6 +128,24 @@ pub enum VerifyError {
         which: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A certificate's X.509 structure is unusable.
+    #[error("certificate {which}: {source}")]
+    Certificate {
+        /// `leaf`, `cabundle[i]`, the root's name.
+        which: String,
+        /// What is wrong (boxed: rare, and it would double the size of every result).
+        #[source]
+        source: Box<crate::x509::X509Error>,
+    },
+    /// Roots built into this binary do not load (a build defect, kept typed).
+    #[error("certificate built-in {which} roots: {source}")]
+    BuiltInRoots {
+        /// Whose roots (`AMD`).
+        which: &'static str,
+        /// Why they do not load.
+        #[source]
+        source: Box<crate::RootError>,
     },
     /// The COSE signature does not verify with the leaf key.
     #[error("COSE signature does not verify with the leaf certificate")]
@@ -183,13 +262,15 @@ impl VerifyError {
         match self {
             VerifyError::Input(_) => "input",
             VerifyError::Cbor(_) => "malformed_cbor",
-            VerifyError::NotCoseSign1(_) => "not_cose_sign1",
+            VerifyError::NotCoseSign1(_) | VerifyError::ProtectedHeader(_) => "not_cose_sign1",
             VerifyError::UnsupportedAlgorithm(_) => "unsupported_algorithm",
-            VerifyError::MalformedPayload(_) => "malformed_payload",
+            VerifyError::MalformedPayload(_) | VerifyError::PayloadCbor(_) => "malformed_payload",
             VerifyError::MissingField(_) => "missing_field",
             VerifyError::FieldType { .. } => "field_type",
             VerifyError::FieldSize { .. } => "field_size",
-            VerifyError::BadCertificate { .. } => "bad_certificate",
+            VerifyError::BadCertificate { .. }
+            | VerifyError::Certificate { .. }
+            | VerifyError::BuiltInRoots { .. } => "bad_certificate",
             VerifyError::BadSignature => "bad_signature",
             VerifyError::ChainBroken { .. } => "chain_broken",
             VerifyError::UntrustedRoot { .. } => "untrusted_root",

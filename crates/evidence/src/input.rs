@@ -1,5 +1,4 @@
 //! Detects how a document was handed to us: raw CBOR, base64 or hex.
-#![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
 
@@ -55,14 +54,14 @@ pub fn decode_input(input: &[u8]) -> Result<(Encoding, Cow<'_, [u8]>), InputErro
     if compact.iter().all(u8::is_ascii_hexdigit) {
         return hex::decode(&compact)
             .map(|b| (Encoding::Hex, Cow::Owned(b)))
-            .map_err(|e| InputError::Hex(e.to_string()));
+            .map_err(|e| InputError::Hex(e.into()));
     }
     let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
     if compact.iter().all(is_b64) {
         return base64::engine::general_purpose::STANDARD
             .decode(&compact)
             .map(|b| (Encoding::Base64, Cow::Owned(b)))
-            .map_err(|e| InputError::Base64(e.to_string()));
+            .map_err(InputError::Base64);
     }
     Err(InputError::UnknownEncoding)
 }

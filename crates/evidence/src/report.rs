@@ -23,17 +23,259 @@ pub enum Status {
     Skipped,
 }
 
+/// The stable name of a verification step: what code branches on and what
+/// the JSON and text reports print ([`StepId::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum StepId {
+    /// `input`: The input encoding (raw CBOR, base64, hex) decoded.
+    Input,
+    /// `envelope`: The evidence envelope parsed (input refused before any verifier ran).
+    Envelope,
+    /// `cose`: The bytes are a COSE_Sign1 with alg ES384.
+    Cose,
+    /// `payload`: The COSE payload is an attestation document.
+    Payload,
+    /// `chain`: The certificate chain ends in a trusted root.
+    Chain,
+    /// `validity`: Every certificate is valid at the verification time.
+    Validity,
+    /// `signature`: The evidence signature verifies with the leaf key.
+    Signature,
+    /// `freshness`: The document is recent enough.
+    Freshness,
+    /// `debug`: The enclave does not run in debug mode (or the policy allows it).
+    Debug,
+    /// `declared_fault`: No insecure fault is declared (or the policy accepts it).
+    DeclaredFault,
+    /// `nonce`: The evidence carries the challenge nonce.
+    Nonce,
+    /// `user_data`: `user_data` equals the expected binding.
+    UserData,
+    /// `public_key`: `public_key` equals the expected binding.
+    PublicKey,
+    /// `measurements`: The measurements match a release the policy names.
+    Measurements,
+    /// `endorsement`: The SEV-SNP VCEK/VLEK endorsement certificate is usable.
+    Endorsement,
+    /// `product`: The SEV-SNP product is known and consistent.
+    Product,
+    /// `tcb`: The SEV-SNP reported TCB matches the endorsement certificate.
+    Tcb,
+    /// `guest_policy`: The SEV-SNP guest policy is accepted.
+    GuestPolicy,
+    /// `vmpl`: The SEV-SNP VMPL is accepted.
+    Vmpl,
+    /// `report_data`: `report_data` equals the expected binding.
+    ReportData,
+    /// `platform`: The verified platform is the claimed one.
+    Platform,
+    /// `collateral`: The DCAP collateral is present and decodes.
+    Collateral,
+    /// `quote`: The DCAP quote parses.
+    Quote,
+    /// `pck_chain`: The DCAP PCK certificate chain ends in the Intel root.
+    PckChain,
+    /// `tcb_signing_chain`: The DCAP TCB signing chains end in the Intel root.
+    TcbSigningChain,
+    /// `collateral_validity`: The DCAP collateral is valid at the verification time.
+    CollateralValidity,
+    /// `crl`: The DCAP CRLs are signed by their issuers.
+    Crl,
+    /// `revocation`: No DCAP certificate is revoked.
+    Revocation,
+    /// `fmspc`: The DCAP TCB info is for the PCK's FMSPC.
+    Fmspc,
+    /// `tcb_info_signature`: The DCAP TCB info signature verifies.
+    TcbInfoSignature,
+    /// `qe_identity_signature`: The DCAP QE identity signature verifies.
+    QeIdentitySignature,
+    /// `qe_report_signature`: The DCAP QE report is signed by the PCK key.
+    QeReportSignature,
+    /// `qe_identity`: The DCAP QE report matches the QE identity.
+    QeIdentity,
+    /// `attestation_key_binding`: The DCAP QE report binds the attestation key.
+    AttestationKeyBinding,
+    /// `quote_signature`: The DCAP quote signature verifies with the attestation key.
+    QuoteSignature,
+    /// `tcb_level`: The DCAP TCB level is accepted.
+    TcbLevel,
+    /// `tdx_module`: The TDX module is one the TCB info describes.
+    TdxModule,
+    /// `report`: The SEV-SNP report parses.
+    Report,
+    /// `bundle`: A proof bundle's version and platform are supported.
+    Bundle,
+    /// `evidence_encoding`: A proof bundle's evidence is base64.
+    EvidenceEncoding,
+    /// `evidence`: A proof bundle's evidence verifies under the policy.
+    Evidence,
+    /// `binding`: The evidence binds a key set and the nonce.
+    Binding,
+    /// `keyset`: The bundle's key set is the bound one.
+    Keyset,
+    /// `receipt_signature`: The receipt is signed by the bound signing key.
+    ReceiptSignature,
+    /// `fault`: The receipt declares no fault (or the policy accepts it).
+    Fault,
+    /// `request_digest`: The receipt's request digest matches the given bytes.
+    RequestDigest,
+    /// `output_digest`: The receipt's output digest matches the given bytes.
+    OutputDigest,
+}
+
+impl StepId {
+    /// Every step, in declaration order.
+    pub const ALL: &'static [StepId] = &[
+        StepId::Input,
+        StepId::Envelope,
+        StepId::Cose,
+        StepId::Payload,
+        StepId::Chain,
+        StepId::Validity,
+        StepId::Signature,
+        StepId::Freshness,
+        StepId::Debug,
+        StepId::DeclaredFault,
+        StepId::Nonce,
+        StepId::UserData,
+        StepId::PublicKey,
+        StepId::Measurements,
+        StepId::Endorsement,
+        StepId::Product,
+        StepId::Tcb,
+        StepId::GuestPolicy,
+        StepId::Vmpl,
+        StepId::ReportData,
+        StepId::Platform,
+        StepId::Collateral,
+        StepId::Quote,
+        StepId::PckChain,
+        StepId::TcbSigningChain,
+        StepId::CollateralValidity,
+        StepId::Crl,
+        StepId::Revocation,
+        StepId::Fmspc,
+        StepId::TcbInfoSignature,
+        StepId::QeIdentitySignature,
+        StepId::QeReportSignature,
+        StepId::QeIdentity,
+        StepId::AttestationKeyBinding,
+        StepId::QuoteSignature,
+        StepId::TcbLevel,
+        StepId::TdxModule,
+        StepId::Report,
+        StepId::Bundle,
+        StepId::EvidenceEncoding,
+        StepId::Evidence,
+        StepId::Binding,
+        StepId::Keyset,
+        StepId::ReceiptSignature,
+        StepId::Fault,
+        StepId::RequestDigest,
+        StepId::OutputDigest,
+    ];
+
+    /// The stable name the reports print.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StepId::Input => "input",
+            StepId::Envelope => "envelope",
+            StepId::Cose => "cose",
+            StepId::Payload => "payload",
+            StepId::Chain => "chain",
+            StepId::Validity => "validity",
+            StepId::Signature => "signature",
+            StepId::Freshness => "freshness",
+            StepId::Debug => "debug",
+            StepId::DeclaredFault => "declared_fault",
+            StepId::Nonce => "nonce",
+            StepId::UserData => "user_data",
+            StepId::PublicKey => "public_key",
+            StepId::Measurements => "measurements",
+            StepId::Endorsement => "endorsement",
+            StepId::Product => "product",
+            StepId::Tcb => "tcb",
+            StepId::GuestPolicy => "guest_policy",
+            StepId::Vmpl => "vmpl",
+            StepId::ReportData => "report_data",
+            StepId::Platform => "platform",
+            StepId::Collateral => "collateral",
+            StepId::Quote => "quote",
+            StepId::PckChain => "pck_chain",
+            StepId::TcbSigningChain => "tcb_signing_chain",
+            StepId::CollateralValidity => "collateral_validity",
+            StepId::Crl => "crl",
+            StepId::Revocation => "revocation",
+            StepId::Fmspc => "fmspc",
+            StepId::TcbInfoSignature => "tcb_info_signature",
+            StepId::QeIdentitySignature => "qe_identity_signature",
+            StepId::QeReportSignature => "qe_report_signature",
+            StepId::QeIdentity => "qe_identity",
+            StepId::AttestationKeyBinding => "attestation_key_binding",
+            StepId::QuoteSignature => "quote_signature",
+            StepId::TcbLevel => "tcb_level",
+            StepId::TdxModule => "tdx_module",
+            StepId::Report => "report",
+            StepId::Bundle => "bundle",
+            StepId::EvidenceEncoding => "evidence_encoding",
+            StepId::Evidence => "evidence",
+            StepId::Binding => "binding",
+            StepId::Keyset => "keyset",
+            StepId::ReceiptSignature => "receipt_signature",
+            StepId::Fault => "fault",
+            StepId::RequestDigest => "request_digest",
+            StepId::OutputDigest => "output_digest",
+        }
+    }
+
+    /// The step with this stable name.
+    pub fn from_name(name: &str) -> Option<StepId> {
+        StepId::ALL.iter().copied().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for StepId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One named check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
-    /// Stable step name (`cose`, `payload`, `signature`, `chain`, `validity`,
-    /// `freshness`, `debug`, `declared_fault`, `nonce`, `measurements`, `user_data`,
-    /// `public_key`).
-    pub name: &'static str,
+    /// Which check (serialised as its stable name).
+    pub name: StepId,
     /// Outcome.
     pub status: Status,
     /// What was compared / why it failed.
     pub detail: String,
+}
+
+/// Records one step from a check result (pass with its detail, or fail with
+/// the error's message) and hands the error back for the caller to keep.
+/// The one recorder of evidence reports and proof-bundle reports.
+pub fn record_step<E: fmt::Display>(
+    steps: &mut Vec<Step>,
+    name: StepId,
+    r: Result<String, E>,
+) -> Result<(), E> {
+    let (status, detail, out) = match r {
+        Ok(detail) => (Status::Pass, detail, Ok(())),
+        Err(e) => (Status::Fail, e.to_string(), Err(e)),
+    };
+    steps.push(Step {
+        name,
+        status,
+        detail,
+    });
+    out
 }
 
 /// The decoded document fields, printable without trusting them.
@@ -194,7 +436,7 @@ impl Report {
 
     /// A failed report for input that never reached a verifier (e.g. a
     /// malformed envelope): one failing step named `step`.
-    pub fn refused(at: UnixTime, step: &'static str, code: &'static str, message: &str) -> Self {
+    pub fn refused(at: UnixTime, step: StepId, code: &'static str, message: &str) -> Self {
         let mut r = Report::new(at);
         r.push(step, Status::Fail, message);
         r.error = Some(ReportError {
@@ -204,7 +446,7 @@ impl Report {
         r
     }
 
-    pub(crate) fn push(&mut self, name: &'static str, status: Status, detail: impl Into<String>) {
+    pub(crate) fn push(&mut self, name: StepId, status: Status, detail: impl Into<String>) {
         self.steps.push(Step {
             name,
             status,
@@ -215,19 +457,10 @@ impl Report {
     /// Records a step from a check result; returns the error for the caller to keep.
     pub(crate) fn record(
         &mut self,
-        name: &'static str,
+        name: StepId,
         r: Result<String, VerifyError>,
     ) -> Option<VerifyError> {
-        match r {
-            Ok(detail) => {
-                self.push(name, Status::Pass, detail);
-                None
-            }
-            Err(e) => {
-                self.push(name, Status::Fail, e.to_string());
-                Some(e)
-            }
-        }
+        record_step(&mut self.steps, name, r).err()
     }
 
     pub(crate) fn finish(&mut self, first_error: Option<&VerifyError>) {
@@ -238,9 +471,9 @@ impl Report {
         });
     }
 
-    /// The step with this name.
-    pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.name == name)
+    /// The step `id`, if it ran or was skipped.
+    pub fn step(&self, id: StepId) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == id)
     }
 
     /// Process exit status for a CLI: 0 only when verified.
@@ -369,5 +602,50 @@ impl fmt::Display for Report {
             None => write!(f, "result:     VERIFIED"),
             Some(e) => write!(f, "result:     FAILED ({}): {}", e.code, e.message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_ids_keep_their_report_names() {
+        let mut seen = std::collections::BTreeSet::new();
+        for id in StepId::ALL {
+            assert!(seen.insert(id.as_str()), "duplicate name {id}");
+            assert_eq!(StepId::from_name(id.as_str()), Some(*id));
+        }
+        assert_eq!(StepId::from_name("no_such_step"), None);
+        let step = Step {
+            name: StepId::DeclaredFault,
+            status: Status::Fail,
+            detail: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&step).ok(),
+            Some(serde_json::json!({"name": "declared_fault", "status": "fail", "detail": "x"}))
+        );
+        assert_eq!(format!("[{:<8}]", StepId::Tcb), "[tcb     ]");
+    }
+
+    #[test]
+    fn record_step_keeps_the_error_and_its_message() {
+        let mut steps = Vec::new();
+        assert_eq!(
+            record_step::<VerifyError>(&mut steps, StepId::Debug, Ok("fine".into())),
+            Ok(())
+        );
+        let r = record_step(&mut steps, StepId::Nonce, Err(VerifyError::NonceMissing));
+        assert_eq!(r, Err(VerifyError::NonceMissing));
+        let got: Vec<_> = steps.iter().map(|s| (s.name, s.status)).collect();
+        assert_eq!(
+            got,
+            [(StepId::Debug, Status::Pass), (StepId::Nonce, Status::Fail)]
+        );
+        assert_eq!(
+            steps.last().map(|s| s.detail.as_str()),
+            Some("document carries no nonce")
+        );
     }
 }

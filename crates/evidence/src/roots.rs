@@ -1,6 +1,5 @@
 //! Trusted roots: the pinned AWS Nitro Enclaves Root G1 and explicitly
 //! supplied ones (the dev root).
-#![deny(clippy::indexing_slicing)]
 
 use std::sync::Arc;
 
@@ -44,9 +43,9 @@ pub enum RootError {
     /// PEM could not be read.
     #[error(transparent)]
     Pem(#[from] PemError),
-    /// The certificate is not a P-384 certificate we can use.
+    /// The certificate does not parse or is not one this root kind can use.
     #[error("{0}")]
-    Certificate(String),
+    Certificate(#[source] VerifyError),
     /// The embedded root does not have the pinned fingerprint.
     #[error("root fingerprint {got} differs from the pinned {expected}")]
     Fingerprint {
@@ -60,8 +59,7 @@ pub enum RootError {
 impl TrustedRoot {
     /// Trusts the certificate with exactly these DER bytes.
     pub fn from_der(name: &str, der: &[u8]) -> Result<Self, RootError> {
-        let cert = certs::parse(name, der)
-            .map_err(|e: VerifyError| RootError::Certificate(e.to_string()))?;
+        let cert = certs::parse(name, der).map_err(RootError::Certificate)?;
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(digest::digest(&digest::SHA256, der).as_ref());
         Ok(TrustedRoot {

@@ -5,7 +5,7 @@
 mod common;
 
 use attesta_evidence::dcap::{Collateral, DcapExpected, DcapVerifier, TcbStatus, TeeType};
-use attesta_evidence::{Policy, Status, danger};
+use attesta_evidence::{Policy, Status, StepId, danger};
 
 fn read(name: &str) -> Vec<u8> {
     let b = common::read(&format!("sgx-tdx/{name}"));
@@ -84,7 +84,7 @@ fn tdx_v4_is_up_to_date_inside_its_window() {
     assert_eq!(s.fmspc.as_deref(), Some("B0C06F000000"));
     assert!(
         v.report
-            .step("tdx_module")
+            .step(StepId::TdxModule)
             .unwrap()
             .detail
             .contains("TDX_01")
@@ -105,8 +105,14 @@ fn sgx_v3_fails_by_default_with_its_status_and_advisories() {
         msg.contains("INTEL-SA-00289") && msg.contains("INTEL-SA-00615"),
         "{msg}"
     );
-    assert_eq!(v.report.step("tcb_level").unwrap().status, Status::Fail);
-    assert_eq!(v.report.step("qe_identity").unwrap().status, Status::Pass);
+    assert_eq!(
+        v.report.step(StepId::TcbLevel).unwrap().status,
+        Status::Fail
+    );
+    assert_eq!(
+        v.report.step(StepId::QeIdentity).unwrap().status,
+        Status::Pass
+    );
     let s = v.report.quote.as_ref().unwrap();
     assert_eq!(
         s.tcb_status,
@@ -134,7 +140,7 @@ fn sgx_v3_passes_when_its_status_is_accepted() {
     assert_eq!(q.advisory_ids, vec!["INTEL-SA-00289", "INTEL-SA-00615"]);
     assert!(
         v.report
-            .step("tcb_level")
+            .step(StepId::TcbLevel)
             .unwrap()
             .detail
             .contains("INSECURE")
@@ -150,18 +156,18 @@ fn no_matching_tcb_level_fails_even_when_every_status_is_accepted() {
             assert_eq!(e.code(), "tcb_level_not_found", "{}: {}", c.quote, v.report);
             // Everything before the TCB match is genuine.
             for step in [
-                "pck_chain",
-                "tcb_signing_chain",
-                "crl",
-                "revocation",
-                "quote_signature",
-                "qe_report_signature",
-                "attestation_key_binding",
-                "fmspc",
-                "tcb_info_signature",
-                "qe_identity_signature",
-                "validity",
-                "collateral_validity",
+                StepId::PckChain,
+                StepId::TcbSigningChain,
+                StepId::Crl,
+                StepId::Revocation,
+                StepId::QuoteSignature,
+                StepId::QeReportSignature,
+                StepId::AttestationKeyBinding,
+                StepId::Fmspc,
+                StepId::TcbInfoSignature,
+                StepId::QeIdentitySignature,
+                StepId::Validity,
+                StepId::CollateralValidity,
             ] {
                 assert_eq!(
                     v.report.step(step).unwrap().status,
@@ -242,7 +248,10 @@ fn collateral_for_another_tee_is_refused() {
         "{}",
         v.report
     );
-    assert_eq!(v.report.step("collateral").unwrap().status, Status::Fail);
+    assert_eq!(
+        v.report.step(StepId::Collateral).unwrap().status,
+        Status::Fail
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use attesta_evidence::dcap::{Collateral, CollateralJson, DcapExpected, DcapVerifier, Quote};
-use attesta_evidence::{Policy, Status};
+use attesta_evidence::{Policy, Status, StepId};
 use common::at;
 
 const NOW: &str = "2025-07-01T00:00:00Z";
@@ -106,11 +106,11 @@ fn a_swapped_pck_chain_fails() {
     // The other PCK chain is genuine Intel, but it did not sign this QE
     // report and its CA did not sign this PCK CRL.
     assert_eq!(
-        v.report.step("pck_chain").map(|s| s.status),
+        v.report.step(StepId::PckChain).map(|s| s.status),
         Some(Status::Pass)
     );
     assert_eq!(
-        v.report.step("qe_report_signature").map(|s| s.status),
+        v.report.step(StepId::QeReportSignature).map(|s| s.status),
         Some(Status::Fail)
     );
     assert_eq!(v.outcome.unwrap_err().code(), "crl_signature");

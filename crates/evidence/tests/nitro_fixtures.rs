@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use attesta_evidence::{
-    AWS_NITRO_ROOT_G1_SHA256, Expected, NitroVerifier, Platform, Policy, Registry, Status,
+    AWS_NITRO_ROOT_G1_SHA256, Expected, NitroVerifier, Platform, Policy, Registry, Status, StepId,
     TrustedRoot, UnixTime, VerifyError, danger, pem,
 };
 use common::{DOCS, at, fixtures, raw, read};
@@ -49,14 +49,14 @@ fn every_document_verifies_inside_its_window() {
         assert_eq!(ok.document.timestamp_ms, doc.timestamp_ms);
         assert_eq!(v.report.exit_code(), 0);
         for step in [
-            "input",
-            "cose",
-            "payload",
-            "signature",
-            "chain",
-            "validity",
-            "freshness",
-            "debug",
+            StepId::Input,
+            StepId::Cose,
+            StepId::Payload,
+            StepId::Signature,
+            StepId::Chain,
+            StepId::Validity,
+            StepId::Freshness,
+            StepId::Debug,
         ] {
             assert_eq!(
                 v.report.step(step).map(|s| s.status),
@@ -94,7 +94,7 @@ fn every_document_fails_a_minute_after_leaf_expiry() {
             ref other => panic!("{}: expected leaf expiry, got {other:?}", doc.file),
         }
         assert_eq!(
-            v.report.step("validity").map(|s| s.status),
+            v.report.step(StepId::Validity).map(|s| s.status),
             Some(Status::Fail)
         );
         assert_eq!(v.report.exit_code(), 1);
@@ -135,7 +135,10 @@ fn stale_document_fails_freshness_only() {
         "{:?}",
         v.outcome
     );
-    assert_eq!(v.report.step("chain").map(|s| s.status), Some(Status::Pass));
+    assert_eq!(
+        v.report.step(StepId::Chain).map(|s| s.status),
+        Some(Status::Pass)
+    );
     let early = UnixTime::from_millis(doc.timestamp_ms - 61_000).max(at(doc.not_before));
     let v = NitroVerifier::new(policy().with_max_skew(Duration::ZERO)).verify(
         &read(doc.file),
@@ -156,7 +159,7 @@ fn debug_document_fails_by_default() {
     assert_eq!(v.outcome.err(), Some(VerifyError::DebugMode));
     // Everything else passed: the report still shows it.
     assert_eq!(
-        v.report.step("signature").map(|s| s.status),
+        v.report.step(StepId::Signature).map(|s| s.status),
         Some(Status::Pass)
     );
     let d = v.report.document.unwrap();
@@ -176,7 +179,10 @@ fn bad_signature_negative() {
         inside(doc),
     );
     assert_eq!(v.outcome.err(), Some(VerifyError::BadSignature));
-    assert_eq!(v.report.step("chain").map(|s| s.status), Some(Status::Pass));
+    assert_eq!(
+        v.report.step(StepId::Chain).map(|s| s.status),
+        Some(Status::Pass)
+    );
 }
 
 #[test]
@@ -357,7 +363,11 @@ fn chain_cache_hits_and_expires() {
     assert_eq!(v.cached_chains(), 1);
     let warm = v.verify(&read(doc.file), &Expected::default(), inside(doc));
     assert!(
-        warm.report.step("chain").unwrap().detail.contains("cached"),
+        warm.report
+            .step(StepId::Chain)
+            .unwrap()
+            .detail
+            .contains("cached"),
         "{}",
         warm.report
     );

@@ -12,7 +12,8 @@ mod common;
 
 use attesta_evidence::snp::{Product, SigningKey, SnpDevRoot};
 use attesta_evidence::{
-    Expected, Policy, Registry, SnpRelease, SnpVerifier, Status, UnixTime, VerifyError, danger,
+    Expected, Policy, Registry, SnpRelease, SnpVerifier, Status, StepId, UnixTime, VerifyError,
+    danger,
 };
 use common::{at, read};
 
@@ -98,15 +99,15 @@ fn every_fixture_verifies_inside_its_window() {
         assert_eq!(ok.root, "ARK-Milan");
         assert_eq!(v.report.platform, Some(attesta_evidence::Platform::SevSnp));
         for step in [
-            "report",
-            "endorsement",
-            "product",
-            "chain",
-            "validity",
-            "signature",
-            "tcb",
-            "guest_policy",
-            "vmpl",
+            StepId::Report,
+            StepId::Endorsement,
+            StepId::Product,
+            StepId::Chain,
+            StepId::Validity,
+            StepId::Signature,
+            StepId::Tcb,
+            StepId::GuestPolicy,
+            StepId::Vmpl,
         ] {
             assert_eq!(
                 v.report.step(step).map(|s| s.status),
@@ -162,7 +163,7 @@ fn every_fixture_fails_outside_its_window() {
             );
             assert_eq!(code(&v), want, "{} at {when}\n{}", f.report, v.report);
             assert_eq!(
-                v.report.step("validity").map(|s| s.status),
+                v.report.step(StepId::Validity).map(|s| s.status),
                 Some(Status::Fail)
             );
         }
@@ -196,15 +197,15 @@ fn flipped_bytes_in_every_signed_region_never_pass() {
                 at(f.inside),
             );
             assert!(!v.report.verified, "{}: flip at {i:#x} passed", f.report);
-            if v.report.step("signature").is_some() {
+            if v.report.step(StepId::Signature).is_some() {
                 assert_eq!(
-                    v.report.step("signature").map(|s| s.status),
+                    v.report.step(StepId::Signature).map(|s| s.status),
                     Some(Status::Fail),
                     "{}: flip at {i:#x}\n{}",
                     f.report,
                     v.report
                 );
-            } else if v.report.step("signature").is_none() {
+            } else if v.report.step(StepId::Signature).is_none() {
                 // Stopped before the signature: the parse or product step names why.
                 assert!(code(&v).starts_with("snp_"), "{i:#x}: {}", code(&v));
             }
@@ -256,7 +257,7 @@ fn swapped_vcek_is_named() {
     );
     assert_eq!(code(&v), "snp_chip_id_mismatch", "{}", v.report);
     assert_eq!(
-        v.report.step("signature").map(|s| s.status),
+        v.report.step(StepId::Signature).map(|s| s.status),
         Some(Status::Fail)
     );
     // A VCEK for a VLEK-signed report, and the reverse.
@@ -407,7 +408,7 @@ fn tcb_above_the_vcek_fails_the_tcb_step() {
     r[0x180 + 7] = r[0x180 + 7].wrapping_add(1);
     let v = verifier().verify(&r, &[read(f.cert)], &Expected::default(), at(f.inside));
     assert!(!v.report.verified);
-    let tcb = v.report.step("tcb").unwrap();
+    let tcb = v.report.step(StepId::Tcb).unwrap();
     assert_eq!(tcb.status, Status::Fail);
     assert!(
         tcb.detail
@@ -579,7 +580,7 @@ fn cached_chains_keep_every_per_report_check() {
         let out = v.verify(&read(f.report), &cert, &Expected::default(), at(f.inside));
         assert!(
             out.report
-                .step("chain")
+                .step(StepId::Chain)
                 .unwrap()
                 .detail
                 .ends_with("(cached)")

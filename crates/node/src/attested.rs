@@ -295,8 +295,16 @@ async fn infer_inner(
         resp.extensions_mut().insert(crate::error::ErrorCode(code));
         resp
     };
-    let verdict = |e: ApiError, sealed_body: Vec<u8>| {
-        let mut resp = sealed(e.status, sealed_body);
+    let verdict = |e: ApiError, sealed_body: Result<Vec<u8>, attesta_seal::EnvelopeError>| {
+        let body = match sealed_body {
+            Ok(b) => b,
+            // The verdict could not be sealed: answer unsealed, as an internal error.
+            Err(seal) => {
+                tracing::error!(error = %seal, code = e.code, "sealing a verdict failed");
+                return ApiError::internal("sealing the answer failed").into_response();
+            }
+        };
+        let mut resp = sealed(e.status, body);
         resp.extensions_mut()
             .insert(crate::error::ErrorCode(e.code));
         resp
@@ -348,10 +356,18 @@ async fn infer_inner(
         Ok(bytes) => sealed(StatusCode::OK, bytes),
         Err(failure) => {
             tracing::error!(error = %failure, "sealing an answer failed");
-            let mut resp = sealed(StatusCode::INTERNAL_SERVER_ERROR, failure.sealed);
-            resp.extensions_mut()
-                .insert(crate::error::ErrorCode("internal"));
-            resp
+            match failure.sealed {
+                Ok(body) => {
+                    let mut resp = sealed(StatusCode::INTERNAL_SERVER_ERROR, body);
+                    resp.extensions_mut()
+                        .insert(crate::error::ErrorCode("internal"));
+                    resp
+                }
+                Err(seal) => {
+                    tracing::error!(error = %seal, "sealing the internal error failed too");
+                    ApiError::internal("sealing the answer failed").into_response()
+                }
+            }
         }
     };
     crate::fault::before_answer(state.fault()).await;

@@ -7,7 +7,8 @@ use std::fmt;
 use attesta_evidence::nitro::cose;
 use attesta_evidence::{
     AttestationDocument, ENVELOPE_VERSION, Envelope, EvidenceVerifier, Expected, Platform, Report,
-    ReportError, Status, Step, UnixTime, VerifiedEvidence, VerifyError, decode_input,
+    ReportError, Shared, Status, Step, StepId, UnixTime, VerifiedEvidence, VerifyError,
+    decode_input, record_step,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -55,7 +56,10 @@ pub struct ProofBundle {
 pub enum BundleError {
     /// Not bundle JSON.
     #[error("malformed bundle: {0}")]
-    Malformed(String),
+    Malformed(#[source] Shared<serde_json::Error>),
+    /// The `evidence` field is not base64.
+    #[error("malformed bundle: evidence is not base64: {0}")]
+    EvidenceBase64(#[source] base64::DecodeError),
     /// A bundle version this implementation does not speak.
     #[error("unsupported bundle version {0}")]
     UnsupportedVersion(u8),
@@ -85,7 +89,7 @@ impl BundleError {
     /// Stable code.
     pub fn code(&self) -> &'static str {
         match self {
-            BundleError::Malformed(_) => "malformed_bundle",
+            BundleError::Malformed(_) | BundleError::EvidenceBase64(_) => "malformed_bundle",
             BundleError::UnsupportedVersion(_) => "unsupported_version",
             BundleError::UnsupportedPlatform(_) => "unsupported_platform",
             BundleError::Evidence(e) => e.code(),
@@ -125,9 +129,9 @@ pub struct BundleReport {
 }
 
 impl BundleReport {
-    /// The step with this name.
-    pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.name == name)
+    /// The bundle-level step `id`, if it ran or was skipped.
+    pub fn step(&self, id: StepId) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == id)
     }
 
     /// Process exit status for a CLI: 0 only when verified.
@@ -212,16 +216,17 @@ impl ProofBundle {
     /// Parses bundle JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self, BundleError> {
         let b: ProofBundle =
-            serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(e.into()))?;
         if b.version != BUNDLE_VERSION {
             return Err(BundleError::UnsupportedVersion(b.version));
         }
         Ok(b)
     }
 
-    /// Pretty JSON.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+    /// Pretty JSON. Fails only if a field's serialiser does (none of the
+    /// bundle's does today); the error is returned rather than an empty body.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec_pretty(self)
     }
 
     /// The document timestamp of Nitro-format evidence, if it decodes.
@@ -267,26 +272,10 @@ impl ProofBundle {
         at: UnixTime,
         report: &mut BundleReport,
     ) -> Result<VerifiedBundle, BundleError> {
-        let mut step = |name: &'static str, r: Result<String, BundleError>| match r {
-            Ok(detail) => {
-                report.steps.push(Step {
-                    name,
-                    status: Status::Pass,
-                    detail,
-                });
-                Ok(())
-            }
-            Err(e) => {
-                report.steps.push(Step {
-                    name,
-                    status: Status::Fail,
-                    detail: e.to_string(),
-                });
-                Err(e)
-            }
-        };
+        let mut step =
+            |name: StepId, r: Result<String, BundleError>| record_step(&mut report.steps, name, r);
         step(
-            "bundle",
+            StepId::Bundle,
             match self.platform {
                 Platform::Nitro
                 | Platform::Dev
@@ -302,14 +291,16 @@ impl ProofBundle {
                 p => Err(BundleError::UnsupportedPlatform(p)),
             },
         )?;
-        let raw = B64.decode(&self.evidence);
+        let raw = B64
+            .decode(&self.evidence)
+            .map_err(BundleError::EvidenceBase64);
         step(
-            "evidence_encoding",
+            StepId::EvidenceEncoding,
             raw.as_ref()
                 .map(|r| format!("{} bytes", r.len()))
-                .map_err(|e| BundleError::Malformed(format!("evidence is not base64: {e}"))),
+                .map_err(Clone::clone),
         )?;
-        let raw = raw.unwrap_or_default();
+        let raw = raw?;
         let expected = Expected {
             nonce: Some(self.attestation_nonce.clone()),
             ..Default::default()
@@ -335,7 +326,7 @@ impl ProofBundle {
             })
             .map_err(Clone::clone);
         // The evidence report is kept whatever the outcome.
-        let r1 = step("evidence", summary);
+        let r1 = step(StepId::Evidence, summary);
         report.evidence = Some(ev_report);
         r1?;
         let doc = verified?;
@@ -343,10 +334,7 @@ impl ProofBundle {
             (a, b) if a == b => Ok(format!("{}", b)),
             (claimed, verified) => Err(BundleError::PlatformMismatch { claimed, verified }),
         };
-        let mut step = |name: &'static str, r: Result<String, BundleError>| {
-            push_step(&mut report.steps, name, r)
-        };
-        step("platform", claimed_ok)?;
+        step(StepId::Platform, claimed_ok)?;
         let bound = match &doc {
             VerifiedEvidence::Nitro(d) => binding::check_nitro(
                 d.document.public_key.as_deref(),
@@ -370,7 +358,7 @@ impl ProofBundle {
             other => Err(BundleError::UnsupportedPlatform(other.platform())),
         };
         step(
-            "binding",
+            StepId::Binding,
             bound
                 .as_ref()
                 .map(|k| {
@@ -383,7 +371,7 @@ impl ProofBundle {
         )?;
         let keyset = bound?;
         step(
-            "keyset",
+            StepId::Keyset,
             if keyset == self.keyset {
                 Ok("bundle key set equals the bound key set".into())
             } else {
@@ -391,7 +379,7 @@ impl ProofBundle {
             },
         )?;
         step(
-            "receipt_signature",
+            StepId::ReceiptSignature,
             self.receipt
                 .verify(&keyset)
                 .map(|()| "Ed25519 signature by the bound signing key".to_owned())
@@ -399,7 +387,7 @@ impl ProofBundle {
         )?;
         let fault = self.receipt.declared_fault().map(str::to_owned);
         step(
-            "fault",
+            StepId::Fault,
             match &fault {
                 None => Ok("the receipt declares no fault".to_owned()),
                 Some(f) => self
@@ -412,8 +400,8 @@ impl ProofBundle {
             },
         )?;
         for (name, bytes, is_request) in [
-            ("request_digest", checks.request, true),
-            ("output_digest", checks.output, false),
+            (StepId::RequestDigest, checks.request, true),
+            (StepId::OutputDigest, checks.output, false),
         ] {
             match bytes {
                 None => report.steps.push(Step {
@@ -427,13 +415,11 @@ impl ProofBundle {
                     } else {
                         self.receipt.check_digests(None, Some(b))
                     };
-                    let mut step = |name, r: Result<String, BundleError>| {
-                        push_step(&mut report.steps, name, r)
-                    };
-                    step(
+                    record_step(
+                        &mut report.steps,
                         name,
                         r.map(|()| format!("SHA-256 of the {} given bytes matches", b.len()))
-                            .map_err(Into::into),
+                            .map_err(BundleError::from),
                     )?;
                 }
             }
@@ -445,23 +431,4 @@ impl ProofBundle {
             release: doc.release().map(str::to_owned),
         })
     }
-}
-
-/// Records one bundle step (pass with its detail, or fail with the error) and
-/// hands the result on.
-fn push_step(
-    steps: &mut Vec<Step>,
-    name: &'static str,
-    r: Result<String, BundleError>,
-) -> Result<(), BundleError> {
-    let (status, detail) = match &r {
-        Ok(d) => (Status::Pass, d.clone()),
-        Err(e) => (Status::Fail, e.to_string()),
-    };
-    steps.push(Step {
-        name,
-        status,
-        detail,
-    });
-    r.map(|_| ())
 }

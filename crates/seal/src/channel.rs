@@ -23,7 +23,7 @@
 //! refused in plaintext JSON anyway ([`Rejected`]): before acceptance nothing
 //! is sealed that a relay could mistake for — or swap in as — an answer.
 
-use attesta_evidence::Policy;
+use attesta_evidence::{Policy, Shared};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hpke::aead::ChaCha20Poly1305 as HpkeChaCha;
@@ -201,7 +201,7 @@ pub enum AnswerError {
     Envelope(#[from] EnvelopeError),
     /// It opened but is not a documented answer.
     #[error("malformed response: {0}")]
-    Malformed(String),
+    Malformed(#[source] Shared<serde_json::Error>),
     /// The node's authenticated verdict: it answered this request with an error.
     #[error(transparent)]
     Remote(#[from] ResponseError),
@@ -313,7 +313,7 @@ impl RequestContext {
     ) -> Result<VerifiedAnswer, AnswerError> {
         let plain = self.open_response(body)?;
         let answer: ResponsePlaintext =
-            serde_json::from_slice(&plain).map_err(|e| AnswerError::Malformed(e.to_string()))?;
+            serde_json::from_slice(&plain).map_err(|e| AnswerError::Malformed(e.into()))?;
         let (output, model_hash, receipt) = match answer {
             ResponsePlaintext::Error { error } => return Err(ResponseError(error).into()),
             ResponsePlaintext::Output {
@@ -457,9 +457,10 @@ pub struct SealedOutput<'a> {
 #[error("{error}")]
 pub struct SealFailure {
     /// Why.
+    #[source]
     pub error: ReceiptOrOutput,
-    /// The sealed error answer.
-    pub sealed: Vec<u8>,
+    /// The sealed `internal_error` answer, or why even that could not be sealed.
+    pub sealed: Result<Vec<u8>, EnvelopeError>,
 }
 
 /// Why [`Responder::seal_output`] failed.
@@ -469,9 +470,15 @@ pub enum ReceiptOrOutput {
     /// A receipt field out of bounds.
     #[error(transparent)]
     Receipt(#[from] ReceiptError),
+    /// `output_json` is not UTF-8.
+    #[error("output is not valid JSON: {0}")]
+    OutputUtf8(#[source] std::str::Utf8Error),
     /// `output_json` is not JSON.
     #[error("output is not valid JSON: {0}")]
-    Output(String),
+    Output(#[source] Shared<serde_json::Error>),
+    /// The answer did not serialise.
+    #[error("encoding the answer: {0}")]
+    Encode(#[source] Shared<serde_json::Error>),
     /// The AEAD refused the answer (over its length limit).
     #[error(transparent)]
     Seal(#[from] EnvelopeError),
@@ -553,7 +560,7 @@ impl OpenedRequest {
         code: &str,
         message: &str,
         rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Vec<u8> {
+    ) -> Result<Vec<u8>, EnvelopeError> {
         self.responder.seal_error(code, message, rng)
     }
 }
@@ -563,6 +570,7 @@ fn cut(message: &str) -> &str {
     while !message.is_char_boundary(end) {
         end = end.saturating_sub(1);
     }
+    // `end` is a char boundary within `message`, so `get` always succeeds.
     message.get(..end).unwrap_or_default()
 }
 
@@ -582,9 +590,10 @@ impl Responder {
         now: UnixTime,
     ) -> Result<Vec<u8>, ReceiptOrOutput> {
         let output = std::str::from_utf8(out.output_json)
-            .map_err(|e| e.to_string())
-            .and_then(|s| RawValue::from_string(s.to_owned()).map_err(|e| e.to_string()))
-            .map_err(ReceiptOrOutput::Output)?;
+            .map_err(ReceiptOrOutput::OutputUtf8)
+            .and_then(|s| {
+                RawValue::from_string(s.to_owned()).map_err(|e| ReceiptOrOutput::Output(e.into()))
+            })?;
         let receipt = keys.sign_receipt(Receipt {
             version: RECEIPT_VERSION,
             keyset_digest: keys.keyset_digest(),
@@ -603,7 +612,7 @@ impl Responder {
             model_hash: hex::encode(out.model_sha256),
             receipt: Box::new(receipt),
         };
-        serde_json::to_vec(&answer).map_err(|e| ReceiptOrOutput::Output(e.to_string()))
+        serde_json::to_vec(&answer).map_err(|e| ReceiptOrOutput::Encode(e.into()))
     }
 
     /// Signs a receipt for `out` at `now` and seals the answer under a key
@@ -625,16 +634,16 @@ impl Responder {
     }
 
     /// Seals an error answer (e.g. inference failed), the node's verdict.
+    /// The message is cut to a bounded length; sealing fails only if the
+    /// answer key cannot be derived or the AEAD refuses, and then the caller
+    /// learns it rather than sending an empty body.
     pub fn seal_error(
         self,
         code: &str,
         message: &str,
         rng: &mut (impl CryptoRng + ?Sized),
-    ) -> Vec<u8> {
-        // A bounded message cannot exceed the AEAD limit; an empty body fails closed at the client.
-        self.response
-            .seal_fresh(&error_json(code, message), rng)
-            .unwrap_or_default()
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        self.response.seal_fresh(&error_json(code, message), rng)
     }
 
     /// The model the request names.

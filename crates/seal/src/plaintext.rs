@@ -1,5 +1,6 @@
 //! The JSON carried inside sealed envelopes.
 
+use attesta_evidence::Shared;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -32,7 +33,7 @@ impl RequestPlaintext {
     /// Parses and validates the decrypted bytes (not the time window).
     pub fn parse(bytes: &[u8]) -> Result<Self, RequestError> {
         let req: RequestPlaintext =
-            serde_json::from_slice(bytes).map_err(|e| RequestError::Malformed(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| RequestError::Json(e.into()))?;
         req.validate()?;
         Ok(req)
     }
@@ -57,7 +58,7 @@ impl RequestPlaintext {
         let Some(n) = &self.nonce else {
             return Ok(Vec::new());
         };
-        let bytes = hex::decode(n).map_err(|e| RequestError::Malformed(format!("`nonce`: {e}")))?;
+        let bytes = hex::decode(n).map_err(|e| RequestError::Nonce(e.into()))?;
         if bytes.len() > MAX_NONCE {
             return Err(RequestError::Malformed(format!(
                 "`nonce` is longer than {MAX_NONCE} bytes"
@@ -75,6 +76,12 @@ pub enum RequestError {
     /// Not the documented JSON, or a field out of bounds.
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// Not JSON of the documented shape.
+    #[error("malformed request: {0}")]
+    Json(#[source] Shared<serde_json::Error>),
+    /// `nonce` is not hex.
+    #[error("malformed request: `nonce`: {0}")]
+    Nonce(#[source] Shared<hex::FromHexError>),
     /// `issued_at` is outside the node's acceptance window.
     #[error(
         "request issued at {issued_at} is outside the node's window {not_before}..={not_after} (node clock {now}); seal a new request"
@@ -98,7 +105,9 @@ impl RequestError {
     /// Stable wire code.
     pub fn code(&self) -> &'static str {
         match self {
-            RequestError::Malformed(_) => "malformed_request",
+            RequestError::Malformed(_) | RequestError::Json(_) | RequestError::Nonce(_) => {
+                "malformed_request"
+            }
             RequestError::Stale { .. } => "stale_request",
             RequestError::Replayed => "replayed_request",
         }
@@ -107,7 +116,7 @@ impl RequestError {
     /// HTTP status of the (plaintext) refusal.
     pub fn http_status(&self) -> u16 {
         match self {
-            RequestError::Malformed(_) => 400,
+            RequestError::Malformed(_) | RequestError::Json(_) | RequestError::Nonce(_) => 400,
             RequestError::Stale { .. } | RequestError::Replayed => 409,
         }
     }

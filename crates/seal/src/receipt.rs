@@ -72,6 +72,15 @@ pub enum ReceiptError {
     /// The bytes are not a receipt encoding.
     #[error("malformed receipt: {0}")]
     Malformed(String),
+    /// A text field is not UTF-8.
+    #[error("malformed receipt: `{field}` is not UTF-8")]
+    NotUtf8 {
+        /// The field.
+        field: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
     /// A layout version this implementation does not speak.
     #[error("unsupported receipt version {0}")]
     UnsupportedVersion(u8),
@@ -130,7 +139,7 @@ impl ReceiptError {
     /// Stable wire code.
     pub fn code(&self) -> &'static str {
         match self {
-            ReceiptError::Malformed(_) => "malformed_receipt",
+            ReceiptError::Malformed(_) | ReceiptError::NotUtf8 { .. } => "malformed_receipt",
             ReceiptError::UnsupportedVersion(_) => "unsupported_version",
             ReceiptError::FieldTooLong { .. } => "malformed_receipt",
             ReceiptError::KeySetMismatch { .. } => "receipt_key_set_mismatch",
@@ -196,8 +205,7 @@ impl<'a> Reader<'a> {
 
     fn text(&mut self, field: &'static str, max: usize) -> Result<String, ReceiptError> {
         let b = self.var(field, max)?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| ReceiptError::Malformed(format!("`{field}` is not UTF-8")))
+        String::from_utf8(b.to_vec()).map_err(|source| ReceiptError::NotUtf8 { field, source })
     }
 }
 

@@ -9,8 +9,10 @@
 
 mod common;
 
+use std::error::Error as _;
+
 use attesta_evidence::{
-    EvidenceVerifier, Platform, Policy, Status, UnixTime, danger, decode_input,
+    EvidenceVerifier, Platform, Policy, Status, StepId, UnixTime, danger, decode_input,
 };
 use attesta_seal::bundle::{BundleChecks, BundleError, ProofBundle};
 use attesta_seal::channel::SealedOutput;
@@ -86,7 +88,7 @@ fn dev_bundle_verifies_offline_with_digests() {
     let r = run();
     let b = bundle(&r);
     // Through JSON, as written to disk.
-    let b = ProofBundle::from_json(&b.to_json()).unwrap();
+    let b = ProofBundle::from_json(&b.to_json().unwrap()).unwrap();
     let checks = BundleChecks {
         request: Some(&r.request),
         output: Some(OUTPUT),
@@ -98,15 +100,15 @@ fn dev_bundle_verifies_offline_with_digests() {
     assert_eq!(v.platform, Platform::Dev);
     assert_eq!(&v.keyset, r.node.public());
     for step in [
-        "bundle",
-        "evidence",
-        "platform",
-        "binding",
-        "keyset",
-        "receipt_signature",
-        "fault",
-        "request_digest",
-        "output_digest",
+        StepId::Bundle,
+        StepId::Evidence,
+        StepId::Platform,
+        StepId::Binding,
+        StepId::Keyset,
+        StepId::ReceiptSignature,
+        StepId::Fault,
+        StepId::RequestDigest,
+        StepId::OutputDigest,
     ] {
         assert_eq!(
             res.report.step(step).unwrap().status,
@@ -126,7 +128,7 @@ fn dev_bundle_verifies_offline_with_digests() {
     // Digests are skipped when no bytes are given.
     let res = b.verify(&r.tee.verifier, BundleChecks::default());
     assert_eq!(
-        res.report.step("request_digest").unwrap().status,
+        res.report.step(StepId::RequestDigest).unwrap().status,
         Status::Skipped
     );
 }
@@ -138,21 +140,21 @@ fn declared_fault_fails_by_default_and_is_printed_when_accepted() {
     let res = b.verify(&r.tee.verifier, BundleChecks::default());
     assert!(!res.report.verified);
     assert_eq!(res.outcome.unwrap_err().code(), "fault_declared");
-    assert_eq!(res.report.step("fault").unwrap().status, Status::Fail);
+    assert_eq!(res.report.step(StepId::Fault).unwrap().status, Status::Fail);
     assert!(res.report.to_string().contains("wrong-output"));
     let relaxed = EvidenceVerifier::new(danger::accept_declared_faults(
         r.tee.verifier.policy().clone(),
     ));
     let res = b.verify(&relaxed, BundleChecks::default());
     assert!(res.report.verified, "{}", res.report);
-    let step = res.report.step("fault").unwrap();
+    let step = res.report.step(StepId::Fault).unwrap();
     assert_eq!(step.status, Status::Pass);
     assert!(step.detail.contains("wrong-output"), "{}", step.detail);
     assert_eq!(res.outcome.unwrap().fault.as_deref(), Some("wrong-output"));
     // A receipt without a fault says so.
     let clean = bundle(&run());
     let res = clean.verify(&r.tee.verifier, BundleChecks::default());
-    assert_eq!(res.report.step("fault").unwrap().status, Status::Pass);
+    assert_eq!(res.report.step(StepId::Fault).unwrap().status, Status::Pass);
     assert_eq!(res.outcome.unwrap().fault, None);
 }
 
@@ -240,16 +242,22 @@ fn digest_mismatches_and_policy_failures_are_named() {
         code(&garbled, v, BundleChecks::default()),
         "malformed_bundle"
     );
+    let e = garbled
+        .verify(v, BundleChecks::default())
+        .outcome
+        .unwrap_err();
+    assert!(matches!(e, BundleError::EvidenceBase64(_)), "{e:?}");
+    assert!(e.source().is_some(), "the base64 error is kept");
 }
 
 #[test]
 fn malformed_bundle_json_fails_closed() {
     let r = run();
-    let json = bundle(&r).to_json();
-    assert!(matches!(
-        ProofBundle::from_json(&json[..json.len() - 2]),
-        Err(BundleError::Malformed(_))
-    ));
+    let json = bundle(&r).to_json().unwrap();
+    let e = ProofBundle::from_json(&json[..json.len() - 2]).unwrap_err();
+    assert!(matches!(e, BundleError::Malformed(_)));
+    assert_eq!(e.code(), "malformed_bundle");
+    assert!(e.source().is_some(), "the JSON error is kept");
     let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     for old_or_new in [1, 3] {
         v["version"] = serde_json::json!(old_or_new);
@@ -287,7 +295,7 @@ fn real_nitro_evidence_without_a_key_set_fails_binding() {
     );
     let res = b.verify(&verifier, BundleChecks::default());
     assert_eq!(
-        res.report.step("evidence").unwrap().status,
+        res.report.step(StepId::Evidence).unwrap().status,
         Status::Pass,
         "{}",
         res.report

@@ -12,9 +12,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
 use attesta_evidence::danger;
-use attesta_seal::channel::{AnswerError, SealedOutput};
+use attesta_seal::channel::{AnswerError, ReceiptOrOutput, SealedOutput};
 use attesta_seal::envelope::{self, EnvelopeError};
-use attesta_seal::{NodeKeys, Rejected, RequestError, seal_request, sha256};
+use attesta_seal::{NodeKeys, Rejected, RequestError, RequestPlaintext, seal_request, sha256};
 use common::*;
 
 const OUTPUT: &[u8] = br#"[{"name":"y","shape":[1,2],"result":[[0.25,-1.5]],"type":"number"}]"#;
@@ -210,7 +210,11 @@ fn answers_to_one_request_never_share_a_key_and_nonce() {
     let mut answers = Vec::new();
     for i in 0..8 {
         let opened = node.open_request(&body, &g, t(T0_SECS + i)).unwrap();
-        answers.push(opened.seal_error("model_not_found", "no such model", &mut rng));
+        answers.push(
+            opened
+                .seal_error("model_not_found", "no such model", &mut rng)
+                .unwrap(),
+        );
     }
     let admitted = accept(&node, &body, &g, t(T0_SECS + 9));
     answers.push(
@@ -461,13 +465,13 @@ fn node_errors_are_sealed_and_carry_no_output() {
     let before = node
         .open_request(&body, &g, t(T0_SECS))
         .unwrap()
-        .seal_error("model_not_found", "no such model", &mut TestRng::new(50));
+        .seal_error("model_not_found", "no such model", &mut TestRng::new(50))
+        .unwrap();
     assert!(g.is_empty());
-    let after = accept(&node, &body, &g, t(T0_SECS)).responder.seal_error(
-        "inference_failed",
-        "bad shapes",
-        &mut TestRng::new(51),
-    );
+    let after = accept(&node, &body, &g, t(T0_SECS))
+        .responder
+        .seal_error("inference_failed", "bad shapes", &mut TestRng::new(51))
+        .unwrap();
     for (sealed, code) in [(before, "model_not_found"), (after, "inference_failed")] {
         assert!(!sealed.windows(5).any(|w| w == b"model"));
         match ctx.open_verified(&sealed, &strict()) {
@@ -492,8 +496,13 @@ fn invalid_output_json_yields_a_sealed_internal_error() {
         .responder
         .seal_output(&node, &out, t(T0_SECS), &mut TestRng::new(50))
         .unwrap_err();
+    assert!(matches!(fail.error, ReceiptOrOutput::Output(_)));
+    assert!(
+        std::error::Error::source(&fail.error).is_some(),
+        "the JSON error is kept"
+    );
     assert_eq!(
-        ctx.open_verified(&fail.sealed, &strict())
+        ctx.open_verified(fail.sealed.as_ref().unwrap(), &strict())
             .unwrap_err()
             .code(),
         "internal_error"
@@ -507,4 +516,22 @@ fn node_keys_debug_prints_no_secret() {
     let dbg = format!("{node:?}");
     assert!(dbg.contains(&hex::encode(node.public().hpke_pk)));
     assert!(!dbg.contains(&hex::encode(seed)));
+}
+
+#[test]
+fn malformed_request_plaintext_keeps_the_decoder_error() {
+    let json = RequestPlaintext::parse(b"{").unwrap_err();
+    assert!(matches!(json, RequestError::Json(_)));
+    assert_eq!(
+        (json.code(), json.http_status()),
+        ("malformed_request", 400)
+    );
+    assert!(std::error::Error::source(&json).is_some());
+    let nonce = request(T0_SECS, Some("zz")).validate().unwrap_err();
+    assert!(matches!(nonce, RequestError::Nonce(_)));
+    assert_eq!(
+        (nonce.code(), nonce.http_status()),
+        ("malformed_request", 400)
+    );
+    assert!(std::error::Error::source(&nonce).is_some());
 }

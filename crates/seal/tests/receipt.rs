@@ -169,3 +169,23 @@ fn limits_and_versions_fail_closed() {
         Err(ReceiptError::Malformed(_))
     ));
 }
+
+#[test]
+fn non_utf8_text_keeps_the_decoder_error() {
+    let mut enc = receipt().encode().unwrap();
+    // The first byte of `model_cid` (after its two length bytes).
+    enc[139] = 0xff;
+    let e = Receipt::decode(&enc).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReceiptError::NotUtf8 {
+                field: "model_cid",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), "malformed_receipt");
+    assert!(std::error::Error::source(&e).is_some());
+}

@@ -87,7 +87,8 @@ fn generate() -> Value {
             "model_not_found",
             "no such model",
             &mut FixedRng(second_nonce.to_vec(), 0),
-        );
+        )
+        .unwrap();
     let accepted = accept(&node, &envelope, &g, t(T0_SECS));
     let output = r#"[{"name":"y","shape":[2],"result":[1.5,-3.0],"type":"number"}]"#;
     let out = SealedOutput {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use attesta_client::{Client, ClientConfig, ClientError};
-use attesta_evidence::{Policy, Report, Status, UnixTime};
+use attesta_evidence::{Policy, Report, Status, StepId, UnixTime};
 use futures::future::BoxFuture;
 
 pub use attesta_client::{RngHandle, system_rng};
@@ -112,7 +112,7 @@ pub struct ClientChannel {
 }
 
 fn measurement_of(report: &Report) -> Option<String> {
-    let step = report.steps.iter().find(|s| s.name == "measurements")?;
+    let step = report.step(StepId::Measurements)?;
     Some(match step.status {
         Status::Pass => step.detail.clone(),
         Status::Fail => format!("{MEASUREMENT_MISMATCH}: {}", step.detail),
@@ -167,7 +167,11 @@ impl NodeChannel for ClientChannel {
                 .map_err(probe_error)?;
             let output = serde_json::from_str(out.output.get())
                 .map_err(|e| ProbeError::Protocol(format!("output is not JSON: {e}")))?;
-            let bundle = String::from_utf8(out.bundle.to_json())
+            let bundle_json = out
+                .bundle
+                .to_json()
+                .map_err(|e| ProbeError::Protocol(format!("bundle does not serialise: {e}")))?;
+            let bundle = String::from_utf8(bundle_json)
                 .map_err(|e| ProbeError::Protocol(format!("bundle is not UTF-8: {e}")))?;
             Ok(Answer {
                 output,

@@ -1,26 +1,21 @@
 //! X.509 for the Intel SGX PKI: ECDSA P-256 / SHA-256 certificates, the
 //! SGX extension of PCK certificates (FMSPC, PCE-ID, TCB SVNs) and CRLs.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
-use x509_cert::Certificate;
 use x509_cert::crl::CertificateList;
 use x509_cert::der::{Decode, Encode, oid::ObjectIdentifier};
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+use x509_cert::ext::pkix::KeyUsages;
 
 use super::der::{self, Reader, tag};
 use super::error::DcapError;
 use super::sigcache::SigCache;
-use crate::nitro::certs::tbs_bytes;
 use crate::time::UnixTime;
+use crate::x509::{self, Outside, X509Cert, X509Error, secs, tbs_bytes};
 
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
-const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 /// Intel SGX extension, 1.2.840.113741.1.13.1.
 const SGX_EXTENSION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1");
 /// Content octets of the SGX extension OID; sub-OIDs extend it.
@@ -72,18 +67,26 @@ fn bad(which: &str, reason: impl Into<String>) -> DcapError {
     }
 }
 
-fn secs(t: x509_cert::time::Time) -> UnixTime {
-    UnixTime::from_secs(t.to_unix_duration().as_secs())
+/// Names the certificate an X.509 error is about.
+fn x509_err(which: &str) -> impl Fn(X509Error) -> DcapError + '_ {
+    move |source| DcapError::Certificate {
+        which: which.to_owned(),
+        source: Box::new(source),
+    }
 }
 
 /// Parses a certificate and checks it is ECDSA P-256 / SHA-256.
 pub(crate) fn parse(which: &str, der_bytes: &[u8]) -> Result<DcapCert, DcapError> {
-    let cert =
-        Certificate::from_der(der_bytes).map_err(|e| bad(which, format!("not DER X.509: {e}")))?;
-    let tbs = tbs_bytes(der_bytes)
-        .ok_or_else(|| bad(which, "cannot locate tbsCertificate"))?
-        .to_vec();
-    let t = &cert.tbs_certificate;
+    let mut sgx = None;
+    let x = X509Cert::parse(der_bytes, x509_err(which), |id, value| {
+        if id != SGX_EXTENSION {
+            return Ok(false);
+        }
+        sgx =
+            Some(parse_sgx_extension(value).ok_or_else(|| bad(which, "malformed SGX extension"))?);
+        Ok(true)
+    })?;
+    let (cert, t) = (&x.cert, &x.cert.tbs_certificate);
     if cert.signature_algorithm.oid != ECDSA_WITH_SHA256 || t.signature.oid != ECDSA_WITH_SHA256 {
         return Err(bad(
             which,
@@ -93,72 +96,32 @@ pub(crate) fn parse(which: &str, der_bytes: &[u8]) -> Result<DcapCert, DcapError
             ),
         ));
     }
-    let spki = &t.subject_public_key_info;
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
-    if spki.algorithm.oid != EC_PUBLIC_KEY || curve != Some(PRIME256V1) {
+    if x.ec_curve() != Some(PRIME256V1) {
         return Err(bad(which, "public key is not EC P-256"));
     }
-    let point = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or_else(|| bad(which, "public key bit string is not octet-aligned"))?;
-    let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)
-        .map_err(|e| bad(which, format!("public key rejected: {e}")))?;
-    let fixed_key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
-        .map_err(|e| bad(which, format!("public key rejected: {e}")))?;
-    let signature = cert
-        .signature
-        .as_bytes()
-        .ok_or_else(|| bad(which, "signature bit string is not octet-aligned"))?
-        .to_vec();
-    let mut is_ca = false;
-    let mut path_len = None;
-    let mut can_sign_certs = true;
-    let mut can_sign_crls = true;
-    let mut sgx = None;
-    for ext in t.extensions.iter().flatten() {
-        let value = ext.extn_value.as_bytes();
-        if ext.extn_id == BASIC_CONSTRAINTS {
-            let bc = BasicConstraints::from_der(value)
-                .map_err(|e| bad(which, format!("basicConstraints: {e}")))?;
-            is_ca = bc.ca;
-            path_len = bc.path_len_constraint;
-        } else if ext.extn_id == KEY_USAGE {
-            let ku = KeyUsage::from_der(value).map_err(|e| bad(which, format!("keyUsage: {e}")))?;
-            can_sign_certs = ku.0.contains(KeyUsages::KeyCertSign);
-            can_sign_crls = ku.0.contains(KeyUsages::CRLSign);
-        } else if ext.extn_id == SGX_EXTENSION {
-            sgx = Some(
-                parse_sgx_extension(value).ok_or_else(|| bad(which, "malformed SGX extension"))?,
-            );
-        } else if ext.critical {
-            return Err(bad(
-                which,
-                format!("unsupported critical extension {}", ext.extn_id),
-            ));
-        }
-    }
-    let enc = |n: &x509_cert::name::Name| n.to_der().map_err(|e| bad(which, e.to_string()));
+    let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &x.key_bits)
+        .map_err(X509Error::key("public key"))
+        .map_err(x509_err(which))?;
+    let fixed_key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &x.key_bits)
+        .map_err(X509Error::key("public key"))
+        .map_err(x509_err(which))?;
+    let serial = t.serial_number.as_bytes().to_vec();
     Ok(DcapCert {
         which: which.to_owned(),
-        subject: t.subject.to_string(),
-        subject_der: enc(&t.subject)?,
-        issuer_der: enc(&t.issuer)?,
-        serial: t.serial_number.as_bytes().to_vec(),
-        not_before: secs(t.validity.not_before),
-        not_after: secs(t.validity.not_after),
+        can_sign_certs: x.may(KeyUsages::KeyCertSign),
+        can_sign_crls: x.may(KeyUsages::CRLSign),
+        subject: x.subject,
+        subject_der: x.subject_der,
+        issuer_der: x.issuer_der,
+        serial,
+        not_before: x.not_before,
+        not_after: x.not_after,
         key,
         fixed_key,
-        is_ca,
-        path_len,
-        can_sign_certs,
-        can_sign_crls,
-        tbs,
-        signature,
+        is_ca: x.is_ca,
+        path_len: x.path_len,
+        tbs: x.tbs,
+        signature: x.signature,
         sgx,
     })
 }
@@ -287,19 +250,17 @@ impl DcapCert {
 
     /// Checks `now` lies inside the validity window (notAfter inclusive to the second).
     pub(crate) fn check_validity(&self, now: UnixTime) -> Result<(), DcapError> {
-        if now < self.not_before {
-            return Err(DcapError::NotYetValid {
-                what: format!("certificate {} ({})", self.which, self.subject),
+        let what = || format!("certificate {} ({})", self.which, self.subject);
+        x509::check_window(self.not_before, self.not_after, now).map_err(|outside| match outside {
+            Outside::NotYetValid => DcapError::NotYetValid {
+                what: what(),
                 from: self.not_before.to_string(),
-            });
-        }
-        if now.as_millis() >= self.not_after.as_millis().saturating_add(1000) {
-            return Err(DcapError::Expired {
-                what: format!("certificate {} ({})", self.which, self.subject),
+            },
+            Outside::Expired => DcapError::Expired {
+                what: what(),
                 until: self.not_after.to_string(),
-            });
-        }
-        Ok(())
+            },
+        })
     }
 }
 

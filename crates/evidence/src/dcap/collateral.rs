@@ -2,7 +2,6 @@
 //! shapes we read: dcap-qvl's `QuoteCollateralV3` JSON and the raw PCS
 //! responses. Parsing checks structure only; signatures, chains and time are
 //! checked by the verifier.
-#![deny(clippy::indexing_slicing)]
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -1,6 +1,5 @@
 //! A minimal DER reader for the few structures X.509 libraries do not
 //! decode for us: Intel's SGX extension inside the PCK certificate.
-#![deny(clippy::indexing_slicing)]
 
 /// One TLV: its tag and content bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,12 @@ pub enum DcapError {
     /// The collateral does not fit this quote (missing, wrong type or version).
     #[error("collateral: {0}")]
     Collateral(String),
+    /// The collateral JSON is not the documented shape.
+    #[error("collateral: {0}")]
+    CollateralJson(#[source] crate::Shared<serde_json::Error>),
+    /// The collateral's parts do not decode (hex, PEM, size).
+    #[error("collateral: {0}")]
+    CollateralParts(#[source] crate::Shared<super::CollateralError>),
     /// A certificate does not parse or is unsuitable.
     #[error("certificate {which}: {reason}")]
     BadCertificate {
@@ -20,6 +26,15 @@ pub enum DcapError {
         which: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A certificate's X.509 structure is unusable.
+    #[error("certificate {which}: {source}")]
+    Certificate {
+        /// Which certificate.
+        which: String,
+        /// What is wrong (boxed: rare, and it would double the size of every result).
+        #[source]
+        source: Box<crate::x509::X509Error>,
     },
     /// A certificate is not issued by the next one up.
     #[error("chain broken at {which}: {reason}")]
@@ -170,8 +185,10 @@ impl DcapError {
     pub fn code(&self) -> &'static str {
         match self {
             DcapError::Quote(_) => "malformed_quote",
-            DcapError::Collateral(_) => "bad_collateral",
-            DcapError::BadCertificate { .. } => "bad_certificate",
+            DcapError::Collateral(_)
+            | DcapError::CollateralJson(_)
+            | DcapError::CollateralParts(_) => "bad_collateral",
+            DcapError::BadCertificate { .. } | DcapError::Certificate { .. } => "bad_certificate",
             DcapError::ChainBroken { .. } => "chain_broken",
             DcapError::UntrustedRoot { .. } => "untrusted_root",
             DcapError::RootMismatch { .. } => "root_mismatch",

@@ -156,9 +156,9 @@ impl PckIdentity {
     /// Reads the PCK leaf of a parsed quote.
     pub fn of(quote: &Quote) -> Result<Self, DcapError> {
         let text = String::from_utf8_lossy(&quote.pck_chain_pem);
-        let ders = crate::pem::certificates(&text).map_err(|e| DcapError::BadCertificate {
+        let ders = crate::pem::certificates(&text).map_err(|e| DcapError::Certificate {
             which: "PCK chain".into(),
-            reason: e.to_string(),
+            source: Box::new(crate::x509::X509Error::Pem(e)),
         })?;
         let leaf_der = ders.first().ok_or_else(|| DcapError::BadCertificate {
             which: "PCK chain".into(),

@@ -1,7 +1,6 @@
 //! Parsing of DCAP quotes: SGX quote v3, TDX quote v4 and v5 (TDX 1.0 and
 //! 1.5 bodies), ECDSA-P256 attestation keys, PCK chain certification data.
 //! Pure and total: every input gives a [`Quote`] or a [`QuoteError`].
-#![deny(clippy::indexing_slicing)]
 
 /// Intel's QE vendor id (`939A7233F79C4CA9940A0DB3957F0607`).
 pub const INTEL_QE_VENDOR_ID: [u8; 16] = [

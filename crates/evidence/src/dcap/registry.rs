@@ -5,7 +5,6 @@
 //! `[releases.measurements]` with `mrenclave`, `mrsigner`, `isvprodid`,
 //! `isvsvn` (minimum) for SGX; `mrtd`, `rtmr0`..`rtmr3`, `mrconfigid`,
 //! `mrowner`, `mrownerconfig` for TDX. Every listed value must match.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 

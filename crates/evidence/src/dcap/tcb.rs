@@ -1,6 +1,5 @@
 //! Intel's TCB info (v3, SGX and TDX) and QE identity (v2): typed parsing
 //! of the signed JSON and the matching algorithms.
-#![deny(clippy::indexing_slicing)]
 
 use std::str::FromStr;
 

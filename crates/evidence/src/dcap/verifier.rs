@@ -2,7 +2,6 @@
 //! reported as a named step; the first failure in step order decides.
 //! Trust comes from the pinned Intel SGX Root CA (by DER fingerprint) and
 //! nothing the quote or the collateral says about itself.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use crate::Platform;
 use crate::error::VerifyError;
 use crate::pem;
 use crate::policy::Policy;
-use crate::report::{Report, Status};
+use crate::report::{Report, Status, StepId};
 use crate::roots::RootError;
 use crate::time::UnixTime;
 
@@ -50,7 +49,8 @@ impl std::fmt::Debug for DcapRoot {
 impl DcapRoot {
     /// Trusts the certificate with exactly these DER bytes (ECDSA P-256).
     pub fn from_der(name: &str, der: &[u8]) -> Result<Self, RootError> {
-        let cert = certs::parse(name, der).map_err(|e| RootError::Certificate(e.to_string()))?;
+        let cert =
+            certs::parse(name, der).map_err(|e| RootError::Certificate(VerifyError::from(e)))?;
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(digest::digest(&digest::SHA256, der).as_ref());
         Ok(DcapRoot {
@@ -178,7 +178,7 @@ struct TcbFacts {
     advisories: BTreeSet<String>,
 }
 
-fn skip(report: &mut Report, name: &'static str, why: &str) {
+fn skip(report: &mut Report, name: StepId, why: &str) {
     report.push(name, Status::Skipped, why);
 }
 
@@ -328,7 +328,7 @@ impl DcapVerifier {
             Ok(q) => q,
             Err(e) => {
                 let e = VerifyError::from(DcapError::Quote(e));
-                report.push("quote", Status::Fail, e.to_string());
+                report.push(StepId::Quote, Status::Fail, e.to_string());
                 return Err(e);
             }
         };
@@ -350,10 +350,10 @@ impl DcapVerifier {
         if quote.header.qe_vendor_id != INTEL_QE_VENDOR_ID {
             detail.push_str(", non-Intel QE vendor id");
         }
-        report.push("quote", Status::Pass, detail);
+        report.push(StepId::Quote, Status::Pass, detail);
         let mut facts = TcbFacts::default();
         let mut first: Option<VerifyError> = None;
-        let mut keep = |report: &mut Report, name: &'static str, r: Result<String, DcapError>| {
+        let mut keep = |report: &mut Report, name: StepId, r: Result<String, DcapError>| {
             if let Some(e) = report.record(name, dcap(r)) {
                 first.get_or_insert(e);
             }
@@ -363,17 +363,17 @@ impl DcapVerifier {
         let pck_ders = match pem::certificates(&String::from_utf8_lossy(&quote.pck_chain_pem)) {
             Ok(d) => d,
             Err(e) => {
-                let e = DcapError::BadCertificate {
+                let e = DcapError::Certificate {
                     which: "PCK chain".into(),
-                    reason: e.to_string(),
+                    source: Box::new(crate::x509::X509Error::Pem(e)),
                 };
-                keep(report, "pck_chain", Err(e));
+                keep(report, StepId::PckChain, Err(e));
                 Vec::new()
             }
         };
         let pck = self.chain("PCK chain", &pck_ders);
         if !pck_ders.is_empty() {
-            keep(report, "pck_chain", pck.result.clone());
+            keep(report, StepId::PckChain, pck.result.clone());
         }
         let tcb_chain = self.chain("TCB signing chain", &col.tcb_info_chain);
         let qe_chain = self.chain("QE identity signing chain", &col.qe_identity_chain);
@@ -394,7 +394,7 @@ impl DcapVerifier {
             }
             _ => Ok(d),
         });
-        keep(report, "tcb_signing_chain", signing);
+        keep(report, StepId::TcbSigningChain, signing);
         if let Some((root, dev)) = &pck.root {
             report.root = Some(root.name().to_owned());
             report.platform = Some(platform_of(quote.tee(), *dev));
@@ -406,7 +406,7 @@ impl DcapVerifier {
             .chain(&qe_chain.certs)
             .try_for_each(|c| c.check_validity(now))
             .map(|()| "every certificate is valid at the verification time".to_owned());
-        keep(report, "validity", validity);
+        keep(report, StepId::Validity, validity);
 
         // CRLs and revocation.
         let pck_issuer = pck.certs.get(1).filter(|_| pck.result.is_ok());
@@ -424,16 +424,20 @@ impl DcapVerifier {
                         )
                     });
                 let crl_ok = crls.is_ok();
-                keep(report, "crl", crls);
+                keep(report, StepId::Crl, crls);
                 if crl_ok {
-                    keep(report, "revocation", self.revocation(col, &pck, &tcb_chain));
+                    keep(
+                        report,
+                        StepId::Revocation,
+                        self.revocation(col, &pck, &tcb_chain),
+                    );
                 } else {
-                    skip(report, "revocation", "CRLs not trusted");
+                    skip(report, StepId::Revocation, "CRLs not trusted");
                 }
             }
             _ => {
-                skip(report, "crl", "PCK chain not trusted");
-                skip(report, "revocation", "PCK chain not trusted");
+                skip(report, StepId::Crl, "PCK chain not trusted");
+                skip(report, StepId::Revocation, "PCK chain not trusted");
             }
         }
 
@@ -443,7 +447,7 @@ impl DcapVerifier {
         match tcb_signer {
             Some(s) => keep(
                 report,
-                "tcb_info_signature",
+                StepId::TcbInfoSignature,
                 self.sigs
                     .verify(
                         &s.fixed_key,
@@ -455,14 +459,14 @@ impl DcapVerifier {
             ),
             None => skip(
                 report,
-                "tcb_info_signature",
+                StepId::TcbInfoSignature,
                 "TCB signing chain not trusted",
             ),
         }
         match qe_signer {
             Some(s) => keep(
                 report,
-                "qe_identity_signature",
+                StepId::QeIdentitySignature,
                 self.sigs
                     .verify(
                         &s.fixed_key,
@@ -474,59 +478,67 @@ impl DcapVerifier {
             ),
             None => skip(
                 report,
-                "qe_identity_signature",
+                StepId::QeIdentitySignature,
                 "TCB signing chain not trusted",
             ),
         }
 
         // After the signatures: the dates mean something only once signed.
-        keep(report, "collateral_validity", collateral_validity(col, now));
+        keep(
+            report,
+            StepId::CollateralValidity,
+            collateral_validity(col, now),
+        );
 
         // The quote itself.
-        keep(report, "quote_signature", quote_signature(&quote));
+        keep(report, StepId::QuoteSignature, quote_signature(&quote));
         match pck.usable_leaf() {
             Some(leaf) => keep(
                 report,
-                "qe_report_signature",
+                StepId::QeReportSignature,
                 leaf.fixed_key
                     .verify_sig(&quote.qe_report_raw, &quote.qe_report_signature)
                     .map(|()| "QE report signed by the PCK key".to_owned())
                     .map_err(|_| DcapError::QeReportSignature),
             ),
-            None => skip(report, "qe_report_signature", "PCK chain not trusted"),
+            None => skip(report, StepId::QeReportSignature, "PCK chain not trusted"),
         }
-        keep(report, "attestation_key_binding", key_binding(&quote));
+        keep(report, StepId::AttestationKeyBinding, key_binding(&quote));
 
         // Platform identity and TCB.
         let ext = pck.leaf().map(|l| l.sgx.clone().ok_or(DcapError::NotPck));
-        keep(report, "collateral", collateral_kind(&quote, col));
+        keep(report, StepId::Collateral, collateral_kind(&quote, col));
         match &ext {
-            Some(Ok(ext)) => keep(report, "fmspc", fmspc(ext, col)),
-            Some(Err(e)) => keep(report, "fmspc", Err(e.clone())),
-            None => skip(report, "fmspc", "no PCK certificate"),
+            Some(Ok(ext)) => keep(report, StepId::Fmspc, fmspc(ext, col)),
+            Some(Err(e)) => keep(report, StepId::Fmspc, Err(e.clone())),
+            None => skip(report, StepId::Fmspc, "no PCK certificate"),
         }
         keep(
             report,
-            "qe_identity",
+            StepId::QeIdentity,
             self.qe_identity(&quote, col, &mut facts),
         );
         match &ext {
             Some(Ok(ext)) => keep(
                 report,
-                "tcb_level",
+                StepId::TcbLevel,
                 self.tcb_level(&quote, ext, col, &mut facts),
             ),
-            _ => skip(report, "tcb_level", "no PCK SGX extension"),
+            _ => skip(report, StepId::TcbLevel, "no PCK SGX extension"),
         }
         match &quote.body {
-            Body::Td(td) => keep(report, "tdx_module", self.tdx_module(td, col, &mut facts)),
-            Body::Sgx(_) => skip(report, "tdx_module", "SGX quote"),
+            Body::Td(td) => keep(
+                report,
+                StepId::TdxModule,
+                self.tdx_module(td, col, &mut facts),
+            ),
+            Body::Sgx(_) => skip(report, StepId::TdxModule, "SGX quote"),
         }
-        keep(report, "debug", self.debug(&quote.body));
+        keep(report, StepId::Debug, self.debug(&quote.body));
         let release = if self.policy.measurements.is_empty() {
             skip(
                 report,
-                "measurements",
+                StepId::Measurements,
                 "no measurements required by the policy",
             );
             None
@@ -539,18 +551,18 @@ impl DcapVerifier {
             let name = m.as_ref().ok().cloned();
             keep(
                 report,
-                "measurements",
+                StepId::Measurements,
                 m.map(|n| format!("matches release `{n}`")),
             );
             name
         };
         match &expected.report_data {
-            None => skip(report, "report_data", "not requested"),
+            None => skip(report, StepId::ReportData, "not requested"),
             Some(want) => {
                 let got = quote.body.report_data();
                 keep(
                     report,
-                    "report_data",
+                    StepId::ReportData,
                     if got == want {
                         Ok("matches the expected binding".into())
                     } else {

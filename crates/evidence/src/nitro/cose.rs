@@ -1,5 +1,4 @@
 //! COSE_Sign1 (RFC 9052) as AWS Nitro uses it: ES384, payload attached.
-#![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
 
@@ -85,8 +84,7 @@ pub fn parse(bytes: &[u8]) -> Result<CoseSign1<'_>, VerifyError> {
 /// The protected header must be exactly `{1: -35}`: anything else (another
 /// algorithm, `crit`, extra parameters) is something we would silently ignore.
 fn check_protected(protected: &[u8]) -> Result<(), VerifyError> {
-    let header = cbor::decode(protected)
-        .map_err(|e| VerifyError::NotCoseSign1(format!("protected header: {e}")))?;
+    let header = cbor::decode(protected).map_err(VerifyError::ProtectedHeader)?;
     let Value::Map(entries) = header else {
         return Err(VerifyError::NotCoseSign1(
             "protected header is not a map".into(),

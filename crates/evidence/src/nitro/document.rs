@@ -1,5 +1,4 @@
 //! The Nitro attestation document payload: field presence, types and sizes.
-#![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 
@@ -50,8 +49,7 @@ impl AttestationDocument {
 
     /// Parses and checks the payload of a COSE_Sign1.
     pub fn parse(payload: &[u8]) -> Result<Self, VerifyError> {
-        let value =
-            cbor::decode(payload).map_err(|e| VerifyError::MalformedPayload(e.to_string()))?;
+        let value = cbor::decode(payload).map_err(VerifyError::PayloadCbor)?;
         let Value::Map(entries) = value else {
             return Err(VerifyError::MalformedPayload(format!(
                 "payload is a {}, not a map",

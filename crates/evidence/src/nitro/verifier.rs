@@ -2,7 +2,6 @@
 //! first failure in step order decides the outcome. The chain comes before
 //! the signature so that a tampered chain is named as such rather than as a
 //! bad signature.
-#![deny(clippy::indexing_slicing)]
 
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use crate::nitro::cose;
 use crate::nitro::document::AttestationDocument;
 use crate::policy::Policy;
 use crate::registry::MeasurementMatch;
-use crate::report::{DocumentSummary, Report, Status};
+use crate::report::{DocumentSummary, Report, Status, StepId};
 use crate::roots::TrustedRoot;
 use crate::time::UnixTime;
 
@@ -125,26 +124,26 @@ impl NitroVerifier {
         };
         let (encoding, bytes) = match decode_input(input) {
             Ok(x) => x,
-            Err(e) => return fail(report, "input", e.into()),
+            Err(e) => return fail(report, StepId::Input, e.into()),
         };
         report.encoding = Some(encoding);
         report.push(
-            "input",
+            StepId::Input,
             Status::Pass,
             format!("{encoding}, {} bytes of CBOR", bytes.len()),
         );
         let cose = match cose::parse(&bytes) {
             Ok(c) => c,
-            Err(e) => return fail(report, "cose", e),
+            Err(e) => return fail(report, StepId::Cose, e),
         };
-        report.push("cose", Status::Pass, "COSE_Sign1, alg ES384");
+        report.push(StepId::Cose, Status::Pass, "COSE_Sign1, alg ES384");
         let doc = match AttestationDocument::parse(&cose.payload) {
             Ok(d) => d,
-            Err(e) => return fail(report, "payload", e),
+            Err(e) => return fail(report, StepId::Payload, e),
         };
         report.document = Some(DocumentSummary::of(&doc));
         report.push(
-            "payload",
+            StepId::Payload,
             Status::Pass,
             format!(
                 "{} PCRs, {} CA certificates, fields and sizes valid",
@@ -179,40 +178,51 @@ impl NitroVerifier {
                 reason: "no usable public key".into(),
             }),
         };
-        keep(report.record("chain", chain.chain));
+        keep(report.record(StepId::Chain, chain.chain));
         match chain.validity {
-            Some(v) => keep(report.record("validity", v)),
-            None => report.push("validity", Status::Skipped, "certificates did not parse"),
+            Some(v) => keep(report.record(StepId::Validity, v)),
+            None => report.push(
+                StepId::Validity,
+                Status::Skipped,
+                "certificates did not parse",
+            ),
         }
         if chain.leaf_key.is_some() {
-            keep(report.record("signature", signature));
+            keep(report.record(StepId::Signature, signature));
         } else {
-            report.push("signature", Status::Skipped, "leaf certificate unusable");
+            report.push(
+                StepId::Signature,
+                Status::Skipped,
+                "leaf certificate unusable",
+            );
         }
         if let Some((platform, root)) = &chain.root {
             report.platform = Some(*platform);
             report.root = Some(root.clone());
         }
-        keep(report.record("freshness", self.check_freshness(&doc, now)));
-        keep(report.record("debug", self.check_debug(&doc)));
+        keep(report.record(StepId::Freshness, self.check_freshness(&doc, now)));
+        keep(report.record(StepId::Debug, self.check_debug(&doc)));
         let platform = chain.root.as_ref().map(|(p, _)| *p);
-        keep(report.record("declared_fault", self.check_declared_fault(&doc, platform)));
+        keep(report.record(
+            StepId::DeclaredFault,
+            self.check_declared_fault(&doc, platform),
+        ));
         keep(check_bytes(
             report,
-            "nonce",
+            StepId::Nonce,
             expected.nonce.as_deref(),
             doc.nonce.as_deref(),
         ));
         let release = self.check_measurements(report, &doc, &mut keep);
         keep(check_bytes(
             report,
-            "user_data",
+            StepId::UserData,
             expected.user_data.as_deref(),
             doc.user_data.as_deref(),
         ));
         keep(check_bytes(
             report,
-            "public_key",
+            StepId::PublicKey,
             expected.public_key.as_deref(),
             doc.public_key.as_deref(),
         ));
@@ -422,7 +432,7 @@ impl NitroVerifier {
     ) -> Option<String> {
         if self.policy.measurements.is_empty() {
             report.push(
-                "measurements",
+                StepId::Measurements,
                 Status::Skipped,
                 "no measurements required by the policy",
             );
@@ -431,7 +441,7 @@ impl NitroVerifier {
         match self.policy.measurements.check(&doc.pcrs) {
             MeasurementMatch::Matched { release } => {
                 report.push(
-                    "measurements",
+                    StepId::Measurements,
                     Status::Pass,
                     format!("matches release `{release}`"),
                 );
@@ -439,7 +449,7 @@ impl NitroVerifier {
             }
             m @ MeasurementMatch::Mismatch { .. } => {
                 keep(report.record(
-                    "measurements",
+                    StepId::Measurements,
                     Err(VerifyError::MeasurementMismatch(m.to_string())),
                 ));
                 None
@@ -450,7 +460,7 @@ impl NitroVerifier {
 
 fn check_bytes(
     report: &mut Report,
-    name: &'static str,
+    name: StepId,
     expected: Option<&[u8]>,
     got: Option<&[u8]>,
 ) -> Option<VerifyError> {
@@ -466,12 +476,12 @@ fn check_bytes(
     let hex_or_none = |g: Option<&[u8]>| g.map_or_else(|| "none".to_owned(), hex::encode);
     let result = match (name, got) {
         (_, Some(g)) if g == want => Ok(format!("equals the expected {} bytes", want.len())),
-        ("nonce", None) => Err(VerifyError::NonceMissing),
-        ("nonce", g) => Err(VerifyError::NonceMismatch {
+        (StepId::Nonce, None) => Err(VerifyError::NonceMissing),
+        (StepId::Nonce, g) => Err(VerifyError::NonceMismatch {
             expected: hex::encode(want),
             got: hex_or_none(g),
         }),
-        ("user_data", g) => Err(VerifyError::UserDataMismatch {
+        (StepId::UserData, g) => Err(VerifyError::UserDataMismatch {
             expected: hex::encode(want),
             got: hex_or_none(g),
         }),

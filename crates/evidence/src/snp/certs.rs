@@ -2,29 +2,25 @@
 //! with RSASSA-PSS/SHA-384 (salt 48); the VCEK/VLEK is an EC P-384 key whose
 //! extensions carry the product, the TCB it was issued for and (VCEK) the
 //! chip id. A dev chain (danger API only) may use ECDSA P-384 at every level.
-#![deny(clippy::indexing_slicing)]
 
 use aws_lc_rs::signature::{
     ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, ParsedPublicKey, RSA_PSS_2048_8192_SHA384,
 };
-use x509_cert::Certificate;
 use x509_cert::der::asn1::{Ia5StringRef, OctetStringRef};
 use x509_cert::der::{Decode, Encode, oid::ObjectIdentifier};
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+use x509_cert::ext::pkix::KeyUsages;
 
 use crate::error::VerifyError;
-use crate::nitro::certs::{check_window, tbs_bytes};
+use crate::nitro::certs::{check_window, x509_err};
 use crate::snp::report::{Product, SigningKey, Tcb};
 use crate::time::UnixTime;
+use crate::x509::{EC_PUBLIC_KEY, X509Cert, X509Error};
 
 const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
-const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
-const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 
 /// An ASN.1 object identifier (re-exported for the dev signer).
 pub use x509_cert::der::oid::ObjectIdentifier as Oid;
@@ -129,8 +125,14 @@ fn bad(which: &str, reason: impl Into<String>) -> VerifyError {
     }
 }
 
-fn small_int(which: &str, name: &str, value: &[u8]) -> Result<u8, VerifyError> {
-    u8::from_der(value).map_err(|e| bad(which, format!("{name} is not a small INTEGER: {e}")))
+fn small_int(which: &str, name: &'static str, value: &[u8]) -> Result<u8, VerifyError> {
+    u8::from_der(value).map_err(|source| {
+        x509_err(which)(X509Error::ExtensionValue {
+            name,
+            expected: "a small INTEGER",
+            source,
+        })
+    })
 }
 
 fn parse_amd_extension(
@@ -141,8 +143,13 @@ fn parse_amd_extension(
 ) -> Result<bool, VerifyError> {
     match id {
         oid::PRODUCT_NAME => {
-            let s = Ia5StringRef::from_der(value)
-                .map_err(|e| bad(which, format!("productName is not an IA5String: {e}")))?;
+            let s = Ia5StringRef::from_der(value).map_err(|source| {
+                x509_err(which)(X509Error::ExtensionValue {
+                    name: "productName",
+                    expected: "an IA5String",
+                    source,
+                })
+            })?;
             ext.product_name = Some(s.as_str().to_owned());
         }
         oid::HW_ID => {
@@ -166,11 +173,11 @@ fn parse_amd_extension(
 
 /// Parses one certificate of an SNP chain.
 pub(crate) fn parse(which: &str, der: &[u8]) -> Result<SnpCert, VerifyError> {
-    let cert = Certificate::from_der(der).map_err(|e| bad(which, format!("not DER X.509: {e}")))?;
-    let tbs = tbs_bytes(der)
-        .ok_or_else(|| bad(which, "cannot locate tbsCertificate"))?
-        .to_vec();
-    let t = &cert.tbs_certificate;
+    let mut ext = AmdExtensions::default();
+    let x = X509Cert::parse(der, x509_err(which), |id, value| {
+        parse_amd_extension(which, &mut ext, id, value)
+    })?;
+    let (cert, t) = (&x.cert, &x.cert.tbs_certificate);
     if cert.signature_algorithm != t.signature {
         return Err(bad(which, "outer and inner signature algorithms differ"));
     }
@@ -196,32 +203,26 @@ pub(crate) fn parse(which: &str, der: &[u8]) -> Result<SnpCert, VerifyError> {
             ));
         }
     };
-    let spki = &t.subject_public_key_info;
-    let key_bytes = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or_else(|| bad(which, "public key bit string is not octet-aligned"))?;
-    let (issuer_key, report_key) = match spki.algorithm.oid {
+    let key_bytes = x.key_bits.as_slice();
+    let (issuer_key, report_key) = match t.subject_public_key_info.algorithm.oid {
         RSA_ENCRYPTION | RSASSA_PSS => (
             ParsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, key_bytes)
-                .map_err(|e| bad(which, format!("RSA public key rejected: {e}")))?,
+                .map_err(X509Error::key("RSA public key"))
+                .map_err(x509_err(which))?,
             None,
         ),
         EC_PUBLIC_KEY => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
-            if curve != Some(SECP384R1) {
+            if x.ec_curve() != Some(SECP384R1) {
                 return Err(bad(which, "EC public key is not P-384"));
             }
             (
                 ParsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, key_bytes)
-                    .map_err(|e| bad(which, format!("EC public key rejected: {e}")))?,
+                    .map_err(X509Error::key("EC public key"))
+                    .map_err(x509_err(which))?,
                 Some(
                     ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, key_bytes)
-                        .map_err(|e| bad(which, format!("EC public key rejected: {e}")))?,
+                        .map_err(X509Error::key("EC public key"))
+                        .map_err(x509_err(which))?,
                 ),
             )
         }
@@ -232,31 +233,6 @@ pub(crate) fn parse(which: &str, der: &[u8]) -> Result<SnpCert, VerifyError> {
             ));
         }
     };
-    let signature = cert
-        .signature
-        .as_bytes()
-        .ok_or_else(|| bad(which, "signature bit string is not octet-aligned"))?
-        .to_vec();
-    let mut is_ca = false;
-    let mut can_sign_certs = true;
-    let mut ext = AmdExtensions::default();
-    for e in t.extensions.iter().flatten() {
-        let value = e.extn_value.as_bytes();
-        if e.extn_id == BASIC_CONSTRAINTS {
-            let bc = BasicConstraints::from_der(value)
-                .map_err(|err| bad(which, format!("basicConstraints: {err}")))?;
-            is_ca = bc.ca;
-        } else if e.extn_id == KEY_USAGE {
-            let ku =
-                KeyUsage::from_der(value).map_err(|err| bad(which, format!("keyUsage: {err}")))?;
-            can_sign_certs = ku.0.contains(KeyUsages::KeyCertSign);
-        } else if !parse_amd_extension(which, &mut ext, e.extn_id, value)? && e.critical {
-            return Err(bad(
-                which,
-                format!("unsupported critical extension {}", e.extn_id),
-            ));
-        }
-    }
     let common_name = t
         .subject
         .0
@@ -276,23 +252,22 @@ pub(crate) fn parse(which: &str, der: &[u8]) -> Result<SnpCert, VerifyError> {
         })
         .next_back()
         .unwrap_or_default();
-    let secs = |t: x509_cert::time::Time| UnixTime::from_secs(t.to_unix_duration().as_secs());
     Ok(SnpCert {
         which: which.to_owned(),
-        subject: t.subject.to_string(),
+        subject: x.subject.clone(),
         common_name,
         der: der.to_vec(),
-        subject_der: t.subject.to_der().map_err(|e| bad(which, e.to_string()))?,
-        issuer_der: t.issuer.to_der().map_err(|e| bad(which, e.to_string()))?,
-        not_before: secs(t.validity.not_before),
-        not_after: secs(t.validity.not_after),
+        can_sign_certs: x.may(KeyUsages::KeyCertSign),
+        subject_der: x.subject_der,
+        issuer_der: x.issuer_der,
+        not_before: x.not_before,
+        not_after: x.not_after,
         issuer_key,
         report_key,
-        is_ca,
-        can_sign_certs,
+        is_ca: x.is_ca,
         sig_alg,
-        tbs,
-        signature,
+        tbs: x.tbs,
+        signature: x.signature,
         ext,
     })
 }

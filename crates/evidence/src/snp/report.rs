@@ -2,7 +2,6 @@
 //! "ATTESTATION_REPORT Structure"), versions 2, 3 and 5: 1184 bytes,
 //! little-endian, ECDSA P-384/SHA-384 signature over bytes `[0, 0x2A0)`
 //! with `r` and `s` stored little-endian in 72-byte fields.
-#![deny(clippy::indexing_slicing)]
 
 use std::fmt;
 

@@ -3,7 +3,6 @@
 //! issuer). Embedded so trust never depends on what a node or a KDS mirror
 //! sends; intermediates sent along are still accepted when the pinned ARK
 //! signed them.
-#![deny(clippy::indexing_slicing)]
 
 use std::sync::{Arc, OnceLock};
 
@@ -78,11 +77,11 @@ impl ProductRoot {
     }
 }
 
-fn der_of(name: &str, pem_text: &str) -> Result<Vec<u8>, RootError> {
+fn der_of(pem_text: &str) -> Result<Vec<u8>, RootError> {
     pem::certificates(pem_text)?
         .into_iter()
         .next()
-        .ok_or_else(|| RootError::Certificate(format!("{name}: no certificate")))
+        .ok_or(RootError::Pem(pem::PemError::NoCertificate))
 }
 
 fn load() -> Result<Vec<ProductRoot>, RootError> {
@@ -90,7 +89,7 @@ fn load() -> Result<Vec<ProductRoot>, RootError> {
         .iter()
         .map(|e| {
             let name = format!("ARK-{}", e.product);
-            let der = der_of(&name, e.ark_pem)?;
+            let der = der_of(e.ark_pem)?;
             let got = hex::encode(digest::digest(&digest::SHA256, &der));
             if got != e.ark_sha256 {
                 return Err(RootError::Fingerprint {
@@ -98,16 +97,15 @@ fn load() -> Result<Vec<ProductRoot>, RootError> {
                     got,
                 });
             }
-            let ark =
-                certs::parse(&name, &der).map_err(|err| RootError::Certificate(err.to_string()))?;
+            let ark = certs::parse(&name, &der).map_err(RootError::Certificate)?;
             let intermediates = e
                 .intermediates
                 .iter()
                 .map(|(n, p)| {
-                    let der = der_of(n, p)?;
+                    let der = der_of(p)?;
                     certs::parse(n, &der)
                         .map(Arc::new)
-                        .map_err(|err| RootError::Certificate(err.to_string()))
+                        .map_err(RootError::Certificate)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ProductRoot {
@@ -140,7 +138,7 @@ pub struct SnpDevRoot {
 impl SnpDevRoot {
     /// Trusts the self-signed dev ARK with exactly these DER bytes.
     pub fn from_der(name: &str, der: &[u8]) -> Result<Self, RootError> {
-        let ark = certs::parse(name, der).map_err(|err| RootError::Certificate(err.to_string()))?;
+        let ark = certs::parse(name, der).map_err(RootError::Certificate)?;
         Ok(SnpDevRoot {
             ark: Arc::new(ark),
             name: name.to_owned(),
@@ -149,7 +147,7 @@ impl SnpDevRoot {
 
     /// Trusts the first certificate of a PEM text.
     pub fn from_pem(name: &str, pem_text: &str) -> Result<Self, RootError> {
-        Self::from_der(name, &der_of(name, pem_text)?)
+        Self::from_der(name, &der_of(pem_text)?)
     }
 
     /// The name shown in reports.

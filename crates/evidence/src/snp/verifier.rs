@@ -4,7 +4,6 @@
 //! The product is taken from the report's CPUID (v3+) and from the
 //! endorsement certificate, never from the caller; the two must agree, and
 //! the chain must end in that product's pinned ARK.
-#![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use crate::input::{Encoding, decode_input};
 use crate::nitro::Expected;
 use crate::nitro::cache::{self, ChainCache, Window};
 use crate::policy::Policy;
-use crate::report::{Report, SnpSummary, Status};
+use crate::report::{Report, SnpSummary, Status, StepId};
 use crate::snp::certs::{self, SnpCert};
 use crate::snp::error::SnpError;
 use crate::snp::report::{AttestationReport, GuestPolicy, Product, REPORT_LEN, SigningKey, Tcb};
@@ -158,21 +157,21 @@ impl SnpVerifier {
         };
         let (encoding, bytes) = match decode_report(input) {
             Ok(x) => x,
-            Err(e) => return fail(rep, "input", e),
+            Err(e) => return fail(rep, StepId::Input, e),
         };
         rep.encoding = Some(encoding);
         rep.push(
-            "input",
+            StepId::Input,
             Status::Pass,
             format!("{encoding}, {} bytes", bytes.len()),
         );
         let ar = match AttestationReport::parse(&bytes) {
             Ok(r) => r,
-            Err(e) => return fail(rep, "report", snp(e)),
+            Err(e) => return fail(rep, StepId::Report, snp(e)),
         };
         rep.snp = Some(SnpSummary::of(&ar));
         rep.push(
-            "report",
+            StepId::Report,
             Status::Pass,
             format!(
                 "SEV-SNP report v{}, {} bytes, ECDSA P-384/SHA-384",
@@ -190,18 +189,18 @@ impl SnpVerifier {
         for (i, der) in cert_ders.iter().enumerate() {
             match certs::parse(&format!("certs[{i}]"), der) {
                 Ok(c) => parsed.push(Arc::new(c)),
-                Err(e) => return fail(rep, "endorsement", e),
+                Err(e) => return fail(rep, StepId::Endorsement, e),
             }
         }
         let leaves: Vec<&Arc<SnpCert>> =
             parsed.iter().filter(|c| !c.is_ca && !c.is_rsa()).collect();
         let leaf = match leaves.as_slice() {
             [one] => Arc::clone(one),
-            [] => return fail(rep, "endorsement", snp(SnpError::MissingEndorsement)),
+            [] => return fail(rep, StepId::Endorsement, snp(SnpError::MissingEndorsement)),
             many => {
                 return fail(
                     rep,
-                    "endorsement",
+                    StepId::Endorsement,
                     snp(SnpError::AmbiguousEndorsement(many.len())),
                 );
             }
@@ -213,23 +212,26 @@ impl SnpVerifier {
                 first = e;
             }
         };
-        keep(rep.record("endorsement", check_endorsement(&ar, signing_key, &leaf)));
+        keep(rep.record(
+            StepId::Endorsement,
+            check_endorsement(&ar, signing_key, &leaf),
+        ));
 
         let product = match product_of(&ar, &leaf) {
             Ok(p) => {
-                rep.push("product", Status::Pass, product_detail(&ar, p));
+                rep.push(StepId::Product, Status::Pass, product_detail(&ar, p));
                 p
             }
             Err(e) => {
-                rep.push("product", Status::Fail, e.to_string());
+                rep.push(StepId::Product, Status::Fail, e.to_string());
                 // Without a product there is no ARK to check the chain against.
                 return Err(first.unwrap_or(e));
             }
         };
 
-        let roots = amd_roots().map_err(|e| VerifyError::BadCertificate {
-            which: "built-in AMD roots".into(),
-            reason: e.to_string(),
+        let roots = amd_roots().map_err(|e| VerifyError::BuiltInRoots {
+            which: "AMD",
+            source: Box::new(e),
         });
         let anchor = roots.and_then(|r| self.anchor(r, product, &parsed));
         let chain = anchor
@@ -239,7 +241,7 @@ impl SnpVerifier {
         let (anchor, inter) = match (anchor, chain) {
             (Ok(a), Ok(inter)) => {
                 rep.push(
-                    "chain",
+                    StepId::Chain,
                     Status::Pass,
                     format!(
                         "{signing_key} <- {} <- {} (SHA-256 {})",
@@ -251,11 +253,11 @@ impl SnpVerifier {
                 (Some(a), Some(inter))
             }
             (a, Err(e)) => {
-                keep(rep.record("chain", Err(e)));
+                keep(rep.record(StepId::Chain, Err(e)));
                 (a.ok(), None)
             }
             (Err(e), _) => {
-                keep(rep.record("chain", Err(e)));
+                keep(rep.record(StepId::Chain, Err(e)));
                 (None, None)
             }
         };
@@ -278,7 +280,7 @@ impl SnpVerifier {
                     window.len()
                 )
             });
-        if let (Ok(_), Some(a), Some(chain_step)) = (&validity, &anchor, rep.step("chain"))
+        if let (Ok(_), Some(a), Some(chain_step)) = (&validity, &anchor, rep.step(StepId::Chain))
             && chain_step.status == Status::Pass
         {
             let facts = SnpChain {
@@ -293,13 +295,13 @@ impl SnpVerifier {
             };
             self.cache.insert(key, facts, now);
         }
-        keep(rep.record("validity", validity));
+        keep(rep.record(StepId::Validity, validity));
 
-        keep(rep.record("signature", check_signature(&ar, signing_key, &leaf)));
+        keep(rep.record(StepId::Signature, check_signature(&ar, signing_key, &leaf)));
         let tcb = ar.reported_tcb.decode(product);
-        keep(rep.record("tcb", check_tcb(&ar, product, signing_key, &leaf)));
-        keep(rep.record("guest_policy", self.check_guest_policy(ar.policy)));
-        keep(rep.record("vmpl", self.check_vmpl(ar.vmpl)));
+        keep(rep.record(StepId::Tcb, check_tcb(&ar, product, signing_key, &leaf)));
+        keep(rep.record(StepId::GuestPolicy, self.check_guest_policy(ar.policy)));
+        keep(rep.record(StepId::Vmpl, self.check_vmpl(ar.vmpl)));
         let release = self.check_measurements(rep, &ar, &mut keep);
         keep(check_report_data(rep, expected, &ar));
 
@@ -336,12 +338,12 @@ impl SnpVerifier {
             }
         };
         keep(rep.record(
-            "endorsement",
+            StepId::Endorsement,
             check_endorsement(&ar, signing_key, &hit.leaf),
         ));
         let product = match product_of(&ar, &hit.leaf) {
             Ok(p) if p == hit.product => {
-                rep.push("product", Status::Pass, product_detail(&ar, p));
+                rep.push(StepId::Product, Status::Pass, product_detail(&ar, p));
                 p
             }
             Ok(p) => {
@@ -349,27 +351,34 @@ impl SnpVerifier {
                     report: p,
                     certificate: hit.product,
                 });
-                rep.push("product", Status::Fail, e.to_string());
+                rep.push(StepId::Product, Status::Fail, e.to_string());
                 return Err(first.unwrap_or(e));
             }
             Err(e) => {
-                rep.push("product", Status::Fail, e.to_string());
+                rep.push(StepId::Product, Status::Fail, e.to_string());
                 return Err(first.unwrap_or(e));
             }
         };
-        rep.push("chain", Status::Pass, format!("{} (cached)", hit.detail));
+        rep.push(
+            StepId::Chain,
+            Status::Pass,
+            format!("{} (cached)", hit.detail),
+        );
         rep.platform = Some(hit.platform);
         rep.root = Some(hit.anchor_name.clone());
         rep.push(
-            "validity",
+            StepId::Validity,
             Status::Pass,
             format!("{} certificate(s) valid until {}", hit.certs, hit.not_after),
         );
-        keep(rep.record("signature", check_signature(&ar, signing_key, &hit.leaf)));
+        keep(rep.record(
+            StepId::Signature,
+            check_signature(&ar, signing_key, &hit.leaf),
+        ));
         let tcb = ar.reported_tcb.decode(product);
-        keep(rep.record("tcb", check_tcb(&ar, product, signing_key, &hit.leaf)));
-        keep(rep.record("guest_policy", self.check_guest_policy(ar.policy)));
-        keep(rep.record("vmpl", self.check_vmpl(ar.vmpl)));
+        keep(rep.record(StepId::Tcb, check_tcb(&ar, product, signing_key, &hit.leaf)));
+        keep(rep.record(StepId::GuestPolicy, self.check_guest_policy(ar.policy)));
+        keep(rep.record(StepId::Vmpl, self.check_vmpl(ar.vmpl)));
         let release = self.check_measurements(rep, &ar, &mut keep);
         keep(check_report_data(rep, expected, &ar));
         match first {
@@ -472,7 +481,7 @@ impl SnpVerifier {
         let registry = &self.policy.measurements;
         if registry.is_empty() {
             rep.push(
-                "measurements",
+                StepId::Measurements,
                 Status::Skipped,
                 "no measurements required by the policy",
             );
@@ -481,14 +490,17 @@ impl SnpVerifier {
         match registry.check_snp(&ar.measurement, &ar.host_data) {
             Ok(release) => {
                 rep.push(
-                    "measurements",
+                    StepId::Measurements,
                     Status::Pass,
                     format!("measurement (and host_data where pinned) match release `{release}`"),
                 );
                 Some(release)
             }
             Err(diff) => {
-                keep(rep.record("measurements", Err(VerifyError::MeasurementMismatch(diff))));
+                keep(rep.record(
+                    StepId::Measurements,
+                    Err(VerifyError::MeasurementMismatch(diff)),
+                ));
                 None
             }
         }
@@ -638,7 +650,11 @@ fn check_report_data(
     ar: &AttestationReport,
 ) -> Option<VerifyError> {
     let Some(want) = expected.report_data.as_deref() else {
-        rep.push("report_data", Status::Skipped, "not checked by the caller");
+        rep.push(
+            StepId::ReportData,
+            Status::Skipped,
+            "not checked by the caller",
+        );
         return None;
     };
     let r = if want == ar.report_data {
@@ -649,5 +665,5 @@ fn check_report_data(
             got: hex::encode(ar.report_data),
         }))
     };
-    rep.record("report_data", r)
+    rep.record(StepId::ReportData, r)
 }
