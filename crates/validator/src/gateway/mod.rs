@@ -715,8 +715,8 @@ async fn plaintext_inner(
                     .observe(started.elapsed().as_secs_f64());
                 let output: serde_json::Value = serde_json::from_str(outcome.output.get())
                     .map_err(|e| GwError::new(502, "bad_output", e.to_string()))?;
-                let proof: serde_json::Value = serde_json::from_slice(&outcome.bundle.to_json())
-                    .map_err(|e| GwError::new(500, "bundle", e.to_string()))?;
+                let proof = serde_json::to_value(&outcome.bundle)
+                    .map_err(|e| GwError::new(500, "internal", format!("proof bundle: {e}")))?;
                 let answer = serde_json::json!({
                     "output": output,
                     "model_hash": outcome.model_hash,
