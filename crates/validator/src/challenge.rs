@@ -129,15 +129,22 @@ pub enum ChallengeError {
     #[error("challenge model `{0}` is not in the model store")]
     Missing(String),
     /// The store failed.
-    #[error("model store: {0}")]
-    Store(String),
+    #[error("model store: {source}")]
+    Store {
+        /// Model CID.
+        cid: String,
+        /// The store's (or the file system's) error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The engine could not load or run the model.
-    #[error("challenge model `{cid}`: {reason}")]
+    #[error("challenge model `{cid}`: {source}")]
     Engine {
         /// Model CID.
         cid: String,
-        /// Engine message.
-        reason: String,
+        /// The engine's (or the codec's) error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The model has an input the generator cannot fill (strings, no rank).
     #[error("challenge model `{cid}`: {reason}")]
@@ -221,10 +228,15 @@ impl ChallengeSet {
             })?;
             let stored = store
                 .get(&cid)
-                .map_err(|e| ChallengeError::Store(e.to_string()))?
+                .map_err(|e| ChallengeError::Store {
+                    cid: spec.cid.clone(),
+                    source: e.into(),
+                })?
                 .ok_or_else(|| ChallengeError::Missing(spec.cid.clone()))?;
-            let bytes =
-                std::fs::read(&stored.path).map_err(|e| ChallengeError::Store(e.to_string()))?;
+            let bytes = std::fs::read(&stored.path).map_err(|e| ChallengeError::Store {
+                cid: spec.cid.clone(),
+                source: e.into(),
+            })?;
             entries.push((spec.clone(), bytes));
         }
         Self::from_bytes(entries, engine)
@@ -251,7 +263,7 @@ impl ChallengeSet {
                     .load(&bytes, &Limits::default())
                     .map_err(|e| ChallengeError::Engine {
                         cid: spec.cid.clone(),
-                        reason: e.to_string(),
+                        source: e.into(),
                     })?;
             for input in &model.info().inputs {
                 if !input.dtype.is_numeric() || input.shape.is_none() {
@@ -358,15 +370,15 @@ fn random_inputs(m: &ChallengeModel, rng: &mut impl Rng) -> Result<Value, Challe
 }
 
 fn expected_output(m: &ChallengeModel, inputs: &Value) -> Result<Value, ChallengeError> {
-    let err = |reason: String| ChallengeError::Engine {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| ChallengeError::Engine {
         cid: m.spec.cid.clone(),
-        reason,
+        source,
     };
-    let parsed = og::parse_inputs(&inputs.to_string()).map_err(|e| err(e.to_string()))?;
-    let tensors = og::to_tensors(&parsed, m.model.info()).map_err(|e| err(e.to_string()))?;
-    let outputs = m.model.run(tensors).map_err(|e| err(e.to_string()))?;
+    let parsed = og::parse_inputs(&inputs.to_string()).map_err(|e| err(e.into()))?;
+    let tensors = og::to_tensors(&parsed, m.model.info()).map_err(|e| err(e.into()))?;
+    let outputs = m.model.run(tensors).map_err(|e| err(e.into()))?;
     let response = og::encode_response(&outputs, &m.sha256_hex);
-    let v = serde_json::to_value(&response.output).map_err(|e| err(e.to_string()))?;
+    let v = serde_json::to_value(&response.output).map_err(|e| err(e.into()))?;
     Ok(v)
 }
 

@@ -1,17 +1,32 @@
 //! The codec's error type and its wire codes.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use super::MAX_DECIMALS;
 use crate::DType;
 
 /// Why an OpenGradient request could not be turned into model inputs.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Error, Clone)]
 #[non_exhaustive]
 pub enum CodecError {
     /// The body (or the embedded `model_inputs` string) is not the JSON we expect.
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The body is not UTF-8.
+    #[error("malformed request: body is not UTF-8")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// A part of the request is not the JSON we expect; the parser's error is
+    /// kept as the cause (shared, so the error stays cheap to clone).
+    #[error("malformed request: {part}: {source}")]
+    Json {
+        /// Which part failed: `body`, `model_inputs`, `num_inputs`, `string_inputs`.
+        part: &'static str,
+        /// The JSON parser's error.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
     /// A fixed-point `value` is not an integer or plain decimal.
     #[error("input {input:?}, element {index}: invalid number {text:?}")]
     InvalidNumber {
@@ -75,7 +90,9 @@ impl CodecError {
     /// Stable machine-readable code for the wire.
     pub fn code(&self) -> &'static str {
         match self {
-            CodecError::Malformed(_) => "malformed_request",
+            CodecError::Malformed(_) | CodecError::NotUtf8(_) | CodecError::Json { .. } => {
+                "malformed_request"
+            }
             CodecError::InvalidNumber { .. } => "invalid_number",
             CodecError::InvalidDecimals { .. } => "invalid_decimals",
             CodecError::OutOfRange { .. } => "value_out_of_range",
@@ -85,5 +102,38 @@ impl CodecError {
             CodecError::MissingInput(_) => "missing_input",
             CodecError::DuplicateInput(_) => "duplicate_input",
         }
+    }
+
+    /// A [`CodecError::Json`] for `part`, keeping the parser's error.
+    pub(super) fn json(part: &'static str) -> impl FnOnce(serde_json::Error) -> CodecError {
+        move |e| CodecError::Json {
+            part,
+            source: Arc::new(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::super::parse_request;
+    use super::*;
+
+    #[test]
+    fn malformed_json_keeps_the_parser_error_as_source() {
+        let err = parse_request(b"{\"ipfs_hash\": 1").unwrap_err();
+        assert_eq!(err.code(), "malformed_request");
+        let source = err.source().expect("the JSON error is kept");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        // The message is the one the wire always carried.
+        assert!(
+            err.to_string().starts_with("malformed request: body: "),
+            "{err}"
+        );
+        let err = parse_request(b"\xff").unwrap_err();
+        assert!(matches!(err, CodecError::NotUtf8(_)));
+        assert_eq!(err.to_string(), "malformed request: body is not UTF-8");
+        assert!(err.source().is_some());
     }
 }

@@ -138,10 +138,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireFixed<'a> {
 /// `{ipfs_hash, model_inputs: "<json>"}` (also accepting `model_inputs` as an
 /// object) or the older `{ipfs_hash, num_inputs, string_inputs}`.
 pub fn parse_request(body: &[u8]) -> Result<InferRequest, CodecError> {
-    let text =
-        std::str::from_utf8(body).map_err(|_| CodecError::Malformed("body is not UTF-8".into()))?;
-    let wire: WireRequest<'_> =
-        serde_json::from_str(text).map_err(|e| CodecError::Malformed(format!("body: {e}")))?;
+    let text = std::str::from_utf8(body).map_err(CodecError::NotUtf8)?;
+    let wire: WireRequest<'_> = serde_json::from_str(text).map_err(CodecError::json("body"))?;
     let model = wire
         .ipfs_hash
         .ok_or_else(|| CodecError::Malformed("missing field `ipfs_hash`".into()))?;
@@ -155,7 +153,7 @@ pub fn parse_request(body: &[u8]) -> Result<InferRequest, CodecError> {
             let strings = match strings {
                 Some(raw) => with_embedded(raw, "string_inputs", |t| {
                     serde_json::from_str::<Vec<StringTensor>>(t)
-                        .map_err(|e| CodecError::Malformed(format!("string_inputs: {e}")))
+                        .map_err(CodecError::json("string_inputs"))
                 })?,
                 None => Vec::new(),
             };
@@ -177,13 +175,12 @@ pub fn parse_request(body: &[u8]) -> Result<InferRequest, CodecError> {
 /// string containing it (OpenGradient sends the latter).
 fn with_embedded<T>(
     raw: &RawValue,
-    field: &str,
+    field: &'static str,
     f: impl FnOnce(&str) -> Result<T, CodecError>,
 ) -> Result<T, CodecError> {
     let text = raw.get().trim_start();
     if text.starts_with('"') {
-        let inner: String = serde_json::from_str(text)
-            .map_err(|e| CodecError::Malformed(format!("{field}: {e}")))?;
+        let inner: String = serde_json::from_str(text).map_err(CodecError::json(field))?;
         f(&inner)
     } else {
         f(text)
@@ -194,16 +191,15 @@ fn with_embedded<T>(
 /// `model_inputs` may also arrive as a JSON string holding that object.
 pub fn parse_inputs(text: &str) -> Result<ModelInputs, CodecError> {
     if text.trim_start().starts_with('"') {
-        let inner: String = serde_json::from_str(text)
-            .map_err(|e| CodecError::Malformed(format!("model_inputs: {e}")))?;
+        let inner: String = serde_json::from_str(text).map_err(CodecError::json("model_inputs"))?;
         return parse_object_inputs(&inner);
     }
     parse_object_inputs(text)
 }
 
 fn parse_object_inputs(text: &str) -> Result<ModelInputs, CodecError> {
-    let wire: WireInputs<'_> = serde_json::from_str(text)
-        .map_err(|e| CodecError::Malformed(format!("model_inputs: {e}")))?;
+    let wire: WireInputs<'_> =
+        serde_json::from_str(text).map_err(CodecError::json("model_inputs"))?;
     Ok(ModelInputs {
         numbers: wire
             .numbers
@@ -215,8 +211,8 @@ fn parse_object_inputs(text: &str) -> Result<ModelInputs, CodecError> {
 }
 
 fn parse_number_list(text: &str) -> Result<Vec<NumberTensor>, CodecError> {
-    let wire: Vec<WireNumberTensor<'_>> = serde_json::from_str(text)
-        .map_err(|e| CodecError::Malformed(format!("num_inputs: {e}")))?;
+    let wire: Vec<WireNumberTensor<'_>> =
+        serde_json::from_str(text).map_err(CodecError::json("num_inputs"))?;
     wire.into_iter().map(convert_number_tensor).collect()
 }
 
@@ -293,7 +289,8 @@ mod tests {
             b"{\"ipfs_hash\":\"Qm\",\"model_inputs\":{\"numbers\":[{\"name\":\"x\",\"shape\":[1],\"values\":[{\"value\":1}]}]}}",
             b"\xff\xfe",
         ] {
-            assert!(matches!(parse_request(body), Err(CodecError::Malformed(_))), "{body:?}");
+            let err = parse_request(body).unwrap_err();
+            assert_eq!(err.code(), "malformed_request", "{body:?}: {err}");
         }
         let body = br#"{"ipfs_hash":"Qm","model_inputs":{"numbers":[{"name":"x","shape":[1],"values":[{"value":1,"decimals":19}]}]}}"#;
         assert!(matches!(
