@@ -100,7 +100,8 @@ impl ChallengeSpec {
                 self.cid
             ));
         }
-        if (lo.abs().max(hi.abs())) * 10f64.powi(self.decimals as i32) > 9.0e15 {
+        let exponent = i32::try_from(self.decimals).unwrap_or(i32::MAX);
+        if (lo.abs().max(hi.abs())) * 10f64.powi(exponent) > 9.0e15 {
             return Err(format!("model {}: range × 10^decimals too large", self.cid));
         }
         if self.dims.values().any(|d| *d == 0 || *d > 4096) {
@@ -348,7 +349,8 @@ fn random_inputs(m: &ChallengeModel, rng: &mut impl Rng) -> Result<Value, Challe
         let [lo, hi] = spec.range;
         let (decimals, lo_i, hi_i) = match input.dtype {
             DType::F32 | DType::F64 => {
-                let scale = 10f64.powi(spec.decimals as i32);
+                // `validate` bounds decimals to ≤ 9; saturate rather than wrap regardless.
+                let scale = 10f64.powi(i32::try_from(spec.decimals).unwrap_or(i32::MAX));
                 (
                     spec.decimals,
                     (lo * scale).ceil() as i64,
@@ -470,6 +472,25 @@ fn compare_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_failures_keep_the_engine_error() {
+        use std::error::Error as _;
+        let entries = vec![(ChallengeSpec::new("bafkreia"), b"not onnx".to_vec())];
+        let err = ChallengeSet::from_bytes(entries, &TractEngine::new(1)).unwrap_err();
+        assert!(matches!(err, ChallengeError::Engine { .. }), "{err}");
+        let source = err.source().expect("the engine error is kept");
+        assert!(
+            source
+                .downcast_ref::<attesta_engine::EngineError>()
+                .is_some(),
+            "{source:?}"
+        );
+        assert!(
+            err.to_string().starts_with("challenge model `bafkreia`: "),
+            "{err}"
+        );
+    }
 
     #[test]
     fn compare_tolerates_only_what_is_allowed() {

@@ -417,6 +417,29 @@ cid = "bafkreia"
     }
 
     #[test]
+    fn errors_keep_their_cause() {
+        use std::error::Error as _;
+        // TOML the parser refuses: the parser's error is the source, and the
+        // message is unchanged.
+        let err = ValidatorConfig::parse("[validator", Path::new(".")).unwrap_err();
+        let source = err.source().expect("the TOML error is kept");
+        assert!(source.downcast_ref::<toml::de::Error>().is_some());
+        assert!(err.to_string().starts_with("config : "), "{err}");
+        // A reason of our own has no cause to keep.
+        let err = ValidatorConfig::parse("x = 1", Path::new(".")).unwrap_err();
+        assert!(err.source().is_none());
+        // An unusable dev root keeps the verifier's error.
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("root.pem");
+        std::fs::write(&pem, "not a certificate").unwrap();
+        let mut c = ValidatorConfig::parse(MIN, Path::new(".")).unwrap();
+        c.policy.dev_root = Some(pem);
+        let err = c.policy().unwrap_err();
+        assert!(matches!(err, ConfigError::Root(_)), "{err}");
+        assert!(err.source().is_some(), "{err}");
+    }
+
+    #[test]
     fn bittensor_section_names_the_hotkey() {
         let dev = format!("{MIN}\n[validator.bittensor]\nhotkey_uri = \"//Bob\"\n");
         let c = ValidatorConfig::parse(&dev, Path::new("/etc/attesta")).unwrap();

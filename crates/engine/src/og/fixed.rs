@@ -39,7 +39,7 @@ fn pow10_u128(k: u32) -> Option<u128> {
 
 impl FixedPoint {
     /// Builds `value / 10^decimals` from the two JSON texts as sent.
-    /// Errors carry no input name; [`to_tensors`] adds it.
+    /// Errors carry no input name; [`to_tensors`](super::to_tensors) adds it.
     pub fn parse(value: &str, decimals: &str) -> Result<FixedPoint, FieldError> {
         let decimals = parse_decimals(decimals).ok_or(FieldError::Decimals)?;
         let (negative, int_part, frac_part) = split_decimal(value).ok_or(FieldError::Value)?;
@@ -61,7 +61,8 @@ impl FixedPoint {
                 .fold(0u64, |m, b| m * 10 + u64::from(b - b'0'));
             Digits::Small {
                 mantissa,
-                len: len as u8,
+                // len ≤ SMALL_DIGITS here, so this never refuses.
+                len: u8::try_from(len).map_err(|_| FieldError::Value)?,
             }
         } else {
             let mut text = String::with_capacity(len);
@@ -74,7 +75,8 @@ impl FixedPoint {
         Ok(FixedPoint {
             negative: negative && !is_zero,
             digits,
-            scale: decimals + frac_len,
+            // A fraction of billions of zeros must not wrap the scale around.
+            scale: decimals.checked_add(frac_len).ok_or(FieldError::Value)?,
             decimals,
         })
     }
@@ -85,7 +87,9 @@ impl FixedPoint {
         if let Digits::Small { mantissa, len } = self.digits
             && self.scale <= 22
             && len <= 15
-            && let Some(pow) = POW10_F64.get(self.scale as usize)
+            && let Some(pow) = usize::try_from(self.scale)
+                .ok()
+                .and_then(|s| POW10_F64.get(s))
         {
             let v = mantissa as f64 / pow;
             return if self.negative { -v } else { v };
@@ -108,7 +112,7 @@ impl FixedPoint {
                 None => 0,
             },
             Digits::Big(d) => {
-                let keep = d.len().saturating_sub(self.scale as usize);
+                let keep = d.len().saturating_sub(self.scale_usize());
                 let int_digits = d.get(..keep)?;
                 if int_digits.is_empty() {
                     0
@@ -120,6 +124,12 @@ impl FixedPoint {
         Some(if self.negative { -magnitude } else { magnitude })
     }
 
+    /// The scale as a digit count; a scale beyond `usize` (impossible on
+    /// 32- and 64-bit targets) saturates, which leaves no integer digits.
+    fn scale_usize(&self) -> usize {
+        usize::try_from(self.scale).unwrap_or(usize::MAX)
+    }
+
     /// True when the quotient has no fractional part.
     pub fn is_integral(&self) -> bool {
         match &self.digits {
@@ -128,7 +138,7 @@ impl FixedPoint {
                 None => *mantissa == 0,
             },
             Digits::Big(d) => {
-                let keep = d.len().saturating_sub(self.scale as usize);
+                let keep = d.len().saturating_sub(self.scale_usize());
                 d.get(keep..).is_some_and(|f| f.bytes().all(|b| b == b'0'))
             }
         }
