@@ -31,7 +31,7 @@ pub enum ConfigError {
         reason: String,
         /// The TOML parser's error, when it was the parser that refused.
         #[source]
-        source: Option<Box<toml::de::Error>>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A value is out of range or inconsistent.
     #[error("config: {0}")]

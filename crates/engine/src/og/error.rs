@@ -125,7 +125,8 @@ mod tests {
         let err = parse_request(b"{\"ipfs_hash\": 1").unwrap_err();
         assert_eq!(err.code(), "malformed_request");
         let source = err.source().expect("the JSON error is kept");
-        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        // Shared so the error stays `Clone`: the source is the `Arc` around it.
+        assert!(source.downcast_ref::<Arc<serde_json::Error>>().is_some());
         // The message is the one the wire always carried.
         assert!(
             err.to_string().starts_with("malformed request: body: "),
