@@ -178,9 +178,10 @@ pub fn float_repr(f: f64) -> String {
     }
     let point = exp + 1; // digits before the decimal point
     let body = if point <= 0 {
-        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+        let zeros = usize::try_from(point.unsigned_abs()).unwrap_or(0);
+        format!("0.{}{digits}", "0".repeat(zeros))
     } else {
-        let point = point as usize;
+        let point = usize::try_from(point).unwrap_or(0);
         if digits.len() <= point {
             format!("{digits}{}.0", "0".repeat(point - digits.len()))
         } else {

@@ -169,8 +169,8 @@ impl Client {
             return Err(refused(reply.status, &reply.body));
         }
         let body = reply.body;
-        let att: AttestationResponse = serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("attestation JSON: {e}")))?;
+        let att: AttestationResponse =
+            serde_json::from_slice(&body).map_err(ClientError::decode("attestation JSON"))?;
         self.verify_attestation(&att, nonce, self.now())
     }
 
@@ -184,7 +184,7 @@ impl Client {
     ) -> Result<VerifiedNode, ClientError> {
         let evidence = B64
             .decode(att.evidence.trim())
-            .map_err(|e| ClientError::Protocol(format!("evidence is not base64: {e}")))?;
+            .map_err(ClientError::decode("evidence is not base64"))?;
         let envelope = Envelope {
             version: ENVELOPE_VERSION,
             platform: att.platform,
@@ -194,7 +194,7 @@ impl Client {
         };
         envelope
             .check()
-            .map_err(|e| ClientError::Protocol(format!("attestation envelope: {e}")))?;
+            .map_err(ClientError::decode("attestation envelope"))?;
         let expected = Expected {
             nonce: Some(nonce.to_vec()),
             ..Default::default()

@@ -12,6 +12,10 @@ pub enum ClientError {
     /// Could not reach the node, or the connection broke. Retryable.
     #[error("transport: {0}")]
     Transport(String),
+    /// The HTTP client could not be built, reach the node, or the connection
+    /// broke; the client's error is kept. Retryable, like [`ClientError::Transport`].
+    #[error("transport: {0}")]
+    Http(#[source] reqwest::Error),
     /// The node did not answer in time. Retryable.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -59,6 +63,15 @@ pub enum ClientError {
     /// The node's reply is not the documented shape.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A part of the node's reply did not decode; the decoder's error is kept.
+    #[error("protocol: {what}: {source}")]
+    Decode {
+        /// Which part (`attestation JSON`, `evidence is not base64`, ...).
+        what: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The caller's input is unusable.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -70,7 +83,7 @@ impl ClientError {
     /// (a retry seals a fresh request). Security failures never are.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            ClientError::Transport(_) | ClientError::Http(_) | ClientError::Timeout(_) => true,
             ClientError::Unauthenticated { status, .. } => {
                 matches!(*status, 409 | 421 | 429 | 503)
             }
@@ -88,7 +101,7 @@ impl ClientError {
     /// A stable code for logs and scores.
     pub fn code(&self) -> &str {
         match self {
-            ClientError::Transport(_) => "transport",
+            ClientError::Transport(_) | ClientError::Http(_) => "transport",
             ClientError::Timeout(_) => "timeout",
             ClientError::Refused { code, .. } => code,
             ClientError::Unauthenticated { code, .. } => code,
@@ -96,8 +109,19 @@ impl ClientError {
             ClientError::Binding(e) => e.code(),
             ClientError::Seal(e) => e.code(),
             ClientError::Answer(e) => e.code(),
-            ClientError::Protocol(_) => "protocol",
+            ClientError::Protocol(_) | ClientError::Decode { .. } => "protocol",
             ClientError::InvalidInput(_) => "invalid_input",
+        }
+    }
+
+    /// A [`ClientError::Decode`] for `what`, keeping the decoder's error.
+    pub(crate) fn decode<E>(what: &'static str) -> impl FnOnce(E) -> ClientError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |e| ClientError::Decode {
+            what,
+            source: Box::new(e),
         }
     }
 
@@ -105,7 +129,7 @@ impl ClientError {
         if e.is_timeout() {
             ClientError::Timeout(timeout)
         } else {
-            ClientError::Transport(e.to_string())
+            ClientError::Http(e)
         }
     }
 }

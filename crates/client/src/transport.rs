@@ -55,7 +55,7 @@ impl HttpTransport {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(ClientError::Http)?;
         Ok(HttpTransport {
             base,
             http,

@@ -551,7 +551,14 @@ async fn policy_and_transport_failures_are_typed() {
         format!("http://{}", l.local_addr().unwrap())
     };
     let err = client(&w, &closed).infer(MODEL, INPUTS).await.unwrap_err();
-    assert!(matches!(err, ClientError::Transport(_)), "{err}");
+    assert!(matches!(err, ClientError::Http(_)), "{err}");
+    assert_eq!(err.code(), "transport");
+    // The HTTP client's error is kept as the cause.
+    assert!(
+        std::error::Error::source(&err)
+            .is_some_and(|s| s.downcast_ref::<reqwest::Error>().is_some()),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
     // Bad inputs never leave the client.
     assert_eq!(

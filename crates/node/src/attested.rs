@@ -58,8 +58,8 @@ impl Attestation {
         // Producing evidence is a device call or a signature: keep it off the async workers.
         let evidence = tokio::task::spawn_blocking(move || attester.attest(&req))
             .await
-            .map_err(|e| ApiError::internal(format!("attestation task failed: {e}")))?
-            .map_err(|e| ApiError::internal(format!("producing evidence: {e}")))?;
+            .map_err(|e| ApiError::internal_from("attestation task failed", e))?
+            .map_err(|e| ApiError::internal_from("producing evidence", e))?;
         Ok(evidence)
     }
 }
@@ -331,7 +331,7 @@ async fn infer_inner(
     let ran = crate::infer::run_model(state, loaded.clone(), inputs, |outputs, model_hash| {
         let response = og::encode_response(outputs, model_hash);
         serde_json::to_vec(&response.output)
-            .map_err(|e| ApiError::internal(format!("encoding output: {e}")))
+            .map_err(|e| ApiError::internal_from("encoding output", e))
     })
     .await;
     let output_json = match ran {

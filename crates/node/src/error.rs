@@ -1,6 +1,9 @@
 //! The node's wire errors: every failure is `{"error": {"code", "message"}}`
 //! with a status that says whose fault it was.
 
+use std::error::Error as StdError;
+use std::sync::Arc;
+
 use attesta_engine::EngineError;
 use attesta_engine::og::CodecError;
 use axum::http::StatusCode;
@@ -20,6 +23,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable detail.
     pub message: String,
+    /// The error behind an internal fault, kept for logs and callers; never
+    /// sent (the wire carries `message` only).
+    cause: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 #[derive(Serialize)]
@@ -40,6 +46,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            cause: None,
         }
     }
 
@@ -62,6 +69,37 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+
+    /// 500 for a fault of ours caused by `e`: the answer is the one
+    /// [`ApiError::internal`] gives for `"{context}: {e}"`, and `e` is kept
+    /// (see [`ApiError::cause`]) and logged with its whole source chain, which
+    /// the one-line message would lose.
+    pub fn internal_from<E>(context: &str, e: E) -> Self
+    where
+        E: StdError + Send + Sync + 'static,
+    {
+        let mut err = Self::internal(format!("{context}: {e}"));
+        tracing::error!(error = %chain(&e), "{context}");
+        err.cause = Some(Arc::new(e));
+        err
+    }
+
+    /// The error behind this one, when it was built with [`ApiError::internal_from`].
+    pub fn cause(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+/// `e` and each of its sources, joined by `: `.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 impl IntoResponse for ApiError {
@@ -115,5 +153,22 @@ impl From<EngineError> for ApiError {
             ),
             _ => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_from_answers_as_before_and_keeps_the_cause() {
+        let io = std::io::Error::other("disk on fire");
+        let err = ApiError::internal_from("listing the store", io);
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.code, "internal");
+        assert_eq!(err.message, "listing the store: disk on fire");
+        let cause = err.cause().expect("the cause is kept");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert!(ApiError::internal("plain").cause().is_none());
     }
 }

@@ -81,7 +81,7 @@ impl Executor {
                 job()
             })
             .await
-            .map_err(|e| ApiError::internal(format!("inference task failed: {e}")))?
+            .map_err(|e| ApiError::internal_from("inference task failed", e))?
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
@@ -134,8 +134,7 @@ async fn infer_inner(
     let cid_text = cid.to_string();
     let body = run_model(state, loaded, request.inputs, |outputs, model_hash| {
         let response = og::encode_response(outputs, model_hash);
-        serde_json::to_vec(&response)
-            .map_err(|e| ApiError::internal(format!("encoding response: {e}")))
+        serde_json::to_vec(&response).map_err(|e| ApiError::internal_from("encoding response", e))
     })
     .await?;
     crate::fault::before_answer(state.fault()).await;

@@ -393,8 +393,8 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
     let store = state.store.clone();
     let stored = tokio::task::spawn_blocking(move || store.list())
         .await
-        .map_err(|e| ApiError::internal(format!("listing task failed: {e}")))?
-        .map_err(|e| ApiError::internal(format!("listing the store: {e}")))?;
+        .map_err(|e| ApiError::internal_from("listing task failed", e))?
+        .map_err(|e| ApiError::internal_from("listing the store", e))?;
     let models: Vec<ModelEntry> = stored
         .into_iter()
         .map(|m| {

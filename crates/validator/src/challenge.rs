@@ -100,7 +100,8 @@ impl ChallengeSpec {
                 self.cid
             ));
         }
-        if (lo.abs().max(hi.abs())) * 10f64.powi(self.decimals as i32) > 9.0e15 {
+        let exponent = i32::try_from(self.decimals).unwrap_or(i32::MAX);
+        if (lo.abs().max(hi.abs())) * 10f64.powi(exponent) > 9.0e15 {
             return Err(format!("model {}: range × 10^decimals too large", self.cid));
         }
         if self.dims.values().any(|d| *d == 0 || *d > 4096) {
@@ -129,15 +130,22 @@ pub enum ChallengeError {
     #[error("challenge model `{0}` is not in the model store")]
     Missing(String),
     /// The store failed.
-    #[error("model store: {0}")]
-    Store(String),
+    #[error("model store: {source}")]
+    Store {
+        /// Model CID.
+        cid: String,
+        /// The store's (or the file system's) error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The engine could not load or run the model.
-    #[error("challenge model `{cid}`: {reason}")]
+    #[error("challenge model `{cid}`: {source}")]
     Engine {
         /// Model CID.
         cid: String,
-        /// Engine message.
-        reason: String,
+        /// The engine's (or the codec's) error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The model has an input the generator cannot fill (strings, no rank).
     #[error("challenge model `{cid}`: {reason}")]
@@ -221,10 +229,15 @@ impl ChallengeSet {
             })?;
             let stored = store
                 .get(&cid)
-                .map_err(|e| ChallengeError::Store(e.to_string()))?
+                .map_err(|e| ChallengeError::Store {
+                    cid: spec.cid.clone(),
+                    source: e.into(),
+                })?
                 .ok_or_else(|| ChallengeError::Missing(spec.cid.clone()))?;
-            let bytes =
-                std::fs::read(&stored.path).map_err(|e| ChallengeError::Store(e.to_string()))?;
+            let bytes = std::fs::read(&stored.path).map_err(|e| ChallengeError::Store {
+                cid: spec.cid.clone(),
+                source: e.into(),
+            })?;
             entries.push((spec.clone(), bytes));
         }
         Self::from_bytes(entries, engine)
@@ -251,7 +264,7 @@ impl ChallengeSet {
                     .load(&bytes, &Limits::default())
                     .map_err(|e| ChallengeError::Engine {
                         cid: spec.cid.clone(),
-                        reason: e.to_string(),
+                        source: e.into(),
                     })?;
             for input in &model.info().inputs {
                 if !input.dtype.is_numeric() || input.shape.is_none() {
@@ -336,7 +349,8 @@ fn random_inputs(m: &ChallengeModel, rng: &mut impl Rng) -> Result<Value, Challe
         let [lo, hi] = spec.range;
         let (decimals, lo_i, hi_i) = match input.dtype {
             DType::F32 | DType::F64 => {
-                let scale = 10f64.powi(spec.decimals as i32);
+                // `validate` bounds decimals to ≤ 9; saturate rather than wrap regardless.
+                let scale = 10f64.powi(i32::try_from(spec.decimals).unwrap_or(i32::MAX));
                 (
                     spec.decimals,
                     (lo * scale).ceil() as i64,
@@ -358,15 +372,15 @@ fn random_inputs(m: &ChallengeModel, rng: &mut impl Rng) -> Result<Value, Challe
 }
 
 fn expected_output(m: &ChallengeModel, inputs: &Value) -> Result<Value, ChallengeError> {
-    let err = |reason: String| ChallengeError::Engine {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| ChallengeError::Engine {
         cid: m.spec.cid.clone(),
-        reason,
+        source,
     };
-    let parsed = og::parse_inputs(&inputs.to_string()).map_err(|e| err(e.to_string()))?;
-    let tensors = og::to_tensors(&parsed, m.model.info()).map_err(|e| err(e.to_string()))?;
-    let outputs = m.model.run(tensors).map_err(|e| err(e.to_string()))?;
+    let parsed = og::parse_inputs(&inputs.to_string()).map_err(|e| err(e.into()))?;
+    let tensors = og::to_tensors(&parsed, m.model.info()).map_err(|e| err(e.into()))?;
+    let outputs = m.model.run(tensors).map_err(|e| err(e.into()))?;
     let response = og::encode_response(&outputs, &m.sha256_hex);
-    let v = serde_json::to_value(&response.output).map_err(|e| err(e.to_string()))?;
+    let v = serde_json::to_value(&response.output).map_err(|e| err(e.into()))?;
     Ok(v)
 }
 
@@ -458,6 +472,25 @@ fn compare_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_failures_keep_the_engine_error() {
+        use std::error::Error as _;
+        let entries = vec![(ChallengeSpec::new("bafkreia"), b"not onnx".to_vec())];
+        let err = ChallengeSet::from_bytes(entries, &TractEngine::new(1)).unwrap_err();
+        assert!(matches!(err, ChallengeError::Engine { .. }), "{err}");
+        let source = err.source().expect("the engine error is kept");
+        assert!(
+            source
+                .downcast_ref::<attesta_engine::EngineError>()
+                .is_some(),
+            "{source:?}"
+        );
+        assert!(
+            err.to_string().starts_with("challenge model `bafkreia`: "),
+            "{err}"
+        );
+    }
 
     #[test]
     fn compare_tolerates_only_what_is_allowed() {

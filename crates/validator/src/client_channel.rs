@@ -124,6 +124,7 @@ fn probe_error(e: ClientError) -> ProbeError {
     use attesta_seal::channel::AnswerError;
     match e {
         ClientError::Transport(m) => ProbeError::Transport(m),
+        ClientError::Http(e) => ProbeError::Transport(e.to_string()),
         ClientError::Timeout(d) => ProbeError::Timeout(format!("request timed out after {d:?}")),
         ClientError::Attestation { error, report } => ProbeError::Attestation {
             reason: format!("{} ({})", error, error.code()),

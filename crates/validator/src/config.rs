@@ -29,27 +29,47 @@ pub enum ConfigError {
         path: PathBuf,
         /// Parser message.
         reason: String,
+        /// The TOML parser's error, when it was the parser that refused.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A value is out of range or inconsistent.
     #[error("config: {0}")]
     Invalid(String),
+    /// The config could not be rendered back to TOML.
+    #[error("config: {0}")]
+    Render(#[source] toml::ser::Error),
     /// The measurements file is unusable.
-    #[error("measurements {path}: {reason}")]
+    #[error("measurements {path}: {source}")]
     Measurements {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: attesta_evidence::RegistryError,
     },
-    /// The dev root (or the pinned AWS root) is unusable.
+    /// The dev root (or the pinned AWS root) is unusable: the verifier's
+    /// error for that root, kept as the cause.
     #[error("trusted root: {0}")]
-    Root(String),
+    Root(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The `[validator.bittensor]` wallet hotkey could not be loaded.
     #[error("bittensor hotkey: {0}")]
     Wallet(#[source] attesta_bittensor::wallet::WalletError),
     /// The `[validator.bittensor]` dev key URI is not one we derive.
     #[error("bittensor hotkey: {0}")]
     DevKey(#[source] attesta_bittensor::keys::KeyError),
+}
+
+impl ConfigError {
+    /// A [`ConfigError::Syntax`] for text the TOML parser (or the schema) refused,
+    /// keeping the parser's error; the path is filled in by [`ValidatorConfig::load`].
+    fn toml(e: toml::de::Error) -> Self {
+        ConfigError::Syntax {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
 }
 
 /// `[validator.bittensor]`: the validator's hotkey, which signs its calls to nodes reached
@@ -195,9 +215,10 @@ impl ValidatorConfig {
             source,
         })?;
         Self::parse(&text, base).map_err(|e| match e {
-            ConfigError::Syntax { reason, .. } => ConfigError::Syntax {
+            ConfigError::Syntax { reason, source, .. } => ConfigError::Syntax {
                 path: path.to_path_buf(),
                 reason,
+                source,
             },
             other => other,
         })
@@ -208,8 +229,9 @@ impl ValidatorConfig {
         let syntax = |reason: String| ConfigError::Syntax {
             path: PathBuf::new(),
             reason,
+            source: None,
         };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(ConfigError::toml)?;
         match table.remove("validator") {
             Some(toml::Value::Table(t)) => Self::from_table(t, base),
             Some(_) => Err(syntax("`validator` must be a table".into())),
@@ -219,13 +241,9 @@ impl ValidatorConfig {
 
     /// Builds the config from an already parsed `[validator]` table.
     pub fn from_table(table: toml::Table, base: &Path) -> Result<Self, ConfigError> {
-        let mut c: ValidatorConfig =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    path: PathBuf::new(),
-                    reason: e.to_string(),
-                })?;
+        let mut c: ValidatorConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(ConfigError::toml)?;
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -262,7 +280,7 @@ impl ValidatorConfig {
         struct Wrap<'a> {
             validator: &'a ValidatorConfig,
         }
-        toml::to_string(&Wrap { validator: self }).map_err(|e| ConfigError::Invalid(e.to_string()))
+        toml::to_string(&Wrap { validator: self }).map_err(ConfigError::Render)
     }
 
     /// Range checks.
@@ -315,15 +333,15 @@ impl ValidatorConfig {
     /// Builds the attestation policy: the pinned AWS root, the measurement
     /// registry, the max age, and the dev root only when the config names one.
     pub fn policy(&self) -> Result<Policy, ConfigError> {
-        let mut policy = Policy::aws_nitro().map_err(|e| ConfigError::Root(e.to_string()))?;
+        let mut policy = Policy::aws_nitro().map_err(|e| ConfigError::Root(e.into()))?;
         if let Some(path) = &self.policy.measurements {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
                 path: path.clone(),
                 source,
             })?;
-            let file = PolicyFile::parse(&text).map_err(|e| ConfigError::Measurements {
+            let file = PolicyFile::parse(&text).map_err(|source| ConfigError::Measurements {
                 path: path.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             // The whole file, as every other verifier reads it: measurements, max age, SNP
             // VMPL and the relaxations it names explicitly.
@@ -337,8 +355,8 @@ impl ValidatorConfig {
                 path: path.clone(),
                 source,
             })?;
-            let root = TrustedRoot::from_pem("dev root", &pem)
-                .map_err(|e| ConfigError::Root(e.to_string()))?;
+            let root =
+                TrustedRoot::from_pem("dev root", &pem).map_err(|e| ConfigError::Root(e.into()))?;
             policy = danger::accept_dev_root(policy, root);
         }
         if let Some(path) = &self.policy.snp_dev_root {
@@ -347,7 +365,7 @@ impl ValidatorConfig {
                 source,
             })?;
             let root = attesta_evidence::snp::SnpDevRoot::from_pem("dev-snp ARK (insecure)", &pem)
-                .map_err(|e| ConfigError::Root(e.to_string()))?;
+                .map_err(|e| ConfigError::Root(e.into()))?;
             policy = danger::accept_snp_dev_root(policy, root);
         }
         if let Some(path) = &self.policy.dcap_dev_root {
@@ -356,7 +374,7 @@ impl ValidatorConfig {
                 source,
             })?;
             let root = attesta_evidence::dcap::DcapRoot::from_pem("dev (insecure)", &pem)
-                .map_err(|e| ConfigError::Root(e.to_string()))?;
+                .map_err(|e| ConfigError::Root(e.into()))?;
             policy = danger::accept_dcap_dev_root(policy, root);
         }
         if self.policy.accept_declared_faults {
@@ -399,6 +417,29 @@ cid = "bafkreia"
             ValidatorConfig::parse("x = 1", Path::new(".")),
             Err(ConfigError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn errors_keep_their_cause() {
+        use std::error::Error as _;
+        // TOML the parser refuses: the parser's error is the source, and the
+        // message is unchanged.
+        let err = ValidatorConfig::parse("[validator", Path::new(".")).unwrap_err();
+        let source = err.source().expect("the TOML error is kept");
+        assert!(source.downcast_ref::<toml::de::Error>().is_some());
+        assert!(err.to_string().starts_with("config : "), "{err}");
+        // A reason of our own has no cause to keep.
+        let err = ValidatorConfig::parse("x = 1", Path::new(".")).unwrap_err();
+        assert!(err.source().is_none());
+        // An unusable dev root keeps the verifier's error.
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("root.pem");
+        std::fs::write(&pem, "not a certificate").unwrap();
+        let mut c = ValidatorConfig::parse(MIN, Path::new(".")).unwrap();
+        c.policy.dev_root = Some(pem);
+        let err = c.policy().unwrap_err();
+        assert!(matches!(err, ConfigError::Root(_)), "{err}");
+        assert!(err.source().is_some(), "{err}");
     }
 
     #[test]

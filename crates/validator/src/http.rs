@@ -70,6 +70,9 @@ pub enum FetchError {
         url: String,
         /// Why.
         reason: String,
+        /// The HTTP client's error; `None` for an unsuccessful status.
+        #[source]
+        source: Option<reqwest::Error>,
     },
 }
 
@@ -79,17 +82,18 @@ pub async fn fetch_board(
     base: &str,
 ) -> Result<crate::status::Board, FetchError> {
     let url = format!("{}/v1/nodes", base.trim_end_matches('/'));
-    let err = |reason: String| FetchError::Http {
+    let err = |reason: String, source: Option<reqwest::Error>| FetchError::Http {
         url: url.clone(),
         reason,
+        source,
     };
     let resp = client
         .get(&url)
         .send()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.to_string(), Some(e)))?;
     if !resp.status().is_success() {
-        return Err(err(format!("status {}", resp.status())));
+        return Err(err(format!("status {}", resp.status()), None));
     }
-    resp.json().await.map_err(|e| err(e.to_string()))
+    resp.json().await.map_err(|e| err(e.to_string(), Some(e)))
 }

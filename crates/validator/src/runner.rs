@@ -152,7 +152,8 @@ impl Validator {
         let started_ms = self.p.clock.now_ms();
         let mut checks = Vec::with_capacity(nodes.len());
         for node in nodes {
-            let mut challenges = Vec::with_capacity(self.p.challenges_per_node as usize);
+            let mut challenges =
+                Vec::with_capacity(usize::try_from(self.p.challenges_per_node).unwrap_or(0));
             for _ in 0..self.p.challenges_per_node {
                 challenges.push(self.p.challenges.generate(&mut self.p.rng)?);
             }

@@ -30,9 +30,15 @@ pub enum ServiceError {
     /// Database problem.
     #[error(transparent)]
     State(#[from] StateError),
-    /// Model store or HTTP listener problem.
-    #[error("{0}")]
-    Io(String),
+    /// Model store, database directory or HTTP listener problem.
+    #[error("{context}: {source}")]
+    Open {
+        /// What was being opened (`model store <dir>`, `<dir>`, `listen <addr>`).
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Loads the challenge models named by the config from its store.
@@ -41,10 +47,10 @@ pub fn load_challenges(
     engine: &TractEngine,
 ) -> Result<ChallengeSet, ServiceError> {
     let store = ModelStore::open(&cfg.challenges.store, StoreOptions::default()).map_err(|e| {
-        ServiceError::Io(format!(
-            "model store {}: {e}",
-            cfg.challenges.store.display()
-        ))
+        ServiceError::Open {
+            context: format!("model store {}", cfg.challenges.store.display()),
+            source: e.into(),
+        }
     })?;
     Ok(ChallengeSet::load(&store, &cfg.challenges.models, engine)?)
 }
@@ -61,8 +67,10 @@ pub async fn build(
     let engine = TractEngine::new(1);
     let challenges = load_challenges(cfg, &engine)?;
     if let Some(dir) = cfg.database.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ServiceError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| ServiceError::Open {
+            context: dir.display().to_string(),
+            source: e.into(),
+        })?;
     }
     let state = State::open(&cfg.database)?;
     let sinks: Vec<Box<dyn WeightSink>> = vec![Box::new(FileSink::new(&cfg.weights_file))];
@@ -99,10 +107,14 @@ pub async fn serve(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServiceError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServiceError::Io(format!("listen {addr}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| ServiceError::Io(e.to_string()))?;
+        .map_err(|e| ServiceError::Open {
+            context: format!("listen {addr}"),
+            source: e.into(),
+        })?;
+    let local = listener.local_addr().map_err(|e| ServiceError::Open {
+        context: "listener address".into(),
+        source: e.into(),
+    })?;
     let mut app = crate::http::router(status);
     match gateway {
         Some(gw) => app = app.merge(crate::gateway::router(gw)),

@@ -21,6 +21,12 @@ pub enum SinkError {
     /// Any other sink-specific failure.
     #[error("weight sink: {0}")]
     Other(String),
+    /// The weights could not be encoded as JSON.
+    #[error("weight sink: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The blocking write task failed (panicked or was cancelled).
+    #[error("weight sink: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Receives the weights of every epoch (idempotent: the same epoch may be
@@ -119,14 +125,14 @@ impl WeightSink for FileSink {
     fn emit<'a>(&'a self, weights: &'a EpochWeights) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let mut json = serde_json::to_vec_pretty(&WeightsFile::from_epoch(weights))
-                .map_err(|e| SinkError::Other(e.to_string()))?;
+                .map_err(SinkError::Encode)?;
             json.push(b'\n');
             let path = self.path.clone();
             tokio::task::spawn_blocking(move || {
                 write_atomic(&path, &json).map_err(|source| SinkError::Io { path, source })
             })
             .await
-            .map_err(|e| SinkError::Other(e.to_string()))?
+            .map_err(SinkError::Task)?
         })
     }
 }
