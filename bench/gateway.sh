@@ -12,7 +12,8 @@ cargo build --release -q -p attesta-cli
 cargo build --release -q -p attesta-client --example gateway_load
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 work=$(mktemp -d)
-"$bin/attesta" devnet --nodes 1 --interval 1s --dir "$work" > "$work/devnet.out" 2>&1 &
+# No per-client rate limit in the way of the measurement.
+"$bin/attesta" devnet --nodes 1 --interval 1s --gateway-rate 1000000 --dir "$work" > "$work/devnet.out" 2>&1 &
 devnet=$!
 trap 'kill "$devnet" 2>/dev/null; wait "$devnet" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 600); do [ -f "$work/devnet.json" ] && break; sleep 0.1; done

@@ -66,6 +66,9 @@ pub struct DevnetArgs {
     /// Working directory (kept afterwards) [default: a temporary one, removed at exit].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Requests per second (and burst) one client may send through the validator's gateway.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    gateway_rate: u32,
 }
 
 /// The dev TEE of every node: its shared root and the release it reports.
@@ -509,8 +512,8 @@ async fn drive(
         // Users' requests go through the validator (sealed: /v1/route + /v1/nodes/{id}/infer).
         gateway: Some(attesta_validator::gateway::GatewayConfig {
             enabled: true,
-            rate_per_client: 1000.0,
-            burst_per_client: 1000,
+            rate_per_client: f64::from(args.gateway_rate.max(1)),
+            burst_per_client: args.gateway_rate.max(1),
             ..Default::default()
         }),
     };
