@@ -54,11 +54,11 @@ impl<'a> Reader<'a> {
 
 /// DER tag numbers used here.
 pub(crate) mod tag {
-    pub const INTEGER: u8 = 0x02;
-    pub const OCTET_STRING: u8 = 0x04;
-    pub const OID: u8 = 0x06;
-    pub const ENUMERATED: u8 = 0x0a;
-    pub const SEQUENCE: u8 = 0x30;
+    pub(crate) const INTEGER: u8 = 0x02;
+    pub(crate) const OCTET_STRING: u8 = 0x04;
+    pub(crate) const OID: u8 = 0x06;
+    pub(crate) const ENUMERATED: u8 = 0x0a;
+    pub(crate) const SEQUENCE: u8 = 0x30;
 }
 
 /// A non-negative INTEGER's value if it fits `u32`.

@@ -7,17 +7,17 @@ pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
     0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
 ];
 /// Attestation key type 2: ECDSA-256 with P-256.
-pub const ATT_KEY_ECDSA_P256: u16 = 2;
+pub(crate) const ATT_KEY_ECDSA_P256: u16 = 2;
 /// Certification data type 5: PEM PCK chain (leaf, intermediate, root).
-pub const CERT_DATA_PCK_CHAIN: u16 = 5;
+pub(crate) const CERT_DATA_PCK_CHAIN: u16 = 5;
 /// Certification data type 6: QE report certification data (v4/v5 quotes).
-pub const CERT_DATA_QE_REPORT: u16 = 6;
+pub(crate) const CERT_DATA_QE_REPORT: u16 = 6;
 /// Size of an SGX enclave report body (also the QE report).
-pub const SGX_REPORT_LEN: usize = 384;
+pub(crate) const SGX_REPORT_LEN: usize = 384;
 /// Size of a TDX 1.0 TD report body.
-pub const TD10_REPORT_LEN: usize = 584;
+pub(crate) const TD10_REPORT_LEN: usize = 584;
 /// Size of a TDX 1.5 TD report body.
-pub const TD15_REPORT_LEN: usize = 648;
+pub(crate) const TD15_REPORT_LEN: usize = 648;
 /// The largest quote we accept (real ones are ~5 KB; bounds the work on hostile input).
 pub const MAX_QUOTE_LEN: usize = 64 * 1024;
 
@@ -340,7 +340,7 @@ fn usize_of(v: u32) -> usize {
 }
 
 /// Parses an enclave report body (384 bytes).
-pub fn parse_enclave_report(b: &[u8]) -> Result<EnclaveReport, QuoteError> {
+pub(crate) fn parse_enclave_report(b: &[u8]) -> Result<EnclaveReport, QuoteError> {
     let mut c = Cursor { bytes: b, pos: 0 };
     let cpu_svn = c.array("report.cpu_svn")?;
     let misc_select = c.u32("report.misc_select")?;

@@ -12,7 +12,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::ParsedPublicKey;
 
 /// Most remembered verifications; the set is cleared when full.
-pub const CAPACITY: usize = 4096;
+pub(crate) const CAPACITY: usize = 4096;
 
 /// A bounded set of verified (key, message, signature) digests.
 #[derive(Debug, Default)]

@@ -443,6 +443,6 @@ impl QeIdentity {
 }
 
 /// The first level (highest first) whose ISVSVN the given one meets.
-pub fn svn_level(levels: &[SvnLevel], isvsvn: u16) -> Option<&SvnLevel> {
+pub(crate) fn svn_level(levels: &[SvnLevel], isvsvn: u16) -> Option<&SvnLevel> {
     levels.iter().find(|l| isvsvn >= l.isvsvn)
 }

@@ -12,7 +12,7 @@ use crate::time::UnixTime;
 
 /// Default bound on cached chains (a Nitro leaf lives ~3 h; a validator sees
 /// one leaf per enclave).
-pub const DEFAULT_CAPACITY: usize = 1024;
+pub(crate) const DEFAULT_CAPACITY: usize = 1024;
 
 /// What a verified chain proved.
 #[derive(Clone)]
