@@ -85,6 +85,17 @@ impl Status {
         }
     }
 
+    /// The URL of node `id` on the board (without copying the board: the gateway asks per request).
+    pub fn node_url(&self, id: &str) -> Option<String> {
+        self.board
+            .read()
+            .ok()?
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.url.clone())
+    }
+
     /// The last [`HISTORY_ROUNDS`] committed rounds, oldest first.
     pub fn history(&self) -> Vec<HistoryPoint> {
         self.history

@@ -260,12 +260,7 @@ impl Gateway {
     }
 
     fn node_url(&self, id: &str) -> Option<String> {
-        self.parts_status
-            .board()
-            .nodes
-            .into_iter()
-            .find(|n| n.id == id)
-            .map(|n| n.url)
+        self.parts_status.node_url(id)
     }
 
     /// Authentication and per-client rate: the client key on success.
