@@ -17,18 +17,7 @@ use attesta_bittensor::synapse::signed_message;
 use serde_json::Value;
 
 fn dir() -> PathBuf {
-    let root = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        });
-    let d = root.join("bittensor");
-    assert!(
-        d.is_dir(),
-        "fixtures not found at {} (set ATTESTA_FIXTURES)",
-        d.display()
-    );
-    d
+    attesta_test_support::fixture("bittensor")
 }
 
 fn json(name: &str) -> Value {

@@ -12,16 +12,7 @@ use support::*;
 const IN_WINDOW: &str = "2025-07-01T00:00:00Z";
 
 fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("ATTESTA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/fixtures"))
-        .join("sgx-tdx");
-    assert!(
-        dir.is_dir(),
-        "{} missing: set ATTESTA_FIXTURES",
-        dir.display()
-    );
-    dir
+    attesta_test_support::fixture("sgx-tdx")
 }
 
 fn fx(name: &str) -> String {
