@@ -166,7 +166,10 @@ mod hex48 {
 }
 
 mod hex48opt {
-    pub(crate) fn serialize<S: serde::Serializer>(v: &Option<[u8; 48]>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(
+        v: &Option<[u8; 48]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => s.serialize_str(&hex::encode(v)),
             None => s.serialize_none(),
