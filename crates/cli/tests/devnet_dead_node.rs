@@ -9,22 +9,17 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::DevnetProcess;
 
 const ROUNDS: u64 = 12;
-
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `GET /v1/nodes` of the validator, if it answers.
 fn board(addr: &str) -> Option<Value> {
@@ -70,7 +65,7 @@ fn a_killed_node_is_shown_dead_and_the_rest_keeps_running() {
     let workdir = dir.path().canonicalize().unwrap();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(120);
-    let mut devnet = Guard(
+    let mut devnet = DevnetProcess(
         Command::new(env!("CARGO_BIN_EXE_attesta"))
             .args([
                 "devnet",

@@ -19,16 +19,6 @@ use attesta_evidence::{Policy, PolicyFile, TrustedRoot, danger};
 use serde_json::{Value, json};
 use support::*;
 
-/// Stops the devnet (and so every process it started) when the test ends, however it ends.
-struct Devnet(std::process::Child);
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -96,7 +86,8 @@ fn sealed_and_plaintext_requests_go_through_the_gateway_to_honest_nodes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _devnet = Devnet(child);
+    // Stopped (with every process it started) when the test ends, however it ends.
+    let _devnet = DevnetProcess(child);
     let described_path = dir.path().join("devnet.json");
     assert!(
         wait_until(Duration::from_secs(120), || described_path.exists()),

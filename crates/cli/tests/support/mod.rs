@@ -213,3 +213,24 @@ pub fn logging_relay(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A running `attesta devnet`, stopped when dropped the way an operator stops it: SIGTERM,
+/// so it stops its nodes and validator itself; SIGKILL only if it has not exited within 15 s
+/// (a SIGKILL'd devnet would leave its children running).
+pub struct DevnetProcess(pub std::process::Child);
+
+impl Drop for DevnetProcess {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
