@@ -47,6 +47,27 @@ use crate::status::Status;
 use limits::{LimitConfig, Limiter, Refusal};
 use pick::{Pick, Picker};
 
+/// Largest attestation answer taken from a node (evidence, certificates, collateral).
+const MAX_ATTESTATION_BYTES: usize = 1 << 20;
+/// Largest answer relayed from a node: a sealed envelope is at most 64 MiB (PROTOCOL.md).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// A node's answer body, read chunk by chunk and refused past `cap`: registered nodes
+/// are still untrusted peers, and one must not make the gateway buffer without bound.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ()> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| ())? {
+        if body.len() + chunk.len() > cap {
+            return Err(());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The sealed envelopes' media type (the node's `/v1/infer`).
 const SEALED: &str = attesta_seal::MEDIA_TYPE;
 
@@ -58,7 +79,7 @@ pub struct GatewayConfig {
     pub enabled: bool,
     /// Accepted API keys (`Authorization: Bearer <key>`); empty: open to everyone.
     pub api_keys: Vec<String>,
-    /// Sustained requests per second per client (API key, else address).
+    /// Sustained requests per second per client (its API key when keys are configured, else its address).
     pub rate_per_client: f64,
     /// Requests a client may send at once.
     pub burst_per_client: u32,
@@ -271,7 +292,9 @@ impl Gateway {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let client = if self.cfg.api_keys.is_empty() {
-            bearer.map_or_else(|| peer.ip().to_string(), |k| format!("key:{k}"))
+            // An open gateway keys by address only: a bearer nobody issued must not mint a
+            // fresh bucket per request.
+            peer.ip().to_string()
         } else {
             match bearer {
                 Some(k) if self.cfg.api_keys.iter().any(|a| constant_eq(a, k)) => {
@@ -518,7 +541,10 @@ async fn route_inner(
             pick.url.trim_end_matches('/')
         );
         let answer = match gw.http.get(&url).send().await {
-            Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+            Ok(r) if r.status().is_success() => read_capped(r, MAX_ATTESTATION_BYTES)
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
             _ => None,
         };
         match answer {
@@ -608,7 +634,7 @@ async fn relay_inner(
     };
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let answer = match resp.bytes().await {
+    let answer = match read_capped(resp, MAX_ANSWER_BYTES).await {
         Ok(b) => b,
         Err(_) => {
             gw.picker.failed(id, Instant::now());
@@ -762,4 +788,52 @@ async fn plaintext_inner(
             },
         )
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn serve(body: Vec<u8>, chunked: bool) -> String {
+        let app = Router::new().route(
+            "/",
+            get(move || {
+                let body = body.clone();
+                async move {
+                    if chunked {
+                        // No Content-Length: only the running count can stop it.
+                        let stream = futures::stream::iter(
+                            body.chunks(64 << 10)
+                                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                                .collect::<Vec<_>>(),
+                        );
+                        axum::body::Body::from_stream(stream).into_response()
+                    } else {
+                        body.into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn a_node_answer_over_the_cap_is_refused_with_or_without_a_length() {
+        let http = reqwest::Client::new();
+        for chunked in [false, true] {
+            let big = serve(vec![7u8; 3 << 20], chunked).await;
+            let resp = http.get(&big).send().await.unwrap();
+            assert!(
+                read_capped(resp, 1 << 20).await.is_err(),
+                "chunked={chunked}"
+            );
+            let small = serve(vec![7u8; 1000], chunked).await;
+            let resp = http.get(&small).send().await.unwrap();
+            assert_eq!(read_capped(resp, 1 << 20).await.unwrap().len(), 1000);
+        }
+    }
 }
