@@ -1,13 +1,17 @@
 //! Scale benchmark (not a test): one validator against many lightweight
 //! simulated dev-TEE nodes on loopback. Run through `bench/validator_scale.sh`.
 //!
-//! `scale nodes DIR COUNT HANGING` — serve COUNT nodes (the first HANGING of
+//! `scale nodes DIR COUNT HANGING [axon]` — serve COUNT nodes (the first HANGING of
 //! them never answer challenges) in this process; writes `DIR/nodes.json`
-//! and `DIR/dev-root.pem`, then serves until killed.
+//! and `DIR/dev-root.pem`, then serves until killed. With `axon`, every node
+//! also gets its own Bittensor axon (its own hotkey, `attesta_bittensor::router`,
+//! strict signature and nonce checks) in this process, and `nodes.json` lists
+//! the axons (`via = "axon"`), so the validator's dendrite fans out to them.
 //!
 //! `scale validator DIR ROUNDS TIMEOUT_MS` — runs ROUNDS rounds against them
 //! in this process and prints round wall time and this process's CPU time
-//! per node check (from /proc/self/stat).
+//! per node check (from /proc/self/stat). Axon entries are reached with a
+//! dendrite signing as `//Validator`.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use attesta_attester::dev::{DevAttester, DevOptions};
 use attesta_attester::{AttestRequest, Attester};
+use attesta_bittensor::{AxonConfig, CallerPolicy, Dendrite, Hotkey};
 use attesta_engine::demo;
 use attesta_engine::tract::TractEngine;
 use attesta_engine::{Engine, Limits, Model, og};
@@ -31,7 +36,7 @@ use attesta_seal::rand_core::UnwrapErr;
 use attesta_seal::{MEDIA_TYPE, NodeKeys, ReplayGuard, sha256};
 use attesta_validator::challenge::{ChallengeSet, ChallengeSpec};
 use attesta_validator::client_channel::{ClientFactory, system_rng};
-use attesta_validator::registry::{FixedNodes, NodeEntry};
+use attesta_validator::registry::{FixedNodes, NodeEntry, Via};
 use attesta_validator::round::{RoundSettings, SystemClock};
 use attesta_validator::scoring::ScoringParams;
 use attesta_validator::state::{CommitSettings, State};
@@ -126,7 +131,20 @@ fn model_bytes() -> Vec<u8> {
     demo::mlp(&demo::devnet_set()[0].1)
 }
 
-async fn nodes(dir: &Path, count: usize, hanging: usize) {
+/// The validator's hotkey in axon mode (a public dev key: a benchmark, not a wallet).
+fn validator_hotkey() -> Hotkey {
+    Hotkey::from_dev_uri("//Validator").unwrap()
+}
+
+/// Serves `app` on a fresh loopback port.
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn nodes(dir: &Path, count: usize, hanging: usize, axons: bool) {
     let attester = Arc::new(DevAttester::open(DevOptions::new(dir.join("root")).unwrap()).unwrap());
     std::fs::write(dir.join("dev-root.pem"), attester.root_pem()).unwrap();
     let bytes = model_bytes();
@@ -151,22 +169,38 @@ async fn nodes(dir: &Path, count: usize, hanging: usize) {
             .route("/v1/attestation", get(attestation))
             .route("/v1/infer", post(infer))
             .with_state(sim);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        entries.push(NodeEntry {
-            id: format!("sim-{i:03}"),
-            url: format!("http://{addr}"),
-            hotkey: None,
-            via: Default::default(),
-        });
+        let addr = serve(app).await;
+        let node_url = format!("http://{addr}");
+        let entry = if axons {
+            let hotkey = Hotkey::from_dev_uri(&format!("//Miner//{i}")).unwrap();
+            let account = hotkey.account();
+            let allowed = [validator_hotkey().account()].into_iter().collect();
+            let mut config = AxonConfig::new(hotkey, node_url, CallerPolicy::Allow(allowed));
+            config.node_timeout = Duration::from_secs(3600);
+            let axon = serve(attesta_bittensor::router(config).unwrap()).await;
+            NodeEntry {
+                id: format!("sim-{i:03}"),
+                url: format!("http://{axon}"),
+                hotkey: Some(account.to_ss58()),
+                via: Via::Axon,
+            }
+        } else {
+            NodeEntry {
+                id: format!("sim-{i:03}"),
+                url: node_url,
+                hotkey: None,
+                via: Via::Http,
+            }
+        };
+        entries.push(entry);
     }
     std::fs::write(
         dir.join("nodes.json"),
         serde_json::to_vec(&entries).unwrap(),
     )
     .unwrap();
-    eprintln!("serving {count} simulated nodes ({hanging} hanging)");
+    let how = if axons { " behind axons" } else { "" };
+    eprintln!("serving {count} simulated nodes{how} ({hanging} hanging)");
     std::future::pending::<()>().await;
 }
 
@@ -192,12 +226,14 @@ async fn validator(dir: &Path, rounds: u64, timeout_ms: u64) {
     let policy = danger::accept_dev_root(Policy::aws_nitro().unwrap(), root);
     let timeout = Duration::from_millis(timeout_ms);
     let clock = Arc::new(SystemClock);
-    let channels = Arc::new(ClientFactory::new(
-        policy,
-        timeout,
-        clock.clone(),
-        system_rng(),
-    ));
+    let mut factory = ClientFactory::new(policy, timeout, clock.clone(), system_rng());
+    let entries_via_axon = entries.iter().any(|e| e.via == Via::Axon);
+    if entries_via_axon {
+        factory = factory.with_dendrite(Arc::new(
+            Dendrite::new(validator_hotkey(), timeout).unwrap(),
+        ));
+    }
+    let channels = Arc::new(factory);
     let engine = TractEngine::new(1);
     let challenges = ChallengeSet::from_bytes(
         vec![(ChallengeSpec::new("bafy-bench-model"), model_bytes())],
@@ -233,7 +269,8 @@ async fn validator(dir: &Path, rounds: u64, timeout_ms: u64) {
         status: Arc::new(Status::new()),
     };
     let (mut v, _) = Validator::start(parts).await.unwrap();
-    println!("nodes={n} timeout_ms={timeout_ms} challenge_generation_us={gen_us:.1}");
+    let via = if entries_via_axon { "axon" } else { "http" };
+    println!("nodes={n} via={via} timeout_ms={timeout_ms} challenge_generation_us={gen_us:.1}");
     for _ in 0..rounds {
         let cpu0 = cpu_secs();
         let t = Instant::now();
@@ -267,6 +304,7 @@ fn main() {
             &dir,
             args[3].parse().unwrap(),
             args[4].parse().unwrap(),
+            args.get(5).is_some_and(|a| a == "axon"),
         )),
         "validator" => rt.block_on(validator(
             &dir,
