@@ -20,6 +20,7 @@
 
 pub mod limits;
 pub mod pick;
+mod relay;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -46,27 +47,12 @@ use crate::runner::ValidatorRng;
 use crate::status::Status;
 use limits::{LimitConfig, Limiter, Refusal};
 use pick::{Pick, Picker};
+use relay::{NodeRelay, RelayFailure, read_capped};
 
 /// Largest attestation answer taken from a node (evidence, certificates, collateral).
 const MAX_ATTESTATION_BYTES: usize = 1 << 20;
 /// Largest answer relayed from a node: a sealed envelope is at most 64 MiB (PROTOCOL.md).
 const MAX_ANSWER_BYTES: usize = 64 << 20;
-
-/// A node's answer body, read chunk by chunk and refused past `cap`: registered nodes
-/// are still untrusted peers, and one must not make the gateway buffer without bound.
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ()> {
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|_| ())? {
-        if body.len() + chunk.len() > cap {
-            return Err(());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
 
 /// The sealed envelopes' media type (the node's `/v1/infer`).
 const SEALED: &str = attesta_seal::MEDIA_TYPE;
@@ -231,6 +217,7 @@ pub struct Gateway {
     picker: Picker,
     limiter: Limiter,
     http: reqwest::Client,
+    relay: NodeRelay,
     clients: Mutex<HashMap<(String, String), Arc<Client>>>,
     metrics: GatewayMetrics,
 }
@@ -259,6 +246,7 @@ impl Gateway {
             client_rng: parts.client_rng,
             rng: Mutex::new(parts.rng),
             http,
+            relay: NodeRelay::new(parts.node_timeout)?,
             clients: Mutex::new(HashMap::new()),
             metrics: GatewayMetrics::new(),
         }))
@@ -607,45 +595,24 @@ async fn relay_inner(
     })?;
     let _slot = gw.limiter.admit().await.map_err(GwError::refused)?;
     let started = Instant::now();
-    let sent = gw
-        .http
-        .post(format!("{}/v1/infer", url.trim_end_matches('/')))
-        .header(header::CONTENT_TYPE, SEALED)
-        .header(header::ACCEPT, SEALED)
-        .body(body)
-        .send()
-        .await;
-    let resp = match sent {
-        Ok(r) => r,
+    let answer = match gw
+        .relay
+        .post_sealed(&url, SEALED, body, MAX_ANSWER_BYTES)
+        .await
+    {
+        Ok(a) => a,
         Err(e) => {
             gw.picker.failed(id, Instant::now());
             gw.metrics.relayed(id, "failed");
-            let (status, code) = if e.is_timeout() {
-                (504, "node_timeout")
-            } else {
-                (502, "node_unreachable")
+            let (status, code, what) = match e {
+                RelayFailure::Timeout => (504, "node_timeout", "did not answer"),
+                RelayFailure::Unreachable => (502, "node_unreachable", "did not answer"),
+                RelayFailure::TooLarge => (502, "node_unreachable", "broke off its answer"),
             };
-            return Err(GwError::new(
-                status,
-                code,
-                format!("node `{id}` did not answer"),
-            ));
+            return Err(GwError::new(status, code, format!("node `{id}` {what}")));
         }
     };
-    let status = resp.status();
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let answer = match read_capped(resp, MAX_ANSWER_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            gw.picker.failed(id, Instant::now());
-            gw.metrics.relayed(id, "failed");
-            return Err(GwError::new(
-                502,
-                "node_unreachable",
-                format!("node `{id}` broke off its answer"),
-            ));
-        }
-    };
+    let status = answer.status;
     gw.metrics
         .relay_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -657,8 +624,8 @@ async fn relay_inner(
         gw.metrics
             .relayed(id, if status.is_success() { "ok" } else { "refused" });
     }
-    let mut out = (status, answer).into_response();
-    if let Some(ct) = content_type {
+    let mut out = (status, answer.body).into_response();
+    if let Some(ct) = answer.content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     Ok(out)
@@ -788,52 +755,4 @@ async fn plaintext_inner(
             },
         )
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    async fn serve(body: Vec<u8>, chunked: bool) -> String {
-        let app = Router::new().route(
-            "/",
-            get(move || {
-                let body = body.clone();
-                async move {
-                    if chunked {
-                        // No Content-Length: only the running count can stop it.
-                        let stream = futures::stream::iter(
-                            body.chunks(64 << 10)
-                                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
-                                .collect::<Vec<_>>(),
-                        );
-                        axum::body::Body::from_stream(stream).into_response()
-                    } else {
-                        body.into_response()
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}/")
-    }
-
-    #[tokio::test]
-    async fn a_node_answer_over_the_cap_is_refused_with_or_without_a_length() {
-        let http = reqwest::Client::new();
-        for chunked in [false, true] {
-            let big = serve(vec![7u8; 3 << 20], chunked).await;
-            let resp = http.get(&big).send().await.unwrap();
-            assert!(
-                read_capped(resp, 1 << 20).await.is_err(),
-                "chunked={chunked}"
-            );
-            let small = serve(vec![7u8; 1000], chunked).await;
-            let resp = http.get(&small).send().await.unwrap();
-            assert_eq!(read_capped(resp, 1 << 20).await.unwrap().len(), 1000);
-        }
-    }
 }

@@ -1,0 +1,290 @@
+//! The sealed relay's HTTP client towards nodes: one POST of ciphertext, the answer read
+//! under a cap, the whole exchange under the node deadline.
+//!
+//! Why not the gateway's `reqwest` client: the relay is the gateway's per-request cost,
+//! and on a busy host that cost is what separates the gateway's throughput from the
+//! node's. `plain http://` node URLs (nodes behind the validator usually are; the sealed
+//! channel, not TLS, protects the payload) go through hyper's pooled client directly,
+//! with each node's `/v1/infer` URI parsed once; other schemes (`https://`) go through
+//! `reqwest`, which carries the TLS stack.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A node's answer to a relayed request.
+pub(crate) struct Relayed {
+    /// The node's status.
+    pub status: StatusCode,
+    /// The node's `Content-Type`, when it sent one.
+    pub content_type: Option<HeaderValue>,
+    /// The body, at most the cap.
+    pub body: Bytes,
+}
+
+/// Why a relay produced no answer (the node is blamed either way).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RelayFailure {
+    /// No answer within the deadline.
+    Timeout,
+    /// Could not connect, or the exchange broke off.
+    Unreachable,
+    /// The answer was larger than the cap.
+    TooLarge,
+}
+
+/// Posts sealed envelopes to nodes.
+pub(crate) struct NodeRelay {
+    plain: Client<HttpConnector, Full<Bytes>>,
+    tls: reqwest::Client,
+    /// `/v1/infer` URIs by node base URL (bounded: cleared past 4,096 entries).
+    uris: Mutex<HashMap<String, Uri>>,
+    timeout: Duration,
+}
+
+impl NodeRelay {
+    /// A relay whose every exchange ends within `timeout`.
+    pub(crate) fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let plain = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let tls = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(NodeRelay {
+            plain,
+            tls,
+            uris: Mutex::new(HashMap::new()),
+            timeout,
+        })
+    }
+
+    fn infer_uri(&self, base: &str) -> Option<Uri> {
+        let mut uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = uris.get(base) {
+            return Some(u.clone());
+        }
+        let uri: Uri = format!("{}/v1/infer", base.trim_end_matches('/'))
+            .parse()
+            .ok()?;
+        if uris.len() >= 4096 {
+            uris.clear();
+        }
+        uris.insert(base.to_owned(), uri.clone());
+        Some(uri)
+    }
+
+    /// POSTs `body` as a sealed envelope to the node at `base` and reads its answer
+    /// (at most `cap` bytes).
+    pub(crate) async fn post_sealed(
+        &self,
+        base: &str,
+        media_type: &'static str,
+        body: Bytes,
+        cap: usize,
+    ) -> Result<Relayed, RelayFailure> {
+        if !base.starts_with("http://") {
+            return self.post_tls(base, media_type, body, cap).await;
+        }
+        let uri = self.infer_uri(base).ok_or(RelayFailure::Unreachable)?;
+        let req = Request::post(uri)
+            .header(header::CONTENT_TYPE, media_type)
+            .header(header::ACCEPT, media_type)
+            .body(Full::new(body))
+            .map_err(|_| RelayFailure::Unreachable)?;
+        let exchange = async {
+            let resp = self
+                .plain
+                .request(req)
+                .await
+                .map_err(|_| RelayFailure::Unreachable)?;
+            if resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n > cap as u64)
+            {
+                return Err(RelayFailure::TooLarge);
+            }
+            let status = resp.status();
+            let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+            let body = Limited::new(resp.into_body(), cap)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        RelayFailure::TooLarge
+                    } else {
+                        RelayFailure::Unreachable
+                    }
+                })?
+                .to_bytes();
+            Ok(Relayed {
+                status,
+                content_type,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| RelayFailure::Timeout)?
+    }
+
+    async fn post_tls(
+        &self,
+        base: &str,
+        media_type: &'static str,
+        body: Bytes,
+        cap: usize,
+    ) -> Result<Relayed, RelayFailure> {
+        let sent = self
+            .tls
+            .post(format!("{}/v1/infer", base.trim_end_matches('/')))
+            .header(header::CONTENT_TYPE, media_type)
+            .header(header::ACCEPT, media_type)
+            .body(body)
+            .send()
+            .await;
+        let resp = sent.map_err(|e| {
+            if e.is_timeout() {
+                RelayFailure::Timeout
+            } else {
+                RelayFailure::Unreachable
+            }
+        })?;
+        let status = resp.status();
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let out = read_capped(resp, cap).await?;
+        Ok(Relayed {
+            status,
+            content_type,
+            body: out.into(),
+        })
+    }
+}
+
+/// A node's answer body through `reqwest`, read chunk by chunk and refused past `cap`:
+/// registered nodes are still untrusted peers, and one must not make the gateway buffer
+/// without bound.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, RelayFailure> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(RelayFailure::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        if e.is_timeout() {
+            RelayFailure::Timeout
+        } else {
+            RelayFailure::Unreachable
+        }
+    })? {
+        if body.len() + chunk.len() > cap {
+            return Err(RelayFailure::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+
+    /// A node answering `body` (chunked: without a length) on every path, and hanging on
+    /// `/slow/v1/infer`.
+    async fn serve(body: Vec<u8>, chunked: bool) -> String {
+        let answer = move || {
+            let body = body.clone();
+            async move {
+                if chunked {
+                    // No Content-Length: only the running count can stop it.
+                    let stream = futures::stream::iter(
+                        body.chunks(64 << 10)
+                            .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                            .collect::<Vec<_>>(),
+                    );
+                    axum::body::Body::from_stream(stream).into_response()
+                } else {
+                    body.into_response()
+                }
+            }
+        };
+        let app = Router::new()
+            .route("/", get(answer.clone()))
+            .route("/v1/infer", post(answer))
+            .route(
+                "/slow/v1/infer",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn a_node_answer_over_the_cap_is_refused_with_or_without_a_length() {
+        let http = reqwest::Client::new();
+        let relay = NodeRelay::new(Duration::from_secs(10)).unwrap();
+        for chunked in [false, true] {
+            let big = serve(vec![7u8; 3 << 20], chunked).await;
+            let resp = http.get(&big).send().await.unwrap();
+            assert_eq!(
+                read_capped(resp, 1 << 20).await.err(),
+                Some(RelayFailure::TooLarge),
+                "chunked={chunked}"
+            );
+            let relayed = relay.post_sealed(&big, "x/y", Bytes::new(), 1 << 20).await;
+            assert_eq!(relayed.err(), Some(RelayFailure::TooLarge), "chunked={chunked}");
+
+            let small = serve(vec![7u8; 1000], chunked).await;
+            let resp = http.get(&small).send().await.unwrap();
+            assert_eq!(read_capped(resp, 1 << 20).await.unwrap().len(), 1000);
+            let relayed = relay
+                .post_sealed(&small, "x/y", Bytes::from_static(b"sealed"), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!((relayed.status, relayed.body.len()), (StatusCode::OK, 1000));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_node_ends_at_the_deadline_and_a_closed_port_is_unreachable() {
+        let relay = NodeRelay::new(Duration::from_millis(300)).unwrap();
+        let base = serve(vec![1], false).await;
+        let started = std::time::Instant::now();
+        let slow = relay
+            .post_sealed(&format!("{base}slow"), "x/y", Bytes::new(), 1 << 20)
+            .await;
+        assert_eq!(slow.err(), Some(RelayFailure::Timeout));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A port nothing listens on (bound, then dropped).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let closed = relay
+            .post_sealed(&format!("http://127.0.0.1:{port}"), "x/y", Bytes::new(), 1 << 20)
+            .await;
+        assert_eq!(closed.err(), Some(RelayFailure::Unreachable));
+    }
+}
