@@ -100,7 +100,10 @@ impl ChainClient {
 
     /// The hash of the last finalized block.
     pub async fn finalized_head(&self) -> Result<[u8; 32], ChainError> {
-        let h: String = self.rpc.request("chain_getFinalizedHead", json!([])).await?;
+        let h: String = self
+            .rpc
+            .request("chain_getFinalizedHead", json!([]))
+            .await?;
         hash_from_hex(&h, "chain_getFinalizedHead")
     }
 
@@ -152,7 +155,9 @@ impl ChainClient {
     ) -> Result<Option<super::value::Value>, ChainError> {
         let key = self.metadata.storage_key(pallet, entry, keys)?;
         let raw = self.storage(&key, at).await?;
-        Ok(self.metadata.decode_storage(pallet, entry, raw.as_deref())?)
+        Ok(self
+            .metadata
+            .decode_storage(pallet, entry, raw.as_deref())?)
     }
 
     /// An unsigned integer entry (u8..u64 or a newtype of one) as u64; an absent `Option`
@@ -237,12 +242,13 @@ pub async fn fetch_metadata(rpc: &RpcClient) -> Result<Metadata, ChainError> {
     for v in METADATA_VERSIONS {
         match state_call(rpc, "Metadata_metadata_at_version", &v.encode(), None).await {
             Ok(bytes) => {
-                let opaque = Option::<Vec<u8>>::decode(&mut bytes.as_slice()).map_err(|source| {
-                    ChainError::Decode {
-                        what: "Metadata_metadata_at_version".into(),
-                        source,
-                    }
-                })?;
+                let opaque =
+                    Option::<Vec<u8>>::decode(&mut bytes.as_slice()).map_err(|source| {
+                        ChainError::Decode {
+                            what: "Metadata_metadata_at_version".into(),
+                            source,
+                        }
+                    })?;
                 if let Some(m) = opaque {
                     return Ok(Metadata::decode(&m)?);
                 }

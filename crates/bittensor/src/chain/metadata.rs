@@ -355,7 +355,8 @@ impl Metadata {
             return Err(MetadataError::Magic);
         }
         let mut input = bytes;
-        let prefixed = RuntimeMetadataPrefixed::decode(&mut input).map_err(MetadataError::Decode)?;
+        let prefixed =
+            RuntimeMetadataPrefixed::decode(&mut input).map_err(MetadataError::Decode)?;
         Self::from_runtime(prefixed.1)
     }
 
@@ -601,7 +602,10 @@ impl Metadata {
         };
         let ty = p.calls_ty.ok_or_else(no_call)?;
         let variants = self.variants(ty)?;
-        let v = variants.iter().find(|v| v.name == call).ok_or_else(no_call)?;
+        let v = variants
+            .iter()
+            .find(|v| v.name == call)
+            .ok_or_else(no_call)?;
         Ok(Call {
             pallet_index: p.index,
             call_index: v.index,

@@ -142,7 +142,9 @@ impl From<NeuronInfoLite> for Neuron {
 
 /// Why a `get_neurons_lite` answer did not decode.
 #[derive(Debug, thiserror::Error)]
-#[error("get_neurons_lite answer ({len} bytes) is neither Vec<NeuronInfoLite> nor Vec<u8> of it: {source}")]
+#[error(
+    "get_neurons_lite answer ({len} bytes) is neither Vec<NeuronInfoLite> nor Vec<u8> of it: {source}"
+)]
 pub struct NeuronsDecodeError {
     /// Bytes received.
     pub len: usize,

@@ -142,7 +142,9 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("id", &self.id).finish()
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -171,7 +173,12 @@ impl Subscription {
 
     /// Tells the node to stop sending (its boolean answer is ignored) and forgets the route.
     pub async fn unsubscribe(self) -> Result<(), ChainError> {
-        self.client.inner.shared.routes().subscriptions.remove(&self.id);
+        self.client
+            .inner
+            .shared
+            .routes()
+            .subscriptions
+            .remove(&self.id);
         let _: Value = self
             .client
             .request(&self.unsubscribe_method, json!([self.id]))
@@ -204,12 +211,8 @@ impl RpcClient {
         } else {
             None
         };
-        let connecting = tokio_tungstenite::connect_async_tls_with_config(
-            url,
-            Some(ws_config),
-            true,
-            connector,
-        );
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(url, Some(ws_config), true, connector);
         let (stream, _response) = tokio::time::timeout(config.request_timeout, connecting)
             .await
             .map_err(|_| ChainError::Timeout {
@@ -419,7 +422,10 @@ async fn run_socket<S>(
             },
         }
     };
-    *shared.close_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    *shared
+        .close_reason
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(reason);
     shared.closed.store(true, Ordering::SeqCst);
     // Dropping the senders wakes every waiting call (Closed) and ends every subscription.
     let routes = std::mem::take(&mut *shared.routes());
@@ -497,10 +503,7 @@ fn dispatch(text: &str, shared: &Shared, config: RpcConfig) {
                 // The buffer is full, so the error is delivered once the reader drains one.
                 tokio::spawn(async move {
                     let _ = sub
-                        .send(Err(ChainError::Lagged {
-                            id: key,
-                            capacity,
-                        }))
+                        .send(Err(ChainError::Lagged { id: key, capacity }))
                         .await;
                 });
             }

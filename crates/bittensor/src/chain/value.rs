@@ -166,7 +166,12 @@ fn decode_fields(
 ) -> Result<Vec<(Option<String>, Value)>, ValueError> {
     fields
         .iter()
-        .map(|f| Ok((f.name.clone(), decode_at(registry, f.ty.id, input, depth + 1)?)))
+        .map(|f| {
+            Ok((
+                f.name.clone(),
+                decode_at(registry, f.ty.id, input, depth + 1)?,
+            ))
+        })
         .collect()
 }
 
@@ -279,11 +284,7 @@ fn decode_compact(
     }
 }
 
-fn decode_primitive(
-    ty: u32,
-    p: &TypeDefPrimitive,
-    input: &mut &[u8],
-) -> Result<Value, ValueError> {
+fn decode_primitive(ty: u32, p: &TypeDefPrimitive, input: &mut &[u8]) -> Result<Value, ValueError> {
     Ok(match p {
         TypeDefPrimitive::Bool => Value::Bool(codec(ty, input)?),
         TypeDefPrimitive::Char => {
