@@ -5,11 +5,12 @@
 //! the wrapped one only when the typed form does not consume the bytes exactly.
 
 use parity_scale_codec::{Compact, Decode, Encode};
+use scale_info::TypeInfo;
 
 use crate::ss58::AccountId;
 
 /// `AxonInfo` as stored on chain (`SubtensorModule.Axons`, and inside `NeuronInfoLite`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, TypeInfo)]
 pub struct AxonInfo {
     /// Block of the last `serve_axon`.
     pub block: u64,
@@ -46,7 +47,7 @@ impl AxonInfo {
 }
 
 /// `PrometheusInfo` (read only to skip it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, TypeInfo)]
 pub struct PrometheusInfo {
     /// Block of the last `serve_prometheus`.
     pub block: u64,
@@ -61,7 +62,7 @@ pub struct PrometheusInfo {
 }
 
 /// `NeuronInfoLite<AccountId32>`, field for field as the runtime encodes it.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TypeInfo)]
 pub struct NeuronInfoLite {
     /// Hotkey.
     pub hotkey: [u8; 32],
