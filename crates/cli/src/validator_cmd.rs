@@ -16,6 +16,7 @@ use attesta_validator::status::Status;
 use clap::Args;
 
 use crate::Global;
+use crate::chain_args::ChainArgs;
 
 /// Options of `attesta validator` (the rest is the config file's `[validator]` section).
 #[derive(Args)]
@@ -26,6 +27,9 @@ pub struct ValidatorArgs {
     /// Stop once this many rounds are committed in total (overrides `rounds.max_rounds`).
     #[arg(long, value_name = "N")]
     max_rounds: Option<u64>,
+    /// Overrides `[validator.bittensor] endpoint` and `netuid`.
+    #[command(flatten)]
+    chain: ChainArgs,
 }
 
 /// Runs `attesta validator`.
@@ -42,6 +46,12 @@ pub fn run(args: ValidatorArgs, global: &Global) -> anyhow::Result<ExitCode> {
     }
     if let Some(m) = args.max_rounds {
         cfg.rounds.max_rounds = Some(m);
+    }
+    if let Some((endpoint, netuid)) = args.chain.chain() {
+        let bt = cfg.bittensor.get_or_insert_with(Default::default);
+        bt.endpoint = Some(endpoint);
+        bt.netuid = Some(netuid);
+        cfg.validate()?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -73,7 +73,9 @@ impl ConfigError {
 }
 
 /// `[validator.bittensor]`: the validator's hotkey, which signs its calls to nodes reached
-/// through their axons (`via = "axon"` in the node list). btcli's wallet layout.
+/// through their axons (`via = "axon"` in the node list). btcli's wallet layout. With
+/// `endpoint` and `netuid`, the nodes are the subnet's neurons that serve an axon (the
+/// metagraph), and the `nodes` file is not read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BittensorConfig {
@@ -85,6 +87,14 @@ pub struct BittensorConfig {
     pub wallet_hotkey: Option<String>,
     /// A PUBLIC dev key such as `//Bob` instead of a wallet (devnets and tests only).
     pub hotkey_uri: Option<String>,
+    /// The chain's JSON-RPC WebSocket (`ws://` or `wss://`), e.g. a subtensor node's
+    /// `ws://127.0.0.1:9944`; set with `netuid` (env `ATTESTA_CHAIN_ENDPOINT` on
+    /// `attesta validator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The subnet whose neurons are validated (env `ATTESTA_NETUID` on `attesta validator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netuid: Option<u16>,
 }
 
 impl BittensorConfig {
@@ -165,6 +175,10 @@ impl Default for RoundConfig {
     }
 }
 
+fn is_empty_path(p: &Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
 /// The challenge set.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,7 +193,9 @@ pub struct ChallengesConfig {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorConfig {
-    /// Static node list (`{id, url, hotkey?}`, TOML or JSON).
+    /// Static node list (`{id, url, hotkey?}`, TOML or JSON); may be left out when
+    /// `[validator.bittensor]` names a chain (the nodes are then its metagraph).
+    #[serde(default, skip_serializing_if = "is_empty_path")]
     pub nodes: PathBuf,
     /// SQLite database.
     pub database: PathBuf,
@@ -249,7 +265,9 @@ impl ValidatorConfig {
                 *p = base.join(&*p);
             }
         };
-        fix(&mut c.nodes);
+        if !c.nodes.as_os_str().is_empty() {
+            fix(&mut c.nodes);
+        }
         fix(&mut c.database);
         fix(&mut c.weights_file);
         fix(&mut c.challenges.store);
@@ -285,6 +303,32 @@ impl ValidatorConfig {
 
     /// Range checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let chain = self
+            .bittensor
+            .as_ref()
+            .is_some_and(|b| b.endpoint.is_some());
+        if self.nodes.as_os_str().is_empty() && !chain {
+            return Err(ConfigError::Invalid(
+                "nodes: a node list is needed unless [validator.bittensor] names an endpoint"
+                    .into(),
+            ));
+        }
+        if let Some(b) = &self.bittensor {
+            match (&b.endpoint, b.netuid) {
+                (Some(e), Some(_)) if e.starts_with("ws://") || e.starts_with("wss://") => {}
+                (Some(e), Some(_)) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "bittensor.endpoint {e:?}: want a ws:// or wss:// URL"
+                    )));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "bittensor: endpoint and netuid go together".into(),
+                    ));
+                }
+            }
+        }
         let r = &self.rounds;
         if r.concurrency == 0
             || r.node_timeout_ms == 0
