@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod axon;
+pub mod chain;
 pub mod dendrite;
 pub mod keys;
 pub mod nonces;

@@ -1,0 +1,4 @@
+//! Subtensor chain: the write side (signed extrinsics, commit-reveal weights, axon
+//! announcements).
+
+pub mod tlock;
