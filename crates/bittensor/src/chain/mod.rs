@@ -1,4 +1,5 @@
 //! Subtensor chain: the write side (signed extrinsics, commit-reveal weights, axon
 //! announcements).
 
+pub mod reveal;
 pub mod tlock;
