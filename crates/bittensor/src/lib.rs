@@ -5,7 +5,8 @@
 //! - [`pyrepr`], [`synapse`]: the SDK's wire format (SDK 7.2.0–10.5.0): body hash over
 //!   Python `str()` texts, signed headers, attesta's two synapses;
 //! - [`axon`], [`nonces`]: a strict axon that relays the synapses to the enclave node;
-//! - [`dendrite`]: the validator's side of the same calls.
+//! - [`dendrite`]: the validator's side of the same calls;
+//! - [`chain`]: subtensor's JSON-RPC: metadata, storage, the subnet's neurons.
 #![forbid(unsafe_code)]
 
 pub mod axon;
