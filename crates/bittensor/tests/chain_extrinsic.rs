@@ -2,13 +2,16 @@
 //! codec with real Finney metadata (V15, spec 343). The decoded call, signer, era, nonce and
 //! tip are the intended ones, the SDK's own signing payload is byte-equal to ours, the
 //! signature verifies over it, and the SDK re-encodes the same bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use attesta_bittensor::Hotkey;
+use attesta_bittensor::chain::calls;
 use attesta_bittensor::chain::extrinsic::{self, Era, ExtensionInfo, TxParams};
+use attesta_bittensor::chain::metadata::Metadata;
 use parity_scale_codec::Encode;
 use serde_json::{Value, json};
 
@@ -93,7 +96,18 @@ fn sdk_decodes_our_set_weights_and_serve_axon() {
         return;
     };
     let key = Hotkey::from_dev_uri("//Alice").unwrap();
-    let exts = spec343_extensions();
+    // The extensions as read from the metadata (emptiness from its type registry) are the
+    // spec-343 runtime's.
+    let md = Metadata::decode(&attesta_test_support::read_fixture(
+        "bittensor/chain/opentensor-bittensor_integration_v15.scale",
+    ))
+    .unwrap();
+    let exts = calls::extensions(&md);
+    assert_eq!(exts, spec343_extensions());
+    assert_eq!(
+        calls::set_weights(&md, 3, &[0, 1, 5], &[65535, 32768, 1], 11003).unwrap()[..2],
+        [7, 0]
+    );
 
     // SubtensorModule (7).set_weights (0): netuid, dests, weights, version_key.
     let mut call = vec![7u8, 0];

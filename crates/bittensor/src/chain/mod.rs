@@ -9,11 +9,14 @@
 //!   neurons (`NeuronInfoRuntimeApi_get_neurons_lite`);
 //! - `standin` (feature `standin`): a JSON-RPC test double for tests and `attesta devnet`;
 //! - the write side: [`tlock`] and [`reveal`] (commit-reveal v4 commits and their drand
-//!   round), [`extrinsic`] (signed v4 extrinsics).
+//!   round), [`extrinsic`] (signed v4 extrinsics), [`calls`] (calls checked against the
+//!   metadata), [`submit`] (submission, inclusion, events, dispatch errors by name),
+//!   [`weights`] (commit or set weights under the subnet's rules).
 //!
 //! Every chain answer is untrusted: lengths are bounded by the bytes received, decoders
 //! never panic, and the WebSocket message size is capped.
 
+pub mod calls;
 pub mod client;
 pub mod extrinsic;
 pub mod metadata;
@@ -22,8 +25,10 @@ pub mod reveal;
 pub mod rpc;
 #[cfg(feature = "standin")]
 pub mod standin;
+pub mod submit;
 pub mod tlock;
 pub mod value;
+pub mod weights;
 
 use std::time::Duration;
 
