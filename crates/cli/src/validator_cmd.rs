@@ -26,6 +26,18 @@ pub struct ValidatorArgs {
     /// Stop once this many rounds are committed in total (overrides `rounds.max_rounds`).
     #[arg(long, value_name = "N")]
     max_rounds: Option<u64>,
+    /// The chain's JSON-RPC WebSocket (ws:// or wss://): validate the neurons of --netuid that
+    /// serve an axon instead of the `nodes` file (overrides `[validator.bittensor] endpoint`).
+    #[arg(
+        long,
+        env = "ATTESTA_CHAIN_ENDPOINT",
+        value_name = "URL",
+        requires = "netuid"
+    )]
+    chain_endpoint: Option<String>,
+    /// The subnet to validate (overrides `[validator.bittensor] netuid`).
+    #[arg(long, env = "ATTESTA_NETUID", value_name = "N")]
+    netuid: Option<u16>,
 }
 
 /// Runs `attesta validator`.
@@ -42,6 +54,16 @@ pub fn run(args: ValidatorArgs, global: &Global) -> anyhow::Result<ExitCode> {
     }
     if let Some(m) = args.max_rounds {
         cfg.rounds.max_rounds = Some(m);
+    }
+    if args.chain_endpoint.is_some() || args.netuid.is_some() {
+        let bt = cfg.bittensor.get_or_insert_with(Default::default);
+        if let Some(e) = args.chain_endpoint {
+            bt.endpoint = Some(e);
+        }
+        if let Some(n) = args.netuid {
+            bt.netuid = Some(n);
+        }
+        cfg.validate()?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -73,7 +73,9 @@ impl ConfigError {
 }
 
 /// `[validator.bittensor]`: the validator's hotkey, which signs its calls to nodes reached
-/// through their axons (`via = "axon"` in the node list). btcli's wallet layout.
+/// through their axons (`via = "axon"` in the node list). btcli's wallet layout. With
+/// `endpoint` and `netuid`, the nodes are the subnet's neurons that serve an axon (the
+/// metagraph), and the `nodes` file is not read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BittensorConfig {
@@ -85,6 +87,14 @@ pub struct BittensorConfig {
     pub wallet_hotkey: Option<String>,
     /// A PUBLIC dev key such as `//Bob` instead of a wallet (devnets and tests only).
     pub hotkey_uri: Option<String>,
+    /// The chain's JSON-RPC WebSocket (`ws://` or `wss://`), e.g. a subtensor node's
+    /// `ws://127.0.0.1:9944`; set with `netuid` (env `ATTESTA_CHAIN_ENDPOINT` on
+    /// `attesta validator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The subnet whose neurons are validated (env `ATTESTA_NETUID` on `attesta validator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netuid: Option<u16>,
 }
 
 impl BittensorConfig {
@@ -285,6 +295,22 @@ impl ValidatorConfig {
 
     /// Range checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(b) = &self.bittensor {
+            match (&b.endpoint, b.netuid) {
+                (Some(e), Some(_)) if e.starts_with("ws://") || e.starts_with("wss://") => {}
+                (Some(e), Some(_)) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "bittensor.endpoint {e:?}: want a ws:// or wss:// URL"
+                    )));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "bittensor: endpoint and netuid go together".into(),
+                    ));
+                }
+            }
+        }
         let r = &self.rounds;
         if r.concurrency == 0
             || r.node_timeout_ms == 0

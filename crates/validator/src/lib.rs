@@ -17,6 +17,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod leaderboard;
+pub mod metagraph;
 pub mod metrics;
 pub mod probe;
 pub mod registry;

@@ -1,5 +1,5 @@
-//! Where the set of nodes to validate comes from. A static file today; the
-//! Bittensor metagraph implements the same trait later.
+//! Where the set of nodes to validate comes from: a static file, a fixed list, or the
+//! Bittensor metagraph ([`crate::metagraph::Metagraph`]).
 
 use std::path::{Path, PathBuf};
 
@@ -79,6 +79,17 @@ pub enum RegistryError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The chain's metagraph could not be read (the round is retried).
+    #[error("metagraph of netuid {netuid} at {endpoint}: {source}")]
+    Chain {
+        /// The chain endpoint.
+        endpoint: String,
+        /// The subnet.
+        netuid: u16,
+        /// The cause.
+        #[source]
+        source: attesta_bittensor::chain::ChainError,
     },
 }
 

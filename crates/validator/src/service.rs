@@ -10,7 +10,6 @@ use attesta_engine::tract::TractEngine;
 use crate::challenge::{ChallengeError, ChallengeSet};
 use crate::config::{ConfigError, ValidatorConfig};
 use crate::probe::ChannelFactory;
-use crate::registry::StaticFile;
 use crate::round::{Clock, RoundSettings};
 use crate::runner::{Parts, Validator, ValidatorRng};
 use crate::state::{CommitSettings, State, StateError};
@@ -75,7 +74,7 @@ pub async fn build(
     let state = State::open(&cfg.database)?;
     let sinks: Vec<Box<dyn WeightSink>> = vec![Box::new(FileSink::new(&cfg.weights_file))];
     let parts = Parts {
-        source: Arc::new(StaticFile::new(&cfg.nodes)),
+        source: crate::metagraph::source_for(cfg),
         channels,
         challenges,
         state,

@@ -199,6 +199,8 @@ pub enum StandinError {
 struct Shared {
     state: Mutex<ChainState>,
     handler: Mutex<Option<ExtrinsicHandler>>,
+    /// Set when the stand-in stops: open connections close too.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -223,6 +225,7 @@ impl std::fmt::Debug for Standin {
 impl Drop for Standin {
     fn drop(&mut self) {
         self.task.abort();
+        let _ = self.shared.stop.send(true);
     }
 }
 
@@ -261,6 +264,7 @@ impl Standin {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             handler: Mutex::new(None),
+            stop: tokio::sync::watch::channel(false).0,
         });
         tracing::warn!(
             url = %format!("ws://{addr}"),
@@ -429,7 +433,13 @@ async fn serve_connection(
         }
     });
     let mut next_sub = 0u64;
-    while let Some(Ok(msg)) = source.next().await {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let msg = tokio::select! {
+            m = source.next() => m,
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(Ok(msg)) = msg else { break };
         let Message::Text(text) = msg else { continue };
         let Ok(req) = serde_json::from_str::<Value>(text.as_str()) else {
             let _ = tx.send(error_answer(&Value::Null, -32700, "Parse error", None));
