@@ -332,9 +332,14 @@ mod tests {
         // The SDK's own outputs (bittensor 10.5.0 convert_weights_and_uids_for_emit),
         // including the ties it rounds to even: 0.5 → 0 (dropped), 32767.5 → 32768.
         let sdk = |ws: &[f64]| {
-            to_u16(&ws.iter().enumerate().map(|(i, w)| (i.to_string(), *w)).collect())
-                .into_values()
-                .collect::<Vec<u16>>()
+            to_u16(
+                &ws.iter()
+                    .enumerate()
+                    .map(|(i, w)| (i.to_string(), *w))
+                    .collect(),
+            )
+            .into_values()
+            .collect::<Vec<u16>>()
         };
         assert_eq!(sdk(&[131_070.0, 1.0]), vec![65535]);
         assert_eq!(sdk(&[1.0, 0.5]), vec![65535, 32768]);
