@@ -64,13 +64,25 @@ pub enum CallerPolicy {
     Allow(BTreeSet<AccountId>),
     /// Any hotkey whose signature verifies (`--allow-any-caller`: tests and open subnets).
     AnyCaller,
+    /// The subnet's validator-permit holders, refreshed from the chain
+    /// (`--chain-endpoint`, `--netuid`), and the hotkeys in `also` (`--allow-caller`).
+    Chain {
+        /// The permit holders as last read.
+        permitted: Arc<crate::chain::callers::PermittedCallers>,
+        /// Allowed besides them.
+        also: BTreeSet<AccountId>,
+    },
 }
 
 impl CallerPolicy {
-    fn allows(&self, caller: &AccountId) -> bool {
+    /// Whether `caller` may call now.
+    pub fn allows(&self, caller: &AccountId) -> bool {
         match self {
             CallerPolicy::Allow(set) => set.contains(caller),
             CallerPolicy::AnyCaller => true,
+            CallerPolicy::Chain { permitted, also } => {
+                also.contains(caller) || permitted.contains(caller)
+            }
         }
     }
 }

@@ -459,18 +459,71 @@ async fn drive(
         }
     }
 
+    // With --bittensor: a JSON-RPC chain stand-in (a test double, never a chain) holds the
+    // subnet; the axons admit its validator-permit holders and the validator discovers the
+    // nodes from its metagraph instead of the node file.
+    let mut _standin = None;
+    // Board ids (hotkeys) -> devnet names (`node-<i>`), for the table and the final state.
+    let mut aliases: BTreeMap<String, String> = BTreeMap::new();
     let bittensor = if args.bittensor {
+        use attesta_bittensor::chain::standin::{NeuronSpec, Standin, StandinConfig};
         let validator = attesta_bittensor::Hotkey::from_dev_uri(DEVNET_VALIDATOR_URI)?.account();
+        let chain = Standin::start(StandinConfig::devnet())
+            .await
+            .context("starting the chain stand-in")?;
+        chain.register(
+            DEVNET_NETUID,
+            NeuronSpec {
+                hotkey: validator,
+                coldkey: validator,
+                axon: None,
+                validator_permit: true,
+                stake: 1_000_000_000,
+            },
+        );
         for (i, e) in entries.iter_mut().enumerate() {
-            put_behind_axon(&exe, i, e, &validator, &logs, children).await?;
+            put_behind_axon(&exe, i, e, &chain.url(), &logs, children).await?;
             wait_healthy(&http, &e.url, children)
                 .await
                 .with_context(|| format!("the axon of {} did not start", e.id))?;
+            let hotkey =
+                attesta_bittensor::AccountId::from_ss58(e.hotkey.as_deref().unwrap_or(""))?;
+            let axon = e
+                .url
+                .trim_start_matches("http://")
+                .parse()
+                .with_context(|| format!("axon address of {}", e.id))?;
+            let uid = chain.register(
+                DEVNET_NETUID,
+                NeuronSpec {
+                    hotkey,
+                    coldkey: hotkey,
+                    axon: Some(axon),
+                    validator_permit: false,
+                    stake: 1,
+                },
+            );
+            tracing::info!(node = %e.id, uid, hotkey = %hotkey, %axon, "registered on the stand-in");
+            if let Some(i) = info.get(&e.id).cloned() {
+                info.insert(hotkey.to_ss58(), i);
+            }
+            aliases.insert(hotkey.to_ss58(), e.id.clone());
         }
-        Some(attesta_validator::config::BittensorConfig {
+        let cfg = attesta_validator::config::BittensorConfig {
             hotkey_uri: Some(DEVNET_VALIDATOR_URI.into()),
+            endpoint: Some(chain.url()),
+            netuid: Some(DEVNET_NETUID),
             ..Default::default()
-        })
+        };
+        if !args.json {
+            println!(
+                "chain stand-in (a test double, NOT a chain): {} netuid {DEVNET_NETUID}, {n} axons \
+                 registered; the validator discovers them from its metagraph",
+                chain.url()
+            );
+        }
+        _standin = Some(chain);
+        Some(cfg)
     } else {
         None
     };
@@ -595,7 +648,13 @@ async fn drive(
             }
             tracing::warn!(node = %name, %exit, "node died");
             if let Some(i) = info.get_mut(&name) {
-                i.exit = Some(exit);
+                i.exit = Some(exit.clone());
+            }
+            // The same node under its hotkey (how the validator's metagraph names it).
+            for (hotkey, _) in aliases.iter().filter(|(_, n)| **n == name) {
+                if let Some(i) = info.get_mut(hotkey) {
+                    i.exit = Some(exit.clone());
+                }
             }
         }
         let board = match attesta_validator::http::fetch_board(&http, &vurl).await {
@@ -666,13 +725,17 @@ fn exited(children: &mut [(String, Child)]) -> Option<(String, std::process::Exi
 /// The devnet validator's PUBLIC dev hotkey.
 const DEVNET_VALIDATOR_URI: &str = "//devnet-validator";
 
-/// Starts `attesta axon` (dev hotkey `//devnet-node-<i>`, only the devnet validator may
-/// call) in front of node `i` and points its entry at the axon.
+/// The devnet's subnet on the chain stand-in.
+const DEVNET_NETUID: u16 = 1;
+
+/// Starts `attesta axon` (dev hotkey `//devnet-node-<i>`; callers: the validator-permit
+/// holders of the stand-in's subnet, i.e. the devnet validator) in front of node `i` and
+/// points its entry at the axon.
 async fn put_behind_axon(
     exe: &Path,
     i: usize,
     entry: &mut NodeEntry,
-    validator: &attesta_bittensor::AccountId,
+    chain: &str,
     logs: &Path,
     children: &mut Vec<(String, Child)>,
 ) -> anyhow::Result<()> {
@@ -688,7 +751,13 @@ async fn put_behind_axon(
             "--hotkey-uri",
             &uri,
         ])
-        .args(["--allow-caller", &validator.to_ss58()])
+        .args(["--chain-endpoint", chain])
+        .args([
+            "--netuid",
+            &DEVNET_NETUID.to_string(),
+            "--permit-refresh",
+            "1",
+        ])
         .stdin(Stdio::null())
         .stdout(log_file(logs, &name)?)
         .stderr(log_file(logs, &format!("{name}.err"))?)

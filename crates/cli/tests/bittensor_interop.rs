@@ -315,6 +315,18 @@ fn devnet_bittensor_reaches_every_node_through_its_axon() {
         assert!(n["hotkey"].as_str().unwrap().starts_with('5'));
     }
     let list = state["nodes"].as_array().unwrap();
+    // Discovered through the chain stand-in's metagraph: the validator names nodes by the
+    // hotkeys registered there (the node file names them node-<i> and is not read).
+    let mut registered: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["hotkey"].as_str().unwrap())
+        .collect();
+    let mut discovered: Vec<&str> = list.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    registered.sort_unstable();
+    discovered.sort_unstable();
+    assert_eq!(discovered, registered, "{state:#}");
     let honest: Vec<&Value> = list.iter().filter(|n| n["behaviour"] == "honest").collect();
     assert_eq!(honest.len(), 2, "{state:#}");
     for n in honest {

@@ -7,6 +7,7 @@
 //!   runtime APIs. Nothing is generated from a metadata file;
 //! - [`client`], [`neurons`]: a [`ChainClient`] that reads blocks, storage and the subnet's
 //!   neurons (`NeuronInfoRuntimeApi_get_neurons_lite`);
+//! - [`callers`]: the axon's default callers, the subnet's validator-permit holders;
 //! - `standin` (feature `standin`): a JSON-RPC test double for tests and `attesta devnet`;
 //! - the write side: [`tlock`] and [`reveal`] (commit-reveal v4 commits and their drand
 //!   round), [`extrinsic`] (signed v4 extrinsics), [`calls`] (calls checked against the
@@ -16,6 +17,7 @@
 //! Every chain answer is untrusted: lengths are bounded by the bytes received, decoders
 //! never panic, and the WebSocket message size is capped.
 
+pub mod callers;
 pub mod calls;
 pub mod client;
 pub mod extrinsic;
