@@ -12,11 +12,13 @@
 //! - the write side: [`tlock`] and [`reveal`] (commit-reveal v4 commits and their drand
 //!   round), [`extrinsic`] (signed v4 extrinsics), [`calls`] (calls checked against the
 //!   metadata), [`submit`] (submission, inclusion, events, dispatch errors by name),
-//!   [`weights`] (commit or set weights under the subnet's rules).
+//!   [`weights`] (commit or set weights under the subnet's rules), [`announce`] (a miner's
+//!   `serve_axon`, registered and outside the serving rate limit).
 //!
 //! Every chain answer is untrusted: lengths are bounded by the bytes received, decoders
 //! never panic, and the WebSocket message size is capped.
 
+pub mod announce;
 pub mod callers;
 pub mod calls;
 pub mod client;
