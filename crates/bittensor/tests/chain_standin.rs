@@ -287,3 +287,89 @@ async fn the_standin_serves_a_real_blob_through_metadata_at_version() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn events_pushed_by_a_handler_decode_through_the_metadata_and_reset_per_block() {
+    use attesta_bittensor::chain::standin::runtime::{
+        DispatchEventInfo, EventRecord, Phase, RuntimeEvent, SystemEvent,
+    };
+    let s = Standin::start(StandinConfig::devnet()).await.unwrap();
+    let c = ChainClient::connect(&s.url(), RpcConfig::default())
+        .await
+        .unwrap();
+    let ok = EventRecord {
+        phase: Phase::ApplyExtrinsic(0),
+        event: RuntimeEvent::System(SystemEvent::ExtrinsicSuccess {
+            dispatch_info: DispatchEventInfo::default(),
+        }),
+        topics: vec![],
+    };
+    s.with_state(|st| {
+        assert!(st.push_event(&ok.encode()));
+        assert!(st.push_event(&ok.encode()));
+    });
+    let events = c
+        .storage_value("System", "Events", &[], None)
+        .await
+        .unwrap()
+        .unwrap();
+    let attesta_bittensor::chain::value::Value::Sequence(list) = &events else {
+        panic!("{events:?}")
+    };
+    assert_eq!(list.len(), 2);
+    let ev = list[0].field("event").unwrap();
+    let attesta_bittensor::chain::value::Value::Variant { name, fields, .. } = ev else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(name, "System");
+    let attesta_bittensor::chain::value::Value::Variant { name, .. } = &fields[0].1 else {
+        panic!("{fields:?}")
+    };
+    assert_eq!(name, "ExtrinsicSuccess");
+    s.advance_blocks(1);
+    let events = c
+        .storage_value("System", "Events", &[], None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        events,
+        attesta_bittensor::chain::value::Value::Sequence(vec![])
+    );
+
+    // A handler's events are those of the block that includes the extrinsic.
+    let encoded = ok.encode();
+    s.set_extrinsic_handler(std::sync::Arc::new(move |st, xt| {
+        if xt == [0xff] {
+            return ExtrinsicVerdict::Invalid("no".into());
+        }
+        st.push_event(&encoded);
+        ExtrinsicVerdict::Include
+    }));
+    let _: String = c
+        .rpc()
+        .request("author_submitExtrinsic", json!(["0x01"]))
+        .await
+        .unwrap();
+    let count = |v: attesta_bittensor::chain::value::Value| match v {
+        attesta_bittensor::chain::value::Value::Sequence(l) => l.len(),
+        other => panic!("{other:?}"),
+    };
+    let events = c
+        .storage_value("System", "Events", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(count(events.unwrap()), 1);
+    // A refused one leaves the head block's events alone.
+    assert!(
+        c.rpc()
+            .request::<String>("author_submitExtrinsic", json!(["0xff"]))
+            .await
+            .is_err()
+    );
+    let events = c
+        .storage_value("System", "Events", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(count(events.unwrap()), 1);
+}

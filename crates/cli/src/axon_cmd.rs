@@ -17,6 +17,7 @@ use attesta_bittensor::{AccountId, AxonConfig, CallerPolicy, Hotkey};
 use attesta_node::server::{ConnectionMetrics, HttpLimits, serve};
 use clap::Args;
 
+use crate::chain_args::ChainArgs;
 use crate::wallet_args::WalletArgs;
 
 /// Flags of `attesta axon`.
@@ -37,24 +38,10 @@ pub struct AxonArgs {
     /// Allow any hotkey whose signature verifies (tests and open subnets).
     #[arg(long, conflicts_with = "allow_caller")]
     allow_any_caller: bool,
-    /// The chain's JSON-RPC WebSocket (ws:// or wss://; btcli's --subtensor.chain_endpoint).
-    /// Without --allow-any-caller, the callers are then the hotkeys registered on --netuid
-    /// with a validator permit, refreshed every --permit-refresh seconds.
-    #[arg(
-        long,
-        env = "ATTESTA_CHAIN_ENDPOINT",
-        value_name = "URL",
-        requires = "netuid"
-    )]
-    chain_endpoint: Option<String>,
-    /// The subnet (with --chain-endpoint).
-    #[arg(
-        long,
-        env = "ATTESTA_NETUID",
-        value_name = "N",
-        requires = "chain_endpoint"
-    )]
-    netuid: Option<u16>,
+    /// With --chain-endpoint and without --allow-any-caller, the callers are the hotkeys
+    /// registered on --netuid with a validator permit (and --allow-caller's).
+    #[command(flatten)]
+    chain: ChainArgs,
     /// Seconds between two reads of the subnet's validator permits.
     #[arg(long, value_name = "SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -90,7 +77,7 @@ pub fn run(args: AxonArgs) -> anyhow::Result<ExitCode> {
     let mut permits = None;
     let policy = if args.allow_any_caller {
         CallerPolicy::AnyCaller
-    } else if let (Some(endpoint), Some(netuid)) = (args.chain_endpoint.clone(), args.netuid) {
+    } else if let Some((endpoint, netuid)) = args.chain.chain() {
         let permitted = attesta_bittensor::chain::callers::PermittedCallers::new();
         permits = Some((endpoint, netuid, permitted.clone()));
         CallerPolicy::Chain {
@@ -137,7 +124,7 @@ pub fn run(args: AxonArgs) -> anyhow::Result<ExitCode> {
         println!("axon hotkey {account}");
         let mut _announcing = None;
         if args.announce
-            && let (Some(endpoint), Some(netuid)) = (args.chain_endpoint.clone(), args.netuid)
+            && let Some((endpoint, netuid)) = args.chain.chain()
         {
             let public = SocketAddr::new(external_ip, args.external_port.unwrap_or(addr.port()));
             match announce(&endpoint, netuid, &announcer, public).await {

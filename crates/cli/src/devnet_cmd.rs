@@ -52,8 +52,10 @@ pub struct DevnetArgs {
     /// Per-node timeout of a round, e.g. 2s.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     timeout: String,
-    /// Put every node behind an `attesta axon` (dev hotkey `//devnet-node-<i>`) and let the
-    /// validator (dev hotkey `//devnet-validator`) reach them with its dendrite.
+    /// Put every node behind an `attesta axon` (dev hotkey `//devnet-node-<i>`), register the
+    /// axons on a JSON-RPC chain stand-in (a test double, not a chain) and let the validator
+    /// (dev hotkey `//devnet-validator`, with a validator permit there) discover them from the
+    /// stand-in's metagraph and reach them with its dendrite.
     #[arg(long)]
     bittensor: bool,
     /// The dev TEE every node runs: `dev` (Nitro-format documents), `dev-snp` (SEV-SNP

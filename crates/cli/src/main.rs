@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod axon_cmd;
+mod chain_args;
 mod config;
 mod devnet_cmd;
 mod endorse_args;

@@ -16,6 +16,7 @@ use attesta_validator::status::Status;
 use clap::Args;
 
 use crate::Global;
+use crate::chain_args::ChainArgs;
 
 /// Options of `attesta validator` (the rest is the config file's `[validator]` section).
 #[derive(Args)]
@@ -26,18 +27,9 @@ pub struct ValidatorArgs {
     /// Stop once this many rounds are committed in total (overrides `rounds.max_rounds`).
     #[arg(long, value_name = "N")]
     max_rounds: Option<u64>,
-    /// The chain's JSON-RPC WebSocket (ws:// or wss://): validate the neurons of --netuid that
-    /// serve an axon instead of the `nodes` file (overrides `[validator.bittensor] endpoint`).
-    #[arg(
-        long,
-        env = "ATTESTA_CHAIN_ENDPOINT",
-        value_name = "URL",
-        requires = "netuid"
-    )]
-    chain_endpoint: Option<String>,
-    /// The subnet to validate (overrides `[validator.bittensor] netuid`).
-    #[arg(long, env = "ATTESTA_NETUID", value_name = "N")]
-    netuid: Option<u16>,
+    /// Overrides `[validator.bittensor] endpoint` and `netuid`.
+    #[command(flatten)]
+    chain: ChainArgs,
 }
 
 /// Runs `attesta validator`.
@@ -55,14 +47,10 @@ pub fn run(args: ValidatorArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if let Some(m) = args.max_rounds {
         cfg.rounds.max_rounds = Some(m);
     }
-    if args.chain_endpoint.is_some() || args.netuid.is_some() {
+    if let Some((endpoint, netuid)) = args.chain.chain() {
         let bt = cfg.bittensor.get_or_insert_with(Default::default);
-        if let Some(e) = args.chain_endpoint {
-            bt.endpoint = Some(e);
-        }
-        if let Some(n) = args.netuid {
-            bt.netuid = Some(n);
-        }
+        bt.endpoint = Some(endpoint);
+        bt.netuid = Some(netuid);
         cfg.validate()?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -189,6 +189,10 @@ impl Default for RoundConfig {
     }
 }
 
+fn is_empty_path(p: &Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
 /// The challenge set.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,7 +207,9 @@ pub struct ChallengesConfig {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorConfig {
-    /// Static node list (`{id, url, hotkey?}`, TOML or JSON).
+    /// Static node list (`{id, url, hotkey?}`, TOML or JSON); may be left out when
+    /// `[validator.bittensor]` names a chain (the nodes are then its metagraph).
+    #[serde(default, skip_serializing_if = "is_empty_path")]
     pub nodes: PathBuf,
     /// SQLite database.
     pub database: PathBuf,
@@ -273,7 +279,9 @@ impl ValidatorConfig {
                 *p = base.join(&*p);
             }
         };
-        fix(&mut c.nodes);
+        if !c.nodes.as_os_str().is_empty() {
+            fix(&mut c.nodes);
+        }
         fix(&mut c.database);
         fix(&mut c.weights_file);
         fix(&mut c.challenges.store);
@@ -309,6 +317,16 @@ impl ValidatorConfig {
 
     /// Range checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let chain = self
+            .bittensor
+            .as_ref()
+            .is_some_and(|b| b.endpoint.is_some());
+        if self.nodes.as_os_str().is_empty() && !chain {
+            return Err(ConfigError::Invalid(
+                "nodes: a node list is needed unless [validator.bittensor] names an endpoint"
+                    .into(),
+            ));
+        }
         if let Some(b) = &self.bittensor {
             match (&b.endpoint, b.netuid) {
                 (Some(e), Some(_)) if e.starts_with("ws://") || e.starts_with("wss://") => {}

@@ -110,6 +110,22 @@ async fn the_config_picks_the_metagraph_when_an_endpoint_is_set() {
     assert!(ValidatorConfig::parse(&half, Path::new("/")).is_err());
     let http = format!("{base}[validator.bittensor]\nendpoint = \"http://x:1\"\nnetuid = 1\n");
     assert!(ValidatorConfig::parse(&http, Path::new("/")).is_err());
+    // With a chain, the node file may be left out; without one it may not.
+    let no_file = with.replace("nodes = \"no-such-nodes.toml\"\n", "");
+    assert_ne!(no_file, with);
+    let c2 = ValidatorConfig::parse(&no_file, Path::new("/")).unwrap();
+    assert_eq!(
+        attesta_validator::metagraph::source_for(&c2)
+            .nodes()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let again = ValidatorConfig::parse(&c2.to_toml().unwrap(), Path::new("/")).unwrap();
+    assert!(again.nodes.as_os_str().is_empty());
+    let base_no_file = base.replace("nodes = \"no-such-nodes.toml\"\n", "");
+    assert!(ValidatorConfig::parse(&base_no_file, Path::new("/")).is_err());
     // Without an endpoint, the nodes file.
     let without = ValidatorConfig::parse(base, Path::new("/")).unwrap();
     let err = attesta_validator::metagraph::source_for(&without)

@@ -337,6 +337,89 @@ pub struct RuntimeApi {
     pub methods: Vec<RuntimeApiMethod>,
 }
 
+// V14, V15 and V16 spell pallets, runtime APIs and extensions with their own types but the
+// same field names: one conversion each, written once.
+macro_rules! pallets {
+    ($m:expr) => {
+        $m.pallets
+            .iter()
+            .map(|p| {
+                let (storage_prefix, storage) = match &p.storage {
+                    Some(st) => (
+                        st.prefix.clone(),
+                        st.entries
+                            .iter()
+                            .map(|e| {
+                                storage_entry(&$m.types, &e.name, &e.modifier, &e.ty, &e.default)
+                            })
+                            .collect::<Result<Vec<_>, MetadataError>>()?,
+                    ),
+                    None => (p.name.clone(), Vec::new()),
+                };
+                Ok(Pallet {
+                    name: p.name.clone(),
+                    index: p.index,
+                    calls_ty: p.calls.as_ref().map(|c| c.ty.id),
+                    event_ty: p.event.as_ref().map(|c| c.ty.id),
+                    error_ty: p.error.as_ref().map(|c| c.ty.id),
+                    storage_prefix,
+                    storage,
+                    constants: p
+                        .constants
+                        .iter()
+                        .map(|c| Constant {
+                            name: c.name.clone(),
+                            ty: c.ty.id,
+                            value: c.value.clone(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect::<Result<Vec<Pallet>, MetadataError>>()?
+    };
+}
+
+macro_rules! apis {
+    ($m:expr) => {
+        $m.apis
+            .iter()
+            .map(|a| RuntimeApi {
+                name: a.name.clone(),
+                methods: a
+                    .methods
+                    .iter()
+                    .map(|mm| RuntimeApiMethod {
+                        name: mm.name.clone(),
+                        inputs: mm
+                            .inputs
+                            .iter()
+                            .map(|i| Arg {
+                                name: i.name.clone(),
+                                ty: i.ty.id,
+                                type_name: None,
+                            })
+                            .collect(),
+                        output_ty: mm.output.id,
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+}
+
+macro_rules! extensions {
+    ($list:expr, $implicit:ident) => {
+        $list
+            .iter()
+            .map(|e| Extension {
+                identifier: e.identifier.clone(),
+                ty: e.ty.id,
+                implicit_ty: e.$implicit.id,
+            })
+            .collect()
+    };
+}
+
 /// Decoded runtime metadata.
 #[derive(Debug, Clone)]
 pub struct Metadata {
@@ -363,204 +446,53 @@ impl Metadata {
     /// Normalises decoded metadata.
     pub fn from_runtime(meta: RuntimeMetadata) -> Result<Self, MetadataError> {
         match meta {
-            RuntimeMetadata::V14(m) => {
-                let pallets = m.pallets.iter().map(|p| {
-                    pallet(
-                        &m.types,
-                        &p.name,
-                        p.index,
-                        PalletEnums {
-                            calls: p.calls.as_ref().map(|c| c.ty.id),
-                            event: p.event.as_ref().map(|c| c.ty.id),
-                            error: p.error.as_ref().map(|c| c.ty.id),
-                        },
-                        p.storage.as_ref(),
-                        &p.constants,
-                    )
-                });
-                let pallets = pallets.collect::<Result<_, _>>()?;
-                let extensions = m
-                    .extrinsic
-                    .signed_extensions
-                    .iter()
-                    .map(|e| Extension {
-                        identifier: e.identifier.clone(),
-                        ty: e.ty.id,
-                        implicit_ty: e.additional_signed.id,
-                    })
-                    .collect();
-                Ok(Metadata {
-                    version: 14,
-                    pallets,
-                    extrinsic: ExtrinsicInfo {
-                        versions: vec![m.extrinsic.version],
-                        address_ty: None,
-                        call_ty: None,
-                        signature_ty: None,
-                        extensions,
-                        extensions_by_version: BTreeMap::new(),
-                    },
-                    apis: None,
-                    types: m.types,
-                })
-            }
-            RuntimeMetadata::V15(m) => {
-                let pallets = m.pallets.iter().map(|p| {
-                    pallet(
-                        &m.types,
-                        &p.name,
-                        p.index,
-                        PalletEnums {
-                            calls: p.calls.as_ref().map(|c| c.ty.id),
-                            event: p.event.as_ref().map(|c| c.ty.id),
-                            error: p.error.as_ref().map(|c| c.ty.id),
-                        },
-                        p.storage.as_ref(),
-                        &p.constants,
-                    )
-                });
-                let pallets = pallets.collect::<Result<_, _>>()?;
-                let extensions = m
-                    .extrinsic
-                    .signed_extensions
-                    .iter()
-                    .map(|e| Extension {
-                        identifier: e.identifier.clone(),
-                        ty: e.ty.id,
-                        implicit_ty: e.additional_signed.id,
-                    })
-                    .collect();
-                let apis = m
-                    .apis
-                    .iter()
-                    .map(|a| RuntimeApi {
-                        name: a.name.clone(),
-                        methods: a
-                            .methods
-                            .iter()
-                            .map(|mm| RuntimeApiMethod {
-                                name: mm.name.clone(),
-                                inputs: mm
-                                    .inputs
-                                    .iter()
-                                    .map(|i| Arg {
-                                        name: i.name.clone(),
-                                        ty: i.ty.id,
-                                        type_name: None,
-                                    })
-                                    .collect(),
-                                output_ty: mm.output.id,
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                Ok(Metadata {
-                    version: 15,
-                    pallets,
-                    extrinsic: ExtrinsicInfo {
-                        versions: vec![m.extrinsic.version],
-                        address_ty: Some(m.extrinsic.address_ty.id),
-                        call_ty: Some(m.extrinsic.call_ty.id),
-                        signature_ty: Some(m.extrinsic.signature_ty.id),
-                        extensions,
-                        extensions_by_version: BTreeMap::new(),
-                    },
-                    apis: Some(apis),
-                    types: m.types,
-                })
-            }
-            RuntimeMetadata::V16(m) => {
-                let pallets = m.pallets.iter().map(|p| {
-                    let constants: Vec<Constant> = p
-                        .constants
+            RuntimeMetadata::V14(m) => Ok(Metadata {
+                version: 14,
+                pallets: pallets!(m),
+                extrinsic: ExtrinsicInfo {
+                    versions: vec![m.extrinsic.version],
+                    address_ty: None,
+                    call_ty: None,
+                    signature_ty: None,
+                    extensions: extensions!(m.extrinsic.signed_extensions, additional_signed),
+                    extensions_by_version: BTreeMap::new(),
+                },
+                apis: None,
+                types: m.types,
+            }),
+            RuntimeMetadata::V15(m) => Ok(Metadata {
+                version: 15,
+                pallets: pallets!(m),
+                extrinsic: ExtrinsicInfo {
+                    versions: vec![m.extrinsic.version],
+                    address_ty: Some(m.extrinsic.address_ty.id),
+                    call_ty: Some(m.extrinsic.call_ty.id),
+                    signature_ty: Some(m.extrinsic.signature_ty.id),
+                    extensions: extensions!(m.extrinsic.signed_extensions, additional_signed),
+                    extensions_by_version: BTreeMap::new(),
+                },
+                apis: Some(apis!(m)),
+                types: m.types,
+            }),
+            RuntimeMetadata::V16(m) => Ok(Metadata {
+                version: 16,
+                pallets: pallets!(m),
+                extrinsic: ExtrinsicInfo {
+                    versions: m.extrinsic.versions.clone(),
+                    address_ty: Some(m.extrinsic.address_ty.id),
+                    call_ty: Some(m.extrinsic.call_ty.id),
+                    signature_ty: Some(m.extrinsic.signature_ty.id),
+                    extensions: extensions!(m.extrinsic.transaction_extensions, implicit),
+                    extensions_by_version: m
+                        .extrinsic
+                        .transaction_extensions_by_version
                         .iter()
-                        .map(|c| Constant {
-                            name: c.name.clone(),
-                            ty: c.ty.id,
-                            value: c.value.clone(),
-                        })
-                        .collect();
-                    let mut out = pallet(
-                        &m.types,
-                        &p.name,
-                        p.index,
-                        PalletEnums {
-                            calls: p.calls.as_ref().map(|c| c.ty.id),
-                            event: p.event.as_ref().map(|c| c.ty.id),
-                            error: p.error.as_ref().map(|c| c.ty.id),
-                        },
-                        None,
-                        &[],
-                    )?;
-                    out.constants = constants;
-                    if let Some(s) = &p.storage {
-                        out.storage_prefix = s.prefix.clone();
-                        out.storage = s
-                            .entries
-                            .iter()
-                            .map(|e| {
-                                storage_entry(&m.types, &e.name, &e.modifier, &e.ty, &e.default)
-                            })
-                            .collect::<Result<_, _>>()?;
-                    }
-                    Ok(out)
-                });
-                let pallets = pallets.collect::<Result<Vec<_>, MetadataError>>()?;
-                let extensions = m
-                    .extrinsic
-                    .transaction_extensions
-                    .iter()
-                    .map(|e| Extension {
-                        identifier: e.identifier.clone(),
-                        ty: e.ty.id,
-                        implicit_ty: e.implicit.id,
-                    })
-                    .collect();
-                let apis = m
-                    .apis
-                    .iter()
-                    .map(|a| RuntimeApi {
-                        name: a.name.clone(),
-                        methods: a
-                            .methods
-                            .iter()
-                            .map(|mm| RuntimeApiMethod {
-                                name: mm.name.clone(),
-                                inputs: mm
-                                    .inputs
-                                    .iter()
-                                    .map(|i| Arg {
-                                        name: i.name.clone(),
-                                        ty: i.ty.id,
-                                        type_name: None,
-                                    })
-                                    .collect(),
-                                output_ty: mm.output.id,
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                let by_version = m
-                    .extrinsic
-                    .transaction_extensions_by_version
-                    .iter()
-                    .map(|(v, idx)| (*v, idx.iter().map(|c| c.0).collect()))
-                    .collect();
-                Ok(Metadata {
-                    version: 16,
-                    pallets,
-                    extrinsic: ExtrinsicInfo {
-                        versions: m.extrinsic.versions.clone(),
-                        address_ty: Some(m.extrinsic.address_ty.id),
-                        call_ty: Some(m.extrinsic.call_ty.id),
-                        signature_ty: Some(m.extrinsic.signature_ty.id),
-                        extensions,
-                        extensions_by_version: by_version,
-                    },
-                    apis: Some(apis),
-                    types: m.types,
-                })
-            }
+                        .map(|(v, idx)| (*v, idx.iter().map(|c| c.0).collect()))
+                        .collect(),
+                },
+                apis: Some(apis!(m)),
+                types: m.types,
+            }),
             other => Err(MetadataError::UnsupportedVersion(other.version())),
         }
     }
@@ -801,50 +733,6 @@ impl Metadata {
             None => format!("type {ty}"),
         }
     }
-}
-
-/// The type ids of a pallet's call, event and error enums.
-struct PalletEnums {
-    calls: Option<u32>,
-    event: Option<u32>,
-    error: Option<u32>,
-}
-
-fn pallet(
-    reg: &PortableRegistry,
-    name: &str,
-    index: u8,
-    enums: PalletEnums,
-    storage: Option<&frame_metadata::v14::PalletStorageMetadata<PortableForm>>,
-    constants: &[frame_metadata::v14::PalletConstantMetadata<PortableForm>],
-) -> Result<Pallet, MetadataError> {
-    let (storage_prefix, entries) = match storage {
-        Some(s) => (
-            s.prefix.clone(),
-            s.entries
-                .iter()
-                .map(|e| storage_entry(reg, &e.name, &e.modifier, &e.ty, &e.default))
-                .collect::<Result<_, _>>()?,
-        ),
-        None => (name.to_owned(), Vec::new()),
-    };
-    Ok(Pallet {
-        name: name.to_owned(),
-        index,
-        calls_ty: enums.calls,
-        event_ty: enums.event,
-        error_ty: enums.error,
-        storage_prefix,
-        storage: entries,
-        constants: constants
-            .iter()
-            .map(|c| Constant {
-                name: c.name.clone(),
-                ty: c.ty.id,
-                value: c.value.clone(),
-            })
-            .collect(),
-    })
 }
 
 fn storage_entry(

@@ -158,6 +158,26 @@ fn codec<T: Decode>(ty: u32, input: &mut &[u8]) -> Result<T, ValueError> {
     T::decode(input).map_err(|source| ValueError::Codec { ty, source })
 }
 
+/// `len` as a count, refused when it exceeds the bytes left (each item takes ≥ 1 byte).
+fn check_len(ty: u32, len: u64, input: &[u8]) -> Result<usize, ValueError> {
+    match usize::try_from(len) {
+        Ok(n) if n <= input.len() => Ok(n),
+        _ => Err(ValueError::LengthTooLarge {
+            ty,
+            len,
+            left: input.len(),
+        }),
+    }
+}
+
+/// The next `len` bytes.
+fn take<'a>(ty: u32, input: &mut &'a [u8], len: u64) -> Result<&'a [u8], ValueError> {
+    let n = check_len(ty, len, input)?;
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
 fn decode_fields(
     registry: &PortableRegistry,
     fields: &[scale_info::Field<PortableForm>],
@@ -203,32 +223,19 @@ fn decode_at(
             })
         }
         TypeDef::Sequence(s) => {
-            let len = codec::<Compact<u64>>(ty, input)?.0;
             // Every item takes at least one byte except zero-sized ones; a zero-sized item
             // type with a huge length is refused the same way (no honest chain sends it).
-            if len > input.len() as u64 {
-                return Err(ValueError::LengthTooLarge {
-                    ty,
-                    len,
-                    left: input.len(),
-                });
-            }
-            let mut items = Vec::with_capacity(len as usize);
+            let len = check_len(ty, codec::<Compact<u64>>(ty, input)?.0, input)?;
+            let mut items = Vec::with_capacity(len);
             for _ in 0..len {
                 items.push(decode_at(registry, s.type_param.id, input, depth + 1)?);
             }
             Ok(Value::Sequence(items))
         }
         TypeDef::Array(a) => {
-            if u64::from(a.len) > input.len() as u64 {
-                return Err(ValueError::LengthTooLarge {
-                    ty,
-                    len: a.len.into(),
-                    left: input.len(),
-                });
-            }
-            let mut items = Vec::with_capacity(a.len as usize);
-            for _ in 0..a.len {
+            let len = check_len(ty, a.len.into(), input)?;
+            let mut items = Vec::with_capacity(len);
+            for _ in 0..len {
                 items.push(decode_at(registry, a.type_param.id, input, depth + 1)?);
             }
             Ok(Value::Sequence(items))
@@ -245,17 +252,7 @@ fn decode_at(
         TypeDef::BitSequence(_) => {
             // Bits are rare in what we read; keep the raw bytes (u8 store, Lsb0 order).
             let bits = codec::<Compact<u64>>(ty, input)?.0;
-            let n = bits.div_ceil(8);
-            if n > input.len() as u64 {
-                return Err(ValueError::LengthTooLarge {
-                    ty,
-                    len: n,
-                    left: input.len(),
-                });
-            }
-            let (head, rest) = input.split_at(n as usize);
-            *input = rest;
-            Ok(Value::Bytes(head.to_vec()))
+            Ok(Value::Bytes(take(ty, input, bits.div_ceil(8))?.to_vec()))
         }
     }
 }
@@ -296,16 +293,7 @@ fn decode_primitive(ty: u32, p: &TypeDefPrimitive, input: &mut &[u8]) -> Result<
         }
         TypeDefPrimitive::Str => {
             let len = codec::<Compact<u64>>(ty, input)?.0;
-            if len > input.len() as u64 {
-                return Err(ValueError::LengthTooLarge {
-                    ty,
-                    len,
-                    left: input.len(),
-                });
-            }
-            let (head, rest) = input.split_at(len as usize);
-            *input = rest;
-            Value::Str(String::from_utf8_lossy(head).into_owned())
+            Value::Str(String::from_utf8_lossy(take(ty, input, len)?).into_owned())
         }
         TypeDefPrimitive::U8 => Value::Uint(codec::<u8>(ty, input)?.into()),
         TypeDefPrimitive::U16 => Value::Uint(codec::<u16>(ty, input)?.into()),

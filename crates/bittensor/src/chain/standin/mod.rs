@@ -162,12 +162,41 @@ impl ChainState {
         }
     }
 
-    /// Adds `n` blocks; returns the new head.
+    /// Adds `n` blocks; returns the new head. Like a chain, a new block starts with no
+    /// events (`System.Events` is cleared).
     pub fn advance(&mut self, n: u64) -> u64 {
         self.block = self.block.saturating_add(n);
         let number = u32::try_from(self.block).unwrap_or(u32::MAX);
         self.put("System", "Number", &[], number.encode());
+        if let Ok(k) = self.metadata.storage_key("System", "Events", &[]) {
+            self.storage.remove(&k);
+        }
         self.block
+    }
+
+    /// Appends one SCALE-encoded `EventRecord` (of the served metadata's event type; for the
+    /// devnet metadata, [`runtime::EventRecord`]) to `System.Events` of the head block.
+    /// Returns false when the metadata has no `System.Events` or the stored list is not a
+    /// SCALE `Vec` (then nothing changes).
+    pub fn push_event(&mut self, record: &[u8]) -> bool {
+        let Ok(key) = self.metadata.storage_key("System", "Events", &[]) else {
+            return false;
+        };
+        let (count, items) = match self.storage.get(&key) {
+            None => (0u32, Vec::new()),
+            Some(v) => {
+                let mut input = v.as_slice();
+                match Compact::<u32>::decode(&mut input) {
+                    Ok(c) => (c.0, input.to_vec()),
+                    Err(_) => return false,
+                }
+            }
+        };
+        let mut out = Compact(count.saturating_add(1)).encode();
+        out.extend_from_slice(&items);
+        out.extend_from_slice(record);
+        self.storage.insert(key, out);
+        true
     }
 }
 
@@ -657,13 +686,25 @@ fn submit(shared: &Shared, params: &Value) -> Result<([u8; 32], u64), RpcFault> 
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let mut st = shared.state();
+    // The handler's events (push_event) belong to the block that includes the extrinsic:
+    // it starts from an empty list, which survives the new block; a refusal restores the
+    // head block's events.
+    let events_key = st.metadata.storage_key("System", "Events", &[]).ok();
+    let head_events = events_key.as_ref().and_then(|k| st.storage.remove(k));
     let verdict = match &handler {
         Some(h) => h(&mut st, &bytes),
         None => ExtrinsicVerdict::Include,
     };
+    let new_events = events_key.as_ref().and_then(|k| st.storage.remove(k));
+    let restore = |st: &mut ChainState, v: Option<Vec<u8>>| {
+        if let (Some(k), Some(v)) = (events_key.clone(), v) {
+            st.storage.insert(k, v);
+        }
+    };
     match verdict {
         ExtrinsicVerdict::Include => {
             let block = st.advance(1);
+            restore(&mut st, new_events);
             st.extrinsics.push(SubmittedExtrinsic {
                 bytes,
                 hash,
@@ -672,6 +713,7 @@ fn submit(shared: &Shared, params: &Value) -> Result<([u8; 32], u64), RpcFault> 
             Ok((hash, block))
         }
         ExtrinsicVerdict::Invalid(why) => {
+            restore(&mut st, head_events);
             st.extrinsics.push(SubmittedExtrinsic {
                 bytes,
                 hash,

@@ -97,7 +97,9 @@ fn apply(st: &mut ChainState, bytes: &[u8]) -> ExtrinsicVerdict {
             })));
         }
     }
-    st.put("System", "Events", &[], events.encode());
+    for e in &events {
+        st.push_event(&e.encode());
+    }
     ExtrinsicVerdict::Include
 }
 
