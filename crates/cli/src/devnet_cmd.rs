@@ -473,6 +473,18 @@ async fn drive(
         let chain = Standin::start(StandinConfig::devnet())
             .await
             .context("starting the chain stand-in")?;
+        // Weights go to the stand-in too: its write handler checks and applies them. Its
+        // blocks advance only with extrinsics, so the weights rate limit is 0 (SCALE: the u16
+        // netuid key, a u64 value) or every epoch after the first would be skipped.
+        chain.set_extrinsic_handler(attesta_bittensor::chain::standin::writes::handler());
+        chain.with_state(|st| {
+            st.put(
+                "SubtensorModule",
+                "WeightsSetRateLimit",
+                &[&DEVNET_NETUID.to_le_bytes()],
+                0u64.to_le_bytes().to_vec(),
+            )
+        });
         chain.register(
             DEVNET_NETUID,
             NeuronSpec {
@@ -520,7 +532,8 @@ async fn drive(
         if !args.json {
             println!(
                 "chain stand-in (a test double, NOT a chain): {} netuid {DEVNET_NETUID}, {n} axons \
-                 registered; the validator discovers them from its metagraph",
+                 registered; the validator discovers them from its metagraph and commits its \
+                 weights there",
                 chain.url()
             );
         }

@@ -30,6 +30,8 @@ pub const EXIT_REJECTED: u8 = 3;
 /// Exit status for flags that contradict each other (as clap's usage errors),
 /// e.g. `--insecure-fault` under a hardware TEE.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status of `attesta axon --announce` when its hotkey is not registered on the subnet.
+pub const EXIT_NOT_REGISTERED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +40,8 @@ pub const EXIT_USAGE: u8 = 2;
     about = "Verified, private ML inference on trusted execution environments",
     long_about = "attesta runs ONNX models by IPFS content address inside a TEE, proves what it is \
                   with remote attestation, and lets validators score nodes.\n\n\
-                  Exit codes: 0 success, 1 error, 2 usage error, 3 verification rejected."
+                  Exit codes: 0 success, 1 error, 2 usage error, 3 verification rejected, \
+                  4 hotkey not registered on the subnet (axon --announce)."
 )]
 struct Cli {
     /// TOML config file (flags and env vars override it).

@@ -341,4 +341,17 @@ fn devnet_bittensor_reaches_every_node_through_its_axon() {
         (Some(0.0), Some(0)),
         "{state:#}"
     );
+    // The weights went to the stand-in as commit-reveal v4 commits (its default), recorded
+    // beside the weights file.
+    let record = std::fs::read_to_string(dir.path().join("validator/weights.chain.jsonl"))
+        .unwrap_or_else(|e| panic!("no chain weights record: {e}: {stderr}"));
+    let lines: Vec<Value> = record
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["record"]["action"] == "committed"),
+        "{record}"
+    );
+    assert!(lines.iter().all(|l| l.get("error").is_none()), "{record}");
 }

@@ -95,6 +95,20 @@ pub struct BittensorConfig {
     /// The subnet whose neurons are validated (env `ATTESTA_NETUID` on `attesta validator`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netuid: Option<u16>,
+    /// With `endpoint`: whether epoch weights go to the chain (default true): committed
+    /// (commit-reveal v4) or set, besides the weights file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_weights: Option<bool>,
+    /// `"auto"` (default: follow the subnet), `"on"` (always commit; refuse if the subnet has
+    /// commit-reveal off) or `"off"` (always `set_weights`; refuse if it is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_reveal: Option<attesta_bittensor::chain::weights::CommitReveal>,
+    /// The weights version key to send (default: the subnet's `WeightsVersionKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_key: Option<u64>,
+    /// The chain's block time in milliseconds, for the commit's drand round (default 12000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_time_ms: Option<u64>,
 }
 
 impl BittensorConfig {
@@ -519,6 +533,32 @@ cid = "bafkreia"
                 .bittensor
                 .is_none()
         );
+    }
+
+    #[test]
+    fn chain_weights_settings() {
+        use attesta_bittensor::chain::weights::CommitReveal;
+        let text = format!(
+            "{MIN}\n[validator.bittensor]\nhotkey_uri = \"//Bob\"\nendpoint = \"ws://127.0.0.1:9944\"\n\
+             netuid = 3\ncommit_reveal = \"on\"\nversion_key = 7\nblock_time_ms = 250\n"
+        );
+        let c = ValidatorConfig::parse(&text, Path::new(".")).unwrap();
+        let bt = c.bittensor.clone().unwrap();
+        assert_eq!(bt.commit_reveal, Some(CommitReveal::On));
+        assert_eq!((bt.version_key, bt.block_time_ms), (Some(7), Some(250)));
+        // Rendered back and parsed again, the same.
+        let again = ValidatorConfig::parse(&c.to_toml().unwrap(), Path::new(".")).unwrap();
+        assert_eq!(again.bittensor, c.bittensor);
+        for (v, want) in [("auto", CommitReveal::Auto), ("off", CommitReveal::Off)] {
+            let t = text.replace("\"on\"", &format!("\"{v}\""));
+            let c = ValidatorConfig::parse(&t, Path::new(".")).unwrap();
+            assert_eq!(c.bittensor.unwrap().commit_reveal, Some(want));
+        }
+        let bad = text.replace("\"on\"", "\"maybe\"");
+        assert!(matches!(
+            ValidatorConfig::parse(&bad, Path::new(".")),
+            Err(ConfigError::Syntax { .. })
+        ));
     }
 
     #[test]

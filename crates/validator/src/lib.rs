@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod axon_transport;
+pub mod chain_sink;
 pub mod challenge;
 pub mod client_channel;
 pub mod config;

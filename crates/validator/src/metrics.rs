@@ -19,6 +19,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChainWeightsLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     node: String,
 }
@@ -33,6 +38,7 @@ pub struct Metrics {
     score: Family<NodeLabels, Gauge<f64, AtomicU64>>,
     weight: Family<NodeLabels, Gauge<f64, AtomicU64>>,
     current_round: Gauge,
+    chain_weights: Family<ChainWeightsLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +87,12 @@ impl Metrics {
         );
         let current_round = Gauge::default();
         registry.register("round", "Last committed round", current_round.clone());
+        let chain_weights = Family::<ChainWeightsLabels, Counter>::default();
+        registry.register(
+            "chain_weights",
+            "Epoch weights sent to the chain, by outcome (committed, set, error, or why skipped)",
+            chain_weights.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             attempts,
@@ -90,7 +102,17 @@ impl Metrics {
             score,
             weight,
             current_round,
+            chain_weights,
         }
+    }
+
+    /// Counts one chain weights attempt by outcome.
+    pub fn record_chain_weights(&self, outcome: &str) {
+        self.chain_weights
+            .get_or_create(&ChainWeightsLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets the round gauge (at startup, from the database).

@@ -184,7 +184,9 @@ pub fn normalise(scores: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
 }
 
 /// Bittensor's `set_weights` form: max-upscaled so the largest is 65535,
-/// rounded, zeros dropped.
+/// rounded, zeros dropped — exactly the Python SDK's `convert_weights_and_uids_for_emit`
+/// (10.5.0): `w / max * 65535` in double precision, rounded half to even (Python's `round`).
+/// The one home of this conversion (the weights file and the chain sink both use it).
 pub fn to_u16(weights: &BTreeMap<String, f64>) -> BTreeMap<String, u16> {
     let max = weights
         .values()
@@ -197,7 +199,7 @@ pub fn to_u16(weights: &BTreeMap<String, f64>) -> BTreeMap<String, u16> {
     weights
         .iter()
         .filter_map(|(id, w)| {
-            let v = (w / max * f64::from(u16::MAX)).round();
+            let v = (w / max * f64::from(u16::MAX)).round_ties_even();
             (v.is_finite() && v >= 1.0).then(|| (id.clone(), v.min(f64::from(u16::MAX)) as u16))
         })
         .collect()
@@ -327,6 +329,23 @@ mod tests {
         assert_eq!(w["c"], 0.0);
         let u = to_u16(&w);
         assert_eq!(u.get("a"), Some(&65535));
+        // The SDK's own outputs (bittensor 10.5.0 convert_weights_and_uids_for_emit),
+        // including the ties it rounds to even: 0.5 → 0 (dropped), 32767.5 → 32768.
+        let sdk = |ws: &[f64]| {
+            to_u16(
+                &ws.iter()
+                    .enumerate()
+                    .map(|(i, w)| (i.to_string(), *w))
+                    .collect(),
+            )
+            .into_values()
+            .collect::<Vec<u16>>()
+        };
+        assert_eq!(sdk(&[131_070.0, 1.0]), vec![65535]);
+        assert_eq!(sdk(&[1.0, 0.5]), vec![65535, 32768]);
+        assert_eq!(sdk(&[0.75, 0.25, 0.0]), vec![65535, 21845]);
+        assert_eq!(sdk(&[0.1, 0.7, 0.2]), vec![9362, 65535, 18724]);
+        assert_eq!(sdk(&[3.0, 1.0, 2.0]), vec![65535, 21845, 43690]);
         assert_eq!(u.get("b"), Some(&21845));
         assert!(!u.contains_key("c"), "zeros are dropped");
         assert!(to_u16(&normalise(&BTreeMap::from([("x".to_string(), 0.0)]))).is_empty());

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use attesta_content::{ModelStore, StoreOptions};
 use attesta_engine::tract::TractEngine;
 
+use attesta_bittensor::chain::RpcConfig;
+use attesta_bittensor::chain::weights::WeightsConfig;
+
+use crate::chain_sink::{ChainWeightSink, os_seed, record_path};
 use crate::challenge::{ChallengeError, ChallengeSet};
 use crate::config::{ConfigError, ValidatorConfig};
 use crate::probe::ChannelFactory;
@@ -72,7 +76,10 @@ pub async fn build(
         })?;
     }
     let state = State::open(&cfg.database)?;
-    let sinks: Vec<Box<dyn WeightSink>> = vec![Box::new(FileSink::new(&cfg.weights_file))];
+    let mut sinks: Vec<Box<dyn WeightSink>> = vec![Box::new(FileSink::new(&cfg.weights_file))];
+    if let Some(sink) = chain_sink(cfg, Arc::clone(&clock), Arc::clone(&status))? {
+        sinks.push(Box::new(sink));
+    }
     let parts = Parts {
         source: crate::metagraph::source_for(cfg),
         channels,
@@ -94,6 +101,45 @@ pub async fn build(
         status,
     };
     Ok(Validator::start(parts).await?)
+}
+
+/// The chain weight sink a config asks for: `[validator.bittensor]` with `endpoint` and
+/// `netuid` (unless `chain_weights = false`), signing with its hotkey and recording beside
+/// the weights file.
+pub fn chain_sink(
+    cfg: &ValidatorConfig,
+    clock: Arc<dyn Clock>,
+    status: Arc<Status>,
+) -> Result<Option<ChainWeightSink>, ServiceError> {
+    let Some(bt) = &cfg.bittensor else {
+        return Ok(None);
+    };
+    let (Some(endpoint), Some(netuid)) = (&bt.endpoint, bt.netuid) else {
+        return Ok(None);
+    };
+    if bt.chain_weights == Some(false) {
+        return Ok(None);
+    }
+    let mut weights = WeightsConfig::new(netuid);
+    weights.commit_reveal = bt.commit_reveal.unwrap_or_default();
+    weights.version_key = bt.version_key;
+    if let Some(ms) = bt.block_time_ms {
+        weights.block_time = std::time::Duration::from_millis(ms);
+    }
+    let rpc = RpcConfig {
+        request_timeout: cfg.node_timeout().max(std::time::Duration::from_secs(10)),
+        ..RpcConfig::default()
+    };
+    Ok(Some(ChainWeightSink::new(
+        endpoint.clone(),
+        rpc,
+        bt.hotkey()?,
+        weights,
+        record_path(&cfg.weights_file),
+        clock,
+        os_seed(),
+        status,
+    )))
 }
 
 /// Binds `addr` and serves `/v1/nodes` and `/metrics` (and, given a gateway, its routes)

@@ -177,6 +177,11 @@ impl Status {
         }
     }
 
+    /// Counts one attempt of the chain weight sink (`attesta_validator_chain_weights`).
+    pub fn record_chain_weights(&self, outcome: &str) {
+        self.metrics.record_chain_weights(outcome);
+    }
+
     /// Prometheus text exposition.
     pub fn render_metrics(&self) -> String {
         self.metrics.render()

@@ -1,4 +1,4 @@
-//! Where epoch weights go: a JSON file now, the chain later.
+//! Where epoch weights go: a JSON file, and the chain ([`crate::chain_sink`]).
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,9 @@ pub enum SinkError {
     /// The blocking write task failed (panicked or was cancelled).
     #[error("weight sink: {0}")]
     Task(#[source] tokio::task::JoinError),
+    /// The chain sink could not commit or set the weights.
+    #[error("chain weights: {0}")]
+    Chain(#[source] Box<crate::chain_sink::ChainSinkError>),
 }
 
 /// Receives the weights of every epoch (idempotent: the same epoch may be

@@ -8,19 +8,31 @@
 //! - [`client`], [`neurons`]: a [`ChainClient`] that reads blocks, storage and the subnet's
 //!   neurons (`NeuronInfoRuntimeApi_get_neurons_lite`);
 //! - [`callers`]: the axon's default callers, the subnet's validator-permit holders;
-//! - `standin` (feature `standin`): a JSON-RPC test double for tests and `attesta devnet`.
+//! - `standin` (feature `standin`): a JSON-RPC test double for tests and `attesta devnet`;
+//! - the write side: [`tlock`] and [`reveal`] (commit-reveal v4 commits and their drand
+//!   round), [`extrinsic`] (signed v4 extrinsics), [`calls`] (calls checked against the
+//!   metadata), [`submit`] (submission, inclusion, events, dispatch errors by name),
+//!   [`weights`] (commit or set weights under the subnet's rules), [`announce`] (a miner's
+//!   `serve_axon`, registered and outside the serving rate limit).
 //!
 //! Every chain answer is untrusted: lengths are bounded by the bytes received, decoders
 //! never panic, and the WebSocket message size is capped.
 
+pub mod announce;
 pub mod callers;
+pub mod calls;
 pub mod client;
+pub mod extrinsic;
 pub mod metadata;
 pub mod neurons;
+pub mod reveal;
 pub mod rpc;
 #[cfg(feature = "standin")]
 pub mod standin;
+pub mod submit;
+pub mod tlock;
 pub mod value;
+pub mod weights;
 
 use std::time::Duration;
 

@@ -1,11 +1,11 @@
 //! **A test double of a subtensor node** (feature `standin`): a WebSocket JSON-RPC server on
 //! 127.0.0.1 for tests and `attesta devnet --bittensor`. It is not a chain: no consensus, no
-//! runtime, no signature checks; blocks advance only when told to (or when it accepts an
-//! extrinsic); storage reads ignore the block they name. It says so in its log line and in
+//! runtime, no signature checks unless the write side's handler ([`writes`]) is installed;
+//! blocks advance only when told to (or when it accepts an extrinsic); storage reads ignore the block they name. It says so in its log line and in
 //! `system_name` (`attesta-standin (NOT A CHAIN)`).
 //!
 //! Served: `chain_getBlockHash`, `chain_getHeader`, `chain_getFinalizedHead`,
-//! `state_getRuntimeVersion`, `state_getMetadata`, `state_getStorage`, `state_call`
+//! `chain_getBlock`, `state_getRuntimeVersion`, `state_getMetadata`, `state_getStorage`, `state_call`
 //! (`NeuronInfoRuntimeApi_get_neurons_lite`, `Metadata_metadata_at_version`,
 //! `Metadata_metadata_versions`), `system_accountNextIndex`, `system_name`,
 //! `author_submitExtrinsic`, `author_submitAndWatchExtrinsic`.
@@ -17,6 +17,7 @@
 //! [`ExtrinsicHandler`] (the write side's) may decode and apply them to [`ChainState`].
 
 pub mod runtime;
+pub mod writes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -588,6 +589,26 @@ fn handle(shared: &Shared, method: &str, params: &Value) -> Result<Value, RpcFau
             })
         }
         "chain_getFinalizedHead" => Ok(json!(to_hex(&st.block_hash(st.block)))),
+        // The block's extrinsics (the ones the stand-in included in it), for finding an
+        // extrinsic's index and so its events.
+        "chain_getBlock" => {
+            let h = match param_str(params, 0) {
+                None => st.block_hash(st.block).to_vec(),
+                Some(h) => from_hex(h, "hash").map_err(|e| RpcFault::params(e.to_string()))?,
+            };
+            let n = (0..=st.block)
+                .rev()
+                .find(|n| st.block_hash(*n)[..] == h[..]);
+            Ok(n.map_or(Value::Null, |n| {
+                let xts: Vec<String> = st
+                    .extrinsics
+                    .iter()
+                    .filter(|x| x.block == Some(n))
+                    .map(|x| to_hex(&x.bytes))
+                    .collect();
+                json!({"block": {"header": header(&st, n), "extrinsics": xts}, "justifications": null})
+            }))
+        }
         "chain_getHeader" => {
             let n = match param_str(params, 0) {
                 None => Some(st.block),
