@@ -253,7 +253,11 @@ mod tests {
                 "chunked={chunked}"
             );
             let relayed = relay.post_sealed(&big, "x/y", Bytes::new(), 1 << 20).await;
-            assert_eq!(relayed.err(), Some(RelayFailure::TooLarge), "chunked={chunked}");
+            assert_eq!(
+                relayed.err(),
+                Some(RelayFailure::TooLarge),
+                "chunked={chunked}"
+            );
 
             let small = serve(vec![7u8; 1000], chunked).await;
             let resp = http.get(&small).send().await.unwrap();
@@ -283,7 +287,12 @@ mod tests {
             .unwrap()
             .port();
         let closed = relay
-            .post_sealed(&format!("http://127.0.0.1:{port}"), "x/y", Bytes::new(), 1 << 20)
+            .post_sealed(
+                &format!("http://127.0.0.1:{port}"),
+                "x/y",
+                Bytes::new(),
+                1 << 20,
+            )
             .await;
         assert_eq!(closed.err(), Some(RelayFailure::Unreachable));
     }
