@@ -245,8 +245,8 @@ impl Gateway {
             clock: parts.clock,
             client_rng: parts.client_rng,
             rng: Mutex::new(parts.rng),
+            relay: NodeRelay::new(http.clone()),
             http,
-            relay: NodeRelay::new(parts.node_timeout)?,
             clients: Mutex::new(HashMap::new()),
             metrics: GatewayMetrics::new(),
         }))
