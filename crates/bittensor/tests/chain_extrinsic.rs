@@ -15,15 +15,6 @@ use attesta_bittensor::chain::metadata::Metadata;
 use parity_scale_codec::Encode;
 use serde_json::{Value, json};
 
-fn bittensor_python() -> Option<PathBuf> {
-    let p = std::env::var_os("ATTESTA_BITTENSOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            attesta_test_support::workspace_root().join(".venv-bittensor/bin/python")
-        });
-    p.exists().then_some(p)
-}
-
 /// The spec-343 runtime's transaction extensions, in its metadata's order.
 fn spec343_extensions() -> Vec<ExtensionInfo> {
     vec![
@@ -89,12 +80,7 @@ fn params(nonce: u64, tip: u64, block: u64) -> TxParams {
 
 #[test]
 fn sdk_decodes_our_set_weights_and_serve_axon() {
-    let Some(py) = bittensor_python() else {
-        eprintln!(
-            "SKIPPED: no .venv-bittensor (set ATTESTA_BITTENSOR_PYTHON; scripts/setup-venv makes it)"
-        );
-        return;
-    };
+    let py = attesta_test_support::bittensor_python();
     let key = Hotkey::from_dev_uri("//Alice").unwrap();
     // The extensions as read from the metadata (emptiness from its type registry) are the
     // spec-343 runtime's.

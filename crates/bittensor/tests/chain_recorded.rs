@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use attesta_bittensor::chain::metadata::Metadata;
@@ -98,23 +97,12 @@ fn damaged_answers_are_errors_not_panics() {
     assert!(decode_neurons_lite(&[0x03, 0, 0, 0, 0x40]).is_err());
 }
 
-/// The SDK venv's interpreter, or `None` with the reason printed.
-fn oracle() -> Option<Command> {
-    let p = std::env::var_os("ATTESTA_BITTENSOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            attesta_test_support::workspace_root().join(".venv-bittensor/bin/python")
-        });
-    if !p.exists() {
-        println!(
-            "SKIPPED: independent decoder not run: Bittensor venv {} missing (scripts/setup-venv)",
-            p.display()
-        );
-        return None;
-    }
+/// The SDK venv's interpreter running the independent decoder.
+fn oracle() -> Command {
+    let p = attesta_test_support::bittensor_python();
     let mut c = Command::new(p);
     c.arg(attesta_test_support::workspace_root().join("tests/bittensor/chain_oracle.py"));
-    Some(c)
+    c
 }
 
 fn run(mut c: Command, stdin: &str) -> Value {
@@ -143,7 +131,7 @@ fn run(mut c: Command, stdin: &str) -> Value {
 fn recorded_neurons_match_the_independent_decoder() {
     let meta = attesta_test_support::fixture(V15);
     for bytes in [spec208(), spec343()] {
-        let Some(mut c) = oracle() else { return };
+        let mut c = oracle();
         c.arg("neurons").arg(&meta).arg("-");
         let theirs = run(c, &hex::encode(&bytes));
         let ours = decode_neurons_lite(&bytes).unwrap();
@@ -205,7 +193,7 @@ fn storage_keys_decode_back_with_the_independent_decoder() {
             .unwrap();
         assert_eq!(k, keys[3], "{rel}");
     }
-    let Some(mut c) = oracle() else { return };
+    let mut c = oracle();
     c.arg("storage-key").arg(&meta_path);
     for k in &keys {
         c.arg(hex::encode(k));

@@ -3,7 +3,6 @@
 //! `get_encrypted_commit_v2` itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,15 +57,6 @@ fn every_epoch_schedule_vector() {
     assert_eq!(n, 4, "the vector file changed: check every case is covered");
 }
 
-fn bittensor_python() -> Option<PathBuf> {
-    let p = std::env::var_os("ATTESTA_BITTENSOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            attesta_test_support::workspace_root().join(".venv-bittensor/bin/python")
-        });
-    p.exists().then_some(p)
-}
-
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Gen(u64);
 impl Gen {
@@ -83,12 +73,7 @@ impl Gen {
 
 #[test]
 fn random_schedules_match_bittensor_drand() {
-    let Some(py) = bittensor_python() else {
-        eprintln!(
-            "SKIPPED: no .venv-bittensor (set ATTESTA_BITTENSOR_PYTHON; scripts/setup-venv makes it)"
-        );
-        return;
-    };
+    let py = attesta_test_support::bittensor_python();
     let mut g = Gen(0x9e37_79b9_7f4a_7c15);
     let mut cases = Vec::new();
     for _ in 0..300 {

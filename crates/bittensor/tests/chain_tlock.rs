@@ -3,7 +3,6 @@
 //! commit made here opens with `bittensor_drand.decrypt_with_signature`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use attesta_bittensor::chain::tlock::{
@@ -166,23 +165,9 @@ fn a_test_beacon_opens_commits_to_its_key() {
     ));
 }
 
-fn bittensor_python() -> Option<PathBuf> {
-    let p = std::env::var_os("ATTESTA_BITTENSOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            attesta_test_support::workspace_root().join(".venv-bittensor/bin/python")
-        });
-    p.exists().then_some(p)
-}
-
 #[test]
 fn our_commit_opens_with_bittensor_drand() {
-    let Some(py) = bittensor_python() else {
-        eprintln!(
-            "SKIPPED: no .venv-bittensor (set ATTESTA_BITTENSOR_PYTHON; scripts/setup-venv makes it)"
-        );
-        return;
-    };
+    let py = attesta_test_support::bittensor_python();
     let v = vectors();
     let p = fixture_payload(&v);
     let sig_hex = v["pulse_round_1000"]["signature_g1_compressed_hex"]

@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,14 +25,7 @@ const ALICE: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
 
 /// The SDK's interpreter (scripts/setup-venv makes it; missing is a failure, not a skip).
 fn bt_python() -> Command {
-    let p = std::env::var_os("ATTESTA_BITTENSOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv-bittensor/bin/python"));
-    assert!(
-        p.exists(),
-        "Bittensor venv not found at {} — run scripts/setup-venv",
-        p.display()
-    );
+    let p = attesta_test_support::bittensor_python();
     let mut c = Command::new(p);
     c.arg(workspace().join("tests/bittensor/interop.py"))
         .env("PYTHONPATH", workspace().join("python"));

@@ -51,6 +51,21 @@ pub fn read_fixture(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading fixture {}: {e}", path.display()))
 }
 
+/// The Bittensor SDK venv's Python (bittensor 10.5.0, bittensor-drand, scalecodec; made by
+/// scripts/setup-venv, located by `ATTESTA_BITTENSOR_PYTHON`). Missing is a failure, not a
+/// skip: a cross-check that silently does not run would pass without checking anything.
+pub fn bittensor_python() -> PathBuf {
+    let py = std::env::var_os("ATTESTA_BITTENSOR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-bittensor/bin/python"));
+    assert!(
+        py.exists(),
+        "Bittensor venv {} not found: run scripts/setup-venv (or set ATTESTA_BITTENSOR_PYTHON)",
+        py.display()
+    );
+    py
+}
+
 /// The test venv's Python (with onnx, onnxruntime, numpy; see scripts/setup-venv).
 pub fn python() -> PathBuf {
     let py = std::env::var_os("ATTESTA_PYTHON")
