@@ -55,25 +55,22 @@ pub fn read_fixture(rel: &str) -> Vec<u8> {
 /// scripts/setup-venv, located by `ATTESTA_BITTENSOR_PYTHON`). Missing is a failure, not a
 /// skip: a cross-check that silently does not run would pass without checking anything.
 pub fn bittensor_python() -> PathBuf {
-    let py = std::env::var_os("ATTESTA_BITTENSOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv-bittensor/bin/python"));
-    assert!(
-        py.exists(),
-        "Bittensor venv {} not found: run scripts/setup-venv (or set ATTESTA_BITTENSOR_PYTHON)",
-        py.display()
-    );
-    py
+    venv_python("ATTESTA_BITTENSOR_PYTHON", ".venv-bittensor")
 }
 
 /// The test venv's Python (with onnx, onnxruntime, numpy; see scripts/setup-venv).
 pub fn python() -> PathBuf {
-    let py = std::env::var_os("ATTESTA_PYTHON")
+    venv_python("ATTESTA_PYTHON", ".venv")
+}
+
+/// A venv's interpreter: `$env` if set, else `<workspace>/<dir>/bin/python`; missing fails.
+fn venv_python(env: &str, dir: &str) -> PathBuf {
+    let py = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+        .unwrap_or_else(|| workspace_root().join(dir).join("bin/python"));
     assert!(
         py.exists(),
-        "Python {} not found: run scripts/setup-venv (or set ATTESTA_PYTHON)",
+        "Python {} not found: run scripts/setup-venv (or set {env})",
         py.display()
     );
     py
