@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use attesta_gguf::{Gguf, Limits};
+use attesta_gguf::{Gguf, Limits, Tokenizer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,5 +19,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(t.offset >= g.data_offset && t.offset + t.size <= len);
         }
         let _ = (g.quantisation(), g.parameter_count(), g.arch_u32("context_length"));
+        if let Ok(t) = Tokenizer::from_gguf(&g) {
+            let ids = t.encode("Hello <s> wörld 123 \u{1F999}\n\t", true, true);
+            let _ = t.decode(&ids, true);
+        }
     }
 });

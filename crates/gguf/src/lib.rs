@@ -12,5 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod tokenizer;
 
 pub use file::{GgmlType, Gguf, GgufError, Limits, TensorInfo, Value};
+pub use tokenizer::{PreTokenizer, Tokenizer, TokenizerError, TokenizerKind};
