@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use attesta_gguf::{Gguf, Limits, Tokenizer};
+use attesta_gguf::{ChatMessage, ChatTemplate, Gguf, Limits, Tokenizer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(t) = Tokenizer::from_gguf(&g) {
             let ids = t.encode("Hello <s> wörld 123 \u{1F999}\n\t", true, true);
             let _ = t.decode(&ids, true);
+            if let Ok(c) = ChatTemplate::from_gguf(&g, &t) {
+                let _ = c.render(&[ChatMessage::new("user", "hi")], true);
+            }
         }
     }
 });

@@ -12,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod template;
 pub mod tokenizer;
 
 pub use file::{GgmlType, Gguf, GgufError, Limits, TensorInfo, Value};
+pub use template::{ChatMessage, ChatTemplate, TemplateError, TemplateLimits};
 pub use tokenizer::{PreTokenizer, Tokenizer, TokenizerError, TokenizerKind};
