@@ -765,11 +765,27 @@ impl Tokenizer {
     /// Cuts special-token texts out of `text`, longest tokens first.
     fn partition(&self, text: &str, parse_special: bool) -> Vec<Frag> {
         let mut frags = vec![Frag::Raw(0, text.len())];
-        // Only tokens whose bytes all occur in the text can match: skip the rest cheaply.
+        // Only tokens whose bytes and adjacent byte pairs all occur in the text can match:
+        // vocabularies with thousands of special tokens skip almost all of them cheaply.
+        let bytes = text.as_bytes();
         let mut present = [false; 256];
-        for b in text.bytes() {
+        let mut pairs = vec![0u64; 1024];
+        for (i, &b) in bytes.iter().enumerate() {
             present[usize::from(b)] = true;
+            if let Some(&n) = bytes.get(i + 1) {
+                let k = usize::from(b) << 8 | usize::from(n);
+                if let Some(w) = pairs.get_mut(k >> 6) {
+                    *w |= 1 << (k & 63);
+                }
+            }
         }
+        let may_occur = |pat: &[u8]| {
+            pat.iter().all(|&b| present[usize::from(b)])
+                && pat.windows(2).all(|w| {
+                    let k = usize::from(w[0]) << 8 | usize::from(w[1]);
+                    pairs.get(k >> 6).is_some_and(|x| x & (1 << (k & 63)) != 0)
+                })
+        };
         for &id in &self.specials {
             let Some(tok) = self.tokens.get(id as usize) else {
                 continue;
@@ -778,10 +794,7 @@ impl Tokenizer {
                 continue;
             }
             let pat = tok.text.as_str();
-            if pat.is_empty()
-                || pat.len() > text.len()
-                || !pat.bytes().all(|b| present[usize::from(b)])
-            {
+            if pat.is_empty() || pat.len() > text.len() || !may_occur(pat.as_bytes()) {
                 continue;
             }
             if !text.contains(pat) {
