@@ -477,3 +477,60 @@ pub fn char_to_byte(c: char) -> Option<u8> {
         .copied()
         .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{PreTokenizer, byte_encode, char_to_byte, split};
+
+    fn words(pre: PreTokenizer, text: &str) -> Vec<&str> {
+        split(pre, text)
+            .into_iter()
+            .filter_map(|r| text.get(r))
+            .collect()
+    }
+
+    #[test]
+    fn pre_tokenizers() {
+        let t = "Hello, world! 123456 x";
+        assert_eq!(
+            words(PreTokenizer::Default, t),
+            ["Hello", ",", " world", "!", " ", "123", "456", " x"]
+        );
+        assert_eq!(
+            words(PreTokenizer::Gpt2, t),
+            ["Hello", ",", " world", "!", " 123456", " x"]
+        );
+        assert_eq!(
+            words(PreTokenizer::Llama3, t),
+            ["Hello", ",", " world", "!", " ", "123", "456", " x"]
+        );
+        assert_eq!(
+            words(PreTokenizer::Qwen2, "I'M 42\n\n  x  "),
+            ["I", "'M", " ", "4", "2", "\n\n", " ", " x", "  "]
+        );
+        assert_eq!(
+            words(PreTokenizer::Gpt2, "I'M it's"),
+            ["I", "'", "M", " it", "'s"]
+        );
+        // Non-ASCII whitespace and letters use the Unicode classes.
+        assert_eq!(
+            words(PreTokenizer::Llama3, "über\u{3000}日本"),
+            ["über", "\u{3000}日本"]
+        );
+    }
+
+    #[test]
+    fn byte_map_round_trips() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut s = String::new();
+        byte_encode(&all, &mut s);
+        assert_eq!(s.chars().count(), 256);
+        assert_eq!(
+            s.chars()
+                .map(|c| char_to_byte(c).unwrap())
+                .collect::<Vec<_>>(),
+            all
+        );
+        assert_eq!(s.chars().nth(32), Some('Ġ'));
+    }
+}
