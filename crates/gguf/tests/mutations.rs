@@ -79,7 +79,8 @@ fn synthetic_vocabularies() {
     // "▁ab" beats "▁a" + "b"; 'A' falls back to its byte token; "<|im_end|>" is control.
     assert_eq!(t.encode("ab", true, false), vec![1, 9]);
     assert_eq!(t.encode("abA", false, false), vec![9, 3]);
-    assert_eq!(t.decode(&[9, 3], false), "abA");
+    assert_eq!(t.detokenize(&[9, 3], false), "abA");
+    assert_eq!(t.decode(&[9, 3], false), " abA");
     assert_eq!(t.encode("<|im_end|>", false, true), vec![10]);
     assert!(t.is_eog(10) && t.is_eog(2));
     let bytes = bpe_file();

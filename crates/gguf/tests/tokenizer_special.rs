@@ -12,7 +12,7 @@ fn tok(name: &str) -> Tokenizer {
     Tokenizer::from_gguf(&common::vocab(name)).unwrap()
 }
 
-/// Texts that survive encode → decode unchanged on every vocabulary (no " ," or " 's"
+/// Texts that survive encode → detokenize unchanged on every vocabulary (no " ," or " 's"
 /// that llama.cpp's `clean_spaces` rewrites on Llama-3).
 const MULTILINGUAL: &[&str] = &[
     "Hello world",
@@ -53,7 +53,8 @@ fn llama_spm_specials() {
     // Byte fallback: a character outside the vocabulary becomes its UTF-8 bytes.
     let ids = t.encode("\u{10FFFD}", false, false);
     assert_eq!(ids.len(), 5, "{ids:?}"); // ▁ + 4 byte tokens
-    assert_eq!(t.decode(&ids, false), "\u{10FFFD}");
+    assert_eq!(t.detokenize(&ids, false), "\u{10FFFD}");
+    assert_eq!(t.decode(&ids, false), " \u{10FFFD}");
     assert_eq!(t.token_text(ids[1]), "<0xF4>");
 }
 
@@ -102,12 +103,29 @@ fn qwen2_specials() {
 }
 
 #[test]
+fn phi3_special_tokens_strip_following_whitespace() {
+    // llama.cpp gives Phi-3's special tokens (except <s>, <unk>, <|endoftext|>) an rstrip
+    // attribute by model name.
+    let t = tok("phi-3");
+    let eos = t.token_id("</s>").unwrap();
+    let a = t.encode("</s>  \n x", false, true);
+    assert_eq!(a.first(), Some(&eos));
+    assert_eq!(a, t.encode("</s>x", false, true));
+    let bos = t.token_id("<s>").unwrap();
+    assert_ne!(
+        t.encode("<s> x", false, true),
+        t.encode("<s>x", false, true)
+    );
+    assert_eq!(t.encode("<s>x", false, true).first(), Some(&bos));
+}
+
+#[test]
 fn decode_round_trips() {
     for name in ["llama-spm", "llama-bpe", "qwen2", "phi-3"] {
         let t = tok(name);
         for text in MULTILINGUAL {
             let ids = t.encode(text, false, false);
-            assert_eq!(&t.decode(&ids, false), text, "{name}: {ids:?}");
+            assert_eq!(&t.detokenize(&ids, false), text, "{name}: {ids:?}");
             // Token by token, the pieces concatenate to the same bytes (SPM: after the
             // one leading space the first piece carries).
             let mut bytes: Vec<u8> = ids
@@ -118,6 +136,12 @@ fn decode_round_trips() {
                 bytes.remove(0);
             }
             assert_eq!(bytes, text.as_bytes(), "{name}");
+            // decode is the pieces, lossily decoded (SPM keeps the prefixed space).
+            let pieces: Vec<u8> = ids
+                .iter()
+                .flat_map(|&i| t.piece(i, false).to_vec())
+                .collect();
+            assert_eq!(t.decode(&ids, false), String::from_utf8_lossy(&pieces));
         }
     }
 }

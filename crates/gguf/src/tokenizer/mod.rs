@@ -35,6 +35,8 @@ const ATTR_NORMAL: u32 = 1 << 2;
 const ATTR_CONTROL: u32 = 1 << 3;
 const ATTR_USER_DEFINED: u32 = 1 << 4;
 const ATTR_BYTE: u32 = 1 << 5;
+const ATTR_LSTRIP: u32 = 1 << 7;
+const ATTR_RSTRIP: u32 = 1 << 8;
 
 /// Why a tokenizer could not be built from a file's metadata.
 #[derive(Debug, thiserror::Error)]
@@ -525,6 +527,45 @@ impl Tokenizer {
             std::cmp::Reverse(tokens.get(i as usize).map_or(0, |t| t.text.len()))
         });
 
+        // llama.cpp's per-model strip attributes (not stored in GGUF): special tokens of
+        // Phi-3 eat the whitespace after them; Jina/Nomic/ModernBERT masks the one before.
+        let model_name = g.get_str("general.name").unwrap_or("").to_lowercase();
+        let pre_name = g.get_str("tokenizer.ggml.pre").unwrap_or("");
+        let arch = g.architecture().unwrap_or("");
+        let set_attr = |tokens: &mut Vec<Token>, text: &str, attr: u32, on: bool| {
+            if let Some(t) = token_to_id
+                .get(text)
+                .and_then(|&i| tokens.get_mut(i as usize))
+            {
+                if on {
+                    t.attr |= attr;
+                } else {
+                    t.attr &= !attr;
+                }
+            }
+        };
+        if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
+            .iter()
+            .any(|p| pre_name.contains(p))
+            || ["nomic-bert-moe", "jina-bert-v3"]
+                .iter()
+                .any(|a| arch.contains(a))
+        {
+            set_attr(&mut tokens, "<mask>", ATTR_LSTRIP, true);
+        } else if model_name.contains("phi-3") || model_name.contains("phi3") {
+            for &id in &specials {
+                if let Some(t) = tokens.get_mut(id as usize) {
+                    t.attr |= ATTR_RSTRIP;
+                }
+            }
+            set_attr(&mut tokens, "</s>", ATTR_RSTRIP, true);
+            for text in ["<unk>", "<s>", "<|endoftext|>"] {
+                set_attr(&mut tokens, text, ATTR_RSTRIP, false);
+            }
+        } else if model_name.contains("modern-bert") {
+            set_attr(&mut tokens, "[MASK]", ATTR_LSTRIP, true);
+        }
+
         let mut byte_tokens = [None; 256];
         if kind == TokenizerKind::Spm {
             for (b, slot) in byte_tokens.iter_mut().enumerate() {
@@ -679,9 +720,23 @@ impl Tokenizer {
         self.pieces.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
-    /// Text of `ids` as llama.cpp's `llama_detokenize(remove_special = false,
-    /// unparse_special = special)`, decoded as lossy UTF-8.
+    /// Text of `ids`: their pieces ([`Tokenizer::piece`]) concatenated and decoded as lossy
+    /// UTF-8. This is what llama.cpp's server streams for a completion and what
+    /// llama-cpp-python's `detokenize` returns: a leading space of the first token is
+    /// kept (a completion's first word starts with it).
     pub fn decode(&self, ids: &[u32], special: bool) -> String {
+        let mut out: Vec<u8> = Vec::new();
+        for &id in ids {
+            out.extend_from_slice(self.piece(id, special));
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Text of `ids` as llama.cpp's C `llama_detokenize(remove_special = false,
+    /// unparse_special = special)`: SPM drops the space the tokenizer prefixed to the
+    /// first token, and vocabularies with `clean_spaces` (Llama-3, GPT-2) join " ," " 's"
+    /// and the like. It inverts [`Tokenizer::encode`] for most prompts.
+    pub fn detokenize(&self, ids: &[u32], special: bool) -> String {
         let mut out: Vec<u8> = Vec::new();
         let mut remove_space = self.add_space_prefix;
         for &id in ids {
@@ -807,11 +862,24 @@ impl Tokenizer {
                     continue;
                 };
                 while let Some(i) = text.get(s..e).and_then(|t| t.find(pat)) {
-                    if i > 0 {
-                        next.push(Frag::Raw(s, s + i));
+                    let mut left_end = s + i;
+                    if tok.attr & ATTR_LSTRIP != 0 {
+                        while left_end > s
+                            && bytes.get(left_end - 1).is_some_and(|b| is_c_space(*b))
+                        {
+                            left_end -= 1;
+                        }
+                    }
+                    if left_end > s {
+                        next.push(Frag::Raw(s, left_end));
                     }
                     next.push(Frag::Token(id));
                     s += i + pat.len();
+                    if tok.attr & ATTR_RSTRIP != 0 {
+                        while s < e && bytes.get(s).is_some_and(|b| is_c_space(*b)) {
+                            s += 1;
+                        }
+                    }
                 }
                 if s < e {
                     next.push(Frag::Raw(s, e));
@@ -1004,6 +1072,11 @@ impl Tokenizer {
             }
         }
     }
+}
+
+/// C's `isspace` in the "C" locale.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
 }
 
 /// llama.cpp's `clean_spaces` pass of `llama_detokenize` (on bytes).
