@@ -18,3 +18,11 @@ pub mod tokenizer;
 pub use file::{GgmlType, Gguf, GgufError, Limits, TensorInfo, Value};
 pub use template::{ChatMessage, ChatTemplate, TemplateError, TemplateLimits};
 pub use tokenizer::{PreTokenizer, Tokenizer, TokenizerError, TokenizerKind};
+
+/// The engine shares these across request threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Gguf>();
+    send_sync::<Tokenizer>();
+    send_sync::<ChatTemplate>();
+};
