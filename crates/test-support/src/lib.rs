@@ -4,6 +4,9 @@
 //!   under `../shared/fixtures` (or `ATTESTA_FIXTURES`). A missing folder fails the test:
 //!   tests that need real data must never pass vacuously.
 //! - [`python`]: the test venv's interpreter (`ATTESTA_PYTHON`, else `.venv/bin/python`).
+//! - [`llm`]: the LLM venv ([`llm::llm_python`], `ATTESTA_LLM_PYTHON`), random-weight test
+//!   GGUFs ([`llm::test_gguf`]), llama.cpp's vocab GGUFs ([`llm::vocab_gguf`]) and llama.cpp
+//!   as the reference ([`llm::llama_oracle`]).
 //! - [`http`]: parsing raw HTTP/1.1 answers and checking the JSON error shape.
 //! - `onnx` (feature `onnx`): builders for small ONNX models made inside the tests.
 //! - `standins` (feature `standins`): PCCS and KDS stand-ins serving real fixtures.
@@ -12,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http;
+pub mod llm;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 #[cfg(feature = "standins")]
@@ -64,7 +68,7 @@ pub fn python() -> PathBuf {
 }
 
 /// A venv's interpreter: `$env` if set, else `<workspace>/<dir>/bin/python`; missing fails.
-fn venv_python(env: &str, dir: &str) -> PathBuf {
+pub(crate) fn venv_python(env: &str, dir: &str) -> PathBuf {
     let py = std::env::var_os(env)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(dir).join("bin/python"));
