@@ -8,9 +8,9 @@ mod common;
 use attesta_gguf::{PreTokenizer, Tokenizer, TokenizerKind};
 
 fn vectors(name: &str) -> Vec<(String, Vec<u32>)> {
-    let dir = common::vocab_dir();
-    let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.inp"))).unwrap();
-    let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.out"))).unwrap();
+    let path = common::vocab_path(name).display().to_string();
+    let inp = std::fs::read_to_string(format!("{path}.inp")).unwrap();
+    let out = std::fs::read_to_string(format!("{path}.out")).unwrap();
     let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
     let ids: Vec<Vec<u32>> = out
         .lines()

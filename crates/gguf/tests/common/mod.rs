@@ -132,24 +132,15 @@ pub fn write_version(version: u32, kv: Vec<(&str, W)>, tensors: Vec<T>) -> Vec<u
     out
 }
 
-/// The folder of llama.cpp's vocab-only GGUFs and their `.inp`/`.out` vectors
-/// (`vendor/llama.cpp/models` of the llama-cpp-python sdist): `ATTESTA_LLM_VOCAB_DIR`.
-/// Missing = the test fails (it must never pass vacuously).
-pub fn vocab_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("ATTESTA_LLM_VOCAB_DIR")
-        .map(std::path::PathBuf::from)
-        .expect("set ATTESTA_LLM_VOCAB_DIR to llama.cpp's models folder (ggml-vocab-*.gguf)");
-    assert!(
-        dir.join("ggml-vocab-llama-spm.gguf").is_file(),
-        "{} has no ggml-vocab-llama-spm.gguf",
-        dir.display()
-    );
-    dir
+/// llama.cpp's vocab-only GGUF `name` (`llama-spm`, `qwen2`, ...) from the test-support
+/// locator; its `.inp`/`.out` tokenizer vectors sit beside it.
+pub fn vocab_path(name: &str) -> std::path::PathBuf {
+    attesta_test_support::llm::vocab_gguf(name)
 }
 
 /// Reads and parses `ggml-vocab-{name}.gguf`.
 pub fn vocab(name: &str) -> attesta_gguf::Gguf {
-    let path = vocab_dir().join(format!("ggml-vocab-{name}.gguf"));
+    let path = vocab_path(name);
     let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let len = f.metadata().unwrap().len();
     attesta_gguf::Gguf::read(f, len, &attesta_gguf::Limits::default())
