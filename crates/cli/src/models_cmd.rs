@@ -19,7 +19,7 @@ use attesta_content::fetch::{FetchProgress, Fetcher};
 pub enum ModelsCmd {
     /// Add model files to the store; prints one CID per file (as `ipfs add` computes it).
     Add {
-        /// ONNX files to add.
+        /// Model files to add (ONNX or GGUF).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -61,7 +61,8 @@ pub enum ModelsCmd {
         #[command(flatten)]
         store: StoreArg,
     },
-    /// List stored models: CID, size, SHA-256 and input/output signature.
+    /// List stored models: CID, size, SHA-256 and, for ONNX models, the input/output
+    /// signature; for language models (GGUF) the architecture, quantisation and context.
     Ls {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -199,45 +200,60 @@ pub fn run(cmd: ModelsCmd, global: &Global) -> anyhow::Result<ExitCode> {
             let engine = TractEngine::new(1);
             let mut rows = Vec::new();
             for m in store.list().context("listing the store")? {
-                let signature = std::fs::read(&m.path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        engine
-                            .load(&bytes, &Default::default())
-                            .map_err(|e| e.to_string())
-                    })
-                    .map(|model| {
-                        let sig = |v: &[attesta_engine::TensorInfo]| {
-                            v.iter()
-                                .map(|t| t.signature())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        };
-                        format!(
-                            "({}) -> ({})",
-                            sig(&model.info().inputs),
-                            sig(&model.info().outputs)
-                        )
-                    });
-                rows.push((m, signature));
+                // Language models are described from their GGUF metadata (no weights read);
+                // anything else is loaded with the ONNX engine for its signature.
+                let llm = is_gguf_file(&m.path).then(|| attesta_llm::describe(&m.path));
+                let signature = match &llm {
+                    Some(Ok(info)) => Ok(format!(
+                        "llm {} {} ctx {} ({:.2}B params)",
+                        info.architecture,
+                        info.quantisation,
+                        info.context_length,
+                        info.parameters as f64 / 1e9
+                    )),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => std::fs::read(&m.path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| {
+                            engine
+                                .load(&bytes, &Default::default())
+                                .map_err(|e| e.to_string())
+                        })
+                        .map(|model| {
+                            let sig = |v: &[attesta_engine::TensorInfo]| {
+                                v.iter()
+                                    .map(|t| t.signature())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            };
+                            format!(
+                                "({}) -> ({})",
+                                sig(&model.info().inputs),
+                                sig(&model.info().outputs)
+                            )
+                        }),
+                };
+                let llm = llm.and_then(Result::ok);
+                rows.push((m, signature, llm));
             }
             if json {
                 let list: Vec<_> = rows
                     .iter()
-                    .map(|(m, sig)| {
+                    .map(|(m, sig, llm)| {
                         serde_json::json!({
                             "cid": m.cid.to_string(),
                             "size": m.size,
                             "sha256": hex::encode(m.sha256),
                             "signature": sig.as_ref().ok(),
                             "load_error": sig.as_ref().err(),
+                            "llm": llm,
                         })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!("{:<60} {:>12}  {:<64}  SIGNATURE", "CID", "SIZE", "SHA256");
-                for (m, sig) in &rows {
+                for (m, sig, _) in &rows {
                     let sig = match sig {
                         Ok(s) => s.clone(),
                         Err(e) => format!("<cannot load: {e}>"),
@@ -253,6 +269,16 @@ pub fn run(cmd: ModelsCmd, global: &Global) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the file starts with the GGUF magic.
+fn is_gguf_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && attesta_llm::is_gguf(&magic)
 }
 
 fn cid_of_file(path: &Path, profile: Profile) -> anyhow::Result<attesta_content::Cid> {

@@ -35,12 +35,56 @@ pub struct LoadedModel {
     pub sha256_hex: String,
     /// File size in bytes.
     pub file_size: u64,
-    /// The engine's model.
-    pub model: Arc<dyn attesta_engine::Model>,
+    /// What runs it: an ONNX engine's model or a language model.
+    pub runnable: Runnable,
     /// Name of the engine that loaded it (recorded in receipts).
     pub engine: &'static str,
     /// That engine's version.
     pub engine_version: &'static str,
+}
+
+/// The two kinds of model a node serves, told apart by the file's first bytes.
+#[derive(Clone)]
+pub enum Runnable {
+    /// An ONNX model on the node's ONNX engine (`/infer`, `/v1/infer`).
+    Onnx(Arc<dyn attesta_engine::Model>),
+    /// A GGUF language model (`/v1/completions`, `/v1/chat/completions`).
+    Llm(Arc<attesta_llm::LlmModel>),
+}
+
+impl LoadedModel {
+    /// The ONNX model, or 400 `model_is_llm` for a language model.
+    pub fn onnx(&self) -> Result<&Arc<dyn attesta_engine::Model>, ApiError> {
+        match &self.runnable {
+            Runnable::Onnx(m) => Ok(m),
+            Runnable::Llm(_) => Err(ApiError::bad_request(
+                "model_is_llm",
+                format!(
+                    "model {} is a language model: use /v1/completions or /v1/chat/completions",
+                    self.cid
+                ),
+            )),
+        }
+    }
+
+    /// The language model, or 400 `model_not_llm` for an ONNX model.
+    pub fn llm(&self) -> Result<&Arc<attesta_llm::LlmModel>, ApiError> {
+        match &self.runnable {
+            Runnable::Llm(m) => Ok(m),
+            Runnable::Onnx(_) => Err(ApiError::bad_request(
+                "model_not_llm",
+                format!("model {} is an ONNX model, not a language model", self.cid),
+            )),
+        }
+    }
+
+    /// Estimated resident bytes, for the cache's budget.
+    pub fn memory_estimate(&self) -> usize {
+        match &self.runnable {
+            Runnable::Onnx(m) => m.memory_estimate(),
+            Runnable::Llm(m) => m.memory_estimate(),
+        }
+    }
 }
 
 /// Failed loads remembered so a hostile file is not parsed again and again.
@@ -238,6 +282,24 @@ impl Inner {
         })?;
         self.metrics.model_load_started();
         let started = Instant::now();
+        if attesta_llm::is_gguf(&bytes) {
+            keep.keep();
+            let llm = self
+                .loader
+                .load_llm(permit, bytes)
+                .await
+                .map_err(Failure::Load)?;
+            tracing::info!(model = %cid, engine = attesta_llm::ENGINE_NAME, ms = started.elapsed().as_millis() as u64, info = ?llm.info(), "loaded language model");
+            return Ok(Arc::new(LoadedModel {
+                cid: cid.clone(),
+                sha256: stored.sha256,
+                sha256_hex: hex::encode(stored.sha256),
+                file_size: stored.size,
+                runnable: Runnable::Llm(llm),
+                engine: attesta_llm::ENGINE_NAME,
+                engine_version: attesta_llm::ENGINE_VERSION,
+            }));
+        }
         let engine = self.loader.engines().for_model(cid).clone();
         let report = self
             .loader
@@ -270,7 +332,7 @@ impl Inner {
             sha256: stored.sha256,
             sha256_hex: hex::encode(stored.sha256),
             file_size: stored.size,
-            model,
+            runnable: Runnable::Onnx(model),
             engine: engine.name(),
             engine_version: engine.version(),
         }))
@@ -284,7 +346,7 @@ impl Inner {
             Ok(model) => {
                 self.metrics.model_load(true);
                 if !st.ready.contains_key(cid) {
-                    let bytes = model.model.memory_estimate();
+                    let bytes = model.memory_estimate();
                     st.ready.insert(cid.clone(), model.clone(), bytes);
                     self.evict(&mut st, cid);
                 }

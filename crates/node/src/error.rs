@@ -37,6 +37,9 @@ struct Body<'a> {
 struct Inner<'a> {
     code: &'a str,
     message: &'a str,
+    /// OpenAI's error class, so OpenAI clients classify our errors as theirs.
+    #[serde(rename = "type")]
+    kind: &'static str,
 }
 
 impl ApiError {
@@ -108,6 +111,11 @@ impl IntoResponse for ApiError {
             error: Inner {
                 code: self.code,
                 message: &self.message,
+                kind: if self.status.is_server_error() {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                },
             },
         };
         let mut resp = (self.status, axum::Json(body)).into_response();

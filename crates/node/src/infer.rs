@@ -44,6 +44,11 @@ impl Executor {
         self
     }
 
+    /// The deadline of one run, queueing included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The in-flight memory budget.
     pub fn budget(&self) -> &ByteBudget {
         &self.budget
@@ -158,14 +163,15 @@ pub async fn run_model(
     let fault = state.fault();
     // Charged from the request as parsed: converting is work for the executor's
     // bounded slots, not the async workers.
-    let charge = inflight_estimate(&inputs, loaded.model.info());
+    let onnx = loaded.onnx()?.clone();
+    let charge = inflight_estimate(&inputs, onnx.info());
     state
         .executor
         .run_charged(charge, move || {
-            let tensors = og::to_tensors(&inputs, loaded.model.info())?;
+            let tensors = og::to_tensors(&inputs, onnx.info())?;
             drop(inputs);
             let t0 = Instant::now();
-            let mut outputs = loaded.model.run(tensors)?;
+            let mut outputs = onnx.run(tensors)?;
             metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
             crate::fault::perturb(fault, &mut outputs);
             encode(&outputs, &loaded.sha256_hex)

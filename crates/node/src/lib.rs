@@ -34,6 +34,7 @@ pub mod error;
 pub mod fault;
 pub mod fetching;
 pub mod infer;
+pub mod llm;
 pub mod loader;
 pub mod media;
 pub mod metrics;
@@ -73,8 +74,11 @@ pub struct NodeConfig {
     pub fault: Option<fault::ActiveFault>,
     /// Time and memory budget, isolation and concurrency of model loads.
     pub loading: loader::LoadConfig,
-    /// Memory budget of the inferences in flight, in bytes.
+    /// Memory budget of the inferences in flight, in bytes (language models charge their
+    /// KV cache against it).
     pub inflight_bytes: usize,
+    /// Most tokens one language-model request may generate.
+    pub max_completion_tokens: usize,
 }
 
 impl Default for NodeConfig {
@@ -91,6 +95,7 @@ impl Default for NodeConfig {
             fault: None,
             loading: loader::LoadConfig::default(),
             inflight_bytes: infer::DEFAULT_INFLIGHT_BYTES,
+            max_completion_tokens: llm::DEFAULT_MAX_COMPLETION_TOKENS,
         }
     }
 }
@@ -255,6 +260,8 @@ pub struct AppState {
     insecure_fault: Option<fault::ActiveFault>,
     /// Key set and evidence producer (`None` when the node runs without a TEE).
     pub attestation: Option<attested::Attestation>,
+    /// Limits and metrics of the language-model routes.
+    pub llm: llm::LlmState,
     started: Instant,
 }
 
@@ -263,6 +270,11 @@ impl AppState {
     pub fn with_attestation(mut self, attestation: attested::Attestation) -> Self {
         self.attestation = Some(attestation);
         self
+    }
+
+    /// The deadline of one request (queueing included).
+    pub fn executor_timeout(&self) -> Duration {
+        self.executor.timeout()
     }
 
     /// The fault to apply now: `None` unless the configured fault is bound to
@@ -305,6 +317,7 @@ impl AppState {
             ),
             executor: Executor::new(config.workers, config.request_timeout)
                 .with_inflight_bytes(config.inflight_bytes),
+            llm: llm::LlmState::new(config.max_completion_tokens, &metrics),
             metrics,
             store,
             insecure_fault: config.fault.clone(),
@@ -328,6 +341,14 @@ pub fn router(state: Arc<AppState>, config: &NodeConfig) -> Router {
         .route("/v1/attestation", get(attested::v1))
         .route("/enclave/attestation", get(attested::nitriding))
         .route("/v1/models", get(list_models))
+        .route(
+            "/v1/completions",
+            post(llm::completions).route_layer(middleware::from_fn(media::require_json)),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(llm::chat_completions).route_layer(middleware::from_fn(media::require_json)),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
@@ -387,31 +408,96 @@ struct ModelEntry {
     outputs: Option<Vec<String>>,
     /// The engine that loaded it (when loaded).
     engine: Option<&'static str>,
+    /// Architecture, quantisation and context of a language model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm: Option<attesta_llm::LlmInfo>,
+}
+
+/// One language model in OpenAI's `GET /v1/models` shape (plus what a caller needs to
+/// size a request).
+#[derive(Serialize)]
+struct OpenAiModel {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+    context_length: usize,
+    architecture: String,
+    quantisation: String,
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let store = state.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.list())
-        .await
-        .map_err(|e| ApiError::internal_from("listing task failed", e))?
-        .map_err(|e| ApiError::internal_from("listing the store", e))?;
+    // Language models are recognised by their first bytes and described from their
+    // metadata (validated like a load, no weights read), off the async workers.
+    let stored = tokio::task::spawn_blocking(move || {
+        store.list().map(|list| {
+            list.into_iter()
+                .map(|m| {
+                    let llm = describe_if_gguf(&m.path);
+                    (m, llm)
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal_from("listing task failed", e))?
+    .map_err(|e| ApiError::internal_from("listing the store", e))?;
+    let mut data = Vec::new();
     let models: Vec<ModelEntry> = stored
         .into_iter()
-        .map(|m| {
+        .map(|(m, llm)| {
             let loaded = state.cache.peek(&m.cid);
+            let onnx = loaded.as_ref().and_then(|l| l.onnx().ok());
             let sig = |v: &[attesta_engine::TensorInfo]| v.iter().map(|t| t.signature()).collect();
+            if let Some(info) = &llm {
+                data.push(OpenAiModel {
+                    id: m.cid.to_string(),
+                    object: "model",
+                    created: m
+                        .added_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    owned_by: "attesta",
+                    context_length: info.context_length,
+                    architecture: info.architecture.clone(),
+                    quantisation: info.quantisation.clone(),
+                });
+            }
             ModelEntry {
                 cid: m.cid.to_string(),
                 size: m.size,
                 sha256: hex::encode(m.sha256),
                 loaded: loaded.is_some(),
-                inputs: loaded.as_ref().map(|l| sig(&l.model.info().inputs)),
-                outputs: loaded.as_ref().map(|l| sig(&l.model.info().outputs)),
+                inputs: onnx.map(|o| sig(&o.info().inputs)),
+                outputs: onnx.map(|o| sig(&o.info().outputs)),
                 engine: loaded.as_ref().map(|l| l.engine),
+                llm,
             }
         })
         .collect();
-    Ok(axum::Json(serde_json::json!({ "models": models })))
+    // `models`: every stored model (attesta's listing); `object`/`data`: the language
+    // models in OpenAI's shape, so OpenAI clients list them.
+    Ok(axum::Json(
+        serde_json::json!({ "models": models, "object": "list", "data": data }),
+    ))
+}
+
+/// The listing facts of a stored GGUF file; None for other files and for GGUF files
+/// that do not validate (they fail with a clear error when requested).
+fn describe_if_gguf(path: &std::path::Path) -> Option<attesta_llm::LlmInfo> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut magic)
+        .ok()?;
+    if !attesta_llm::is_gguf(&magic) {
+        return None;
+    }
+    attesta_llm::describe(path)
+        .inspect_err(|e| tracing::debug!(path = %path.display(), error = %e, "stored GGUF does not describe"))
+        .ok()
 }
 
 async fn not_found() -> ApiError {

@@ -152,6 +152,9 @@ pub enum LoadError {
     /// The in-process load task died (a node fault).
     #[error("the model load task failed")]
     Task(#[source] Arc<tokio::task::JoinError>),
+    /// The language-model engine refused the GGUF file.
+    #[error("{0}")]
+    Llm(#[source] Arc<attesta_llm::LlmError>),
 }
 
 impl LoadError {
@@ -166,6 +169,8 @@ impl LoadError {
             LoadError::Engine(e) => {
                 matches!(**e, EngineError::Load(_) | EngineError::OutOfMemory(_))
             }
+            // Reading our own store can fail transiently; anything else is about the file.
+            LoadError::Llm(e) => !matches!(**e, attesta_llm::LlmError::Io(_)),
             LoadError::BadReport { .. }
             | LoadError::Unavailable { .. }
             | LoadError::Spawn(_)
@@ -404,6 +409,32 @@ impl Loader {
         });
         match tokio::time::timeout(self.config.timeout, task).await {
             Ok(Ok(loaded)) => loaded.map_err(|e| LoadError::Engine(Arc::new(e))),
+            Ok(Err(e)) => Err(LoadError::Task(Arc::new(e))),
+            Err(_) => Err(LoadError::OverTime {
+                budget: self.config.timeout,
+            }),
+        }
+    }
+}
+
+impl Loader {
+    /// Loads a GGUF language model in this process, holding `permit` until it is done.
+    /// No probe process: the GGUF reader bounds every allocation by the file's own size
+    /// and the configuration is checked before any tensor is read, so a hostile file
+    /// costs at most its own size in memory and one read of it in time.
+    pub async fn load_llm(
+        &self,
+        permit: LoadPermit,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<attesta_llm::LlmModel>, LoadError> {
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            attesta_llm::LlmModel::from_bytes(&bytes)
+        });
+        match tokio::time::timeout(self.config.timeout, task).await {
+            Ok(Ok(loaded)) => loaded
+                .map(Arc::new)
+                .map_err(|e| LoadError::Llm(Arc::new(e))),
             Ok(Err(e)) => Err(LoadError::Task(Arc::new(e))),
             Err(_) => Err(LoadError::OverTime {
                 budget: self.config.timeout,

@@ -1,0 +1,121 @@
+//! Teacher-forced checking of a greedy completion: one forward pass over prompt +
+//! completion tells, at every generated position, whether the claimed token was the
+//! model's argmax. Far cheaper than generating (one batched pass instead of one pass
+//! per token), which is what lets a validator check every answer.
+
+use crate::error::{LlmError, Result};
+use crate::generate::PREFILL_BATCH;
+use crate::model::{KvCache, Logits, Model, argmax, rows};
+
+/// Default tolerance, in logits: a claimed token whose logit is within this of the maximum
+/// counts as greedy. Honest engines disagree only by floating-point summation order
+/// (thread count, batched vs single-token kernels); the tests measure that disagreement on
+/// every test model and keep this bound well above it, while a non-greedy choice on a
+/// random-weights or real model is typically off by whole logits.
+pub const DEFAULT_TOLERANCE: f32 = 0.05;
+
+/// The first position where a claimed token was not (near-)greedy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    /// Index in the completion.
+    pub index: usize,
+    /// The token the node claimed.
+    pub claimed: u32,
+    /// The model's argmax there.
+    pub argmax: u32,
+    /// How far below the maximum the claimed token's logit is.
+    pub gap: f32,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckReport {
+    /// Completion tokens checked.
+    pub checked: usize,
+    /// The largest gap among accepted tokens (how close to the tolerance honest answers come).
+    pub max_accepted_gap: f32,
+    /// The first failing position, if any.
+    pub mismatch: Option<Mismatch>,
+}
+
+impl CheckReport {
+    /// Whether every token was greedy within the tolerance.
+    pub fn passed(&self) -> bool {
+        self.mismatch.is_none()
+    }
+}
+
+/// Checks that `completion` is the greedy continuation of `prompt` within `tolerance`.
+pub fn check_greedy(
+    model: &Model,
+    prompt: &[u32],
+    completion: &[u32],
+    tolerance: f32,
+) -> Result<CheckReport> {
+    let ctx = model.config().context_length;
+    let total = prompt.len() + completion.len();
+    if prompt.is_empty() || total > ctx {
+        return Err(LlmError::ContextOverflow {
+            needed: total,
+            limit: ctx,
+        });
+    }
+    let n_vocab = model.config().n_vocab;
+    if let Some(index) = completion.iter().position(|&t| t as usize >= n_vocab) {
+        // Not a token of this model at all: fails without running anything.
+        return Ok(CheckReport {
+            checked: index + 1,
+            max_accepted_gap: 0.0,
+            mismatch: Some(Mismatch {
+                index,
+                claimed: completion[index],
+                argmax: 0,
+                gap: f32::INFINITY,
+            }),
+        });
+    }
+    let mut cache = KvCache::new(model, total)?;
+    // Positions before the last prompt token predict prompt tokens: their logits are not
+    // needed, only their keys and values.
+    let head = &prompt[..prompt.len() - 1];
+    for chunk in head.chunks(PREFILL_BATCH) {
+        model.forward(chunk, &mut cache, Logits::Last)?;
+    }
+    // The last prompt token and every completion token but the last predict the completion.
+    let mut feed = Vec::with_capacity(completion.len());
+    feed.push(prompt[prompt.len() - 1]);
+    feed.extend_from_slice(&completion[..completion.len().saturating_sub(1)]);
+    let mut report = CheckReport {
+        checked: 0,
+        max_accepted_gap: 0.0,
+        mismatch: None,
+    };
+    let mut index = 0;
+    for chunk in feed.chunks(PREFILL_BATCH) {
+        let logits = rows(&model.forward(chunk, &mut cache, Logits::All)?)?;
+        for row in logits {
+            if index >= completion.len() {
+                break;
+            }
+            let claimed = completion[index];
+            let best = argmax(&row);
+            let gap = match row.get(claimed as usize) {
+                Some(&l) => row[best] - l,
+                None => f32::INFINITY,
+            };
+            report.checked += 1;
+            if gap > tolerance || gap.is_nan() {
+                report.mismatch = Some(Mismatch {
+                    index,
+                    claimed,
+                    argmax: best as u32,
+                    gap,
+                });
+                return Ok(report);
+            }
+            report.max_accepted_gap = report.max_accepted_gap.max(gap);
+            index += 1;
+        }
+    }
+    Ok(report)
+}

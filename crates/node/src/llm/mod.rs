@@ -1,0 +1,461 @@
+//! `POST /v1/completions` and `POST /v1/chat/completions`: OpenAI's API over the
+//! node's language models (GGUF files loaded by CID like ONNX models).
+//!
+//! A request is validated ([`openai`]), its prompt tokenised and sized against the
+//! model's context and the node's limit, then generated on the executor's bounded
+//! slots, charged its KV-cache bytes against the in-flight memory budget ([`run`]).
+//! Answers are OpenAI's JSON or, with `stream`, server-sent events in OpenAI's chunk
+//! format ending with `data: [DONE]`. Errors before the first token are HTTP errors in
+//! the node's JSON error shape (which carries OpenAI's `type`); a failure after the
+//! stream started is sent as an `error` event and ends the stream.
+
+pub mod openai;
+pub mod run;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use attesta_content::Cid;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::error::ApiError;
+use openai::{ChatRequest, CompletionRequest, Endpoint, GenSpec, Usage};
+use run::{Event, TokenLogprob};
+
+/// Default cap on the tokens one request may generate.
+pub const DEFAULT_MAX_COMPLETION_TOKENS: usize = 2048;
+
+/// A generation's outcome as the handler receives it: events, or the failure that
+/// ended it.
+enum Msg {
+    Event(Event),
+    Failed(ApiError),
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, body, Endpoint::Completions)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, body, Endpoint::Chat)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn parse(body: &[u8], endpoint: Endpoint) -> Result<GenSpec, ApiError> {
+    let bad = |e: serde_json::Error| {
+        ApiError::bad_request("invalid_request", format!("request body: {e}"))
+    };
+    match endpoint {
+        Endpoint::Completions => serde_json::from_slice::<CompletionRequest>(body)
+            .map_err(bad)?
+            .into_spec(),
+        Endpoint::Chat => serde_json::from_slice::<ChatRequest>(body)
+            .map_err(bad)?
+            .into_spec(),
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let body = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let mut spec = parse(&body, endpoint)?;
+    drop(body);
+    let cid: Cid = spec.model.parse().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_model",
+            format!("model {:?} is not a CID: {e}", spec.model),
+        )
+    })?;
+    let loaded = state.cache.get(&cid).await?;
+    let llm = loaded.llm()?.clone();
+    if !spec.seed_given {
+        spec.sampling.seed = fresh_u64();
+    }
+    // Tokenising a long prompt (and rendering a template) is CPU work: off the async workers.
+    let (prompt, max_tokens, spec, llm) = {
+        let limit = state.llm.max_completion_tokens;
+        tokio::task::spawn_blocking(move || {
+            let prompt = run::prompt_tokens(&llm, &spec)?;
+            let ctx = llm.info().context_length;
+            let max = run::completion_budget(&spec, prompt.len(), ctx, limit)?;
+            Ok::<_, ApiError>((prompt, max, spec, llm))
+        })
+        .await
+        .map_err(|e| ApiError::internal_from("tokenising task failed", e))??
+    };
+    let kv_bytes = (prompt.len() + max_tokens) * llm.model().config().kv_bytes_per_token();
+    let (tx, mut rx) = mpsc::channel::<Msg>(64);
+    let deadline = Instant::now() + state.executor_timeout();
+    let job_state = state.clone();
+    let job_spec = spec.clone();
+    let prompt_len = prompt.len();
+    tokio::spawn(async move {
+        let (etx, mut erx) = mpsc::channel::<Event>(64);
+        let forward = tx.clone();
+        // Events pass through as they come; the job's own result follows them.
+        let pump = tokio::spawn(async move {
+            while let Some(e) = erx.recv().await {
+                if forward.send(Msg::Event(e)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let result = job_state
+            .executor
+            .run_charged(kv_bytes, move || {
+                run::generate(&llm, &job_spec, &prompt, max_tokens, deadline, &etx)
+            })
+            .await;
+        let _ = pump.await;
+        if let Err(e) = result {
+            let _ = tx.send(Msg::Failed(e)).await;
+        }
+    });
+    let meta = Meta {
+        id: format!(
+            "{}-{:016x}",
+            if endpoint == Endpoint::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            },
+            fresh_u64()
+        ),
+        created: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model: spec.model.clone(),
+        endpoint,
+        include_usage: spec.include_usage,
+        fingerprint: format!(
+            "{}-{}",
+            attesta_llm::ENGINE_NAME,
+            attesta_llm::ENGINE_VERSION
+        ),
+    };
+    // The first message decides between an HTTP error and an answer.
+    let first = match rx.recv().await {
+        Some(Msg::Failed(e)) => return Err(e),
+        Some(Msg::Event(e)) => e,
+        None => return Err(ApiError::internal("generation ended without a result")),
+    };
+    state.llm.first_token(started.elapsed());
+    state.llm.tokens("prompt", prompt_len);
+    if spec.stream {
+        Ok(stream(state, meta, first, rx).into_response())
+    } else {
+        let mut events = vec![first];
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Event(e) => events.push(e),
+                Msg::Failed(e) => return Err(e),
+            }
+        }
+        let body = whole(&meta, &events)?;
+        if let Some(Event::Done { usage, .. }) = events.last() {
+            state.llm.tokens("completion", usage.completion_tokens);
+        }
+        Ok(axum::Json(body).into_response())
+    }
+}
+
+/// What every chunk of one answer repeats.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    endpoint: Endpoint,
+    include_usage: bool,
+    fingerprint: String,
+}
+
+impl Meta {
+    fn envelope(&self, object: &str, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": choices,
+        })
+    }
+}
+
+fn whole(meta: &Meta, events: &[Event]) -> Result<Value, ApiError> {
+    let mut text = String::new();
+    let mut lps: Vec<&TokenLogprob> = Vec::new();
+    let mut end = None;
+    for e in events {
+        match e {
+            Event::Token {
+                text: t, logprob, ..
+            } => {
+                text.push_str(t);
+                lps.extend(logprob.as_ref());
+            }
+            Event::Done {
+                text: t,
+                finish,
+                usage,
+            } => {
+                text.push_str(t);
+                end = Some((*finish, *usage));
+            }
+        }
+    }
+    let (finish, usage) =
+        end.ok_or_else(|| ApiError::internal("generation ended without its last event"))?;
+    let want_logprobs = events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Token {
+                logprob: Some(_),
+                ..
+            }
+        )
+    });
+    let mut body = match meta.endpoint {
+        Endpoint::Chat => meta.envelope(
+            "chat.completion",
+            json!([{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": if want_logprobs { chat_logprobs(&lps) } else { Value::Null },
+                "finish_reason": finish.as_str(),
+            }]),
+        ),
+        Endpoint::Completions => meta.envelope(
+            "text_completion",
+            json!([{
+                "index": 0,
+                "text": text,
+                "logprobs": if want_logprobs { completion_logprobs(&lps, 0) } else { Value::Null },
+                "finish_reason": finish.as_str(),
+            }]),
+        ),
+    };
+    body["usage"] = usage_json(usage);
+    Ok(body)
+}
+
+fn usage_json(u: Usage) -> Value {
+    serde_json::to_value(u).unwrap_or(Value::Null)
+}
+
+fn chat_logprobs(lps: &[&TokenLogprob]) -> Value {
+    let content: Vec<Value> = lps
+        .iter()
+        .map(|l| {
+            json!({
+                "token": l.token,
+                "logprob": l.logprob,
+                "bytes": l.bytes,
+                "top_logprobs": l.top.iter().map(|(t, b, lp)| json!({"token": t, "logprob": lp, "bytes": b})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+fn completion_logprobs(lps: &[&TokenLogprob], offset: usize) -> Value {
+    let mut text_offset = Vec::with_capacity(lps.len());
+    let mut at = offset;
+    for l in lps {
+        text_offset.push(at);
+        at += l.token.len();
+    }
+    json!({
+        "tokens": lps.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
+        "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
+        "top_logprobs": lps.iter().map(|l| {
+            l.top.iter().map(|(t, _, lp)| (t.clone(), json!(lp))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": text_offset,
+    })
+}
+
+/// The answer as server-sent events.
+fn stream(
+    state: Arc<AppState>,
+    meta: Meta,
+    first: Event,
+    rx: mpsc::Receiver<Msg>,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+    let meta = Arc::new(meta);
+    let mut sent_role = false;
+    let rest =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let all = futures::stream::once(async move { Msg::Event(first) }).chain(rest);
+    let chunks =
+        all.flat_map(move |msg| {
+            let mut out: Vec<SseEvent> = Vec::new();
+            match msg {
+                Msg::Failed(e) => {
+                    out.push(SseEvent::default().event("error").data(
+                        json!({"error": {"code": e.code, "message": e.message}}).to_string(),
+                    ));
+                }
+                Msg::Event(Event::Token { text, logprob, .. }) => {
+                    out.push(data(token_chunk(
+                        &meta,
+                        &mut sent_role,
+                        &text,
+                        logprob.as_ref(),
+                        None,
+                    )));
+                }
+                Msg::Event(Event::Done {
+                    text,
+                    finish,
+                    usage,
+                }) => {
+                    state.llm.tokens("completion", usage.completion_tokens);
+                    out.push(data(token_chunk(
+                        &meta,
+                        &mut sent_role,
+                        &text,
+                        None,
+                        Some(finish.as_str()),
+                    )));
+                    if meta.include_usage {
+                        let mut u = meta.envelope(object_of(&meta), json!([]));
+                        u["usage"] = usage_json(usage);
+                        out.push(data(u));
+                    }
+                    out.push(SseEvent::default().data("[DONE]"));
+                }
+            }
+            futures::stream::iter(out.into_iter().map(Ok))
+        });
+    Sse::new(chunks)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn object_of(meta: &Meta) -> &'static str {
+    match meta.endpoint {
+        Endpoint::Chat => "chat.completion.chunk",
+        Endpoint::Completions => "text_completion",
+    }
+}
+
+fn data(v: Value) -> SseEvent {
+    SseEvent::default().data(v.to_string())
+}
+
+fn token_chunk(
+    meta: &Meta,
+    sent_role: &mut bool,
+    text: &str,
+    logprob: Option<&TokenLogprob>,
+    finish: Option<&str>,
+) -> Value {
+    let choice = match meta.endpoint {
+        Endpoint::Chat => {
+            let mut delta = serde_json::Map::new();
+            if !*sent_role {
+                delta.insert("role".into(), json!("assistant"));
+                *sent_role = true;
+            }
+            if !text.is_empty() || finish.is_none() {
+                delta.insert("content".into(), json!(text));
+            }
+            json!({
+                "index": 0,
+                "delta": delta,
+                "logprobs": logprob.map_or(Value::Null, |l| chat_logprobs(&[l])),
+                "finish_reason": finish,
+            })
+        }
+        Endpoint::Completions => json!({
+            "index": 0,
+            "text": text,
+            "logprobs": logprob.map_or(Value::Null, |l| completion_logprobs(&[l], 0)),
+            "finish_reason": finish,
+        }),
+    };
+    meta.envelope(object_of(meta), json!([choice]))
+}
+
+/// A fresh random u64 from the OS (sampler seeds the caller did not give, answer ids).
+fn fresh_u64() -> u64 {
+    use rand_core::Rng;
+    rand_core::UnwrapErr(getrandom::SysRng).next_u64()
+}
+
+/// Settings and metrics of the language-model routes.
+pub struct LlmState {
+    /// Most tokens one request may generate.
+    pub max_completion_tokens: usize,
+    tokens: prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    first_token: prometheus_client::metrics::histogram::Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+impl LlmState {
+    /// Registers the metrics in `metrics`.
+    pub fn new(max_completion_tokens: usize, metrics: &crate::metrics::Metrics) -> Self {
+        let tokens = prometheus_client::metrics::family::Family::default();
+        let first_token = prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
+        );
+        metrics.with_registry(|r| {
+            r.register(
+                "llm_tokens",
+                "Language-model tokens by kind (prompt, completion)",
+                tokens.clone(),
+            );
+            r.register(
+                "llm_first_token_seconds",
+                "Time from request to the first generated token (or first failure)",
+                first_token.clone(),
+            );
+        });
+        LlmState {
+            max_completion_tokens,
+            tokens,
+            first_token,
+        }
+    }
+
+    fn tokens(&self, kind: &'static str, n: usize) {
+        self.tokens
+            .get_or_create(&KindLabel { kind })
+            .inc_by(n as u64);
+    }
+
+    fn first_token(&self, d: Duration) {
+        self.first_token.observe(d.as_secs_f64());
+    }
+}
