@@ -138,7 +138,7 @@ fn generate() -> Value {
         .responder
         .start_stream(&mut FixedRng(error_nonce.to_vec(), 0))
         .unwrap();
-    let error_frames = vec![
+    let error_frames = [
         header,
         sealer.seal_chunk(b"Hello").unwrap(),
         sealer
