@@ -474,3 +474,12 @@ fn an_oversized_frame_fails_the_stream() {
         "stream_frame_too_large"
     );
 }
+
+#[test]
+fn sealer_and_opener_move_across_threads() {
+    // The node streams from a task; the client opens while awaiting the body.
+    fn send<T: Send>() {}
+    send::<StreamSealer>();
+    send::<attesta_seal::StreamOpener<'static>>();
+    send::<attesta_seal::VerifiedStream>();
+}
