@@ -478,6 +478,14 @@ pub struct SealedOutput<'a> {
     pub fault: Option<&'a str>,
 }
 
+impl SealedOutput<'_> {
+    /// `output_json` as raw JSON, verbatim (refused when not UTF-8 JSON).
+    pub(crate) fn output_raw(&self) -> Result<Box<RawValue>, ReceiptOrOutput> {
+        let text = std::str::from_utf8(self.output_json).map_err(ReceiptOrOutput::OutputUtf8)?;
+        RawValue::from_string(text.to_owned()).map_err(|e| ReceiptOrOutput::Output(e.into()))
+    }
+}
+
 /// The node could not build a successful answer; `sealed` is an
 /// `internal_error` answer to send instead.
 #[derive(Debug, thiserror::Error)]
@@ -641,11 +649,7 @@ impl Responder {
         out: &SealedOutput<'_>,
         now: UnixTime,
     ) -> Result<Vec<u8>, ReceiptOrOutput> {
-        let output = std::str::from_utf8(out.output_json)
-            .map_err(ReceiptOrOutput::OutputUtf8)
-            .and_then(|s| {
-                RawValue::from_string(s.to_owned()).map_err(|e| ReceiptOrOutput::Output(e.into()))
-            })?;
+        let output = out.output_raw()?;
         let receipt = self.sign_receipt(keys, out, sha256(out.output_json), now)?;
         let answer = ResponsePlaintext::Output {
             output,

@@ -413,11 +413,7 @@ impl StreamSealer {
         out: &SealedOutput<'_>,
         now: UnixTime,
     ) -> Result<Vec<u8>, ReceiptOrOutput> {
-        let output = std::str::from_utf8(out.output_json)
-            .map_err(ReceiptOrOutput::OutputUtf8)
-            .and_then(|s| {
-                RawValue::from_string(s.to_owned()).map_err(|e| ReceiptOrOutput::Output(e.into()))
-            })?;
+        let output = out.output_raw()?;
         let summary = serde_json::to_string(&Summary {
             chunks: self.chunks(),
             transcript: self.transcript.digest(),

@@ -18,43 +18,10 @@ use attesta_seal::stream::{CHUNK_HEADER_LEN, STREAM_HEADER_LEN, transcript};
 use attesta_seal::{Chunk, NodeKeys, sha256};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use common::*;
-use hpke::{Deserializable, Kem, Serializable};
 use serde_json::{Value, json};
 
+const STREAM_LABELS: (&[u8], &[u8]) = (b"stream key", b"stream nonce");
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/stream-v2.json");
-
-fn seq(from: u8) -> [u8; 32] {
-    std::array::from_fn(|i| from.wrapping_add(i as u8))
-}
-
-/// The stream key schedule written out a second time from the primitives
-/// (HPKE export, HKDF-SHA256), to print the intermediate values.
-fn schedule(
-    node: &NodeKeys,
-    ikm_e: &[u8; 32],
-    response_nonce: &[u8; 32],
-) -> ([u8; 32], [u8; 32], [u8; 12]) {
-    type K = hpke::kem::X25519HkdfSha256;
-    let pk = <K as Kem>::PublicKey::from_bytes(&node.public().hpke_pk).unwrap();
-    let info = [attesta_seal::REQUEST_INFO, &node.keyset_digest()[..]].concat();
-    let (enc, ctx) =
-        hpke::setup_sender_with_rng::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, K>(
-            &hpke::OpModeS::Base,
-            &pk,
-            &info,
-            &mut FixedRng(ikm_e.to_vec(), 0),
-        )
-        .unwrap();
-    let mut secret = [0u8; 32];
-    ctx.export(attesta_seal::RESPONSE_EXPORT, &mut secret)
-        .unwrap();
-    let salt = [&enc.to_bytes()[..], &response_nonce[..]].concat();
-    let hk = hkdf::Hkdf::<sha2_11::Sha256>::new(Some(&salt), &secret);
-    let (mut key, mut nonce) = ([0u8; 32], [0u8; 12]);
-    hk.expand(b"stream key", &mut key).unwrap();
-    hk.expand(b"stream nonce", &mut nonce).unwrap();
-    (secret, key, nonce)
-}
 
 /// Every chunk frame of a stream, described and opened from the printed
 /// key, base nonce and AAD (so the printed values are the ones used).
@@ -154,8 +121,8 @@ fn generate() -> Value {
     assert_eq!(opened.last(), Some(&Chunk::End));
     let verified = opener.finish(&strict()).unwrap();
     let receipt = &verified.receipt;
-    let (secret, key, base_nonce) = schedule(&node, &ikm_e, &response_nonce);
-    let (_, key2, base_nonce2) = schedule(&node, &ikm_e, &error_nonce);
+    let (secret, key, base_nonce) = schedule(&node, &ikm_e, &response_nonce, STREAM_LABELS);
+    let (_, key2, base_nonce2) = schedule(&node, &ikm_e, &error_nonce, STREAM_LABELS);
     let digest = ctx.request_digest();
     let head = |f: &[u8]| f[FRAME_PREFIX_LEN..][..STREAM_HEADER_LEN].to_vec();
     let chunks = describe_chunks(&frames[1..], &key, &base_nonce, &head(&frames[0]), &digest);
@@ -214,20 +181,7 @@ fn generate() -> Value {
 
 #[test]
 fn stream_vectors_match_the_committed_file() {
-    let fresh = generate();
-    if std::env::var_os("ATTESTA_REGEN_VECTORS").is_some() {
-        let mut text = serde_json::to_string_pretty(&fresh).unwrap();
-        text.push('\n');
-        std::fs::write(FILE, text).unwrap();
-    }
-    let committed: Value = serde_json::from_str(
-        &std::fs::read_to_string(FILE).expect("tests/vectors/stream-v2.json is committed"),
-    )
-    .unwrap();
-    assert_eq!(
-        committed, fresh,
-        "regenerate with ATTESTA_REGEN_VECTORS=1 only for an intended format change"
-    );
+    check_vector_file(FILE, &generate());
 }
 
 /// The committed bodies open on their own, whatever this build would produce.
@@ -276,21 +230,5 @@ fn committed_streams_open_with_the_committed_keys() {
 /// An independent implementation (Python `cryptography` primitives) reproduces every committed value.
 #[test]
 fn independent_python_implementation_agrees() {
-    let python = attesta_test_support::python();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/vectors/check_stream_vectors.py"
-    );
-    let out = std::process::Command::new(&python)
-        .arg(script)
-        .arg(FILE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "check_stream_vectors.py failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+    run_python_checker("check_stream_vectors.py", FILE);
 }
