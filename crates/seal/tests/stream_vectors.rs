@@ -187,26 +187,9 @@ fn stream_vectors_match_the_committed_file() {
 /// The committed bodies open on their own, whatever this build would produce.
 #[test]
 fn committed_streams_open_with_the_committed_keys() {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(FILE).unwrap()).unwrap();
-    let h = |p: &str| hex::decode(v.pointer(p).unwrap().as_str().unwrap()).unwrap();
-    let node = NodeKeys::from_secret_bytes(
-        &h("/node/hpke_ikm").try_into().unwrap(),
-        &h("/node/sign_seed").try_into().unwrap(),
-    );
-    let (_, ctx) = seal_request_bytes(
-        node.public(),
-        v["request"]["plaintext"]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-        MODEL.into(),
-        vec![10, 11, 12, 13],
-        &mut FixedRng(h("/request/ikm_e"), 0),
-    )
-    .unwrap();
-    let mut opener = ctx.stream_opener();
-    let chunks = opener.feed(&h("/stream/body")).unwrap();
+    let c = CommittedVectors::load(FILE);
+    let mut opener = c.ctx.stream_opener();
+    let chunks = opener.feed(&c.hex("/stream/body")).unwrap();
     assert_eq!(
         chunks,
         vec![
@@ -220,10 +203,11 @@ fn committed_streams_open_with_the_committed_keys() {
     let verified = opener.finish(&strict()).unwrap();
     assert_eq!(
         verified.output.get(),
-        v["stream"]["output"].as_str().unwrap()
+        c.json["stream"]["output"].as_str().unwrap()
     );
-    let mut opener = ctx.stream_opener();
-    let e = opener.feed(&h("/error_stream/body")).unwrap_err();
+    verified.receipt.verify(c.node.public()).unwrap();
+    let mut opener = c.ctx.stream_opener();
+    let e = opener.feed(&c.hex("/error_stream/body")).unwrap_err();
     assert_eq!(e.code(), "generation_failed");
 }
 

@@ -166,12 +166,8 @@ fn vectors_match_the_committed_file() {
 /// The committed bytes open on their own, whatever this build would produce.
 #[test]
 fn committed_envelopes_open_with_the_committed_keys() {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(FILE).unwrap()).unwrap();
+    let CommittedVectors { json: v, node, ctx } = CommittedVectors::load(FILE);
     let h = |p: &str| hex::decode(v.pointer(p).unwrap().as_str().unwrap()).unwrap();
-    let node = NodeKeys::from_secret_bytes(
-        &h("/node/hpke_ikm").try_into().unwrap(),
-        &h("/node/sign_seed").try_into().unwrap(),
-    );
     assert_eq!(
         node.public().to_bytes().to_vec(),
         h("/node/keyset_encoding")
@@ -190,18 +186,6 @@ fn committed_envelopes_open_with_the_committed_keys() {
         [h("/receipt/encoding"), h("/receipt/signature")].concat()
     );
     // The requester's side (same ephemeral key) opens both committed answers.
-    let (_, ctx) = seal_request_bytes(
-        node.public(),
-        v["request"]["plaintext"]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-        MODEL.into(),
-        vec![10, 11, 12, 13],
-        &mut FixedRng(h("/request/ikm_e"), 0),
-    )
-    .unwrap();
     for answer in ["response", "second_response"] {
         let plain = ctx
             .open_response(&h(&format!("/{answer}/envelope")))

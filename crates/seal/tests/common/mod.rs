@@ -274,3 +274,39 @@ pub fn run_python_checker(name: &str, vectors: &str) {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
 }
+
+/// A committed vector file: its JSON, the node it fixes, and the requester's
+/// context rebuilt from its request plaintext and ephemeral IKM (nonce
+/// `0a0b0c0d`, model [`MODEL`]), to open the committed answers.
+pub struct CommittedVectors {
+    pub json: serde_json::Value,
+    pub node: NodeKeys,
+    pub ctx: attesta_seal::RequestContext,
+}
+
+impl CommittedVectors {
+    pub fn load(path: &str) -> Self {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let h = |p: &str| hex::decode(json.pointer(p).unwrap().as_str().unwrap()).unwrap();
+        let node = NodeKeys::from_secret_bytes(
+            &h("/node/hpke_ikm").try_into().unwrap(),
+            &h("/node/sign_seed").try_into().unwrap(),
+        );
+        let plaintext = json["request"]["plaintext"].as_str().unwrap();
+        let (_, ctx) = attesta_seal::channel::seal_request_bytes(
+            node.public(),
+            plaintext.as_bytes().to_vec(),
+            MODEL.into(),
+            vec![10, 11, 12, 13],
+            &mut FixedRng(h("/request/ikm_e"), 0),
+        )
+        .unwrap();
+        CommittedVectors { json, node, ctx }
+    }
+
+    /// The hex value at JSON pointer `p`, decoded.
+    pub fn hex(&self, p: &str) -> Vec<u8> {
+        hex::decode(self.json.pointer(p).unwrap().as_str().unwrap()).unwrap()
+    }
+}
