@@ -17,9 +17,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from check_vectors import (  # noqa: E402
-    RAW, SUITE_HPKE, SUITE_KEM, derive_keypair, expand, extract, labeled_expand, labeled_extract, setup_base,
+    SUITE_HPKE, SUITE_KEM, Checks, check_node, derive_keypair, expand, extract, labeled_expand, labeled_extract,
+    setup_base,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
 
@@ -34,22 +34,11 @@ def main():
     path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("stream-v2.json"))
     v = json.loads(path.read_text())
     h = bytes.fromhex
-    checks = 0
-
-    def eq(name, got, want):
-        nonlocal checks
-        if got != want:
-            sys.exit(f"MISMATCH {name}:\n  computed {got.hex() if isinstance(got, bytes) else got}\n  vector   {want.hex() if isinstance(want, bytes) else want}")
-        checks += 1
+    checks = Checks()
+    eq = checks.eq
 
     node, req, st, rc, es = v["node"], v["request"], v["stream"], v["receipt"], v["error_stream"]
-    sk_r, pk_r = derive_keypair(h(node["hpke_ikm"]))
-    eq("hpke_pk", pk_r, h(node["hpke_pk"]))
-    sign = Ed25519PrivateKey.from_private_bytes(h(node["sign_seed"]))
-    sign_pk = sign.public_key().public_bytes(*RAW)
-    eq("sign_pk", sign_pk, h(node["sign_pk"]))
-    digest = hashlib.sha256(b"attesta/v2/keyset" + pk_r + sign_pk).digest()
-    eq("keyset_digest", digest, h(node["keyset_digest"]))
+    sk_r, pk_r, sign, sign_pk, digest = check_node(node, eq)
 
     sk_e, enc = derive_keypair(h(req["ikm_e"]))
     dh = sk_e.exchange(X25519PublicKey.from_public_bytes(pk_r))
@@ -128,7 +117,7 @@ def main():
     eq("error stream ends with an error chunk", err_chunks[-1][0], 2)
     eq("error chunk carries no receipt", list(json.loads(err_chunks[-1][1])), ["error"])
     eq("two streams, two keys and base nonces", k1 != k2 and n1 != n2, True)
-    print(f"ok: {checks} values of {path.name} match an independent implementation")
+    print(f"ok: {checks.count} values of {path.name} match an independent implementation")
 
 
 if __name__ == "__main__":
