@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from check_vectors import (  # noqa: E402
     SUITE_HPKE, SUITE_KEM, Checks, check_node, derive_keypair, expand, extract, labeled_expand, labeled_extract,
-    setup_base,
+    receipt_encoding, setup_base,
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
@@ -97,14 +97,7 @@ def main():
     eq("receipt in final chunk", final["receipt"], rc["json"])
 
     r = rc["json"]["receipt"]
-
-    def var(b):
-        return struct.pack(">H", len(b)) + b
-
-    enc_r = (bytes([r["version"]]) + h(r["keyset_digest"]) + h(r["model_sha256"]) + h(r["request_digest"])
-             + h(r["output_digest"]) + struct.pack(">Q", r["issued_at"]) + var(r["model_cid"].encode())
-             + var(r["engine"].encode()) + var(r["engine_version"].encode()) + var(h(r["nonce"]))
-             + var(r["fault"].encode()))
+    enc_r = receipt_encoding(r)
     eq("receipt encoding", enc_r, h(rc["encoding"]))
     eq("receipt request_digest", h(r["request_digest"]), request_digest)
     eq("receipt output_digest = sha256(summary)", h(r["output_digest"]), hashlib.sha256(summary.encode()).digest())

@@ -90,6 +90,19 @@ def check_node(node, eq):
     return sk_r, pk_r, sign, sign_pk, digest
 
 
+def receipt_encoding(r):
+    """The receipt's signed layout, re-encoded from its JSON fields."""
+    h = bytes.fromhex
+
+    def var(b):
+        return struct.pack(">H", len(b)) + b
+
+    return (bytes([r["version"]]) + h(r["keyset_digest"]) + h(r["model_sha256"]) + h(r["request_digest"])
+            + h(r["output_digest"]) + struct.pack(">Q", r["issued_at"]) + var(r["model_cid"].encode())
+            + var(r["engine"].encode()) + var(r["engine_version"].encode()) + var(h(r["nonce"]))
+            + var(r["fault"].encode()))
+
+
 def main():
     path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("v2.json"))
     v = json.loads(path.read_text())
@@ -166,14 +179,7 @@ def main():
     # Receipt: re-encode from the JSON fields and sign.
     r = rc["json"]["receipt"]
     eq("receipt in answer", answer["receipt"], rc["json"])
-
-    def var(b):
-        return struct.pack(">H", len(b)) + b
-
-    enc_r = (bytes([r["version"]]) + h(r["keyset_digest"]) + h(r["model_sha256"]) + h(r["request_digest"])
-             + h(r["output_digest"]) + struct.pack(">Q", r["issued_at"]) + var(r["model_cid"].encode())
-             + var(r["engine"].encode()) + var(r["engine_version"].encode()) + var(h(r["nonce"]))
-             + var(r["fault"].encode()))
+    enc_r = receipt_encoding(r)
     eq("receipt encoding", enc_r, h(rc["encoding"]))
     eq("receipt keyset_digest", h(r["keyset_digest"]), digest)
     eq("receipt request_digest", h(r["request_digest"]), request_digest)
