@@ -3,7 +3,7 @@
 
 use attesta_evidence::{Report, VerifyError};
 use attesta_seal::channel::AnswerError;
-use attesta_seal::{BindingError, EnvelopeError};
+use attesta_seal::{BindingError, EnvelopeError, StreamError};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,10 @@ pub enum ClientError {
     /// carried the node's authenticated error verdict ([`AnswerError::Remote`]).
     #[error("answer: {0}")]
     Answer(#[from] AnswerError),
+    /// A sealed stream was cut, reordered, tampered with or did not verify,
+    /// or it ended with the node's authenticated error ([`StreamError::Remote`]).
+    #[error("stream: {0}")]
+    Stream(#[from] StreamError),
     /// The node's reply is not the documented shape.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -95,7 +99,11 @@ impl ClientError {
     /// Whether this is the node's authenticated verdict on the request (a
     /// sealed error answer), as opposed to a failure to get one.
     pub fn is_node_verdict(&self) -> bool {
-        matches!(self, ClientError::Answer(AnswerError::Remote(_)))
+        matches!(
+            self,
+            ClientError::Answer(AnswerError::Remote(_))
+                | ClientError::Stream(StreamError::Remote(_))
+        )
     }
 
     /// A stable code for logs and scores.
@@ -109,6 +117,7 @@ impl ClientError {
             ClientError::Binding(e) => e.code(),
             ClientError::Seal(e) => e.code(),
             ClientError::Answer(e) => e.code(),
+            ClientError::Stream(e) => e.code(),
             ClientError::Protocol(_) | ClientError::Decode { .. } => "protocol",
             ClientError::InvalidInput(_) => "invalid_input",
         }

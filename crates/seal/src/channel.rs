@@ -58,9 +58,9 @@ fn info(keyset_digest: &[u8; 32]) -> Vec<u8> {
 
 /// One answer's AEAD key and nonce, derived from the request's exported
 /// secret, its `enc` and the answer's `response_nonce`.
-struct AnswerKey {
-    key: Zeroizing<[u8; 32]>,
-    nonce: [u8; 12],
+pub(crate) struct AnswerKey {
+    pub(crate) key: Zeroizing<[u8; 32]>,
+    pub(crate) nonce: [u8; 12],
 }
 
 impl AnswerKey {
@@ -69,6 +69,18 @@ impl AnswerKey {
         enc: &[u8; 32],
         response_nonce: &[u8; RESPONSE_NONCE_LEN],
     ) -> Option<Self> {
+        Self::derive_labelled(secret, enc, response_nonce, KEY_LABEL, NONCE_LABEL)
+    }
+
+    /// The schedule with explicit HKDF-Expand labels: single answers use
+    /// `"key"`/`"nonce"`, streams their own labels (domain separation).
+    pub(crate) fn derive_labelled(
+        secret: &[u8; 32],
+        enc: &[u8; 32],
+        response_nonce: &[u8; RESPONSE_NONCE_LEN],
+        key_label: &[u8],
+        nonce_label: &[u8],
+    ) -> Option<Self> {
         let mut salt = [0u8; 32 + RESPONSE_NONCE_LEN];
         let (e, n) = salt.split_at_mut(32);
         e.copy_from_slice(enc);
@@ -76,18 +88,18 @@ impl AnswerKey {
         let hk = hkdf::Hkdf::<sha2_11::Sha256>::new(Some(&salt), secret);
         let mut key = Zeroizing::new([0u8; 32]);
         let mut nonce = [0u8; 12];
-        hk.expand(KEY_LABEL, key.as_mut_slice()).ok()?;
-        hk.expand(NONCE_LABEL, &mut nonce).ok()?;
+        hk.expand(key_label, key.as_mut_slice()).ok()?;
+        hk.expand(nonce_label, &mut nonce).ok()?;
         Some(AnswerKey { key, nonce })
     }
 }
 
 /// The per-request response secret, shared by the two ends of one request.
 /// It never seals by itself: every answer derives its own key (see the module doc).
-struct ResponseSecret {
-    secret: Zeroizing<[u8; 32]>,
-    enc: [u8; 32],
-    request_digest: [u8; 32],
+pub(crate) struct ResponseSecret {
+    pub(crate) secret: Zeroizing<[u8; 32]>,
+    pub(crate) enc: [u8; 32],
+    pub(crate) request_digest: [u8; 32],
 }
 
 impl ResponseSecret {
@@ -164,11 +176,11 @@ impl ResponseSecret {
 
 /// What a requester keeps to open and check the answer to one sealed request.
 pub struct RequestContext {
-    response: ResponseSecret,
-    keyset: PublicKeySet,
-    model: String,
-    nonce: Vec<u8>,
-    plaintext: Vec<u8>,
+    pub(crate) response: ResponseSecret,
+    pub(crate) keyset: PublicKeySet,
+    pub(crate) model: String,
+    pub(crate) nonce: Vec<u8>,
+    pub(crate) plaintext: Vec<u8>,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -322,28 +334,43 @@ impl RequestContext {
                 receipt,
             } => (output, model_hash, receipt),
         };
-        receipt.verify(&self.keyset)?;
-        receipt.check_digests(Some(&self.plaintext), Some(output.get().as_bytes()))?;
-        let r = &receipt.receipt;
-        if r.model_cid != self.model {
-            return Err(ReceiptError::ModelMismatch {
-                expected: self.model.clone(),
-                got: r.model_cid.clone(),
-            }
-            .into());
-        }
-        if !hex::decode(&model_hash).is_ok_and(|h| h == r.model_sha256) {
-            return Err(ReceiptError::ModelHashMismatch.into());
-        }
-        if r.nonce != self.nonce {
-            return Err(ReceiptError::NonceMismatch.into());
-        }
-        receipt.check_fault(policy)?;
+        self.check_receipt(&receipt, output.get().as_bytes(), &model_hash, policy)?;
         Ok(VerifiedAnswer {
             output,
             model_hash,
             receipt,
         })
+    }
+}
+
+impl RequestContext {
+    /// The checks every answer's receipt passes: signed by the attested key
+    /// set, over this request and `output` (the digested bytes), the
+    /// requested model (whose hash the answer states as `model_hash`) and
+    /// nonce, and declaring no fault unless `policy` accepts declared faults.
+    pub(crate) fn check_receipt(
+        &self,
+        receipt: &SignedReceipt,
+        output: &[u8],
+        model_hash: &str,
+        policy: &Policy,
+    ) -> Result<(), ReceiptError> {
+        receipt.verify(&self.keyset)?;
+        receipt.check_digests(Some(&self.plaintext), Some(output))?;
+        let r = &receipt.receipt;
+        if r.model_cid != self.model {
+            return Err(ReceiptError::ModelMismatch {
+                expected: self.model.clone(),
+                got: r.model_cid.clone(),
+            });
+        }
+        if !hex::decode(model_hash).is_ok_and(|h| h == r.model_sha256) {
+            return Err(ReceiptError::ModelHashMismatch);
+        }
+        if r.nonce != self.nonce {
+            return Err(ReceiptError::NonceMismatch);
+        }
+        receipt.check_fault(policy)
     }
 }
 
@@ -379,9 +406,9 @@ pub struct AcceptedRequest {
 /// Seals the single answer to one accepted request. Consumed on use; every
 /// answer is keyed from fresh randomness (see the module doc).
 pub struct Responder {
-    response: ResponseSecret,
-    model: String,
-    nonce: Vec<u8>,
+    pub(crate) response: ResponseSecret,
+    pub(crate) model: String,
+    pub(crate) nonce: Vec<u8>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -449,6 +476,14 @@ pub struct SealedOutput<'a> {
     pub engine_version: &'a str,
     /// The fault the node runs with (`--insecure-fault`), declared in the receipt.
     pub fault: Option<&'a str>,
+}
+
+impl SealedOutput<'_> {
+    /// `output_json` as raw JSON, verbatim (refused when not UTF-8 JSON).
+    pub(crate) fn output_raw(&self) -> Result<Box<RawValue>, ReceiptOrOutput> {
+        let text = std::str::from_utf8(self.output_json).map_err(ReceiptOrOutput::OutputUtf8)?;
+        RawValue::from_string(text.to_owned()).map_err(|e| ReceiptOrOutput::Output(e.into()))
+    }
 }
 
 /// The node could not build a successful answer; `sealed` is an
@@ -574,7 +609,7 @@ fn cut(message: &str) -> &str {
     message.get(..end).unwrap_or_default()
 }
 
-fn error_json(code: &str, message: &str) -> Vec<u8> {
+pub(crate) fn error_json(code: &str, message: &str) -> Vec<u8> {
     ErrorBody {
         code: code.to_owned(),
         message: cut(message).to_owned(),
@@ -583,30 +618,39 @@ fn error_json(code: &str, message: &str) -> Vec<u8> {
 }
 
 impl Responder {
+    /// Signs the receipt for this request: `out`'s model and engine fields,
+    /// `output_digest` as given (single answers digest `output_json`,
+    /// streams their summary).
+    pub(crate) fn sign_receipt(
+        &self,
+        keys: &NodeKeys,
+        out: &SealedOutput<'_>,
+        output_digest: [u8; 32],
+        now: UnixTime,
+    ) -> Result<SignedReceipt, ReceiptError> {
+        keys.sign_receipt(Receipt {
+            version: RECEIPT_VERSION,
+            keyset_digest: keys.keyset_digest(),
+            model_cid: self.model.clone(),
+            model_sha256: out.model_sha256,
+            request_digest: self.response.request_digest,
+            output_digest,
+            engine: out.engine.to_owned(),
+            engine_version: out.engine_version.to_owned(),
+            issued_at: now.as_secs(),
+            nonce: self.nonce.clone(),
+            fault: out.fault.unwrap_or_default().to_owned(),
+        })
+    }
+
     fn answer_json(
         &self,
         keys: &NodeKeys,
         out: &SealedOutput<'_>,
         now: UnixTime,
     ) -> Result<Vec<u8>, ReceiptOrOutput> {
-        let output = std::str::from_utf8(out.output_json)
-            .map_err(ReceiptOrOutput::OutputUtf8)
-            .and_then(|s| {
-                RawValue::from_string(s.to_owned()).map_err(|e| ReceiptOrOutput::Output(e.into()))
-            })?;
-        let receipt = keys.sign_receipt(Receipt {
-            version: RECEIPT_VERSION,
-            keyset_digest: keys.keyset_digest(),
-            model_cid: self.model.clone(),
-            model_sha256: out.model_sha256,
-            request_digest: self.response.request_digest,
-            output_digest: sha256(out.output_json),
-            engine: out.engine.to_owned(),
-            engine_version: out.engine_version.to_owned(),
-            issued_at: now.as_secs(),
-            nonce: self.nonce.clone(),
-            fault: out.fault.unwrap_or_default().to_owned(),
-        })?;
+        let output = out.output_raw()?;
+        let receipt = self.sign_receipt(keys, out, sha256(out.output_json), now)?;
         let answer = ResponsePlaintext::Output {
             output,
             model_hash: hex::encode(out.model_sha256),

@@ -9,6 +9,9 @@
 //!   one requester (RFC 9180 base mode; every answer keyed from the exported
 //!   secret *and* fresh node randomness, as OHTTP (RFC 9458) does);
 //! - [`receipt`]: Ed25519-signed receipts over a fixed byte layout;
+//! - [`stream`]: a sequence of sealed chunks answering one request (LLM
+//!   completions), numbered, the last one carrying the receipt; [`frames`]:
+//!   the length-prefixed framing of its body;
 //! - [`bundle`]: receipt + evidence, verifiable offline;
 //! - [`replay`]: the node's bounded replay memory, which cannot deny service.
 //!
@@ -23,10 +26,12 @@ pub mod binding;
 pub mod bundle;
 pub mod channel;
 pub mod envelope;
+pub mod frames;
 mod keys;
 pub mod plaintext;
 pub mod receipt;
 pub mod replay;
+pub mod stream;
 
 pub use attesta_evidence::UnixTime;
 pub use binding::{AttestationBinding, BindingError};
@@ -38,6 +43,7 @@ pub use channel::{
     Responder, SealFailure, SealedOutput, VerifiedAnswer, seal_request,
 };
 pub use envelope::{EnvelopeError, MEDIA_TYPE, VERSION};
+pub use frames::{FrameError, FrameReader};
 /// The `rand_core` generation the RNG parameters use (to implement or wrap RNGs).
 pub use hpke::rand_core;
 pub use hpke::rand_core::CryptoRng;
@@ -45,6 +51,10 @@ pub use keys::{KEYSET_ENCODING_LEN, NodeKeys, PublicKeySet, keyset_digest, repor
 pub use plaintext::{ErrorBody, RequestError, RequestPlaintext, ResponseError, ResponsePlaintext};
 pub use receipt::{Receipt, ReceiptError, SignedReceipt};
 pub use replay::{ReplayConfig, ReplayGuard};
+pub use stream::{
+    Chunk, STREAM_MEDIA_TYPE, StreamError, StreamFailure, StreamOpener, StreamSealError,
+    StreamSealer, VerifiedStream,
+};
 
 /// A CSPRNG that can move between threads (what nodes and clients keep behind a lock).
 pub trait SharedRng: CryptoRng + Send {}

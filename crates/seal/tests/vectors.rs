@@ -18,43 +18,9 @@ use attesta_seal::receipt::SignedReceipt;
 use attesta_seal::{NodeKeys, sha256};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use common::*;
-use hpke::{Deserializable, Kem, Serializable};
 use serde_json::{Value, json};
 
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/v2.json");
-
-fn seq(from: u8) -> [u8; 32] {
-    std::array::from_fn(|i| from.wrapping_add(i as u8))
-}
-
-/// The response key schedule written out a second time, from the primitives
-/// (HPKE export, HKDF-SHA256), to print the intermediate values.
-fn schedule(
-    node: &NodeKeys,
-    ikm_e: &[u8; 32],
-    response_nonce: &[u8; 32],
-) -> ([u8; 32], [u8; 32], [u8; 12]) {
-    type K = hpke::kem::X25519HkdfSha256;
-    let pk = <K as Kem>::PublicKey::from_bytes(&node.public().hpke_pk).unwrap();
-    let info = [attesta_seal::REQUEST_INFO, &node.keyset_digest()[..]].concat();
-    let (enc, ctx) =
-        hpke::setup_sender_with_rng::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, K>(
-            &hpke::OpModeS::Base,
-            &pk,
-            &info,
-            &mut FixedRng(ikm_e.to_vec(), 0),
-        )
-        .unwrap();
-    let mut secret = [0u8; 32];
-    ctx.export(attesta_seal::RESPONSE_EXPORT, &mut secret)
-        .unwrap();
-    let salt = [&enc.to_bytes()[..], &response_nonce[..]].concat();
-    let hk = hkdf::Hkdf::<sha2_11::Sha256>::new(Some(&salt), &secret);
-    let (mut key, mut nonce) = ([0u8; 32], [0u8; 12]);
-    hk.expand(b"key", &mut key).unwrap();
-    hk.expand(b"nonce", &mut nonce).unwrap();
-    (secret, key, nonce)
-}
 
 fn generate() -> Value {
     let hpke_ikm = seq(0x00);
@@ -122,8 +88,8 @@ fn generate() -> Value {
         .open_request(&v1_envelope, &g, t(T0_SECS))
         .unwrap_err()
         .into_body();
-    let (secret, key, aead_nonce) = schedule(&node, &ikm_e, &response_nonce);
-    let (_, key2, aead_nonce2) = schedule(&node, &ikm_e, &second_nonce);
+    let (secret, key, aead_nonce) = schedule(&node, &ikm_e, &response_nonce, (b"key", b"nonce"));
+    let (_, key2, aead_nonce2) = schedule(&node, &ikm_e, &second_nonce, (b"key", b"nonce"));
     // The printed values really are the ones the envelope was sealed with.
     let aad = [&response[..RESPONSE_HEADER_LEN], &ctx.request_digest()[..]].concat();
     let opened = chacha20poly1305::ChaCha20Poly1305::new(&key.into())
@@ -194,31 +160,14 @@ fn generate() -> Value {
 
 #[test]
 fn vectors_match_the_committed_file() {
-    let fresh = generate();
-    if std::env::var_os("ATTESTA_REGEN_VECTORS").is_some() {
-        let mut text = serde_json::to_string_pretty(&fresh).unwrap();
-        text.push('\n');
-        std::fs::write(FILE, text).unwrap();
-    }
-    let committed: Value = serde_json::from_str(
-        &std::fs::read_to_string(FILE).expect("tests/vectors/v2.json is committed"),
-    )
-    .unwrap();
-    assert_eq!(
-        committed, fresh,
-        "regenerate with ATTESTA_REGEN_VECTORS=1 only for an intended format change"
-    );
+    check_vector_file(FILE, &generate());
 }
 
 /// The committed bytes open on their own, whatever this build would produce.
 #[test]
 fn committed_envelopes_open_with_the_committed_keys() {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(FILE).unwrap()).unwrap();
+    let CommittedVectors { json: v, node, ctx } = CommittedVectors::load(FILE);
     let h = |p: &str| hex::decode(v.pointer(p).unwrap().as_str().unwrap()).unwrap();
-    let node = NodeKeys::from_secret_bytes(
-        &h("/node/hpke_ikm").try_into().unwrap(),
-        &h("/node/sign_seed").try_into().unwrap(),
-    );
     assert_eq!(
         node.public().to_bytes().to_vec(),
         h("/node/keyset_encoding")
@@ -237,18 +186,6 @@ fn committed_envelopes_open_with_the_committed_keys() {
         [h("/receipt/encoding"), h("/receipt/signature")].concat()
     );
     // The requester's side (same ephemeral key) opens both committed answers.
-    let (_, ctx) = seal_request_bytes(
-        node.public(),
-        v["request"]["plaintext"]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-        MODEL.into(),
-        vec![10, 11, 12, 13],
-        &mut FixedRng(h("/request/ikm_e"), 0),
-    )
-    .unwrap();
     for answer in ["response", "second_response"] {
         let plain = ctx
             .open_response(&h(&format!("/{answer}/envelope")))
@@ -268,21 +205,5 @@ fn committed_envelopes_open_with_the_committed_keys() {
 /// written out) reproduces every committed value.
 #[test]
 fn independent_python_implementation_agrees() {
-    let python = attesta_test_support::python();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/vectors/check_vectors.py"
-    );
-    let out = std::process::Command::new(&python)
-        .arg(script)
-        .arg(FILE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "check_vectors.py failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+    run_python_checker("check_vectors.py", FILE);
 }

@@ -200,3 +200,113 @@ pub fn accept(node: &NodeKeys, body: &[u8], g: &ReplayGuard, now: UnixTime) -> A
 pub fn strict() -> Policy {
     Policy::aws_nitro().unwrap()
 }
+
+/// 32 bytes counting up from `from`: the fixed secrets of the test vectors.
+pub fn seq(from: u8) -> [u8; 32] {
+    std::array::from_fn(|i| from.wrapping_add(i as u8))
+}
+
+/// A response key schedule written out a second time from the primitives
+/// (HPKE export, HKDF-SHA256), to print the intermediate values of the
+/// vectors: `(secret, key, nonce)` with these HKDF-Expand labels (single
+/// answers: `"key"`, `"nonce"`; streams: `"stream key"`, `"stream nonce"`).
+pub fn schedule(
+    node: &NodeKeys,
+    ikm_e: &[u8; 32],
+    response_nonce: &[u8; 32],
+    labels: (&[u8], &[u8]),
+) -> ([u8; 32], [u8; 32], [u8; 12]) {
+    use hpke::{Deserializable, Kem, Serializable};
+    type K = hpke::kem::X25519HkdfSha256;
+    let pk = <K as Kem>::PublicKey::from_bytes(&node.public().hpke_pk).unwrap();
+    let info = [attesta_seal::REQUEST_INFO, &node.keyset_digest()[..]].concat();
+    let (enc, ctx) =
+        hpke::setup_sender_with_rng::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, K>(
+            &hpke::OpModeS::Base,
+            &pk,
+            &info,
+            &mut FixedRng(ikm_e.to_vec(), 0),
+        )
+        .unwrap();
+    let mut secret = [0u8; 32];
+    ctx.export(attesta_seal::RESPONSE_EXPORT, &mut secret)
+        .unwrap();
+    let salt = [&enc.to_bytes()[..], &response_nonce[..]].concat();
+    let hk = hkdf::Hkdf::<sha2_11::Sha256>::new(Some(&salt), &secret);
+    let (mut key, mut nonce) = ([0u8; 32], [0u8; 12]);
+    hk.expand(labels.0, &mut key).unwrap();
+    hk.expand(labels.1, &mut nonce).unwrap();
+    (secret, key, nonce)
+}
+
+/// Compares freshly generated vectors with the committed file `path`
+/// (`ATTESTA_REGEN_VECTORS=1` rewrites it first: review the diff!).
+pub fn check_vector_file(path: &str, fresh: &serde_json::Value) {
+    if std::env::var_os("ATTESTA_REGEN_VECTORS").is_some() {
+        let mut text = serde_json::to_string_pretty(fresh).unwrap();
+        text.push('\n');
+        std::fs::write(path, text).unwrap();
+    }
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path} is committed: {e}")),
+    )
+    .unwrap();
+    assert_eq!(
+        &committed, fresh,
+        "regenerate with ATTESTA_REGEN_VECTORS=1 only for an intended format change"
+    );
+}
+
+/// Runs an independent Python checker (`tests/vectors/NAME`) on a vector file.
+pub fn run_python_checker(name: &str, vectors: &str) {
+    let python = attesta_test_support::python();
+    let script = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(vectors)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+}
+
+/// A committed vector file: its JSON, the node it fixes, and the requester's
+/// context rebuilt from its request plaintext and ephemeral IKM (nonce
+/// `0a0b0c0d`, model [`MODEL`]), to open the committed answers.
+pub struct CommittedVectors {
+    pub json: serde_json::Value,
+    pub node: NodeKeys,
+    pub ctx: attesta_seal::RequestContext,
+}
+
+impl CommittedVectors {
+    pub fn load(path: &str) -> Self {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let h = |p: &str| hex::decode(json.pointer(p).unwrap().as_str().unwrap()).unwrap();
+        let node = NodeKeys::from_secret_bytes(
+            &h("/node/hpke_ikm").try_into().unwrap(),
+            &h("/node/sign_seed").try_into().unwrap(),
+        );
+        let plaintext = json["request"]["plaintext"].as_str().unwrap();
+        let (_, ctx) = attesta_seal::channel::seal_request_bytes(
+            node.public(),
+            plaintext.as_bytes().to_vec(),
+            MODEL.into(),
+            vec![10, 11, 12, 13],
+            &mut FixedRng(h("/request/ikm_e"), 0),
+        )
+        .unwrap();
+        CommittedVectors { json, node, ctx }
+    }
+
+    /// The hex value at JSON pointer `p`, decoded.
+    pub fn hex(&self, p: &str) -> Vec<u8> {
+        hex::decode(self.json.pointer(p).unwrap().as_str().unwrap()).unwrap()
+    }
+}

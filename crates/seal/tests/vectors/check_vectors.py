@@ -65,28 +65,55 @@ def setup_base(shared_secret, info):
     return key, nonce, exporter
 
 
-def main():
-    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("v2.json"))
-    v = json.loads(path.read_text())
-    h = bytes.fromhex
-    checks = 0
+class Checks:
+    """Counts matching values; the first mismatch ends the program."""
 
-    def eq(name, got, want):
-        nonlocal checks
+    def __init__(self):
+        self.count = 0
+
+    def eq(self, name, got, want):
         if got != want:
             sys.exit(f"MISMATCH {name}:\n  computed {got.hex() if isinstance(got, bytes) else got}\n  vector   {want.hex() if isinstance(want, bytes) else want}")
-        checks += 1
+        self.count += 1
 
-    node, binding, req, resp, rc = v["node"], v["binding"], v["request"], v["response"], v["receipt"]
-    second, refusals = v["second_response"], v["refusals"]
+
+def check_node(node, eq):
+    """The node's keys from its fixed secrets: (sk_r, pk_r, sign key, sign_pk, keyset digest)."""
+    h = bytes.fromhex
     sk_r, pk_r = derive_keypair(h(node["hpke_ikm"]))
     eq("hpke_pk", pk_r, h(node["hpke_pk"]))
     sign = Ed25519PrivateKey.from_private_bytes(h(node["sign_seed"]))
     sign_pk = sign.public_key().public_bytes(*RAW)
     eq("sign_pk", sign_pk, h(node["sign_pk"]))
-    eq("keyset_encoding", b"\x01" + pk_r + sign_pk, h(node["keyset_encoding"]))
     digest = hashlib.sha256(b"attesta/v2/keyset" + pk_r + sign_pk).digest()
     eq("keyset_digest", digest, h(node["keyset_digest"]))
+    return sk_r, pk_r, sign, sign_pk, digest
+
+
+def receipt_encoding(r):
+    """The receipt's signed layout, re-encoded from its JSON fields."""
+    h = bytes.fromhex
+
+    def var(b):
+        return struct.pack(">H", len(b)) + b
+
+    return (bytes([r["version"]]) + h(r["keyset_digest"]) + h(r["model_sha256"]) + h(r["request_digest"])
+            + h(r["output_digest"]) + struct.pack(">Q", r["issued_at"]) + var(r["model_cid"].encode())
+            + var(r["engine"].encode()) + var(r["engine_version"].encode()) + var(h(r["nonce"]))
+            + var(r["fault"].encode()))
+
+
+def main():
+    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("v2.json"))
+    v = json.loads(path.read_text())
+    h = bytes.fromhex
+    checks = Checks()
+    eq = checks.eq
+
+    node, binding, req, resp, rc = v["node"], v["binding"], v["request"], v["response"], v["receipt"]
+    second, refusals = v["second_response"], v["refusals"]
+    sk_r, pk_r, sign, sign_pk, digest = check_node(node, eq)
+    eq("keyset_encoding", b"\x01" + pk_r + sign_pk, h(node["keyset_encoding"]))
 
     nonce = h(binding["nonce"])
     eq("user_data", digest, h(binding["user_data"]))
@@ -152,14 +179,7 @@ def main():
     # Receipt: re-encode from the JSON fields and sign.
     r = rc["json"]["receipt"]
     eq("receipt in answer", answer["receipt"], rc["json"])
-
-    def var(b):
-        return struct.pack(">H", len(b)) + b
-
-    enc_r = (bytes([r["version"]]) + h(r["keyset_digest"]) + h(r["model_sha256"]) + h(r["request_digest"])
-             + h(r["output_digest"]) + struct.pack(">Q", r["issued_at"]) + var(r["model_cid"].encode())
-             + var(r["engine"].encode()) + var(r["engine_version"].encode()) + var(h(r["nonce"]))
-             + var(r["fault"].encode()))
+    enc_r = receipt_encoding(r)
     eq("receipt encoding", enc_r, h(rc["encoding"]))
     eq("receipt keyset_digest", h(r["keyset_digest"]), digest)
     eq("receipt request_digest", h(r["request_digest"]), request_digest)
@@ -170,7 +190,7 @@ def main():
     sig = sign.sign(msg)
     eq("signature", sig, h(rc["signature"]))
     sign.public_key().verify(sig, msg)
-    print(f"ok: {checks} values of {path.name} match an independent implementation")
+    print(f"ok: {checks.count} values of {path.name} match an independent implementation")
 
 
 if __name__ == "__main__":
