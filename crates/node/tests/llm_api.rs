@@ -62,7 +62,8 @@ fn engine_greedy(prompt: &str, n: usize) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn completions_answer_the_engines_greedy_text_with_counts() {
     let (node, cid) = llm_node().await;
-    let body = json!({"model": cid, "prompt": "Once upon a time", "max_tokens": 12, "temperature": 0});
+    let body =
+        json!({"model": cid, "prompt": "Once upon a time", "max_tokens": 12, "temperature": 0});
     let a = post(&node, "/v1/completions", &body).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let a = a.json();
@@ -82,6 +83,30 @@ async fn completions_answer_the_engines_greedy_text_with_counts() {
     // Greedy is deterministic run to run.
     let b = post(&node, "/v1/completions", &body).await.json();
     assert_eq!(b["choices"][0]["text"], a["choices"][0]["text"]);
+    // With token ids, what a validator checks: every generated token (an end-of-generation
+    // token included) is the model's argmax.
+    let mut with_ids = body.clone();
+    with_ids["return_token_ids"] = json!(true);
+    let c = post(&node, "/v1/completions", &with_ids).await.json();
+    let prompt: Vec<u32> = serde_json::from_value(c["prompt_token_ids"].clone()).unwrap();
+    let ids: Vec<u32> = serde_json::from_value(c["choices"][0]["token_ids"].clone()).unwrap();
+    assert_eq!(
+        prompt.len() as u64,
+        c["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        ids.len() as u64,
+        c["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let llm = LlmModel::open(&attesta_test_support::llm::test_gguf(MODEL)).unwrap();
+    let report = attesta_llm::check::check_greedy(
+        llm.model(),
+        &prompt,
+        &ids,
+        attesta_llm::check::DEFAULT_TOLERANCE,
+    )
+    .unwrap();
+    assert!(report.passed(), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +125,11 @@ async fn streams_concatenate_to_the_whole_answer_and_end_with_done() {
         body["stream_options"] = json!({"include_usage": true});
         let s = post(&node, path, &body).await;
         assert_eq!(s.status, 200);
-        assert!(s.header("content-type").unwrap().starts_with("text/event-stream"));
+        assert!(
+            s.header("content-type")
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
         let data = sse_data(&s.body);
         assert_eq!(data.last().unwrap(), "[DONE]");
         let chunks: Vec<Value> = data[..data.len() - 1]
@@ -123,7 +152,10 @@ async fn streams_concatenate_to_the_whole_answer_and_end_with_done() {
             }
         }
         let (want_text, want_finish) = if path == "/v1/completions" {
-            (whole["choices"][0]["text"].clone(), whole["choices"][0]["finish_reason"].clone())
+            (
+                whole["choices"][0]["text"].clone(),
+                whole["choices"][0]["finish_reason"].clone(),
+            )
         } else {
             (
                 whole["choices"][0]["message"]["content"].clone(),
@@ -145,9 +177,7 @@ async fn streams_concatenate_to_the_whole_answer_and_end_with_done() {
 #[tokio::test(flavor = "multi_thread")]
 async fn seeds_reproduce_and_differ() {
     let (node, cid) = llm_node().await;
-    let ask = |seed: u64| {
-        json!({"model": cid, "prompt": "Numbers:", "max_tokens": 24, "temperature": 1.0, "top_p": 0.9, "seed": seed})
-    };
+    let ask = |seed: u64| json!({"model": cid, "prompt": "Numbers:", "max_tokens": 24, "temperature": 1.0, "top_p": 0.9, "seed": seed});
     let a = post(&node, "/v1/completions", &ask(1)).await.json();
     let b = post(&node, "/v1/completions", &ask(1)).await.json();
     let c = post(&node, "/v1/completions", &ask(2)).await.json();
@@ -182,7 +212,10 @@ async fn stop_strings_cut_the_answer() {
             (t, f)
         } else {
             let j = r.json();
-            (j["choices"][0]["text"].as_str().unwrap().to_string(), j["choices"][0]["finish_reason"].clone())
+            (
+                j["choices"][0]["text"].as_str().unwrap().to_string(),
+                j["choices"][0]["finish_reason"].clone(),
+            )
         };
         assert_eq!(text, want, "stream={stream}");
         assert_eq!(finish, "stop");
@@ -194,32 +227,119 @@ async fn bad_requests_get_the_documented_errors() {
     let (node, cid) = llm_node().await;
     let onnx = add_model(&node.store, br#"{"inputs": [], "outputs": []}"#).to_string();
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("/v1/completions", json!({"model": cid}), 400, "invalid_request"),
-        ("/v1/completions", json!({"model": cid, "prompt": "x", "max_tokens": 600}), 400, "context_length_exceeded"),
-        ("/v1/completions", json!({"model": cid, "prompt": "x", "max_tokens": 100000}), 400, "max_tokens_too_large"),
-        ("/v1/completions", json!({"model": cid, "prompt": "x", "n": 2}), 400, "unsupported_parameter"),
-        ("/v1/completions", json!({"model": cid, "prompt": "x", "temperature": 3}), 400, "invalid_request"),
-        ("/v1/completions", json!({"model": cid, "prompt": "x", "logprobs": 9}), 400, "invalid_request"),
-        ("/v1/completions", json!({"model": cid, "prompt": [1, 2, 99999999]}), 400, "invalid_request"),
-        ("/v1/completions", json!({"model": "nope", "prompt": "x"}), 400, "invalid_model"),
-        ("/v1/completions", json!({"model": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "prompt": "x"}), 404, "model_not_found"),
-        ("/v1/completions", json!({"model": onnx, "prompt": "x"}), 400, "model_not_llm"),
-        ("/v1/chat/completions", json!({"model": cid, "messages": []}), 400, "invalid_request"),
-        ("/v1/chat/completions", json!({"model": cid, "messages": [{"role": "wizard", "content": "x"}]}), 400, "invalid_request"),
-        ("/v1/chat/completions", json!({"model": cid, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), 400, "unsupported_parameter"),
-        ("/v1/chat/completions", json!({"model": cid, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}), 400, "unsupported_parameter"),
+        (
+            "/v1/completions",
+            json!({"model": cid}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": cid, "prompt": "x", "max_tokens": 600}),
+            400,
+            "context_length_exceeded",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": cid, "prompt": "x", "max_tokens": 100000}),
+            400,
+            "max_tokens_too_large",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": cid, "prompt": "x", "n": 2}),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": cid, "prompt": "x", "temperature": 3}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": cid, "prompt": "x", "logprobs": 9}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": cid, "prompt": [1, 2, 99999999]}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "nope", "prompt": "x"}),
+            400,
+            "invalid_model",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "prompt": "x"}),
+            404,
+            "model_not_found",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": onnx, "prompt": "x"}),
+            400,
+            "model_not_llm",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": cid, "messages": []}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": cid, "messages": [{"role": "wizard", "content": "x"}]}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": cid, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": cid, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}),
+            400,
+            "unsupported_parameter",
+        ),
     ];
     for (path, body, status, code) in cases {
         let r = post(&node, path, &body).await;
-        assert_eq!(r.status, status, "{body}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            status,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         r.assert_error(status, code);
         assert_eq!(r.json()["error"]["type"], "invalid_request_error", "{body}");
     }
     // Malformed JSON.
-    let r = request(node.addr, "POST", "/v1/chat/completions", &[("Content-Type", "application/json")], b"{nope").await;
+    let r = request(
+        node.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Content-Type", "application/json")],
+        b"{nope",
+    )
+    .await;
     r.assert_error(400, "invalid_request");
     // An ONNX route asked about a language model.
-    let r = post(&node, "/infer", &json!({"ipfs_hash": cid, "model_input": {}})).await;
+    let r = post(
+        &node,
+        "/infer",
+        &json!({"ipfs_hash": cid, "model_input": {}}),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
 }
 
@@ -229,12 +349,22 @@ async fn models_lists_language_models_in_openai_shape() {
     let r = request(node.addr, "GET", "/v1/models", &[], b"").await;
     let j = r.json();
     assert_eq!(j["object"], "list");
-    let m = j["data"].as_array().unwrap().iter().find(|m| m["id"] == cid).unwrap();
+    let m = j["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == cid)
+        .unwrap();
     assert_eq!(m["object"], "model");
     assert_eq!(m["context_length"], 512);
     assert_eq!(m["architecture"], "llama");
     assert_eq!(m["quantisation"], "Q8_0");
-    let listed = j["models"].as_array().unwrap().iter().find(|m| m["cid"] == cid).unwrap();
+    let listed = j["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["cid"] == cid)
+        .unwrap();
     assert_eq!(listed["llm"]["context_length"], 512);
 }
 
@@ -250,18 +380,37 @@ async fn the_official_openai_client_works_unchanged() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "openai client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openai client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["models"].as_array().unwrap().contains(&json!(cid)));
     assert_eq!(r["chat"]["role"], "assistant");
     assert_eq!(r["chat"]["object"], "chat.completion");
     assert!(r["chat"]["logprob_tokens"].as_u64().unwrap() >= 1);
-    assert!(r["chat"]["top_logprobs"].as_array().unwrap().iter().all(|n| n == 3));
+    assert!(
+        r["chat"]["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n == 3)
+    );
     assert_eq!(r["chat_stream"]["content"], r["chat"]["content"]);
     assert_eq!(r["chat_stream"]["usage"], r["chat"]["usage"]);
     assert_eq!(r["completion_stream"], r["completion"]["text"]);
-    assert_eq!(r["completion"]["text"], json!(engine_greedy("Once upon a time", 10)));
-    assert!(r["completion"]["top"].as_array().unwrap().iter().all(|n| n == 2));
+    assert_eq!(
+        r["completion"]["text"],
+        json!(engine_greedy("Once upon a time", 10))
+    );
+    assert!(
+        r["completion"]["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n == 2)
+    );
     assert_eq!(r["errors"]["overflow"]["status"], 400);
     assert_eq!(r["errors"]["overflow"]["code"], "context_length_exceeded");
     assert_eq!(r["errors"]["overflow"]["type"], "invalid_request_error");

@@ -113,6 +113,7 @@ async fn handle(
     let job_state = state.clone();
     let job_spec = spec.clone();
     let prompt_len = prompt.len();
+    let prompt_ids = prompt.clone();
     tokio::spawn(async move {
         let (etx, mut erx) = mpsc::channel::<Event>(64);
         let forward = tx.clone();
@@ -151,6 +152,7 @@ async fn handle(
         model: spec.model.clone(),
         endpoint,
         include_usage: spec.include_usage,
+        token_ids: spec.return_token_ids.then(|| prompt_ids.clone()),
         fingerprint: format!(
             "{}-{}",
             attesta_llm::ENGINE_NAME,
@@ -190,6 +192,8 @@ struct Meta {
     model: String,
     endpoint: Endpoint,
     include_usage: bool,
+    /// The prompt's token ids when the request asked for token ids.
+    token_ids: Option<Vec<u32>>,
     fingerprint: String,
 }
 
@@ -209,21 +213,27 @@ impl Meta {
 fn whole(meta: &Meta, events: &[Event]) -> Result<Value, ApiError> {
     let mut text = String::new();
     let mut lps: Vec<&TokenLogprob> = Vec::new();
+    let mut ids = Vec::new();
     let mut end = None;
     for e in events {
         match e {
             Event::Token {
-                text: t, logprob, ..
+                text: t,
+                logprob,
+                id,
             } => {
                 text.push_str(t);
                 lps.extend(logprob.as_ref());
+                ids.push(*id);
             }
             Event::Done {
                 text: t,
                 finish,
                 usage,
+                eog,
             } => {
                 text.push_str(t);
+                ids.extend(*eog);
                 end = Some((*finish, *usage));
             }
         }
@@ -260,6 +270,10 @@ fn whole(meta: &Meta, events: &[Event]) -> Result<Value, ApiError> {
         ),
     };
     body["usage"] = usage_json(usage);
+    if let Some(prompt_ids) = &meta.token_ids {
+        body["prompt_token_ids"] = json!(prompt_ids);
+        body["choices"][0]["token_ids"] = json!(ids);
+    }
     Ok(body)
 }
 
@@ -311,47 +325,46 @@ fn stream(
     let rest =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let all = futures::stream::once(async move { Msg::Event(first) }).chain(rest);
-    let chunks =
-        all.flat_map(move |msg| {
-            let mut out: Vec<SseEvent> = Vec::new();
-            match msg {
-                Msg::Failed(e) => {
-                    out.push(SseEvent::default().event("error").data(
-                        json!({"error": {"code": e.code, "message": e.message}}).to_string(),
-                    ));
-                }
-                Msg::Event(Event::Token { text, logprob, .. }) => {
-                    out.push(data(token_chunk(
-                        &meta,
-                        &mut sent_role,
-                        &text,
-                        logprob.as_ref(),
-                        None,
-                    )));
-                }
-                Msg::Event(Event::Done {
-                    text,
-                    finish,
-                    usage,
-                }) => {
-                    state.llm.tokens("completion", usage.completion_tokens);
-                    out.push(data(token_chunk(
-                        &meta,
-                        &mut sent_role,
-                        &text,
-                        None,
-                        Some(finish.as_str()),
-                    )));
-                    if meta.include_usage {
-                        let mut u = meta.envelope(object_of(&meta), json!([]));
-                        u["usage"] = usage_json(usage);
-                        out.push(data(u));
-                    }
-                    out.push(SseEvent::default().data("[DONE]"));
-                }
+    let chunks = all.flat_map(move |msg| {
+        let mut out: Vec<SseEvent> = Vec::new();
+        match msg {
+            Msg::Failed(e) => {
+                out.push(
+                    SseEvent::default()
+                        .event("error")
+                        .data(json!({"error": {"code": e.code, "message": e.message}}).to_string()),
+                );
             }
-            futures::stream::iter(out.into_iter().map(Ok))
-        });
+            Msg::Event(Event::Token { text, logprob, id }) => {
+                let mut chunk = token_chunk(&meta, &mut sent_role, &text, logprob.as_ref(), None);
+                if meta.token_ids.is_some() {
+                    chunk["choices"][0]["token_ids"] = json!([id]);
+                }
+                out.push(data(chunk));
+            }
+            Msg::Event(Event::Done {
+                text,
+                finish,
+                usage,
+                eog,
+            }) => {
+                state.llm.tokens("completion", usage.completion_tokens);
+                let mut last =
+                    token_chunk(&meta, &mut sent_role, &text, None, Some(finish.as_str()));
+                if meta.token_ids.is_some() {
+                    last["choices"][0]["token_ids"] = json!(eog.into_iter().collect::<Vec<_>>());
+                }
+                out.push(data(last));
+                if meta.include_usage {
+                    let mut u = meta.envelope(object_of(&meta), json!([]));
+                    u["usage"] = usage_json(usage);
+                    out.push(data(u));
+                }
+                out.push(SseEvent::default().data("[DONE]"));
+            }
+        }
+        futures::stream::iter(out.into_iter().map(Ok))
+    });
     Sse::new(chunks)
         .keep_alive(axum::response::sse::KeepAlive::new().interval(Duration::from_secs(15)))
 }

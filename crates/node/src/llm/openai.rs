@@ -61,6 +61,10 @@ pub struct Common {
     pub stream: bool,
     /// Streaming options.
     pub stream_options: Option<StreamOptions>,
+    /// Also answer the token ids (`prompt_token_ids`, `token_ids`; vLLM's extension):
+    /// what a validator needs to check a completion token by token.
+    #[serde(default)]
+    pub return_token_ids: bool,
     /// Completions per prompt (1 only).
     pub n: Option<u32>,
     /// Refused unless 0.
@@ -182,6 +186,8 @@ pub struct GenSpec {
     pub stream: bool,
     /// A usage chunk at the end of a stream.
     pub include_usage: bool,
+    /// Answer the token ids too.
+    pub return_token_ids: bool,
 }
 
 fn unsupported(param: &str, why: &str) -> ApiError {
@@ -263,6 +269,7 @@ impl CompletionRequest {
         Ok(GenSpec {
             endpoint: Endpoint::Completions,
             include_usage: self.common.include_usage(),
+            return_token_ids: self.common.return_token_ids,
             model: self.common.model,
             prompt,
             // OpenAI's default for completions.
@@ -326,6 +333,7 @@ impl ChatRequest {
         Ok(GenSpec {
             endpoint: Endpoint::Chat,
             include_usage: self.common.include_usage(),
+            return_token_ids: self.common.return_token_ids,
             model: self.common.model,
             prompt: PromptSpec::Messages(messages),
             max_tokens: self

@@ -64,6 +64,9 @@ pub enum Event {
         finish: Finish,
         /// Token counts.
         usage: Usage,
+        /// The end-of-generation token that ended it, if one did (counted in `usage`,
+        /// never shown as text, listed in token ids).
+        eog: Option<u32>,
     },
 }
 
@@ -168,6 +171,7 @@ pub fn generate(
         .map_err(llm_error)?;
     let mut text = TextAssembler::new(&spec.stop);
     let mut finish = Finish::Length;
+    let mut eog = None;
     while let Some(step) = generation.step().map_err(llm_error)? {
         if Instant::now() > deadline {
             return Err(ApiError::new(
@@ -181,6 +185,7 @@ pub fn generate(
         }
         if tok.is_eog(step.token) {
             finish = Finish::Stop;
+            eog = Some(step.token);
             break;
         }
         let piece = tok.piece(step.token, false);
@@ -220,6 +225,7 @@ pub fn generate(
         text: text.finish(),
         finish,
         usage,
+        eog,
     });
     Ok(())
 }
