@@ -143,7 +143,7 @@ fn gateway_retryable(e: &ClientError) -> bool {
 
 /// Security failures and the node's sealed verdicts exit 3 (rejected);
 /// transport, input problems and unauthenticated refusals exit 1.
-fn report_failure(e: &ClientError) -> ExitCode {
+pub(crate) fn report_failure(e: &ClientError) -> ExitCode {
     match e {
         ClientError::Unauthenticated {
             status,

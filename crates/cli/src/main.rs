@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod axon_cmd;
 mod chain_args;
+mod chat_cmd;
 mod config;
 mod devnet_cmd;
 mod endorse_args;
@@ -80,6 +81,9 @@ enum Command {
     Models(models_cmd::ModelsCmd),
     /// Run one inference through the attested, sealed channel and verify its receipt.
     Infer(infer_cmd::InferArgs),
+    /// Chat with a language model through the attested, sealed channel: tokens stream as
+    /// their sealed chunks open; the receipt is verified at the end.
+    Chat(chat_cmd::ChatArgs),
     /// Verify attestation evidence (and, with the sealed channel, proof bundles).
     #[command(subcommand)]
     Verify(verify_cmd::VerifyCmd),
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
             Command::Models(cmd) => models_cmd::run(cmd, &global),
             Command::Verify(cmd) => verify_cmd::run(cmd),
             Command::Infer(args) => infer_cmd::run(args),
+            Command::Chat(args) => chat_cmd::run(args),
             Command::Measure(args) => verify_cmd::measure(args),
             Command::Validator(args) => validator_cmd::run(args, &global),
             Command::Devnet(args) => devnet_cmd::run(args, &global),

@@ -347,6 +347,172 @@ impl Client {
     }
 }
 
+/// The result of one sealed, streamed language-model call.
+#[derive(Debug, Clone)]
+pub struct CompletionOutcome {
+    /// The node's whole OpenAI response (text, usage, finish reason), as signed.
+    pub output: serde_json::Value,
+    /// The bytes the receipt's `output_digest` covers (a bundle verifier's "output").
+    pub summary: Box<RawValue>,
+    /// Data chunks received.
+    pub chunks: u64,
+    /// SHA-256 hex of the model file.
+    pub model_hash: String,
+    /// The verified receipt.
+    pub receipt: SignedReceipt,
+    /// Receipt + evidence, verifiable offline.
+    pub bundle: ProofBundle,
+    /// The request plaintext that was sealed (its digest is in the receipt).
+    pub request: Vec<u8>,
+    /// Time from sealing to the first data chunk.
+    pub first_chunk: Option<Duration>,
+    /// Time from sealing to the verified end.
+    pub latency: Duration,
+}
+
+impl Client {
+    /// Sends the OpenAI request `body` (for `path`: `/v1/chat/completions` or
+    /// `/v1/completions`) for `model` through the sealed channel and reads the sealed
+    /// stream: `on_chunk` sees each OpenAI chunk as it opens (authenticated and in order,
+    /// but only the outcome vouches for the whole), and the outcome carries the verified
+    /// receipt. The streamed text must add up to the signed final text.
+    pub async fn complete(
+        &self,
+        path: &str,
+        model: &str,
+        body: &str,
+        mut on_chunk: impl FnMut(&serde_json::Value) + Send,
+    ) -> Result<CompletionOutcome, ClientError> {
+        let inputs: Box<RawValue> = serde_json::from_str(body.trim())
+            .map_err(|e| ClientError::InvalidInput(format!("request body: {e}")))?;
+        let node = match self.cached_node() {
+            Some(n) => n,
+            None => self.attest().await?,
+        };
+        let result = self
+            .complete_with(&node, path, model, &inputs, &mut on_chunk)
+            .await;
+        if let Err(e) = &result {
+            let crypto = matches!(e, ClientError::Stream(s) if !matches!(s, attesta_seal::StreamError::Remote(_)))
+                || matches!(e, ClientError::Answer(a) if !matches!(a, AnswerError::Remote(_)));
+            if crypto {
+                self.forget_node();
+            }
+        }
+        result
+    }
+
+    async fn complete_with(
+        &self,
+        node: &VerifiedNode,
+        path: &str,
+        model: &str,
+        inputs: &RawValue,
+        on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<CompletionOutcome, ClientError> {
+        use futures::StreamExt;
+        let now = node.node_time(self.now());
+        let nonce = self.fresh_nonce();
+        let request = RequestPlaintext {
+            model: model.to_owned(),
+            inputs: inputs.to_owned(),
+            request_id: hex::encode(nonce.get(..8).unwrap_or(&nonce)),
+            issued_at: now.as_secs(),
+            nonce: Some(hex::encode(&nonce)),
+        };
+        request
+            .validate()
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        let started = Instant::now();
+        let (body, ctx) = {
+            let mut rng = self.config.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng: &mut dyn crate::config::SharedRng = &mut *rng;
+            seal_request(&node.keyset, &request, &mut rng)?
+        };
+        let mut reply = self.transport.stream(path, body).await?;
+        if reply.media_type != attesta_seal::STREAM_MEDIA_TYPE {
+            // A single envelope (the node's verdict) or a plaintext refusal: read it whole
+            // (bounded) and answer as `infer` does.
+            let mut bytes = Vec::new();
+            while let Some(piece) = reply.body.next().await {
+                bytes.extend_from_slice(&piece?);
+                if bytes.len() > 1 << 20 {
+                    return Err(ClientError::Protocol("refusal body over 1 MiB".into()));
+                }
+            }
+            if reply.media_type == attesta_seal::MEDIA_TYPE {
+                ctx.open_verified(&bytes, self.verifier.policy())?;
+                return Err(ClientError::Protocol(
+                    "the node answered a language-model request with a single envelope".into(),
+                ));
+            }
+            let (code, message) = plain_error(&bytes);
+            return Err(ClientError::Unauthenticated {
+                status: reply.status,
+                code,
+                message,
+            });
+        }
+        let mut opener = ctx.stream_opener();
+        let mut streamed = String::new();
+        let mut first_chunk = None;
+        while let Some(piece) = reply.body.next().await {
+            for chunk in opener.feed(&piece?)? {
+                if let attesta_seal::Chunk::Data(data) = chunk {
+                    first_chunk.get_or_insert_with(|| started.elapsed());
+                    let v: serde_json::Value = serde_json::from_slice(&data)
+                        .map_err(ClientError::decode("stream chunk JSON"))?;
+                    streamed.push_str(chunk_text(&v));
+                    on_chunk(&v);
+                }
+            }
+        }
+        let verified = opener.finish(self.verifier.policy())?;
+        let latency = started.elapsed();
+        let output: serde_json::Value = serde_json::from_str(verified.output.get())
+            .map_err(ClientError::decode("final answer JSON"))?;
+        let signed = &output["choices"][0];
+        let signed_text = signed["message"]["content"]
+            .as_str()
+            .or_else(|| signed["text"].as_str())
+            .unwrap_or_default();
+        if signed_text != streamed {
+            return Err(ClientError::Protocol(
+                "the streamed text differs from the signed final answer".into(),
+            ));
+        }
+        let receipt = *verified.receipt;
+        let bundle = ProofBundle::new(
+            node.platform,
+            &node.evidence,
+            &node.nonce,
+            node.keyset,
+            receipt.clone(),
+        )
+        .with_envelope_extras(node.certs.clone(), node.collateral.clone());
+        Ok(CompletionOutcome {
+            output,
+            summary: verified.summary,
+            chunks: verified.chunks,
+            model_hash: verified.model_hash,
+            receipt,
+            bundle,
+            request: ctx.request_bytes().to_vec(),
+            first_chunk,
+            latency,
+        })
+    }
+}
+
+/// The text an OpenAI chunk adds (chat delta or completion text).
+fn chunk_text(v: &serde_json::Value) -> &str {
+    let c = &v["choices"][0];
+    c["delta"]["content"]
+        .as_str()
+        .or_else(|| c["text"].as_str())
+        .unwrap_or_default()
+}
+
 /// Accepts the `model_inputs` object or a JSON string holding it (OpenGradient's form).
 fn normalise_inputs(text: &str) -> Result<Box<RawValue>, ClientError> {
     let bad = |e: serde_json::Error| ClientError::InvalidInput(format!("model_inputs: {e}"));

@@ -18,9 +18,12 @@ pub mod pcs;
 mod transport;
 mod wire;
 
-pub use client::{Client, InferOutcome, VerifiedNode};
+pub use client::{Client, CompletionOutcome, InferOutcome, VerifiedNode};
 pub use config::{ClientConfig, ClockFn, RngHandle, SharedRng, system_clock, system_rng};
 pub use error::ClientError;
 pub use pcs::{PcsClient, PcsError};
-pub use transport::{GatewayTransport, HttpTransport, Reply, Transport, TransportFuture};
+pub use transport::{
+    BodyStream, GatewayTransport, HttpTransport, Reply, StreamFuture, StreamReply, Transport,
+    TransportFuture,
+};
 pub use wire::AttestationResponse;

@@ -33,7 +33,43 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn attestation<'a>(&'a self, nonce_hex: &'a str) -> TransportFuture<'a>;
     /// `POST /v1/infer` of a sealed request envelope or its equivalent.
     fn infer(&self, envelope: Vec<u8>) -> TransportFuture<'_>;
+    /// `POST {path}` (a language-model route) of a sealed request envelope, the answer's
+    /// body arriving as it is sent. Transports that cannot stream refuse.
+    fn stream<'a>(&'a self, path: &'a str, envelope: Vec<u8>) -> StreamFuture<'a> {
+        let _ = (path, envelope);
+        Box::pin(async {
+            Err(ClientError::InvalidInput(
+                "this transport cannot carry streamed answers".into(),
+            ))
+        })
+    }
 }
+
+/// The body of a streamed answer, piece by piece.
+pub type BodyStream = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, ClientError>> + Send>>;
+
+/// A streamed answer: status, media type and the body as it arrives.
+pub struct StreamReply {
+    /// HTTP status.
+    pub status: u16,
+    /// The declared media type (without parameters), lowercased.
+    pub media_type: String,
+    /// The body.
+    pub body: BodyStream,
+}
+
+impl std::fmt::Debug for StreamReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReply")
+            .field("status", &self.status)
+            .field("media_type", &self.media_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A boxed future of a streamed call.
+pub type StreamFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<StreamReply, ClientError>> + Send + 'a>>;
 
 /// Direct HTTP to a node's `/v1` API.
 #[derive(Debug)]
@@ -91,6 +127,44 @@ impl Transport for HttpTransport {
         Box::pin(async move {
             let url = format!("{}/v1/attestation?nonce={nonce_hex}", self.base);
             self.reply(self.http.get(&url).send().await).await
+        })
+    }
+
+    fn stream<'a>(&'a self, path: &'a str, envelope: Vec<u8>) -> StreamFuture<'a> {
+        Box::pin(async move {
+            let timeout = self.timeout;
+            let resp = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+                .header(reqwest::header::ACCEPT, attesta_seal::STREAM_MEDIA_TYPE)
+                .body(envelope)
+                .send()
+                .await
+                .map_err(|e| ClientError::from_reqwest(e, timeout))?;
+            let status = resp.status().as_u16();
+            let media_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| {
+                    v.split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            use futures::StreamExt;
+            let body = resp.bytes_stream().map(move |r| {
+                r.map(|b| b.to_vec())
+                    .map_err(|e| ClientError::from_reqwest(e, timeout))
+            });
+            Ok(StreamReply {
+                status,
+                media_type,
+                body: Box::pin(body),
+            })
         })
     }
 

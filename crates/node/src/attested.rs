@@ -130,7 +130,8 @@ fn parse_nonce(query: Option<&str>, min: usize, max: usize) -> Result<Vec<u8>, A
     Ok(bytes)
 }
 
-fn attestation(state: &AppState) -> Result<&Attestation, ApiError> {
+/// The node's attestation, or 404 `attestation_disabled` without a TEE.
+pub(crate) fn attestation(state: &AppState) -> Result<&Attestation, ApiError> {
     state.attestation.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -249,7 +250,38 @@ fn envelope_collateral(
     }
 }
 
-fn sealed(status: StatusCode, body: Vec<u8>) -> Response {
+/// A request refused before it was accepted: plain JSON no client takes for a verdict.
+pub(crate) fn plain_rejection(rejected: attesta_seal::Rejected) -> Response {
+    let status = StatusCode::from_u16(rejected.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let code = rejected.code();
+    let (content_type, body) = rejected.into_body();
+    let mut resp = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    resp.extensions_mut().insert(crate::error::ErrorCode(code));
+    resp
+}
+
+/// The node's sealed verdict `e` on an opened request (or an internal error when it could
+/// not be sealed).
+pub(crate) fn sealed_verdict(
+    e: ApiError,
+    sealed_body: Result<Vec<u8>, attesta_seal::EnvelopeError>,
+) -> Response {
+    let body = match sealed_body {
+        Ok(b) => b,
+        // The verdict could not be sealed: answer unsealed, as an internal error.
+        Err(seal) => {
+            tracing::error!(error = %seal, code = e.code, "sealing a verdict failed");
+            return ApiError::internal("sealing the answer failed").into_response();
+        }
+    };
+    let mut resp = sealed(e.status, body);
+    resp.extensions_mut()
+        .insert(crate::error::ErrorCode(e.code));
+    resp
+}
+
+/// A sealed envelope answer.
+pub(crate) fn sealed(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, attesta_seal::MEDIA_TYPE)],
@@ -286,29 +318,8 @@ async fn infer_inner(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let plain = |rejected: attesta_seal::Rejected| {
-        let status =
-            StatusCode::from_u16(rejected.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let code = rejected.code();
-        let (content_type, body) = rejected.into_body();
-        let mut resp = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
-        resp.extensions_mut().insert(crate::error::ErrorCode(code));
-        resp
-    };
-    let verdict = |e: ApiError, sealed_body: Result<Vec<u8>, attesta_seal::EnvelopeError>| {
-        let body = match sealed_body {
-            Ok(b) => b,
-            // The verdict could not be sealed: answer unsealed, as an internal error.
-            Err(seal) => {
-                tracing::error!(error = %seal, code = e.code, "sealing a verdict failed");
-                return ApiError::internal("sealing the answer failed").into_response();
-            }
-        };
-        let mut resp = sealed(e.status, body);
-        resp.extensions_mut()
-            .insert(crate::error::ErrorCode(e.code));
-        resp
-    };
+    let plain = plain_rejection;
+    let verdict = sealed_verdict;
     let opened = match att.keys.open_request(&body, &att.replay, (att.clock)()) {
         Ok(o) => o,
         Err(rejected) => return plain(rejected),
@@ -377,7 +388,8 @@ async fn infer_inner(
     answer
 }
 
-fn lock_rng(rng: &Rng) -> std::sync::MutexGuard<'_, dyn SharedRng + 'static> {
+/// The answer randomness, locked.
+pub(crate) fn lock_rng(rng: &Rng) -> std::sync::MutexGuard<'_, dyn SharedRng + 'static> {
     // The RNG holds no invariant a panic elsewhere could break.
     rng.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -341,14 +341,9 @@ pub fn router(state: Arc<AppState>, config: &NodeConfig) -> Router {
         .route("/v1/attestation", get(attested::v1))
         .route("/enclave/attestation", get(attested::nitriding))
         .route("/v1/models", get(list_models))
-        .route(
-            "/v1/completions",
-            post(llm::completions).route_layer(middleware::from_fn(media::require_json)),
-        )
-        .route(
-            "/v1/chat/completions",
-            post(llm::chat_completions).route_layer(middleware::from_fn(media::require_json)),
-        )
+        // JSON or a sealed envelope (checked by the handlers).
+        .route("/v1/completions", post(llm::completions))
+        .route("/v1/chat/completions", post(llm::chat_completions))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .fallback(not_found)

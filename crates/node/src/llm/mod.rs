@@ -11,6 +11,7 @@
 
 pub mod openai;
 pub mod run;
+pub mod sealed;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -44,21 +45,48 @@ enum Msg {
 /// `POST /v1/completions`.
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, body, Endpoint::Completions)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    route(state, headers, body, Endpoint::Completions).await
 }
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, body, Endpoint::Chat)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    route(state, headers, body, Endpoint::Chat).await
+}
+
+/// JSON bodies take the plain route, sealed envelopes the sealed one; anything else is
+/// 415 (so a browser page on another origin cannot post a "simple" form here).
+async fn route(
+    state: Arc<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Response {
+    let started = Instant::now();
+    state.metrics.inflight().inc();
+    let sealed_type = sealed::declared_type(&headers).as_deref() == Some(attesta_seal::MEDIA_TYPE);
+    let resp = if sealed_type {
+        match body.map_err(crate::infer::body_error) {
+            Ok(b) => sealed::serve(state.clone(), b, endpoint).await,
+            Err(e) => e.into_response(),
+        }
+    } else {
+        match crate::media::require(&headers, crate::media::JSON) {
+            Ok(()) => handle(state.clone(), body, endpoint)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+            Err(e) => e.into_response(),
+        }
+    };
+    state.metrics.inflight().dec();
+    state.llm.first_token(started.elapsed());
+    resp
 }
 
 fn parse(body: &[u8], endpoint: Endpoint) -> Result<GenSpec, ApiError> {
@@ -75,15 +103,20 @@ fn parse(body: &[u8], endpoint: Endpoint) -> Result<GenSpec, ApiError> {
     }
 }
 
-async fn handle(
-    state: Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
-    endpoint: Endpoint,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let body = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
-    let mut spec = parse(&body, endpoint)?;
-    drop(body);
+/// A request ready to generate: its model loaded, its prompt tokenised and its
+/// completion budget fixed.
+pub(crate) struct Prepared {
+    spec: GenSpec,
+    /// The model's identity (CID, sha256, engine) for receipts.
+    loaded: Arc<crate::cache::LoadedModel>,
+    llm: Arc<attesta_llm::LlmModel>,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+}
+
+/// Loads the model of `spec`, draws a seed when the caller gave none, tokenises the prompt
+/// and sizes the completion: every refusal that does not need the model to run.
+pub(crate) async fn prepare(state: &AppState, mut spec: GenSpec) -> Result<Prepared, ApiError> {
     let cid: Cid = spec.model.parse().map_err(|e| {
         ApiError::bad_request(
             "invalid_model",
@@ -96,24 +129,63 @@ async fn handle(
         spec.sampling.seed = fresh_u64();
     }
     // Tokenising a long prompt (and rendering a template) is CPU work: off the async workers.
-    let (prompt, max_tokens, spec, llm) = {
-        let limit = state.llm.max_completion_tokens;
-        tokio::task::spawn_blocking(move || {
-            let prompt = run::prompt_tokens(&llm, &spec)?;
-            let ctx = llm.info().context_length;
-            let max = run::completion_budget(&spec, prompt.len(), ctx, limit)?;
-            Ok::<_, ApiError>((prompt, max, spec, llm))
+    let limit = state.llm.max_completion_tokens;
+    tokio::task::spawn_blocking(move || {
+        let prompt = run::prompt_tokens(&llm, &spec)?;
+        let ctx = llm.info().context_length;
+        let max_tokens = run::completion_budget(&spec, prompt.len(), ctx, limit)?;
+        Ok::<_, ApiError>(Prepared {
+            spec,
+            loaded,
+            llm,
+            prompt,
+            max_tokens,
         })
-        .await
-        .map_err(|e| ApiError::internal_from("tokenising task failed", e))??
-    };
+    })
+    .await
+    .map_err(|e| ApiError::internal_from("tokenising task failed", e))?
+}
+
+/// Starts generating `p` on the executor (charged its KV cache) and returns what every
+/// answer repeats and the receiver of its events; dropping the receiver stops it.
+fn launch(state: &Arc<AppState>, p: Prepared, endpoint: Endpoint) -> (Meta, mpsc::Receiver<Msg>) {
+    let Prepared {
+        spec,
+        llm,
+        prompt,
+        max_tokens,
+        ..
+    } = p;
     let kv_bytes = (prompt.len() + max_tokens) * llm.model().config().kv_bytes_per_token();
-    let (tx, mut rx) = mpsc::channel::<Msg>(64);
+    let (tx, rx) = mpsc::channel::<Msg>(64);
     let deadline = Instant::now() + state.executor_timeout();
     let job_state = state.clone();
     let job_spec = spec.clone();
-    let prompt_len = prompt.len();
-    let prompt_ids = prompt.clone();
+    let meta = Meta {
+        id: format!(
+            "{}-{:016x}",
+            if endpoint == Endpoint::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            },
+            fresh_u64()
+        ),
+        created: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model: spec.model.clone(),
+        endpoint,
+        include_usage: spec.include_usage,
+        token_ids: spec.return_token_ids.then(|| prompt.clone()),
+        prompt_len: prompt.len(),
+        stream: spec.stream,
+        fingerprint: format!(
+            "{}-{}",
+            attesta_llm::ENGINE_NAME,
+            attesta_llm::ENGINE_VERSION
+        ),
+    };
     tokio::spawn(async move {
         let (etx, mut erx) = mpsc::channel::<Event>(64);
         let forward = tx.clone();
@@ -136,38 +208,28 @@ async fn handle(
             let _ = tx.send(Msg::Failed(e)).await;
         }
     });
-    let meta = Meta {
-        id: format!(
-            "{}-{:016x}",
-            if endpoint == Endpoint::Chat {
-                "chatcmpl"
-            } else {
-                "cmpl"
-            },
-            fresh_u64()
-        ),
-        created: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        model: spec.model.clone(),
-        endpoint,
-        include_usage: spec.include_usage,
-        token_ids: spec.return_token_ids.then(|| prompt_ids.clone()),
-        fingerprint: format!(
-            "{}-{}",
-            attesta_llm::ENGINE_NAME,
-            attesta_llm::ENGINE_VERSION
-        ),
-    };
+    (meta, rx)
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let spec = parse(&body, endpoint)?;
+    drop(body);
+    let prepared = prepare(&state, spec).await?;
+    let (meta, mut rx) = launch(&state, prepared, endpoint);
+    let prompt_len = meta.prompt_len;
     // The first message decides between an HTTP error and an answer.
     let first = match rx.recv().await {
         Some(Msg::Failed(e)) => return Err(e),
         Some(Msg::Event(e)) => e,
         None => return Err(ApiError::internal("generation ended without a result")),
     };
-    state.llm.first_token(started.elapsed());
     state.llm.tokens("prompt", prompt_len);
-    if spec.stream {
+    if meta.stream {
         Ok(stream(state, meta, first, rx).into_response())
     } else {
         let mut events = vec![first];
@@ -194,6 +256,10 @@ struct Meta {
     include_usage: bool,
     /// The prompt's token ids when the request asked for token ids.
     token_ids: Option<Vec<u32>>,
+    /// Prompt tokens.
+    prompt_len: usize,
+    /// Whether the caller asked for a stream.
+    stream: bool,
     fingerprint: String,
 }
 
@@ -451,7 +517,7 @@ impl LlmState {
             );
             r.register(
                 "llm_first_token_seconds",
-                "Time from request to the first generated token (or first failure)",
+                "Time from request to the answer's head: the first token, or the refusal",
                 first_token.clone(),
             );
         });

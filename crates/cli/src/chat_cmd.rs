@@ -1,0 +1,170 @@
+//! `attesta chat`: one language-model completion through the attested, sealed channel,
+//! tokens printed as their sealed chunks open, the receipt verified at the end.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use attesta_client::{Client, ClientConfig};
+use clap::Args;
+use serde_json::json;
+
+use crate::policy_args::PolicyArgs;
+use crate::units::parse_duration;
+
+/// Options of `attesta chat`.
+#[derive(Args)]
+pub struct ChatArgs {
+    /// Base URL of the node, e.g. http://127.0.0.1:8000.
+    #[arg(long, value_name = "URL")]
+    node: String,
+    /// CID of the language model (a GGUF file).
+    #[arg(long, value_name = "CID")]
+    model: String,
+    /// Print tokens as they arrive (otherwise the answer is printed once verified).
+    #[arg(long)]
+    stream: bool,
+    /// A system message before the prompt.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Send the prompt as a raw completion (`/v1/completions`) instead of a chat.
+    #[arg(long)]
+    raw: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_tokens: u32,
+    /// Sampling temperature (0 = greedy, reproducible).
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    top_p: f32,
+    /// Seed of the node's sampler (reproduces a sampled answer).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Write the proof bundle (receipt + evidence) here.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// Write the bytes the receipt's output digest covers (the stream summary), for
+    /// `attesta verify receipt --output`.
+    #[arg(long, value_name = "FILE")]
+    save_output: Option<PathBuf>,
+    /// Write the sealed request's plaintext exactly as the receipt digests it.
+    #[arg(long, value_name = "FILE")]
+    save_request: Option<PathBuf>,
+    /// Deadline of the whole answer.
+    #[arg(long, default_value = "120s", value_name = "DURATION")]
+    timeout: String,
+    /// The prompt.
+    prompt: String,
+}
+
+/// Runs `attesta chat`.
+pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.policy()?;
+    if policy.measurements().is_empty() {
+        eprintln!("warning: no --measurements given: any enclave image is accepted");
+    }
+    let mut config = ClientConfig::new(policy);
+    config.timeout =
+        parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let client = Client::new(&args.node, config).context("creating the client")?;
+    let mut body = json!({
+        "model": args.model,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "stream": true,
+    });
+    if let Some(seed) = args.seed {
+        body["seed"] = json!(seed);
+    }
+    let path = if args.raw {
+        body["prompt"] = json!(args.prompt);
+        "/v1/completions"
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.push(json!({"role": "user", "content": args.prompt}));
+        body["messages"] = json!(messages);
+        "/v1/chat/completions"
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = args.stream;
+    let printed =
+        runtime.block_on(
+            client.complete(path, &args.model, &body.to_string(), |chunk| {
+                if stream {
+                    let c = &chunk["choices"][0];
+                    let text = c["delta"]["content"]
+                        .as_str()
+                        .or_else(|| c["text"].as_str());
+                    if let Some(t) = text {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(t.as_bytes());
+                        let _ = out.flush();
+                    }
+                }
+            }),
+        );
+    let outcome = match printed {
+        Ok(o) => o,
+        Err(e) => {
+            if stream {
+                println!();
+            }
+            return Ok(crate::infer_cmd::report_failure(&e));
+        }
+    };
+    let choice = &outcome.output["choices"][0];
+    let text = choice["message"]["content"]
+        .as_str()
+        .or_else(|| choice["text"].as_str())
+        .unwrap_or_default();
+    if stream {
+        println!();
+    } else {
+        println!("{text}");
+    }
+    if let Some(n) = client.cached_node() {
+        eprintln!(
+            "attested: {} (key set {}), receipt verified: {} tokens in {} chunks, first after {:.0} ms, all {:.0} ms, finish {}",
+            n.platform,
+            hex::encode(&n.keyset.digest()[..8]),
+            outcome.output["usage"]["completion_tokens"],
+            outcome.chunks,
+            outcome
+                .first_chunk
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            outcome.latency.as_secs_f64() * 1000.0,
+            choice["finish_reason"].as_str().unwrap_or("?"),
+        );
+    }
+    if let Some(fault) = outcome.receipt.declared_fault() {
+        eprintln!(
+            "warning: the receipt declares the fault `{fault}` (accepted by --accept-declared-faults): this answer may be wrong on purpose"
+        );
+    }
+    if let Some(p) = &args.bundle {
+        let json = outcome
+            .bundle
+            .to_json()
+            .context("encoding the proof bundle")?;
+        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.save_output {
+        std::fs::write(p, outcome.summary.get())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.save_request {
+        std::fs::write(p, &outcome.request).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
