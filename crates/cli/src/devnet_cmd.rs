@@ -7,6 +7,10 @@
 //! validator accepts declared faults on purpose (`accept_declared_faults`) and
 //! catches a wrong-output node by its answers. A node that dies is shown as
 //! dead; the others, and the validator, keep running.
+//!
+//! `--llm PATH.gguf` adds a language model to every node and to the validator's
+//! challenge set (`[[validator.challenges.llm]]`): each round every node gets a random
+//! prompt, answers greedily on its OpenAI route, and is checked and scored.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +25,7 @@ use attesta_content::{ModelStore, Profile, StoreOptions};
 use attesta_engine::demo;
 use attesta_validator::challenge::ChallengeSpec;
 use attesta_validator::config::{ChallengesConfig, PolicyConfig, RoundConfig, ValidatorConfig};
+use attesta_validator::llm_challenge::LlmChallengeSpec;
 use attesta_validator::registry::NodeEntry;
 use attesta_validator::scoring::ScoringParams;
 use attesta_validator::status::{Board, NodeStatus};
@@ -71,6 +76,16 @@ pub struct DevnetArgs {
     /// Requests per second (and burst) one client may send through the validator's gateway.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     gateway_rate: u32,
+    /// Also serve this GGUF language model on every node (OpenAI API: /v1/completions,
+    /// /v1/chat/completions) and challenge it every round: a random token prompt, a
+    /// greedy streamed completion, every token checked by the validator's own
+    /// teacher-forced pass, scored by time to first token and tokens per second. No model
+    /// is bundled or downloaded: bring a small one (e.g. one made by
+    /// scripts/make-test-gguf) and raise --timeout for bigger models. The completion
+    /// travels in plaintext on the node's OpenAI route (not through axons, hence not
+    /// with --bittensor).
+    #[arg(long, value_name = "PATH.gguf", conflicts_with = "bittensor")]
+    llm: Option<PathBuf>,
 }
 
 /// The dev TEE of every node: its shared root and the release it reports.
@@ -366,16 +381,33 @@ async fn drive(
         std::fs::write(&path, demo::mlp(&spec))?;
         model_files.push(path);
     }
-    let add_models = |store_dir: &Path| -> anyhow::Result<Vec<String>> {
+    if let Some(p) = &args.llm {
+        let mut magic = [0u8; 4];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
+            &mut magic,
+        )
+        .with_context(|| format!("reading {}", p.display()))?;
+        if !attesta_llm::is_gguf(&magic) {
+            bail!("--llm {}: not a GGUF file", p.display());
+        }
+    }
+    // ONNX challenge models, then the language model (if any): CIDs.
+    let add_models = |store_dir: &Path| -> anyhow::Result<(Vec<String>, Option<String>)> {
         let store = ModelStore::open(store_dir, StoreOptions::default())
             .with_context(|| format!("opening {}", store_dir.display()))?;
-        model_files
+        let onnx = model_files
             .iter()
             .map(|p| Ok(store.add_file(p, Profile::default())?.cid.to_string()))
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let llm = match &args.llm {
+            Some(p) => Some(store.add_file(p, Profile::default())?.cid.to_string()),
+            None => None,
+        };
+        Ok((onnx, llm))
     };
     let validator_dir = workdir.join("validator");
-    let cids = add_models(&validator_dir.join("models"))?;
+    let (cids, llm_cid) = add_models(&validator_dir.join("models"))?;
 
     // One dev root shared by every node, so the validator can trust exactly it.
     let root_dir = workdir.join("dev-root");
@@ -575,6 +607,7 @@ async fn drive(
         challenges: ChallengesConfig {
             store: validator_dir.join("models"),
             models: cids.iter().map(ChallengeSpec::new).collect(),
+            llm: llm_cid.iter().map(LlmChallengeSpec::new).collect(),
         },
         bittensor,
         // Users' requests go through the validator (sealed: /v1/route + /v1/nodes/{id}/infer).
@@ -622,6 +655,7 @@ async fn drive(
         "dashboard": format!("{vurl}/"),
         "status": format!("{vurl}/v1/nodes"),
         "models": cids,
+        "llm": llm_cid,
         "dev_root": dev_root,
         "registry": measurements,
     });
@@ -641,6 +675,16 @@ async fn drive(
              described in {}",
             devnet_json.display()
         );
+        if let (Some(cid), Some(e)) = (&llm_cid, entries.first()) {
+            println!(
+                "language model {cid} on every node, challenged each round (OpenAI API, plaintext):\n  \
+                 curl -sN {url}/v1/completions -H 'Content-Type: application/json' \\\n    \
+                 -d '{{\"model\": \"{cid}\", \"prompt\": \"Once upon a time\", \"max_tokens\": 32, \"stream\": true}}'\n  \
+                 python: openai.OpenAI(base_url=\"{url}/v1\", api_key=\"none\").completions.create(\
+                 model=\"{cid}\", prompt=\"Once upon a time\", max_tokens=32)",
+                url = e.url
+            );
+        }
     }
     let mut last_round = 0;
     loop {

@@ -252,6 +252,7 @@ async fn validator(dir: &Path, rounds: u64, timeout_ms: u64) {
         source: Arc::new(FixedNodes(entries)),
         channels,
         challenges,
+        llm_challenges: Default::default(),
         state: State::open(&dir.join("bench.sqlite")).unwrap(),
         sinks: Vec::new(),
         commit: CommitSettings {

@@ -16,6 +16,7 @@ use attesta_bittensor::Dendrite;
 
 use crate::axon_transport::AxonTransport;
 use crate::challenge::Challenge;
+use crate::llm_challenge::{LlmChallenge, StreamedAnswer};
 use crate::probe::{Answer, Attested, ChannelFactory, NodeChannel, ProbeError};
 use crate::registry::{NodeEntry, Via};
 use crate::round::Clock;
@@ -99,7 +100,21 @@ impl ChannelFactory for ClientFactory {
             }
         }
         .map_err(|e| ProbeError::Transport(e.to_string()))?;
-        let ch = Arc::new(ClientChannel { client });
+        let ch = Arc::new(ClientChannel {
+            client,
+            llm: match node.via {
+                Via::Http => Some(LlmRoute {
+                    base_url: node.url.clone(),
+                    http: reqwest::Client::builder()
+                        .timeout(self.timeout)
+                        .build()
+                        .map_err(|e| ProbeError::Transport(e.to_string()))?,
+                    clock: Arc::clone(&self.clock),
+                }),
+                // An axon carries sealed envelopes, not the node's OpenAI routes.
+                Via::Axon => None,
+            },
+        });
         clients.insert(key, Arc::clone(&ch));
         Ok(ch as Arc<dyn NodeChannel>)
     }
@@ -109,6 +124,22 @@ impl ChannelFactory for ClientFactory {
 #[derive(Debug)]
 pub struct ClientChannel {
     client: Client,
+    llm: Option<LlmRoute>,
+}
+
+/// The node's OpenAI route, for language-model challenges.
+struct LlmRoute {
+    base_url: String,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for LlmRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmRoute")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 fn measurement_of(report: &Report) -> Option<String> {
@@ -182,6 +213,26 @@ impl NodeChannel for ClientChannel {
                 latency: out.latency,
                 bundle,
             })
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        challenge: &'a LlmChallenge,
+    ) -> BoxFuture<'a, Result<StreamedAnswer, ProbeError>> {
+        Box::pin(async move {
+            let route = self.llm.as_ref().ok_or_else(|| {
+                ProbeError::Protocol(
+                    "language-model challenges need the node's HTTP URL (not its axon)".into(),
+                )
+            })?;
+            crate::llm_challenge::request(
+                &route.http,
+                &route.base_url,
+                challenge,
+                route.clock.as_ref(),
+            )
+            .await
         })
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use attesta_evidence::{Policy, PolicyFile, TrustedRoot, danger};
 
 use crate::challenge::ChallengeSpec;
+use crate::llm_challenge::LlmChallengeSpec;
 use crate::scoring::ScoringParams;
 
 /// Why the config could not be used.
@@ -201,6 +202,10 @@ pub struct ChallengesConfig {
     pub store: PathBuf,
     /// The models.
     pub models: Vec<ChallengeSpec>,
+    /// Language models (GGUF) challenged with random prompts, one challenge per node per
+    /// round when any is listed (`[[validator.challenges.llm]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm: Vec<LlmChallengeSpec>,
 }
 
 /// The whole config file.
@@ -380,6 +385,9 @@ impl ValidatorConfig {
         for m in &self.challenges.models {
             m.validate().map_err(ConfigError::Invalid)?;
         }
+        for m in &self.challenges.llm {
+            m.validate().map_err(ConfigError::Invalid)?;
+        }
         Ok(())
     }
 
@@ -456,6 +464,22 @@ store = "models"
 [[validator.challenges.models]]
 cid = "bafkreia"
 "#;
+
+    #[test]
+    fn llm_challenges_parse_with_defaults() {
+        let text = format!(
+            "{MIN}[[validator.challenges.llm]]\ncid = \"bafkreib\"\n[[validator.challenges.llm]]\ncid = \"bafkreic\"\nprompt_tokens = 8\ncompletion_tokens = 16\ntolerance = 0.1\n"
+        );
+        let c = ValidatorConfig::parse(&text, Path::new("/etc/attesta")).unwrap();
+        assert_eq!(c.challenges.llm.len(), 2);
+        assert_eq!(c.challenges.llm[0], LlmChallengeSpec::new("bafkreib"));
+        assert_eq!(c.challenges.llm[1].completion_tokens, 16);
+        let bad = format!("{MIN}[[validator.challenges.llm]]\ncid = \"b\"\ntemperature = 1\n");
+        assert!(ValidatorConfig::parse(&bad, Path::new("/")).is_err());
+        let zero =
+            format!("{MIN}[[validator.challenges.llm]]\ncid = \"b\"\ncompletion_tokens = 0\n");
+        assert!(ValidatorConfig::parse(&zero, Path::new("/")).is_err());
+    }
 
     #[test]
     fn parses_and_resolves_paths() {

@@ -238,6 +238,7 @@ mod tests {
             platform: Some("dev (insecure)".into()),
             measurement: None,
             bundle: None,
+            llm: None,
         }
     }
 

@@ -5,7 +5,8 @@
 //! Layers: [`registry`] (who), [`challenge`] (what to ask, and the expected
 //! answer), [`probe`] (one node's attested channel, as a trait), [`round`]
 //! (bounded concurrency, timeouts), [`scoring`] (pure maths), [`state`]
-//! (SQLite, crash-safe), [`weights`] (sinks), [`leaderboard`] and
+//! (SQLite, crash-safe), [`llm_challenge`] (language-model challenges checked by
+//! one teacher-forced pass), [`weights`] (sinks), [`leaderboard`] and
 //! [`metrics`] joined in [`status`], served by [`http`] (`/v1/nodes`,
 //! `/metrics`), [`runner`] (the loop).
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod leaderboard;
+pub mod llm_challenge;
 pub mod metagraph;
 pub mod metrics;
 pub mod probe;

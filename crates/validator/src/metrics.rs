@@ -35,6 +35,9 @@ pub struct Metrics {
     rounds: Counter,
     round_seconds: Gauge<f64, AtomicU64>,
     latency: Histogram,
+    llm_ttft: Histogram,
+    llm_rate: Histogram,
+    llm_check: Histogram,
     score: Family<NodeLabels, Gauge<f64, AtomicU64>>,
     weight: Family<NodeLabels, Gauge<f64, AtomicU64>>,
     current_round: Gauge,
@@ -77,6 +80,24 @@ impl Metrics {
             "Validator-side latency of correct answers (request sent to answer received)",
             latency.clone(),
         );
+        let llm_ttft = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "llm_ttft_seconds",
+            "Time to first token of correct language-model answers (validator-side)",
+            llm_ttft.clone(),
+        );
+        let llm_rate = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "llm_tokens_per_second",
+            "Decode rate of correct language-model answers (validator-side)",
+            llm_rate.clone(),
+        );
+        let llm_check = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "llm_check_seconds",
+            "The validator's teacher-forced check of a language-model answer",
+            llm_check.clone(),
+        );
         let score = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
         registry.register("node_score", "Current score per node", score.clone());
         let weight = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
@@ -99,6 +120,9 @@ impl Metrics {
             rounds,
             round_seconds,
             latency,
+            llm_ttft,
+            llm_rate,
+            llm_check,
             score,
             weight,
             current_round,
@@ -145,6 +169,13 @@ impl Metrics {
                 && let Some(us) = a.latency_us
             {
                 self.latency.observe(us as f64 / 1e6);
+            }
+            if let (Outcome::Correct, Some(t)) = (a.outcome, &a.llm) {
+                self.llm_ttft.observe(t.ttft_us as f64 / 1e6);
+                self.llm_check.observe(t.check_us as f64 / 1e6);
+                if let Some(r) = t.tokens_per_sec {
+                    self.llm_rate.observe(r);
+                }
             }
         }
     }

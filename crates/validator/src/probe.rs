@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::challenge::Challenge;
+use crate::llm_challenge::{LlmChallenge, StreamedAnswer};
 use crate::registry::NodeEntry;
 use crate::state::Outcome;
 
@@ -90,6 +91,20 @@ pub trait NodeChannel: Send + Sync {
     fn attest(&self) -> BoxFuture<'_, Result<Attested, ProbeError>>;
     /// Sends one sealed challenge and returns the verified answer.
     fn infer<'a>(&'a self, challenge: &'a Challenge) -> BoxFuture<'a, Result<Answer, ProbeError>>;
+    /// Sends one language-model challenge (a greedy streamed completion) and returns
+    /// the stream as read, timed; the round checks it. Channels that cannot reach an
+    /// OpenAI route fail it as a protocol error (no credit).
+    fn complete<'a>(
+        &'a self,
+        challenge: &'a LlmChallenge,
+    ) -> BoxFuture<'a, Result<StreamedAnswer, ProbeError>> {
+        let _ = challenge;
+        Box::pin(async {
+            Err(ProbeError::Protocol(
+                "this channel does not serve language-model challenges".into(),
+            ))
+        })
+    }
 }
 
 /// Makes (and may cache) channels per node.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 
 use crate::challenge::{Challenge, compare};
+use crate::llm_challenge::{self, LlmChallenge};
 use crate::probe::{Attested, ChannelFactory, ProbeError};
 use crate::registry::NodeEntry;
 use crate::state::{Attempt, NodeRound, Outcome, Step};
@@ -52,6 +53,8 @@ pub struct NodeCheck {
     pub node: NodeEntry,
     /// Its challenges, expected answers included.
     pub challenges: Vec<Challenge>,
+    /// Its language-model challenges (checked after the answer arrives).
+    pub llm: Vec<LlmChallenge>,
 }
 
 #[derive(Default)]
@@ -128,6 +131,7 @@ fn failed(
         platform: None,
         measurement: None,
         bundle: None,
+        llm: None,
     }
 }
 
@@ -145,10 +149,14 @@ async fn check_one(
     if finished.is_err() {
         let seq = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
         let in_flight = progress.attested.as_ref().and_then(|_| {
-            check
-                .challenges
-                .get(attempts.len())
-                .map(|c| c.model_cid.clone())
+            let i = attempts.len();
+            match check.challenges.get(i) {
+                Some(c) => Some(c.model_cid.clone()),
+                None => check
+                    .llm
+                    .get(i.saturating_sub(check.challenges.len()))
+                    .map(|c| c.model_cid().to_string()),
+            }
         });
         let nonce_hex = progress
             .attested
@@ -223,6 +231,7 @@ async fn drive(
             platform: Some(attested.platform.clone()),
             measurement: Some(attested.measurement.clone()),
             bundle: None,
+            llm: None,
         };
         match channel.infer(ch).await {
             Err(e) => {
@@ -271,6 +280,46 @@ async fn drive(
         let stop = a.outcome != Outcome::Correct;
         p.attempts.push(a);
         // After a failure the round is lost for this node anyway; don't spend more of its budget.
+        if stop {
+            return;
+        }
+    }
+    for (j, ch) in check.llm.iter().enumerate() {
+        let seq = u32::try_from(check.challenges.len() + j).unwrap_or(u32::MAX);
+        let mut a = failed(
+            seq,
+            clock.now_ms(),
+            &hex::encode(&attested.nonce),
+            Some(ch.model_cid().to_string()),
+            Outcome::Protocol,
+            String::new(),
+        );
+        a.attestation = Step::Pass;
+        a.platform = Some(attested.platform.clone());
+        a.measurement = Some(attested.measurement.clone());
+        match channel.complete(ch).await {
+            Err(e) => {
+                a.outcome = e.outcome();
+                a.reason = Some(e.to_string());
+            }
+            Ok(ans) => match llm_challenge::verify(ch, ans).await {
+                Ok(timing) => {
+                    a.correctness = Step::Pass;
+                    a.outcome = Outcome::Correct;
+                    a.reason = None;
+                    // Seconds to µs; the scored time is finite for any verified answer.
+                    a.latency_us = Some((timing.scored_secs * 1e6).min(u64::MAX as f64) as u64);
+                    a.llm = Some(timing);
+                }
+                Err(w) => {
+                    a.correctness = Step::Fail;
+                    a.outcome = Outcome::Wrong;
+                    a.reason = Some(w.to_string());
+                }
+            },
+        }
+        let stop = a.outcome != Outcome::Correct;
+        p.attempts.push(a);
         if stop {
             return;
         }

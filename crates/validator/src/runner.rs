@@ -9,6 +9,7 @@ use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use crate::challenge::{ChallengeError, ChallengeSet};
+use crate::llm_challenge::LlmChallengeSet;
 use crate::probe::ChannelFactory;
 use crate::registry::{NodeSource, RegistryError};
 use crate::round::{Clock, NodeCheck, RoundSettings, run_checks};
@@ -76,6 +77,8 @@ pub struct Parts {
     pub channels: Arc<dyn ChannelFactory>,
     /// What to ask.
     pub challenges: ChallengeSet,
+    /// Language-model challenges: one per node per round when the set is not empty.
+    pub llm_challenges: LlmChallengeSet,
     /// Durable state.
     pub state: State,
     /// Where weights go.
@@ -157,7 +160,15 @@ impl Validator {
             for _ in 0..self.p.challenges_per_node {
                 challenges.push(self.p.challenges.generate(&mut self.p.rng)?);
             }
-            checks.push(NodeCheck { node, challenges });
+            let mut llm = Vec::new();
+            if !self.p.llm_challenges.is_empty() {
+                llm.push(self.p.llm_challenges.generate(&mut self.p.rng)?);
+            }
+            checks.push(NodeCheck {
+                node,
+                challenges,
+                llm,
+            });
         }
         let results = run_checks(
             checks,
@@ -193,7 +204,11 @@ impl Validator {
         );
         for nr in &record.nodes {
             for a in &nr.attempts {
-                if a.outcome == Outcome::Correct {
+                if let (Outcome::Correct, Some(t)) = (a.outcome, &a.llm) {
+                    tracing::debug!(round, node = %nr.node.id, seq = a.seq, model = a.model.as_deref().unwrap_or(""),
+                                    ttft_us = t.ttft_us, tokens_per_sec = t.tokens_per_sec, tokens = t.tokens,
+                                    check_us = t.check_us, scored_secs = t.scored_secs, "llm answer correct");
+                } else if a.outcome == Outcome::Correct {
                     tracing::debug!(round, node = %nr.node.id, seq = a.seq, latency_us = a.latency_us, "correct");
                 } else {
                     tracing::info!(round, node = %nr.node.id, seq = a.seq, outcome = a.outcome.as_str(),

@@ -110,6 +110,30 @@ fn median_sorted(v: &[f64]) -> Option<f64> {
     }
 }
 
+/// The time an LLM answer is scored by: `TTFT + completion_tokens / tokens_per_second`,
+/// the wait for a full-length answer (the challenge's `completion_tokens`) at the node's
+/// measured speed. Why this combination: a client waits for the first token (prefill) and
+/// then reads at the decode rate, so the sum is what a user of a full-length answer
+/// experiences; it weighs TTFT and decode speed exactly as much as they cost that user.
+/// Normalising to the configured length (rather than the answer's own length) keeps
+/// answers that end early at an end-of-generation token comparable with full ones, and
+/// puts LLM answers in seconds, so they go through the same window and Omron curve as
+/// every other verified time ([`TimeWindow::fraction`]). A rate that is not positive and
+/// finite (one-token answers have no decode interval) falls back to the TTFT per token,
+/// which is never better than what the node showed.
+pub fn llm_time_secs(ttft_secs: f64, tokens_per_sec: Option<f64>, completion_tokens: u32) -> f64 {
+    let ttft = if ttft_secs.is_finite() {
+        ttft_secs.max(0.0)
+    } else {
+        f64::INFINITY
+    };
+    let per_token = match tokens_per_sec {
+        Some(r) if r.is_finite() && r > 0.0 => 1.0 / r,
+        _ => ttft,
+    };
+    ttft + f64::from(completion_tokens) * per_token
+}
+
 /// One node's outcome in a round, as the score update sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RoundOutcome {
@@ -314,6 +338,29 @@ mod tests {
         assert_eq!(prev["liar"], 0.0);
         // Converges below max_score = 1/3.
         assert!(prev["fast"] <= 1.0 / 3.0);
+    }
+
+    #[test]
+    fn llm_time_combines_ttft_and_rate() {
+        // 0.2 s to the first token, then 50 tokens/s, 100 tokens: 0.2 + 2.0.
+        assert!(close(llm_time_secs(0.2, Some(50.0), 100), 2.2, 1e-12));
+        // Faster decode or faster first token both score a shorter time.
+        assert!(llm_time_secs(0.2, Some(100.0), 100) < llm_time_secs(0.2, Some(50.0), 100));
+        assert!(llm_time_secs(0.1, Some(50.0), 100) < llm_time_secs(0.2, Some(50.0), 100));
+        // No usable rate: the TTFT per token.
+        assert!(close(llm_time_secs(0.5, None, 4), 2.5, 1e-12));
+        assert!(close(llm_time_secs(0.5, Some(f64::NAN), 4), 2.5, 1e-12));
+        assert!(close(llm_time_secs(0.5, Some(0.0), 4), 2.5, 1e-12));
+        assert_eq!(llm_time_secs(f64::NAN, Some(10.0), 4), f64::INFINITY);
+        // Through the curve, the slower node earns less.
+        let w = TimeWindow {
+            t_min: 0.0,
+            t_max: 4.0,
+        };
+        assert!(
+            w.fraction(llm_time_secs(0.2, Some(100.0), 100))
+                > w.fraction(llm_time_secs(0.2, Some(50.0), 100))
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use attesta_bittensor::chain::weights::WeightsConfig;
 use crate::chain_sink::{ChainWeightSink, os_seed, record_path};
 use crate::challenge::{ChallengeError, ChallengeSet};
 use crate::config::{ConfigError, ValidatorConfig};
+use crate::llm_challenge::LlmChallengeSet;
 use crate::probe::ChannelFactory;
 use crate::round::{Clock, RoundSettings};
 use crate::runner::{Parts, Validator, ValidatorRng};
@@ -58,6 +59,21 @@ pub fn load_challenges(
     Ok(ChallengeSet::load(&store, &cfg.challenges.models, engine)?)
 }
 
+/// Loads `[[validator.challenges.llm]]` from the challenge store (each GGUF once; the
+/// set is shared by every round). Empty when none is configured.
+pub fn load_llm_challenges(cfg: &ValidatorConfig) -> Result<LlmChallengeSet, ServiceError> {
+    if cfg.challenges.llm.is_empty() {
+        return Ok(LlmChallengeSet::default());
+    }
+    let store = ModelStore::open(&cfg.challenges.store, StoreOptions::default()).map_err(|e| {
+        ServiceError::Open {
+            context: format!("model store {}", cfg.challenges.store.display()),
+            source: e.into(),
+        }
+    })?;
+    Ok(LlmChallengeSet::load(&store, &cfg.challenges.llm)?)
+}
+
 /// Builds the validator described by `cfg`, reaching nodes through
 /// `channels`; also returns sink errors from re-emitting the last weights.
 pub async fn build(
@@ -69,6 +85,7 @@ pub async fn build(
 ) -> Result<(Validator, Vec<String>), ServiceError> {
     let engine = TractEngine::new(1);
     let challenges = load_challenges(cfg, &engine)?;
+    let llm_challenges = load_llm_challenges(cfg)?;
     if let Some(dir) = cfg.database.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ServiceError::Open {
             context: dir.display().to_string(),
@@ -84,6 +101,7 @@ pub async fn build(
         source: crate::metagraph::source_for(cfg),
         channels,
         challenges,
+        llm_challenges,
         state,
         sinks,
         commit: CommitSettings {

@@ -144,6 +144,10 @@ pub struct Attempt {
     /// Proof bundle (JSON) of a correct answer, kept with bounded retention.
     #[serde(skip)]
     pub bundle: Option<String>,
+    /// Timings of a verified language-model answer (this process only: not stored,
+    /// `None` when read back; the scored time is in `latency_us`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm_challenge::LlmTiming>,
 }
 
 /// Everything one node did in one round.
@@ -612,6 +616,7 @@ impl State {
                 platform,
                 measurement,
                 bundle: None,
+                llm: None,
             });
         }
         Ok(out)
@@ -809,6 +814,7 @@ mod tests {
             platform: Some("dev (insecure)".into()),
             measurement: None,
             bundle: Some("{}".into()),
+            llm: None,
         }
     }
 

@@ -154,6 +154,7 @@ fn checks(scripts: &[(String, Script)], per_node: usize) -> Vec<NodeCheck> {
                 via: Default::default(),
             },
             challenges: vec![challenge(); per_node],
+            llm: Vec::new(),
         })
         .collect()
 }

@@ -1,0 +1,644 @@
+//! Language-model challenges: a fresh random prompt (token ids drawn from the model's
+//! vocabulary) sent to the node's OpenAI `POST /v1/completions` as a greedy, streamed
+//! completion with `return_token_ids`; the stream gives the time to first token and the
+//! decode rate, and the validator checks the returned ids with one teacher-forced
+//! forward pass of its own copy of the model ([`attesta_llm::check::check_greedy`]),
+//! far cheaper than generating them. A token that was not the argmax (within the
+//! tolerance), ids that disagree with the text or the counts, or a stream that ends
+//! without `data: [DONE]` is a wrong answer: no credit.
+//!
+//! The completion travels in plaintext over the node's OpenAI route (the node was
+//! attested in the same check, but this answer carries no receipt): what is checked is
+//! the work, not the channel.
+#![deny(clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use attesta_content::{Cid, ModelStore};
+use attesta_llm::LlmModel;
+use attesta_llm::check::DEFAULT_TOLERANCE;
+use futures::StreamExt as _;
+use rand_core::Rng;
+use serde_json::{Value, json};
+
+use crate::challenge::ChallengeError;
+use crate::probe::ProbeError;
+use crate::round::Clock;
+
+/// Upper bound on a whole answer stream (bytes): a node cannot make the validator buffer more.
+pub const MAX_STREAM_BYTES: usize = 8 << 20;
+/// Upper bound on one line of the stream (bytes).
+pub const MAX_LINE_BYTES: usize = 256 << 10;
+/// Upper bound on prompt and completion lengths in a spec.
+pub const MAX_TOKENS: u32 = 4096;
+
+/// One language-model challenge as configured (`[[validator.challenges.llm]]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmChallengeSpec {
+    /// Model CID of a GGUF file (must be in the challenge store).
+    pub cid: String,
+    /// Random prompt tokens per challenge (a BOS token is added in front when the model
+    /// asks for one).
+    #[serde(default = "default_prompt_tokens")]
+    pub prompt_tokens: u32,
+    /// Completion tokens asked for (`max_tokens`); also the length the score normalises
+    /// the answer's time to ([`crate::scoring::llm_time_secs`]).
+    #[serde(default = "default_completion_tokens")]
+    pub completion_tokens: u32,
+    /// Logit gap below the argmax still accepted as greedy (near-ties between honest
+    /// engines; see [`attesta_llm::check::DEFAULT_TOLERANCE`]).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f32,
+}
+
+fn default_prompt_tokens() -> u32 {
+    32
+}
+fn default_completion_tokens() -> u32 {
+    32
+}
+fn default_tolerance() -> f32 {
+    DEFAULT_TOLERANCE
+}
+
+impl LlmChallengeSpec {
+    /// A spec with the default lengths and tolerance for `cid`.
+    pub fn new(cid: impl Into<String>) -> Self {
+        LlmChallengeSpec {
+            cid: cid.into(),
+            prompt_tokens: default_prompt_tokens(),
+            completion_tokens: default_completion_tokens(),
+            tolerance: default_tolerance(),
+        }
+    }
+
+    /// Range checks (the model's context length is checked when it loads).
+    pub fn validate(&self) -> Result<(), String> {
+        let lengths_ok = (1..=MAX_TOKENS).contains(&self.prompt_tokens)
+            && (1..=MAX_TOKENS).contains(&self.completion_tokens);
+        // `>= 0.0` is false for NaN.
+        if !(lengths_ok && self.tolerance >= 0.0 && self.tolerance.is_finite()) {
+            return Err(format!(
+                "llm model {}: prompt_tokens and completion_tokens must be 1..={MAX_TOKENS}, tolerance finite and ≥ 0",
+                self.cid
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A loaded challenge language model.
+pub struct LlmChallengeModel {
+    spec: LlmChallengeSpec,
+    sha256_hex: String,
+    llm: LlmModel,
+    /// Ids a random prompt may use: not control, end-of-generation, unknown or BOS.
+    prompt_vocab: Vec<u32>,
+}
+
+impl std::fmt::Debug for LlmChallengeModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmChallengeModel")
+            .field("cid", &self.spec.cid)
+            .field("sha256", &self.sha256_hex)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmChallengeModel {
+    /// The spec it was loaded for.
+    pub fn spec(&self) -> &LlmChallengeSpec {
+        &self.spec
+    }
+
+    /// SHA-256 (hex) of the GGUF file.
+    pub fn sha256_hex(&self) -> &str {
+        &self.sha256_hex
+    }
+
+    /// The validator's own copy of the model.
+    pub fn llm(&self) -> &LlmModel {
+        &self.llm
+    }
+}
+
+/// A challenge ready to send.
+#[derive(Debug, Clone)]
+pub struct LlmChallenge {
+    /// The model (the validator's copy, for the check).
+    pub model: Arc<LlmChallengeModel>,
+    /// Prompt token ids, sent as they are.
+    pub prompt: Vec<u32>,
+    /// `max_tokens` of the request.
+    pub max_tokens: u32,
+}
+
+impl LlmChallenge {
+    /// The model's CID.
+    pub fn model_cid(&self) -> &str {
+        &self.model.spec.cid
+    }
+
+    /// The request body: greedy, streamed, with token ids and usage.
+    pub fn request_body(&self) -> Value {
+        json!({
+            "model": self.model.spec.cid,
+            "prompt": self.prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "return_token_ids": true,
+        })
+    }
+}
+
+/// The configured challenge language models, loaded once and shared by every round.
+#[derive(Debug, Clone, Default)]
+pub struct LlmChallengeSet {
+    models: Vec<Arc<LlmChallengeModel>>,
+}
+
+impl LlmChallengeSet {
+    /// Loads every spec's GGUF from the store.
+    pub fn load(store: &ModelStore, specs: &[LlmChallengeSpec]) -> Result<Self, ChallengeError> {
+        let mut entries = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let cid: Cid = spec.cid.parse().map_err(|e: attesta_content::CidError| {
+                ChallengeError::BadCid {
+                    cid: spec.cid.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let stored = store
+                .get(&cid)
+                .map_err(|e| ChallengeError::Store {
+                    cid: spec.cid.clone(),
+                    source: e.into(),
+                })?
+                .ok_or_else(|| ChallengeError::Missing(spec.cid.clone()))?;
+            let bytes = std::fs::read(&stored.path).map_err(|e| ChallengeError::Store {
+                cid: spec.cid.clone(),
+                source: e.into(),
+            })?;
+            entries.push((spec.clone(), bytes));
+        }
+        Self::from_bytes(entries)
+    }
+
+    /// Builds the set from GGUF bytes directly (the CID is taken as given). An empty
+    /// list is an empty set: language-model challenges are optional.
+    pub fn from_bytes(entries: Vec<(LlmChallengeSpec, Vec<u8>)>) -> Result<Self, ChallengeError> {
+        use sha2::Digest as _;
+        let mut models = Vec::with_capacity(entries.len());
+        for (spec, bytes) in entries {
+            let unsupported = |reason: String| ChallengeError::Unsupported {
+                cid: spec.cid.clone(),
+                reason,
+            };
+            spec.validate().map_err(unsupported)?;
+            let llm = LlmModel::from_bytes(&bytes).map_err(|e| ChallengeError::Engine {
+                cid: spec.cid.clone(),
+                source: e.into(),
+            })?;
+            let ctx = llm.model().config().context_length;
+            // +1: the BOS token in front.
+            let needed = spec.prompt_tokens as usize + spec.completion_tokens as usize + 1;
+            if needed > ctx {
+                return Err(unsupported(format!(
+                    "prompt_tokens + completion_tokens + 1 = {needed} exceeds the context length {ctx}"
+                )));
+            }
+            let tok = llm.tokenizer();
+            let excluded = |id: u32| {
+                tok.is_control(id)
+                    || tok.is_eog(id)
+                    || tok.unk() == Some(id)
+                    || tok.bos() == Some(id)
+                    || tok.token_text(id).is_empty()
+            };
+            let n_vocab = u32::try_from(llm.model().config().n_vocab).unwrap_or(u32::MAX);
+            let prompt_vocab: Vec<u32> = (0..n_vocab).filter(|id| !excluded(*id)).collect();
+            if prompt_vocab.is_empty() {
+                return Err(unsupported(
+                    "no ordinary tokens to build prompts from".into(),
+                ));
+            }
+            let sha256_hex = hex::encode(sha2::Sha256::digest(&bytes));
+            models.push(Arc::new(LlmChallengeModel {
+                spec,
+                sha256_hex,
+                llm,
+                prompt_vocab,
+            }));
+        }
+        Ok(LlmChallengeSet { models })
+    }
+
+    /// Number of models.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Whether no language model is configured.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// Model CIDs in order.
+    pub fn cids(&self) -> Vec<String> {
+        self.models.iter().map(|m| m.spec.cid.clone()).collect()
+    }
+
+    /// A fresh challenge: a model picked at random and a prompt of random ordinary
+    /// tokens (unpredictable, so no answer can be precomputed).
+    pub fn generate(&self, rng: &mut impl Rng) -> Result<LlmChallenge, ChallengeError> {
+        let n = self.models.len() as u64;
+        if n == 0 {
+            return Err(ChallengeError::Empty);
+        }
+        let idx = usize::try_from(rng.next_u64() % n).unwrap_or(0);
+        let m = self.models.get(idx).ok_or(ChallengeError::Empty)?;
+        let tok = m.llm.tokenizer();
+        let mut prompt = Vec::with_capacity(m.spec.prompt_tokens as usize + 1);
+        if tok.add_bos()
+            && let Some(bos) = tok.bos()
+        {
+            prompt.push(bos);
+        }
+        let v = m.prompt_vocab.len() as u64;
+        for _ in 0..m.spec.prompt_tokens {
+            // Modulo bias is irrelevant: prompts need to be unpredictable, not uniform.
+            let i = usize::try_from(rng.next_u64() % v).unwrap_or(0);
+            prompt.push(m.prompt_vocab.get(i).copied().unwrap_or(0));
+        }
+        Ok(LlmChallenge {
+            model: Arc::clone(m),
+            prompt,
+            max_tokens: m.spec.completion_tokens,
+        })
+    }
+}
+
+/// What the stream delivered, with the validator's timings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamedAnswer {
+    /// Every token id of the chunks, in order (an end-of-generation token included).
+    pub ids: Vec<u32>,
+    /// The concatenated text of the chunks.
+    pub text: String,
+    /// `finish_reason` of the last choice chunk.
+    pub finish_reason: Option<String>,
+    /// `usage.completion_tokens` of the usage chunk.
+    pub usage_completion_tokens: Option<u64>,
+    /// Request sent → first chunk carrying a token id.
+    pub ttft: Duration,
+    /// First → last chunk carrying a token id.
+    pub decode: Duration,
+    /// Request sent → `[DONE]`.
+    pub total: Duration,
+}
+
+impl StreamedAnswer {
+    /// Decode rate: tokens after the first over the time they took (`None` without an
+    /// interval to measure).
+    pub fn tokens_per_sec(&self) -> Option<f64> {
+        let secs = self.decode.as_secs_f64();
+        (self.ids.len() >= 2 && secs > 0.0).then(|| (self.ids.len() - 1) as f64 / secs)
+    }
+}
+
+/// The timings of a verified answer (kept with the attempt for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LlmTiming {
+    /// Time to first token (µs).
+    pub ttft_us: u64,
+    /// Decode rate (tokens/s), when measurable.
+    pub tokens_per_sec: Option<f64>,
+    /// Completion tokens returned.
+    pub tokens: u32,
+    /// The validator's teacher-forced check (µs).
+    pub check_us: u64,
+    /// The time the answer is scored by ([`crate::scoring::llm_time_secs`]).
+    pub scored_secs: f64,
+}
+
+fn since(clock: &dyn Clock, t0: SystemTime) -> Duration {
+    clock.now().duration_since(t0).unwrap_or_default()
+}
+
+fn protocol(m: impl Into<String>) -> ProbeError {
+    ProbeError::Protocol(m.into())
+}
+
+/// Sends `ch` to the node at `base_url` and reads the whole stream (bounded), timing it
+/// with `clock`.
+pub async fn request(
+    http: &reqwest::Client,
+    base_url: &str,
+    ch: &LlmChallenge,
+    clock: &dyn Clock,
+) -> Result<StreamedAnswer, ProbeError> {
+    let url = format!("{}/v1/completions", base_url.trim_end_matches('/'));
+    let t0 = clock.now();
+    let resp = http
+        .post(&url)
+        .json(&ch.request_body())
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                ProbeError::Timeout(e.to_string())
+            } else {
+                ProbeError::Transport(e.to_string())
+            }
+        })?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let head: String = body.chars().take(300).collect();
+        return Err(protocol(format!(
+            "/v1/completions answered {status}: {head}"
+        )));
+    }
+    let mut reader = SseReader::default();
+    let mut ans = StreamedAnswer {
+        ids: Vec::new(),
+        text: String::new(),
+        finish_reason: None,
+        usage_completion_tokens: None,
+        ttft: Duration::ZERO,
+        decode: Duration::ZERO,
+        total: Duration::ZERO,
+    };
+    let mut first_token: Option<Duration> = None;
+    let mut done = false;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ProbeError::Transport(format!("stream: {e}")))?;
+        let at = since(clock, t0);
+        for data in reader.push(&chunk)? {
+            if done {
+                return Err(protocol("data after [DONE]"));
+            }
+            if data == "[DONE]" {
+                done = true;
+                ans.total = at;
+                continue;
+            }
+            let before = ans.ids.len();
+            apply_chunk(&mut ans, &data, ch.max_tokens)?;
+            if ans.ids.len() > before {
+                let first = *first_token.get_or_insert(at);
+                ans.ttft = first;
+                ans.decode = at.saturating_sub(first);
+            }
+        }
+    }
+    if !done {
+        return Err(protocol("the stream ended without [DONE]"));
+    }
+    Ok(ans)
+}
+
+fn apply_chunk(ans: &mut StreamedAnswer, data: &str, max_tokens: u32) -> Result<(), ProbeError> {
+    let v: Value =
+        serde_json::from_str(data).map_err(|e| protocol(format!("chunk is not JSON: {e}")))?;
+    if let Some(err) = v.get("error") {
+        let head: String = err.to_string().chars().take(300).collect();
+        return Err(protocol(format!("the node's stream failed: {head}")));
+    }
+    if let Some(n) = v.pointer("/usage/completion_tokens") {
+        ans.usage_completion_tokens = Some(
+            n.as_u64()
+                .ok_or_else(|| protocol("usage.completion_tokens is not a count"))?,
+        );
+    }
+    let choices = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| protocol("chunk without choices"))?;
+    for c in choices {
+        if let Some(t) = c.get("text") {
+            ans.text
+                .push_str(t.as_str().ok_or_else(|| protocol("text is not a string"))?);
+        }
+        if let Some(ids) = c.get("token_ids") {
+            let ids = ids
+                .as_array()
+                .ok_or_else(|| protocol("token_ids is not a list"))?;
+            for id in ids {
+                let id = id
+                    .as_u64()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .ok_or_else(|| protocol("token id is not a u32"))?;
+                if ans.ids.len() >= max_tokens as usize {
+                    return Err(protocol(format!(
+                        "more than max_tokens = {max_tokens} token ids"
+                    )));
+                }
+                ans.ids.push(id);
+            }
+        }
+        if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
+            ans.finish_reason = Some(f.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Server-sent event lines, bounded: yields the `data:` payloads.
+#[derive(Debug, Default)]
+struct SseReader {
+    line: Vec<u8>,
+    total: usize,
+}
+
+impl SseReader {
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, ProbeError> {
+        self.total = self.total.saturating_add(bytes.len());
+        if self.total > MAX_STREAM_BYTES {
+            return Err(protocol(format!(
+                "stream longer than {MAX_STREAM_BYTES} bytes"
+            )));
+        }
+        let mut out = Vec::new();
+        for &b in bytes {
+            if b != b'\n' {
+                if self.line.len() >= MAX_LINE_BYTES {
+                    return Err(protocol(format!(
+                        "stream line longer than {MAX_LINE_BYTES} bytes"
+                    )));
+                }
+                self.line.push(b);
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            if let Some(data) = line.strip_prefix(b"data:") {
+                let data = data.strip_prefix(b" ").unwrap_or(data);
+                let s = std::str::from_utf8(data)
+                    .map_err(|e| protocol(format!("stream is not UTF-8: {e}")))?;
+                out.push(s.to_string());
+            }
+            // `event:`, `id:`, comments (keep-alives) and blank lines carry no data.
+        }
+        Ok(out)
+    }
+}
+
+/// Why a streamed answer is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Wrong(pub String);
+
+/// Checks a streamed answer against the validator's model: consistent ids, text and
+/// counts, then every id greedy within the tolerance. CPU-bound (one forward pass over
+/// prompt + completion): call it off the async workers ([`verify`] does).
+pub fn check(ch: &LlmChallenge, ans: &StreamedAnswer) -> Result<(), Wrong> {
+    let m = &ch.model;
+    let tok = m.llm.tokenizer();
+    let wrong = |s: String| Err(Wrong(s));
+    if ans.ids.is_empty() {
+        return wrong("no completion tokens".into());
+    }
+    let eog_at = ans.ids.iter().position(|&id| tok.is_eog(id));
+    if let Some(i) = eog_at
+        && i + 1 != ans.ids.len()
+    {
+        return wrong(format!("end-of-generation token at {i} is not the last"));
+    }
+    match ans.finish_reason.as_deref() {
+        Some("length") if ans.ids.len() == ch.max_tokens as usize && eog_at.is_none() => {}
+        Some("stop") if eog_at.is_some() => {}
+        other => {
+            return wrong(format!(
+                "finish_reason {other:?} does not fit {} ids (max_tokens {}, end-of-generation {})",
+                ans.ids.len(),
+                ch.max_tokens,
+                eog_at.is_some()
+            ));
+        }
+    }
+    if ans.usage_completion_tokens != Some(ans.ids.len() as u64) {
+        return wrong(format!(
+            "usage.completion_tokens {:?} but {} token ids",
+            ans.usage_completion_tokens,
+            ans.ids.len()
+        ));
+    }
+    let visible = ans
+        .ids
+        .get(..eog_at.unwrap_or(ans.ids.len()))
+        .unwrap_or(&[]);
+    let text = tok.decode(visible, false);
+    if text != ans.text {
+        return wrong("the text is not the decoded token ids".into());
+    }
+    let report =
+        attesta_llm::check::check_greedy(m.llm.model(), &ch.prompt, &ans.ids, m.spec.tolerance)
+            .map_err(|e| Wrong(format!("teacher-forced check failed: {e}")))?;
+    match report.mismatch {
+        None => Ok(()),
+        Some(mm) => wrong(format!(
+            "token {} is {} but the greedy token is {} (logit gap {} > tolerance {})",
+            mm.index, mm.claimed, mm.argmax, mm.gap, m.spec.tolerance
+        )),
+    }
+}
+
+/// [`check`] on the blocking pool, timed; the scored timing when the answer is right.
+pub async fn verify(ch: &LlmChallenge, ans: StreamedAnswer) -> Result<LlmTiming, Wrong> {
+    let ch2 = ch.clone();
+    let t = std::time::Instant::now();
+    let (verdict, ans) = tokio::task::spawn_blocking(move || {
+        let v = check(&ch2, &ans);
+        (v, ans)
+    })
+    .await
+    .map_err(|e| Wrong(format!("check task failed: {e}")))?;
+    verdict?;
+    let check_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let tokens_per_sec = ans.tokens_per_sec();
+    Ok(LlmTiming {
+        ttft_us: u64::try_from(ans.ttft.as_micros()).unwrap_or(u64::MAX),
+        tokens_per_sec,
+        tokens: u32::try_from(ans.ids.len()).unwrap_or(u32::MAX),
+        check_us,
+        scored_secs: crate::scoring::llm_time_secs(
+            ans.ttft.as_secs_f64(),
+            tokens_per_sec,
+            ch.max_tokens,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_lines_are_bounded_and_split_across_chunks() {
+        let mut r = SseReader::default();
+        assert!(r.push(b"data: {\"a\"").unwrap().is_empty());
+        assert_eq!(
+            r.push(b":1}\r\n\n: keep-alive\n").unwrap(),
+            vec!["{\"a\":1}"]
+        );
+        assert_eq!(
+            r.push(b"event: error\ndata: [DONE]\n").unwrap(),
+            vec!["[DONE]"]
+        );
+        let mut r = SseReader::default();
+        assert!(r.push(&vec![b'x'; MAX_LINE_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn spec_validation() {
+        assert!(LlmChallengeSpec::new("x").validate().is_ok());
+        let mut s = LlmChallengeSpec::new("x");
+        s.tolerance = f32::NAN;
+        assert!(s.validate().is_err());
+        let mut s = LlmChallengeSpec::new("x");
+        s.completion_tokens = 0;
+        assert!(s.validate().is_err());
+        let mut s = LlmChallengeSpec::new("x");
+        s.prompt_tokens = MAX_TOKENS + 1;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn chunks_accumulate_and_overlong_answers_fail() {
+        let mut a = StreamedAnswer {
+            ids: vec![],
+            text: String::new(),
+            finish_reason: None,
+            usage_completion_tokens: None,
+            ttft: Duration::ZERO,
+            decode: Duration::ZERO,
+            total: Duration::ZERO,
+        };
+        apply_chunk(&mut a, r#"{"choices":[{"text":"a","token_ids":[5]}]}"#, 2).unwrap();
+        apply_chunk(
+            &mut a,
+            r#"{"choices":[{"text":"b","token_ids":[6],"finish_reason":"length"}]}"#,
+            2,
+        )
+        .unwrap();
+        apply_chunk(
+            &mut a,
+            r#"{"choices":[],"usage":{"completion_tokens":2}}"#,
+            2,
+        )
+        .unwrap();
+        assert_eq!(a.ids, vec![5, 6]);
+        assert_eq!(a.text, "ab");
+        assert_eq!(a.finish_reason.as_deref(), Some("length"));
+        assert_eq!(a.usage_completion_tokens, Some(2));
+        assert!(apply_chunk(&mut a, r#"{"choices":[{"token_ids":[7]}]}"#, 2).is_err());
+        assert!(apply_chunk(&mut a, r#"{"error":{"code":"x"}}"#, 2).is_err());
+        assert!(apply_chunk(&mut a, r#"{"choices":[{"token_ids":[-1]}]}"#, 9).is_err());
+    }
+}
