@@ -88,6 +88,8 @@ pub struct NodeSection {
     pub load_isolation: Option<crate::load_args::IsolationMode>,
     /// Memory budget of the inferences in flight.
     pub inflight_bytes: Option<String>,
+    /// Most tokens one language-model request may generate.
+    pub max_completion_tokens: Option<usize>,
     /// Drain period after a stop signal.
     pub shutdown_timeout: Option<String>,
 }

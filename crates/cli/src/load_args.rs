@@ -41,6 +41,10 @@ pub struct LoadArgs {
     /// e.g. 1GiB [default: 1GiB].
     #[arg(long, env = "ATTESTA_INFLIGHT_BYTES", value_name = "SIZE")]
     inflight_bytes: Option<String>,
+    /// Most tokens one language-model request may generate (a larger `max_tokens` is
+    /// refused with 400 `max_tokens_too_large`) [default: 2048].
+    #[arg(long, env = "ATTESTA_MAX_COMPLETION_TOKENS", value_name = "N")]
+    max_completion_tokens: Option<usize>,
     /// After Ctrl-C or SIGTERM, how long in-flight requests may drain before the process exits
     /// anyway [default: 10s].
     #[arg(long, env = "ATTESTA_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
@@ -103,6 +107,10 @@ impl LoadArgs {
             "inflight-bytes",
         )? {
             cfg.inflight_bytes = usize::try_from(b).context("inflight-bytes does not fit")?;
+        }
+        if let Some(n) = self.max_completion_tokens.or(file.max_completion_tokens) {
+            anyhow::ensure!(n >= 1, "--max-completion-tokens must be at least 1");
+            cfg.max_completion_tokens = n;
         }
         if cfg.loading.timeout > cfg.request_timeout {
             tracing::info!(

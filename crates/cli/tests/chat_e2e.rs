@@ -120,9 +120,18 @@ fn sealed_chat_streams_privately_and_its_receipt_verifies() {
     // A replayed sealed request (the exact bytes again) is refused before any work.
     let sealed_body: Vec<u8> = {
         let log = seen.lock().unwrap().clone();
-        // The first POST's body: after the first blank line of the first request.
-        let start = log.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let head = String::from_utf8_lossy(&log[..start]).to_ascii_lowercase();
+        // The first chat POST's body: after the blank line that ends its head.
+        let post = log
+            .windows(25)
+            .position(|w| w == b"POST /v1/chat/completions")
+            .unwrap();
+        let start = post
+            + log[post..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap()
+            + 4;
+        let head = String::from_utf8_lossy(&log[post..start]).to_ascii_lowercase();
         let len: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length: "))
