@@ -346,5 +346,14 @@ fn devnet_bittensor_reaches_every_node_through_its_axon() {
         lines.iter().any(|l| l["record"]["action"] == "committed"),
         "{record}"
     );
-    assert!(lines.iter().all(|l| l.get("error").is_none()), "{record}");
+    // The devnet exits after its third round, taking the stand-in chain with it; a round the
+    // validator had already started by then may record "chain connection closed". Every
+    // requested round must have gone through.
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["round"].as_u64().is_some_and(|r| r <= 3))
+            .all(|l| l.get("error").is_none()),
+        "{record}"
+    );
 }
