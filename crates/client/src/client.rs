@@ -295,24 +295,8 @@ impl Client {
         inputs: &RawValue,
         attested: bool,
     ) -> Result<InferOutcome, ClientError> {
-        let now = node.node_time(self.now());
-        let nonce = self.fresh_nonce();
-        let request = RequestPlaintext {
-            model: model.to_owned(),
-            inputs: inputs.to_owned(),
-            request_id: hex::encode(nonce.get(..8).unwrap_or(&nonce)),
-            issued_at: now.as_secs(),
-            nonce: Some(hex::encode(&nonce)),
-        };
-        request
-            .validate()
-            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
         let started = Instant::now();
-        let (body, ctx) = {
-            let mut rng = self.config.rng.lock().unwrap_or_else(|p| p.into_inner());
-            let mut rng: &mut dyn crate::config::SharedRng = &mut *rng;
-            seal_request(&node.keyset, &request, &mut rng)?
-        };
+        let (body, ctx) = self.seal_for(node, model, inputs)?;
         let reply = self.transport.infer(body).await?;
         let (status, sealed, bytes) = (reply.status, reply.sealed, reply.body);
         if !sealed {
@@ -327,14 +311,7 @@ impl Client {
         let answer = ctx.open_verified(&bytes, self.verifier.policy())?;
         let latency = started.elapsed();
         let receipt = *answer.receipt;
-        let bundle = ProofBundle::new(
-            node.platform,
-            &node.evidence,
-            &node.nonce,
-            node.keyset,
-            receipt.clone(),
-        )
-        .with_envelope_extras(node.certs.clone(), node.collateral.clone());
+        let bundle = node.bundle(receipt.clone());
         Ok(InferOutcome {
             output: answer.output,
             model_hash: answer.model_hash,
@@ -344,6 +321,47 @@ impl Client {
             latency,
             attested,
         })
+    }
+}
+
+impl VerifiedNode {
+    /// The proof bundle of `receipt`: it with this node's evidence, verifiable offline.
+    fn bundle(&self, receipt: SignedReceipt) -> ProofBundle {
+        ProofBundle::new(
+            self.platform,
+            &self.evidence,
+            &self.nonce,
+            self.keyset,
+            receipt,
+        )
+        .with_envelope_extras(self.certs.clone(), self.collateral.clone())
+    }
+}
+
+impl Client {
+    /// Seals a fresh request for `model` on `inputs` to `node`'s key set (node time, fresh
+    /// nonce and request id): the body to send and the context that opens the answer.
+    fn seal_for(
+        &self,
+        node: &VerifiedNode,
+        model: &str,
+        inputs: &RawValue,
+    ) -> Result<(Vec<u8>, attesta_seal::RequestContext), ClientError> {
+        let now = node.node_time(self.now());
+        let nonce = self.fresh_nonce();
+        let request = RequestPlaintext {
+            model: model.to_owned(),
+            inputs: inputs.to_owned(),
+            request_id: hex::encode(nonce.get(..8).unwrap_or(&nonce)),
+            issued_at: now.as_secs(),
+            nonce: Some(hex::encode(&nonce)),
+        };
+        request
+            .validate()
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        let mut rng = self.config.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng: &mut dyn crate::config::SharedRng = &mut *rng;
+        Ok(seal_request(&node.keyset, &request, &mut rng)?)
     }
 }
 
@@ -411,24 +429,8 @@ impl Client {
         on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
     ) -> Result<CompletionOutcome, ClientError> {
         use futures::StreamExt;
-        let now = node.node_time(self.now());
-        let nonce = self.fresh_nonce();
-        let request = RequestPlaintext {
-            model: model.to_owned(),
-            inputs: inputs.to_owned(),
-            request_id: hex::encode(nonce.get(..8).unwrap_or(&nonce)),
-            issued_at: now.as_secs(),
-            nonce: Some(hex::encode(&nonce)),
-        };
-        request
-            .validate()
-            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
         let started = Instant::now();
-        let (body, ctx) = {
-            let mut rng = self.config.rng.lock().unwrap_or_else(|p| p.into_inner());
-            let mut rng: &mut dyn crate::config::SharedRng = &mut *rng;
-            seal_request(&node.keyset, &request, &mut rng)?
-        };
+        let (body, ctx) = self.seal_for(node, model, inputs)?;
         let mut reply = self.transport.stream(path, body).await?;
         if reply.media_type != attesta_seal::STREAM_MEDIA_TYPE {
             // A single envelope (the node's verdict) or a plaintext refusal: read it whole
@@ -482,14 +484,7 @@ impl Client {
             ));
         }
         let receipt = *verified.receipt;
-        let bundle = ProofBundle::new(
-            node.platform,
-            &node.evidence,
-            &node.nonce,
-            node.keyset,
-            receipt.clone(),
-        )
-        .with_envelope_extras(node.certs.clone(), node.collateral.clone());
+        let bundle = node.bundle(receipt.clone());
         Ok(CompletionOutcome {
             output,
             summary: verified.summary,
