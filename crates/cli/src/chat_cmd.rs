@@ -147,24 +147,17 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             choice["finish_reason"].as_str().unwrap_or("?"),
         );
     }
-    if let Some(fault) = outcome.receipt.declared_fault() {
-        eprintln!(
-            "warning: the receipt declares the fault `{fault}` (accepted by --accept-declared-faults): this answer may be wrong on purpose"
-        );
-    }
-    if let Some(p) = &args.bundle {
-        let json = outcome
-            .bundle
-            .to_json()
-            .context("encoding the proof bundle")?;
-        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &args.save_output {
-        std::fs::write(p, outcome.summary.get())
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &args.save_request {
-        std::fs::write(p, &outcome.request).with_context(|| format!("writing {}", p.display()))?;
-    }
+    crate::infer_cmd::save_answer(
+        &outcome.receipt,
+        &outcome.bundle,
+        [
+            (args.bundle.as_deref(), None),
+            (
+                args.save_output.as_deref(),
+                Some(outcome.summary.get().as_bytes()),
+            ),
+            (args.save_request.as_deref(), Some(&outcome.request)),
+        ],
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -106,32 +106,47 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             outcome.latency.as_secs_f64() * 1000.0
         );
     }
-    if let Some(fault) = outcome.receipt.declared_fault() {
-        eprintln!(
-            "warning: the receipt declares the fault `{fault}` (accepted by --accept-declared-faults): this answer may be wrong on purpose"
-        );
-    }
-    if let Some(path) = &args.bundle {
-        let json = outcome
-            .bundle
-            .to_json()
-            .context("encoding the proof bundle")?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.save_output {
-        std::fs::write(path, outcome.output.get())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.save_request {
-        std::fs::write(path, &outcome.request)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    save_answer(
+        &outcome.receipt,
+        &outcome.bundle,
+        [
+            (args.bundle.as_deref(), None),
+            (
+                args.save_output.as_deref(),
+                Some(outcome.output.get().as_bytes()),
+            ),
+            (args.save_request.as_deref(), Some(&outcome.request)),
+        ],
+    )?;
     let answer = serde_json::json!({
         "output": serde_json::from_str::<serde_json::Value>(outcome.output.get())?,
         "model_hash": outcome.model_hash,
     });
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns about a declared fault, then writes what the caller asked for: the proof bundle
+/// (first path) and the output and request bytes exactly as the receipt digests them.
+pub(crate) fn save_answer(
+    receipt: &attesta_seal::SignedReceipt,
+    bundle: &attesta_seal::ProofBundle,
+    files: [(Option<&std::path::Path>, Option<&[u8]>); 3],
+) -> anyhow::Result<()> {
+    if let Some(fault) = receipt.declared_fault() {
+        eprintln!(
+            "warning: the receipt declares the fault `{fault}` (accepted by --accept-declared-faults): this answer may be wrong on purpose"
+        );
+    }
+    for (path, bytes) in files {
+        let Some(path) = path else { continue };
+        let bytes = match bytes {
+            Some(b) => b.to_vec(),
+            None => bundle.to_json().context("encoding the proof bundle")?,
+        };
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Whether another route may succeed: transport failures and the gateway's own
