@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::{T0, TestClock, TestEntropy};
 use std::sync::atomic::AtomicU64;

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use common::{T0, TestClock, TestEntropy};
 use std::os::unix::fs::PermissionsExt;

@@ -3,7 +3,7 @@
 //! sends nothing; an unregistered hotkey exits with status 4 before serving.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use attesta_bittensor::Hotkey;
 use attesta_bittensor::chain::standin::{NeuronSpec, Standin, StandinConfig, writes};

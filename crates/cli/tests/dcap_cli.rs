@@ -2,7 +2,7 @@
 //! collateral file and directory forms, --accept-tcb, envelopes and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

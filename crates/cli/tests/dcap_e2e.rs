@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use support::dev_tee::{DevTee, dev_tee_goes_through_its_path};
 use support::run_ok;

@@ -6,7 +6,7 @@
 //! `attesta verify receipt` accepts; and a client over its rate limit gets 429.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! `node_modules` is missing (about two minutes the first time; package registry access needed).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers: failing loudly is the point
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

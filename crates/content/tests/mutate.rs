@@ -2,7 +2,7 @@
 //! return an error or the exact file, never panic, and never accept wrong content.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers: failing loudly is the point
 
-mod common;
+use crate::common;
 
 use attesta_content::car::CarDecoder;
 use attesta_content::{Cid, DagVerifier, Limits};

@@ -1,7 +1,7 @@
 //! Model store: atomic adds, persistence, crash leftovers, budget, LRU and pins.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers: failing loudly is the point
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The importer reproduces every CID and block count in `ipfs/vectors.tsv`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers: failing loudly is the point
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

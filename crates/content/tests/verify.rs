@@ -1,7 +1,7 @@
 //! DAG verification from CAR streams and block by block: fixtures, shapes and every tamper case.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers: failing loudly is the point
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

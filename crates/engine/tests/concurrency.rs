@@ -1,7 +1,7 @@
 //! Many threads running one model with different input shapes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! `ATTESTA_CONFORMANCE_WRITE=1` rewrites the expected list from this run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;

@@ -2,7 +2,7 @@
 //! and against Python onnxruntime run during the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use attesta_engine::tract::{TractEngine, decode_tensor_proto};
 use attesta_engine::{DType, Dim, Engine, EngineError, Limits, Model, Tensor, TensorData};

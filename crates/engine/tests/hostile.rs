@@ -2,7 +2,7 @@
 //! error, quickly, without a panic or an abort.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! sequence (then-branch) and at a single frame (else-branch).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

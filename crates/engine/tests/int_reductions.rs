@@ -9,7 +9,7 @@
 //! saturated" are the same claim.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! without bound; and the per-run memory estimate covers what a run makes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use attesta_engine::tract::{TractEngine, TractModel};
 use attesta_engine::{Limits, Model, Tensor, TensorData};

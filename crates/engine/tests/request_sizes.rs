@@ -7,7 +7,7 @@
 //! never get near that.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! validity window, and fails outside it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use attesta_evidence::dcap::{Collateral, DcapExpected, DcapVerifier, TcbStatus, TeeType};
 use attesta_evidence::{Policy, Status, StepId, danger};

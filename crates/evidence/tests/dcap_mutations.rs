@@ -3,7 +3,7 @@
 //! a typed failure, never a pass, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use attesta_evidence::dcap::{Collateral, CollateralJson, DcapExpected, DcapVerifier, Quote};
 use attesta_evidence::{Policy, Status, StepId};

@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use attesta_evidence::cbor::{self, Encoder, Value};
 use attesta_evidence::nitro::cose;

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use attesta_evidence::snp::{Product, SigningKey, SnpDevRoot};
 use attesta_evidence::{

@@ -4,7 +4,7 @@
 //! allocation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
 

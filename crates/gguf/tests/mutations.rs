@@ -2,7 +2,7 @@
 //! building the tokenizer and template, encoding and rendering never panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
 

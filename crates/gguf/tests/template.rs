@@ -3,7 +3,7 @@
 //! output, raise_exception, syntax errors) stopped with typed errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

@@ -6,7 +6,7 @@
 //! EOT, EOG set, control tokens) on every vocabulary the crate supports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use attesta_gguf::Tokenizer;
 use serde_json::{Value, json};

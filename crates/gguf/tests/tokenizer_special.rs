@@ -2,7 +2,7 @@
 //! vocabularies, with the values llama.cpp gives for them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

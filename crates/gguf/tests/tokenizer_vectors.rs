@@ -3,7 +3,7 @@
 //! `add_special = false, parse_special = false` as llama.cpp's test-tokenizer-0 does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use attesta_gguf::{PreTokenizer, Tokenizer, TokenizerKind};
 

@@ -15,7 +15,7 @@
 //! exceeds the bound.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod oracle;
+use crate::oracle;
 
 use attesta_llm::LlmModel;
 use attesta_llm::generate::Generation;

@@ -4,7 +4,7 @@
 //! (not faked, not a failed request) when the service is down.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! `openai` Python client works unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use attesta_seal::binding::{self, BindingError};
 use attesta_seal::{PublicKeySet, report_data};

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use attesta_seal::bundle::ProofBundle;
 use attesta_seal::channel::SealedOutput;

@@ -6,7 +6,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use attesta_seal::receipt::{RECEIPT_VERSION, Receipt, ReceiptError, SignedReceipt};
 use attesta_seal::sha256;

@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use attesta_seal::channel::{SealedOutput, seal_request_bytes};
 use attesta_seal::frames::FRAME_PREFIX_LEN;

@@ -330,7 +330,7 @@ async fn a_stream_without_done_is_a_failed_answer() {
 /// The cost the issue bounds: the validator's teacher-forced check of a completion
 /// against the node-side work of generating it (same engine, same model, same tokens).
 /// Debug builds are not representative: the coordinator runs it with
-/// `cargo test --release -p attesta-validator --test llm_challenges -- --ignored --nocapture`.
+/// `cargo test --release -p attesta-validator --test it llm_challenges:: -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing: run in a release build"]
 fn check_costs_under_a_quarter_of_generation() {

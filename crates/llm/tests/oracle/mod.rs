@@ -1,5 +1,7 @@
 //! The test GGUFs and llama.cpp's logits, through the shared test support.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 pub use attesta_test_support::llm::llama_oracle as call_ref;

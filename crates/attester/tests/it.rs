@@ -1,0 +1,11 @@
+//! Every integration test of attesta-attester in one test binary. Each test binary links the
+//! whole dependency tree (tract, candle, the HTTP stack), so one binary per file meant
+//! one such link per file and filled CI's disk; one binary keeps the test build inside
+//! CI's disk and time. Run one file's tests with `cargo test -p attesta-attester --test it <file>::`.
+
+mod common;
+mod dcap_dev;
+mod dev_snp;
+mod dev_tdx;
+mod dev_tee;
+mod devices;

@@ -1,0 +1,12 @@
+//! Every integration test of attesta-content in one test binary. Each test binary links the
+//! whole dependency tree (tract, candle, the HTTP stack), so one binary per file meant
+//! one such link per file and filled CI's disk; one binary keeps the test build inside
+//! CI's disk and time. Run one file's tests with `cargo test -p attesta-content --test it <file>::`.
+
+mod common;
+mod fetch;
+mod helia;
+mod mutate;
+mod store;
+mod vectors;
+mod verify;
