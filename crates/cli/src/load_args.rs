@@ -1,6 +1,7 @@
 //! `attesta node` options for loading untrusted models under a budget, the
 //! in-flight memory budget and the shutdown bound; and the hidden
-//! `internal-probe-model` subcommand that runs the isolated load.
+//! `internal-probe-model` subcommand that runs the isolated load, and the hidden
+//! `internal-render-template` worker that renders chat templates under a memory cap.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -184,5 +185,25 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         std::io::stdout().lock(),
     )
     .context("talking to the node")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags of the hidden template worker, written by
+/// `attesta_node::llm::template_sandbox` when it starts one.
+#[derive(Args)]
+pub struct RenderArgs {
+    /// Address-space limit in bytes.
+    #[arg(long)]
+    max_memory: u64,
+}
+
+/// Runs the template worker: render jobs on stdin, one JSON reply line each on stdout.
+pub fn render_templates(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    attesta_node::llm::template_sandbox::run_child(
+        args.max_memory,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+    )
+    .context("template worker")?;
     Ok(ExitCode::SUCCESS)
 }

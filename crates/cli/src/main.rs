@@ -102,6 +102,9 @@ enum Command {
     /// Internal: load one model from stdin under resource limits and report (run by `attesta node`).
     #[command(name = "internal-probe-model", hide = true)]
     InternalProbeModel(load_args::ProbeArgs),
+    /// Renders chat templates for the node under a memory cap (hidden; started by the node).
+    #[command(name = "internal-render-template", hide = true)]
+    InternalRenderTemplate(load_args::RenderArgs),
 }
 
 /// Settings every subcommand sees.
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
             Command::Proxy(args) => proxy_cmd::run(args),
             Command::Axon(args) => axon_cmd::run(args),
             Command::InternalProbeModel(args) => load_args::probe(args),
+            Command::InternalRenderTemplate(args) => load_args::render_templates(args),
         }
     })();
     match result {

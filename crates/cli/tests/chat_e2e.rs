@@ -155,3 +155,78 @@ fn sealed_chat_streams_privately_and_its_receipt_verifies() {
         String::from_utf8_lossy(&r.body)
     );
 }
+
+/// A chat template is the model file's code. One that doubles a string until it asks for
+/// terabytes would abort the node if it rendered in-process; it renders in the template
+/// worker, which dies at its memory cap alone: the request gets a typed 400, the node
+/// serves on (the same model's plain completions, other models' chats), and the next
+/// render gets a fresh worker.
+#[test]
+fn a_hostile_chat_template_costs_one_worker_not_the_node() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let store = store.to_str().unwrap();
+    let good = attesta_test_support::llm::test_gguf("tiny-spm-q8_0");
+    let template = work.path().join("hostile.jinja");
+    std::fs::write(
+        &template,
+        "{% set ns = namespace(s='x' * 1000) %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    )
+    .unwrap();
+    let hostile = work.path().join("hostile.gguf");
+    let out = std::process::Command::new(attesta_test_support::llm::llm_python())
+        .arg(workspace().join("tests/llm/set_chat_template.py"))
+        .args([&good, &hostile, &template])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let add = |p: &Path| {
+        run_ok(&["models", "add", p.to_str().unwrap(), "--store", store])
+            .trim()
+            .to_string()
+    };
+    let (good_cid, hostile_cid) = (add(&good), add(&hostile));
+    let data = work.path().join("data");
+    let node = start_node(&[
+        "--tee",
+        "dev",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--store",
+        store,
+    ]);
+    let chat = |cid: &str| {
+        let body = serde_json::json!({
+            "model": cid,
+            "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": 4,
+        });
+        http(
+            &node.addr,
+            "POST",
+            "/v1/chat/completions",
+            body.to_string().as_bytes(),
+        )
+    };
+    for _ in 0..2 {
+        let r = chat(&hostile_cid);
+        r.assert_error(400, "chat_template_failed");
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(text.contains("memory budget"), "{text}");
+        // The node lives on: the good model chats, the hostile one still completes text.
+        let r = chat(&good_cid);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let body = serde_json::json!({"model": hostile_cid, "prompt": "hello", "max_tokens": 4});
+        let r = http(
+            &node.addr,
+            "POST",
+            "/v1/completions",
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+}

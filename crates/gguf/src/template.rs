@@ -100,6 +100,7 @@ pub enum TemplateError {
 #[derive(Debug)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
     limits: TemplateLimits,
@@ -146,6 +147,7 @@ impl ChatTemplate {
             .map_err(TemplateError::Syntax)?;
         Ok(ChatTemplate {
             env,
+            source: source.to_owned(),
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
             limits,
@@ -168,6 +170,12 @@ impl ChatTemplate {
                 Value::from(strftime(unix_seconds, &fmt))
             });
         self
+    }
+
+    /// The template's source, as the model file gives it (to compile it elsewhere: the
+    /// node renders untrusted templates in a memory-limited process).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The text bound to `bos_token`.

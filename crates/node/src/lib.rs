@@ -317,7 +317,23 @@ impl AppState {
             ),
             executor: Executor::new(config.workers, config.request_timeout)
                 .with_inflight_bytes(config.inflight_bytes),
-            llm: llm::LlmState::new(config.max_completion_tokens, &metrics),
+            llm: llm::LlmState::new(
+                config.max_completion_tokens,
+                // Chat templates are isolated as models are: in a child process of the
+                // same executable, unless loads run (insecurely) in-process.
+                match &config.loading.isolation {
+                    loader::Isolation::Process(cmd) => {
+                        llm::template_sandbox::RenderIsolation::Process {
+                            program: cmd.program.clone(),
+                            max_memory: llm::template_sandbox::DEFAULT_RENDER_MEMORY,
+                        }
+                    }
+                    loader::Isolation::InsecureInProcess => {
+                        llm::template_sandbox::RenderIsolation::InsecureInProcess
+                    }
+                },
+                &metrics,
+            ),
             metrics,
             store,
             insecure_fault: config.fault.clone(),

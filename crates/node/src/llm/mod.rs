@@ -12,6 +12,7 @@
 pub mod openai;
 pub mod run;
 pub mod sealed;
+pub mod template_sandbox;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -128,10 +129,30 @@ pub(crate) async fn prepare(state: &AppState, mut spec: GenSpec) -> Result<Prepa
     if !spec.seed_given {
         spec.sampling.seed = fresh_u64();
     }
-    // Tokenising a long prompt (and rendering a template) is CPU work: off the async workers.
+    // The chat template is the model file's code: it renders in the sandbox first.
+    let rendered = match &spec.prompt {
+        openai::PromptSpec::Messages(messages) => {
+            let template = llm
+                .template()
+                .ok_or_else(|| run::no_chat_template(&spec.model))?;
+            Some(
+                state
+                    .llm
+                    .templates
+                    .render(template, messages)
+                    .await
+                    .map_err(render_error)?,
+            )
+        }
+        _ => None,
+    };
+    // Tokenising a long prompt is CPU work: off the async workers.
     let limit = state.llm.max_completion_tokens;
     tokio::task::spawn_blocking(move || {
-        let prompt = run::prompt_tokens(&llm, &spec)?;
+        let prompt = match rendered {
+            Some(text) => run::chat_tokens(&llm, &text)?,
+            None => run::prompt_tokens(&llm, &spec)?,
+        };
         let ctx = llm.info().context_length;
         let max_tokens = run::completion_budget(&spec, prompt.len(), ctx, limit)?;
         Ok::<_, ApiError>(Prepared {
@@ -144,6 +165,16 @@ pub(crate) async fn prepare(state: &AppState, mut spec: GenSpec) -> Result<Prepa
     })
     .await
     .map_err(|e| ApiError::internal_from("tokenising task failed", e))?
+}
+
+/// A failed template render as the caller sees it: the template's fault is a 400, a
+/// worker the node cannot run is its own (500).
+fn render_error(e: template_sandbox::RenderError) -> ApiError {
+    use template_sandbox::RenderError;
+    match e {
+        RenderError::Unavailable(_) => ApiError::internal_from("rendering the chat template", e),
+        other => ApiError::bad_request("chat_template_failed", format!("chat template: {other}")),
+    }
 }
 
 /// Starts generating `p` on the executor (charged its KV cache) and returns what every
@@ -490,6 +521,8 @@ fn fresh_u64() -> u64 {
 pub struct LlmState {
     /// Most tokens one request may generate.
     pub max_completion_tokens: usize,
+    /// Where chat templates (untrusted code from the model file) render.
+    templates: template_sandbox::TemplateSandbox,
     tokens: prometheus_client::metrics::family::Family<
         KindLabel,
         prometheus_client::metrics::counter::Counter,
@@ -503,8 +536,12 @@ struct KindLabel {
 }
 
 impl LlmState {
-    /// Registers the metrics in `metrics`.
-    pub fn new(max_completion_tokens: usize, metrics: &crate::metrics::Metrics) -> Self {
+    /// Registers the metrics in `metrics`; chat templates render under `templates`.
+    pub fn new(
+        max_completion_tokens: usize,
+        templates: template_sandbox::RenderIsolation,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
         let tokens = prometheus_client::metrics::family::Family::default();
         let first_token = prometheus_client::metrics::histogram::Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
@@ -523,6 +560,10 @@ impl LlmState {
         });
         LlmState {
             max_completion_tokens,
+            templates: template_sandbox::TemplateSandbox::new(
+                templates,
+                template_sandbox::DEFAULT_RENDER_TIMEOUT,
+            ),
             tokens,
             first_token,
         }

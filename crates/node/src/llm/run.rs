@@ -70,7 +70,8 @@ pub enum Event {
     },
 }
 
-/// Tokenises the prompt of `spec` for `llm`.
+/// Tokenises the text or token prompt of `spec` for `llm` (chat prompts: [`chat_tokens`]
+/// of the sandbox's render).
 pub fn prompt_tokens(llm: &LlmModel, spec: &GenSpec) -> Result<Vec<u32>, ApiError> {
     let tok = llm.tokenizer();
     let tokens = match &spec.prompt {
@@ -87,30 +88,40 @@ pub fn prompt_tokens(llm: &LlmModel, spec: &GenSpec) -> Result<Vec<u32>, ApiErro
             t.clone()
         }
         PromptSpec::Text(text) => tok.encode(text, true, true),
-        PromptSpec::Messages(messages) => {
-            let template = llm.template().ok_or_else(|| {
-                ApiError::bad_request(
-                    "no_chat_template",
-                    format!(
-                        "model {} has no chat template: use /v1/completions",
-                        spec.model
-                    ),
-                )
-            })?;
-            let text = template.render(messages, true).map_err(|e| {
-                ApiError::bad_request("chat_template_failed", format!("chat template: {e}"))
-            })?;
-            let mut t = tok.encode(&text, true, true);
-            // Templates that write the BOS themselves would otherwise get a second one.
-            if let (Some(bos), [a, b, ..]) = (tok.bos(), t.as_slice())
-                && *a == bos
-                && *b == bos
-            {
-                t.remove(0);
-            }
-            t
+        // Only the template sandbox renders chat templates (they are the model file's code):
+        // messages never reach the tokenizer unrendered.
+        PromptSpec::Messages(_) => {
+            return Err(ApiError::internal(
+                "chat messages reached the tokenizer without their template render",
+            ));
         }
     };
+    non_empty(tokens)
+}
+
+/// The refusal of a chat request for a model without a chat template.
+pub fn no_chat_template(model: &str) -> ApiError {
+    ApiError::bad_request(
+        "no_chat_template",
+        format!("model {model} has no chat template: use /v1/completions"),
+    )
+}
+
+/// Tokenises a rendered chat prompt for `llm`.
+pub fn chat_tokens(llm: &LlmModel, text: &str) -> Result<Vec<u32>, ApiError> {
+    let tok = llm.tokenizer();
+    let mut t = tok.encode(text, true, true);
+    // Templates that write the BOS themselves would otherwise get a second one.
+    if let (Some(bos), [a, b, ..]) = (tok.bos(), t.as_slice())
+        && *a == bos
+        && *b == bos
+    {
+        t.remove(0);
+    }
+    non_empty(t)
+}
+
+fn non_empty(tokens: Vec<u32>) -> Result<Vec<u32>, ApiError> {
     if tokens.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",
