@@ -5,7 +5,9 @@
 # logits of the last token) and greedy decode tokens/s (64 single-token forward passes
 # after that prompt, each with its argmax). Then the node end to end: `attesta node`
 # streams a greedy 64-token completion of the same prompt from /v1/completions (plain
-# SSE); TTFT and tokens/s as the client sees them, next to the engine's decode rate.
+# SSE) and through the sealed channel (crates/client/examples/llm_stream_sealed.rs);
+# TTFT and tokens/s as the client sees them, next to the engine's decode rate, and
+# sealed ÷ plain.
 # Not a test: it reports, it does not assert (it does say whether the greedy tokens of
 # the engines agree).
 #
@@ -109,6 +111,9 @@ if [ "$NODE" = 1 ]; then
     echo "== building attesta (cargo build --release -p attesta-cli)" >&2
     (cd "$ROOT" && cargo build --release -p attesta-cli >&2)
   fi
+  [ -n "${BENCH_NO_BUILD:-}" ] ||
+    (cd "$ROOT" && cargo build --release -p attesta-client --example llm_stream_sealed >&2)
+  SEALED_BIN=$TARGET/release/examples/llm_stream_sealed
   declare -A CID
   for q in $QUANTS; do
     CID[$q]=$("$ATTESTA" models add "$GGUF_DIR/small-spm-$q.gguf" --store "$WORK/store" | tail -n 1 | tr -d '[:space:]')
@@ -131,9 +136,10 @@ if [ "$NODE" = 1 ]; then
     "$PY" "$ROOT/bench/llm_stream.py" "http://127.0.0.1:$PORT/v1/completions" "${CID[$q]}" \
       --prompt "$PROMPT" --max-tokens "$DECODE" --runs "$RUNS" |
       sed "s/^{/{\"quant\": \"$q\", \"mode\": \"plain\",/" >>"$RESULTS"
-    # ---- SEALED STREAMING (to be added): the same completion through the sealed channel
-    # (attesta-client's sealed SSE), appended as {"quant": q, "engine": "node", "mode":
-    # "sealed", ...} with the same fields; the summary below then prints sealed ÷ plain.
+    # The same completion through the attested sealed channel (each chunk opened as it
+    # arrives, the receipt verified at the end), as `attesta chat` streams.
+    "$SEALED_BIN" "http://127.0.0.1:$PORT" "${CID[$q]}" "$PROMPT" "$WORK/node-data/dev-root.pem" \
+      "$DECODE" "$RUNS" | sed "s/^{/{\"quant\": \"$q\", \"mode\": \"sealed\",/" >>"$RESULTS"
   done
 fi
 
@@ -175,6 +181,7 @@ if nodes:
     print(f"{'model':16} {'mode':7} {'TTFT ms':>8} {'decode':>8} {'total':>8}   {'÷ engine':>8}  tokens")
     for q in quants:
         a_d = med(runs(q, "attesta", "decode_tps"))
+        tot_by_mode = {}
         for mode in ("plain", "sealed"):
             rs = [r for r in nodes if r["quant"] == q and r.get("mode") == mode]
             if not rs:
@@ -184,4 +191,7 @@ if nodes:
             a_tok = next((r["tokens"] for r in rows if r["quant"] == q and r["engine"] == "attesta"), [])
             print(f"{'small-spm-' + q:16} {mode:7} {ttft:8.1f} {dec:8.2f} {tot:8.2f}   {dec / a_d:8.2f}  "
                   f"{per[-1]['tokens']} ({per[-1]['finish_reason']}), {agree(rs[-1]['tokens'], a_tok)} as the engine")
+            tot_by_mode[mode] = tot
+        if {"plain", "sealed"} <= tot_by_mode.keys():
+            print(f"{'':16} sealed ÷ plain total tokens/s: {tot_by_mode['sealed'] / tot_by_mode['plain']:.3f}")
 PYEOF
