@@ -5,20 +5,19 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use attesta_client::{Client, ClientConfig};
+use attesta_client::ClientConfig;
 use clap::Args;
 use serde_json::json;
 
 use crate::policy_args::PolicyArgs;
+use crate::target_args::{TargetArgs, gateway_retryable};
 use crate::units::parse_duration;
 
 /// Options of `attesta chat`.
 #[derive(Args)]
 pub struct ChatArgs {
-    /// Base URL of the node, e.g. http://127.0.0.1:8000.
-    #[arg(long, value_name = "URL")]
-    node: String,
+    #[command(flatten)]
+    target: TargetArgs,
     /// CID of the language model (a GGUF file).
     #[arg(long, value_name = "CID")]
     model: String,
@@ -71,7 +70,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let mut config = ClientConfig::new(policy);
     config.timeout =
         parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let client = Client::new(&args.node, config).context("creating the client")?;
+    let client = args.target.client(&args.model, config)?;
     let mut body = json!({
         "model": args.model,
         "max_tokens": args.max_tokens,
@@ -98,22 +97,35 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let stream = args.stream;
-    let printed =
-        runtime.block_on(
-            client.complete(path, &args.model, &body.to_string(), |chunk| {
-                if stream {
-                    let c = &chunk["choices"][0];
-                    let text = c["delta"]["content"]
-                        .as_str()
-                        .or_else(|| c["text"].as_str());
-                    if let Some(t) = text {
-                        let mut out = std::io::stdout().lock();
-                        let _ = out.write_all(t.as_bytes());
-                        let _ = out.flush();
-                    }
+    let (body, attempts) = (body.to_string(), args.target.attempts());
+    let mut tries = 0;
+    let printed = loop {
+        tries += 1;
+        let mut shown = false;
+        let result = runtime.block_on(client.complete(path, &args.model, &body, |chunk| {
+            if stream {
+                let c = &chunk["choices"][0];
+                let text = c["delta"]["content"]
+                    .as_str()
+                    .or_else(|| c["text"].as_str());
+                if let Some(t) = text {
+                    shown |= !t.is_empty();
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(t.as_bytes());
+                    let _ = out.flush();
                 }
-            }),
-        );
+            }
+        }));
+        match result {
+            // Through a gateway, a node that went away before answering is routed around
+            // (never once tokens were shown: the user would see two answers).
+            Err(e) if tries < attempts && !shown && gateway_retryable(&e) => {
+                eprintln!("retrying through the gateway: {e}");
+                client.forget_node();
+            }
+            other => break other,
+        }
+    };
     let outcome = match printed {
         Ok(o) => o,
         Err(e) => {

@@ -681,8 +681,12 @@ async fn drive(
                  curl -sN {url}/v1/completions -H 'Content-Type: application/json' \\\n    \
                  -d '{{\"model\": \"{cid}\", \"prompt\": \"Once upon a time\", \"max_tokens\": 32, \"stream\": true}}'\n  \
                  python: openai.OpenAI(base_url=\"{url}/v1\", api_key=\"none\").completions.create(\
-                 model=\"{cid}\", prompt=\"Once upon a time\", max_tokens=32)",
-                url = e.url
+                 model=\"{cid}\", prompt=\"Once upon a time\", max_tokens=32)\n\
+                 sealed, through the gateway: attesta chat --gateway {vurl} --model {cid} --stream \
+                 --dev-root {root} --measurements {reg} \"Once upon a time\"",
+                url = e.url,
+                root = dev_root.display(),
+                reg = measurements.display(),
             );
         }
     }

@@ -4,36 +4,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use attesta_client::{Client, ClientConfig, ClientError, GatewayTransport};
+use attesta_client::{ClientConfig, ClientError};
 use clap::Args;
 
 use crate::policy_args::PolicyArgs;
+use crate::target_args::{TargetArgs, gateway_retryable};
 use crate::units::parse_duration;
 use crate::verify_cmd::read_input;
 
 /// Options of `attesta infer`.
 #[derive(Args)]
 pub struct InferArgs {
-    /// Base URL of the node, e.g. http://127.0.0.1:8000.
-    #[arg(
-        long,
-        value_name = "URL",
-        required_unless_present = "gateway",
-        conflicts_with = "gateway"
-    )]
-    node: Option<String>,
-    /// Go through a validator's gateway instead (sealed mode): it chooses a verified node and
-    /// relays ciphertext; this client still verifies the node's evidence and receipt itself.
-    #[arg(long, value_name = "URL")]
-    gateway: Option<String>,
-    /// API key for a gateway that requires one (`Authorization: Bearer`).
-    #[arg(
-        long,
-        env = "ATTESTA_API_KEY",
-        value_name = "KEY",
-        requires = "gateway"
-    )]
-    api_key: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// CID of the model.
     #[arg(long, value_name = "CID")]
     model: String,
@@ -66,24 +49,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let mut config = ClientConfig::new(policy);
     config.timeout =
         parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let client = match (&args.node, &args.gateway) {
-        (Some(node), _) => Client::new(node, config),
-        (None, Some(gw)) => {
-            let mut t = GatewayTransport::new(gw, config.timeout)
-                .context("--gateway")?
-                .with_model(&args.model);
-            if let Some(k) = &args.api_key {
-                t = t.with_api_key(k);
-            }
-            Client::with_transport(std::sync::Arc::new(t), config)
-        }
-        (None, None) => anyhow::bail!("give --node or --gateway"),
-    }
-    .context("creating the client")?;
+    let client = args.target.client(&args.model, config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let attempts = if args.gateway.is_some() { 3 } else { 1 };
+    let attempts = args.target.attempts();
     let mut tries = 0;
     let outcome = loop {
         tries += 1;
@@ -147,13 +117,6 @@ pub(crate) fn save_answer(
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Whether another route may succeed: transport failures and the gateway's own
-/// refusals about the node it chose (unreachable, timed out, none available).
-fn gateway_retryable(e: &ClientError) -> bool {
-    e.is_retryable()
-        || matches!(e, ClientError::Unauthenticated { status, .. } | ClientError::Refused { status, .. } if matches!(*status, 502..=504))
 }
 
 /// Security failures and the node's sealed verdicts exit 3 (rejected);

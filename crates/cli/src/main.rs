@@ -21,6 +21,7 @@ mod node_cmd;
 mod policy_args;
 mod proxy_cmd;
 mod signals;
+mod target_args;
 mod units;
 mod validator_cmd;
 mod verify_cmd;

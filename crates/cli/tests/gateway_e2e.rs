@@ -327,3 +327,94 @@ fn sealed_and_plaintext_requests_go_through_the_gateway_to_honest_nodes() {
     let r = http(host(&gateway), "POST", "/infer", b"{\"ipfs_hash\": 1}");
     r.assert_error(400, "invalid_body");
 }
+
+/// Language models through the gateway in sealed mode: `attesta chat --gateway` routes to a
+/// verified node, the gateway relays the sealed stream as it arrives (a logging relay in
+/// front of it sees neither prompt nor answer), the receipt verifies, and the greedy answer
+/// is the one the node gives directly.
+#[test]
+fn sealed_chats_stream_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = attesta_test_support::llm::test_gguf("tiny-spm-q8_0");
+    let child = attesta()
+        .args([
+            "devnet",
+            "--nodes",
+            "2",
+            "--faulty",
+            "0",
+            "--interval",
+            "300ms",
+        ])
+        .arg("--llm")
+        .arg(&gguf)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _devnet = DevnetProcess(child);
+    let described_path = dir.path().join("devnet.json");
+    assert!(
+        wait_until(Duration::from_secs(120), || described_path.exists()),
+        "devnet.json never appeared"
+    );
+    let described = read_json(&described_path).unwrap();
+    let gateway = described["gateway"].as_str().unwrap().to_owned();
+    let cid = described["llm"].as_str().unwrap().to_owned();
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            let board = http(host(&gateway), "GET", "/v1/nodes", b"").json();
+            board["nodes"].as_array().is_some_and(|ns| {
+                ns.iter()
+                    .filter(|n| n["score"].as_f64().unwrap_or(0.0) > 0.0)
+                    .count()
+                    >= 2
+            })
+        }),
+        "no round scored the nodes"
+    );
+    let (relay, seen) = logging_relay(host(&gateway).to_owned());
+    let secret = "GATEWAY-SECRET-PROMPT-9e41";
+    let chat = |target: &[&str]| {
+        let mut args = vec!["chat"];
+        args.extend_from_slice(target);
+        args.extend_from_slice(&[
+            "--model",
+            &cid,
+            "--dev-root",
+            described["dev_root"].as_str().unwrap(),
+            "--measurements",
+            described["registry"].as_str().unwrap(),
+            "--max-tokens",
+            "12",
+            "--stream",
+            secret,
+        ]);
+        run_status(&args)
+    };
+    let via_gateway = format!("http://{relay}");
+    let (code, out, err) = chat(&["--gateway", &via_gateway]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("receipt verified"), "{err}");
+    let log = seen.lock().unwrap().clone();
+    assert!(contains(&log, b"/v1/chat/completions"), "not relayed");
+    assert!(
+        !contains(&log, secret.as_bytes()),
+        "the relay saw the prompt"
+    );
+    let answer = out.trim_end_matches('\n');
+    if let Some(word) = answer
+        .split_whitespace()
+        .max_by_key(|w| w.len())
+        .filter(|w| w.len() >= 4)
+    {
+        assert!(!contains(&log, word.as_bytes()), "the relay saw the answer");
+    }
+    // Greedy: the node answers the same directly.
+    let node = described["nodes"][0]["url"].as_str().unwrap().to_owned();
+    let (code, direct, err) = chat(&["--node", &node]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(direct, out);
+}

@@ -131,41 +131,7 @@ impl Transport for HttpTransport {
     }
 
     fn stream<'a>(&'a self, path: &'a str, envelope: Vec<u8>) -> StreamFuture<'a> {
-        Box::pin(async move {
-            let timeout = self.timeout;
-            let resp = self
-                .http
-                .post(format!("{}{path}", self.base))
-                .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
-                .header(reqwest::header::ACCEPT, attesta_seal::STREAM_MEDIA_TYPE)
-                .body(envelope)
-                .send()
-                .await
-                .map_err(|e| ClientError::from_reqwest(e, timeout))?;
-            let status = resp.status().as_u16();
-            let media_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| {
-                    v.split(';')
-                        .next()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_ascii_lowercase()
-                })
-                .unwrap_or_default();
-            use futures::StreamExt;
-            let body = resp.bytes_stream().map(move |r| {
-                r.map(|b| b.to_vec())
-                    .map_err(|e| ClientError::from_reqwest(e, timeout))
-            });
-            Ok(StreamReply {
-                status,
-                media_type,
-                body: Box::pin(body),
-            })
-        })
+        Box::pin(self.stream_with(path, envelope, |req| req))
     }
 
     fn infer(&self, envelope: Vec<u8>) -> TransportFuture<'_> {
@@ -183,9 +149,54 @@ impl Transport for HttpTransport {
     }
 }
 
+impl HttpTransport {
+    /// POSTs a sealed request envelope to `path` and hands back the answer as it arrives;
+    /// `decorate` adds headers (a gateway's API key).
+    async fn stream_with(
+        &self,
+        path: &str,
+        envelope: Vec<u8>,
+        decorate: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<StreamReply, ClientError> {
+        let timeout = self.timeout;
+        let resp = decorate(self.http.post(format!("{}{path}", self.base)))
+            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, attesta_seal::STREAM_MEDIA_TYPE)
+            .body(envelope)
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(e, timeout))?;
+        let status = resp.status().as_u16();
+        let media_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        use futures::StreamExt;
+        let body = resp.bytes_stream().map(move |r| {
+            r.map(|b| b.to_vec())
+                .map_err(|e| ClientError::from_reqwest(e, timeout))
+        });
+        Ok(StreamReply {
+            status,
+            media_type,
+            body: Box::pin(body),
+        })
+    }
+}
+
 /// A validator's gateway in sealed mode (`docs/PROTOCOL.md`, "Gateway"): the attestation
 /// exchange asks `GET /v1/route?nonce=…` which node to use and returns that node's own
-/// attestation answer; the sealed request then goes to `POST /v1/nodes/{id}/infer`, which
+/// attestation answer; the sealed request then goes to `POST /v1/nodes/{id}/infer` (a
+/// language-model request to `POST /v1/nodes/{id}/v1/chat/completions` or `…/v1/completions`,
+/// its sealed stream relayed as it arrives), which
 /// the gateway relays to that node as ciphertext. The client verifies the node's evidence
 /// itself, so the gateway is trusted with nothing but availability.
 #[derive(Debug)]
@@ -236,6 +247,20 @@ impl GatewayTransport {
         self.node.lock().ok().and_then(|n| n.clone())
     }
 
+    /// The node of the last route, checked to be one plain path segment.
+    fn routed_node(&self) -> Result<String, ClientError> {
+        let node = self.node().ok_or_else(|| {
+            ClientError::Protocol("no node routed yet (attest through the gateway first)".into())
+        })?;
+        // Node ids come from the gateway; keep them to one path segment.
+        if node.is_empty() || node.contains(['/', '?', '#', '%']) {
+            return Err(ClientError::Protocol(format!(
+                "the gateway routed to an odd node id {node:?}"
+            )));
+        }
+        Ok(node)
+    }
+
     fn authorised(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.api_key {
             Some(k) => req.bearer_auth(k),
@@ -274,19 +299,20 @@ impl Transport for GatewayTransport {
         })
     }
 
+    fn stream<'a>(&'a self, path: &'a str, envelope: Vec<u8>) -> StreamFuture<'a> {
+        Box::pin(async move {
+            let node = self.routed_node()?;
+            // The node's own route under the gateway's relay prefix for that node.
+            let via = format!("/v1/nodes/{node}{path}");
+            self.http
+                .stream_with(&via, envelope, |req| self.authorised(req))
+                .await
+        })
+    }
+
     fn infer(&self, envelope: Vec<u8>) -> TransportFuture<'_> {
         Box::pin(async move {
-            let node = self.node().ok_or_else(|| {
-                ClientError::Protocol(
-                    "no node routed yet (attest through the gateway first)".into(),
-                )
-            })?;
-            // Node ids come from the gateway; keep them to one path segment.
-            if node.is_empty() || node.contains(['/', '?', '#', '%']) {
-                return Err(ClientError::Protocol(format!(
-                    "the gateway routed to an odd node id {node:?}"
-                )));
-            }
+            let node = self.routed_node()?;
             let sent = self
                 .authorised(
                     self.http

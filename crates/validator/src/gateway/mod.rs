@@ -36,6 +36,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -245,7 +246,7 @@ impl Gateway {
             clock: parts.clock,
             client_rng: parts.client_rng,
             rng: Mutex::new(parts.rng),
-            relay: NodeRelay::new(http.clone()),
+            relay: NodeRelay::new(http.clone(), parts.node_timeout)?,
             http,
             clients: Mutex::new(HashMap::new()),
             metrics: GatewayMetrics::new(),
@@ -413,6 +414,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/route", get(route))
         .route("/v1/nodes/{id}/infer", post(relay))
+        .route("/v1/nodes/{id}/v1/completions", post(relay_completions))
+        .route("/v1/nodes/{id}/v1/chat/completions", post(relay_chat))
         .route("/infer", post(plaintext_infer))
         .route("/gateway/metrics", get(metrics))
         .route("/gateway/stats", get(stats))
@@ -625,6 +628,113 @@ async fn relay_inner(
             .relayed(id, if status.is_success() { "ok" } else { "refused" });
     }
     let mut out = (status, answer.body).into_response();
+    if let Some(ct) = answer.content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(out)
+}
+
+/// `POST /v1/nodes/{id}/v1/completions`: a sealed language-model request relayed to that
+/// node, its sealed stream back as it arrives.
+async fn relay_completions(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    relay_stream(gw, peer, id, headers, body, "/v1/completions").await
+}
+
+/// `POST /v1/nodes/{id}/v1/chat/completions`: as [`relay_completions`], for chats.
+async fn relay_chat(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    relay_stream(gw, peer, id, headers, body, "/v1/chat/completions").await
+}
+
+async fn relay_stream(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    id: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    path: &'static str,
+) -> Response {
+    let resp = match body {
+        Ok(body) => relay_stream_inner(&gw, peer, &id, &headers, body, path).await,
+        Err(e) => Err(body_error(&e)),
+    }
+    .unwrap_or_else(IntoResponse::into_response);
+    count(&gw, "relay", &resp);
+    resp
+}
+
+async fn relay_stream_inner(
+    gw: &Gateway,
+    peer: SocketAddr,
+    id: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    path: &'static str,
+) -> Result<Response, GwError> {
+    gw.check_client(headers, peer)?;
+    // Only nodes in the registry: the gateway never relays to an address a user names.
+    let url = gw.node_url(id).ok_or_else(|| {
+        GwError::new(
+            404,
+            "unknown_node",
+            format!("no node `{id}` in the registry"),
+        )
+    })?;
+    // The slot is held until the stream ends: a generation is in flight all along.
+    let slot = gw.limiter.admit().await.map_err(GwError::refused)?;
+    let started = Instant::now();
+    let answer = match gw.relay.open_stream(&url, path, body).await {
+        Ok(a) => a,
+        Err(e) => {
+            gw.picker.failed(id, Instant::now());
+            gw.metrics.relayed(id, "failed");
+            let (status, code) = match e {
+                RelayFailure::Timeout => (504, "node_timeout"),
+                RelayFailure::Unreachable | RelayFailure::TooLarge => (502, "node_unreachable"),
+            };
+            return Err(GwError::new(
+                status,
+                code,
+                format!("node `{id}` did not answer"),
+            ));
+        }
+    };
+    gw.metrics
+        .relay_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let status = answer.status;
+    if status.is_server_error() {
+        gw.picker.failed(id, Instant::now());
+        gw.metrics.relayed(id, "failed");
+    } else {
+        gw.picker.succeeded(id);
+        gw.metrics
+            .relayed(id, if status.is_success() { "ok" } else { "refused" });
+    }
+    // Ciphertext passes through untouched and unbuffered, at most the envelope cap in all:
+    // the client opens every chunk and detects any cut, so a cap or a node's failure
+    // mid-stream simply ends the body.
+    // The state owns the admission slot: it is released when the stream ends or the
+    // user goes away (then the node's connection is dropped too, which stops its work).
+    let state = (Box::pin(answer.response.bytes_stream()), 0usize, slot);
+    let stream = futures::stream::unfold(state, |(mut body, sent, slot)| async move {
+        let chunk = body.next().await?.ok()?;
+        let sent = sent.saturating_add(chunk.len());
+        (sent <= MAX_ANSWER_BYTES)
+            .then_some((Ok::<Bytes, std::io::Error>(chunk), (body, sent, slot)))
+    });
+    let mut out = (status, axum::body::Body::from_stream(stream)).into_response();
     if let Some(ct) = answer.content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }

@@ -1,10 +1,13 @@
 //! The sealed relay's HTTP client towards nodes: one POST of ciphertext, the answer read
-//! under a cap, the whole exchange under the node deadline.
+//! under a cap, the whole exchange under the node deadline (a streamed answer: its head and
+//! every silence in it).
 //!
 //! One home for the relay's client so its deadline, cap and failure kinds are the same
 //! for every caller. A relay through hyper's pooled client directly (URIs parsed once)
 //! was measured against this one on the gateway benchmark and made no difference above
 //! the noise (README), so the relay stays on `reqwest`, which also carries TLS.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -33,12 +36,67 @@ pub(crate) enum RelayFailure {
 /// Posts sealed envelopes to nodes.
 pub(crate) struct NodeRelay {
     http: reqwest::Client,
+    /// For streamed answers: a generation may outlast the node deadline as a whole, so
+    /// the deadline bounds the wait for the answer's head and each silence within it.
+    streaming: reqwest::Client,
+    deadline: Duration,
+}
+
+/// A node's streamed answer: its head now, its body as the node sends it.
+pub(crate) struct Streaming {
+    /// The node's status.
+    pub status: StatusCode,
+    /// The node's `Content-Type`, when it sent one.
+    pub content_type: Option<HeaderValue>,
+    /// The node's response, body unread.
+    pub response: reqwest::Response,
 }
 
 impl NodeRelay {
-    /// A relay over `http` (the gateway's client: its timeout is the node deadline).
-    pub(crate) fn new(http: reqwest::Client) -> Self {
-        NodeRelay { http }
+    /// A relay over `http` (the gateway's client: its timeout is the node deadline, which
+    /// is `deadline`).
+    pub(crate) fn new(http: reqwest::Client, deadline: Duration) -> Result<Self, reqwest::Error> {
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(deadline)
+            .read_timeout(deadline)
+            .build()?;
+        Ok(NodeRelay {
+            http,
+            streaming,
+            deadline,
+        })
+    }
+
+    /// POSTs `body` (a sealed envelope) to the node's language-model route `path` and
+    /// returns once the answer's head arrived (within the deadline).
+    pub(crate) async fn open_stream(
+        &self,
+        base: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Streaming, RelayFailure> {
+        let sent = self
+            .streaming
+            .post(format!("{}{path}", base.trim_end_matches('/')))
+            .header(header::CONTENT_TYPE, attesta_seal::MEDIA_TYPE)
+            .header(header::ACCEPT, attesta_seal::STREAM_MEDIA_TYPE)
+            .body(body)
+            .send();
+        let resp = match tokio::time::timeout(self.deadline, sent).await {
+            Err(_) => return Err(RelayFailure::Timeout),
+            Ok(r) => r.map_err(|e| {
+                if e.is_timeout() {
+                    RelayFailure::Timeout
+                } else {
+                    RelayFailure::Unreachable
+                }
+            })?,
+        };
+        Ok(Streaming {
+            status: resp.status(),
+            content_type: resp.headers().get(header::CONTENT_TYPE).cloned(),
+            response: resp,
+        })
     }
 
     /// POSTs `body` as a sealed envelope to the node at `base` and reads its answer
@@ -149,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_answer_over_the_cap_is_refused_with_or_without_a_length() {
         let http = reqwest::Client::new();
-        let relay = NodeRelay::new(http.clone());
+        let relay = NodeRelay::new(http.clone(), Duration::from_secs(30)).unwrap();
         for chunked in [false, true] {
             let big = serve(vec![7u8; 3 << 20], chunked).await;
             let resp = http.get(&big).send().await.unwrap();
@@ -183,7 +241,9 @@ mod tests {
                 .timeout(Duration::from_millis(300))
                 .build()
                 .unwrap(),
-        );
+            Duration::from_millis(300),
+        )
+        .unwrap();
         let base = serve(vec![1], false).await;
         let started = std::time::Instant::now();
         let slow = relay
