@@ -267,4 +267,68 @@ mod tests {
             .await;
         assert_eq!(closed.err(), Some(RelayFailure::Unreachable));
     }
+
+    /// A streamed answer reaches the gateway head first, its chunks as the node sends
+    /// them (the second one a while after the first), while a generation longer than the
+    /// deadline as a whole is not cut: the deadline bounds the head and each silence.
+    #[tokio::test]
+    async fn streams_pass_chunk_by_chunk_and_a_silent_node_times_out() {
+        let app = Router::new()
+            .route(
+                "/v1/completions",
+                post(|| async {
+                    let chunks = futures::stream::unfold(0u8, |i| async move {
+                        if i == 3 {
+                            return None;
+                        }
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_millis(1000)).await;
+                        }
+                        Some((Ok::<_, std::io::Error>(Bytes::from(vec![i; 10])), i + 1))
+                    });
+                    axum::body::Body::from_stream(chunks).into_response()
+                }),
+            )
+            .route(
+                "/v1/chat/completions",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{addr}");
+        // Deadline 1.5 s: each gap (1 s) fits, the whole answer (2 s) would not.
+        let relay = NodeRelay::new(reqwest::Client::new(), Duration::from_millis(1500)).unwrap();
+        let started = std::time::Instant::now();
+        let s = relay
+            .open_stream(&base, "/v1/completions", Bytes::from_static(b"sealed"))
+            .await
+            .unwrap();
+        assert_eq!(s.status, StatusCode::OK);
+        let mut body = Box::pin(s.response.bytes_stream());
+        use futures::StreamExt;
+        let first = body.next().await.unwrap().unwrap();
+        assert_eq!(&first[..], &[0u8; 10]);
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "the first chunk waited for the rest: {:?}",
+            started.elapsed()
+        );
+        let mut rest = Vec::new();
+        while let Some(c) = body.next().await {
+            rest.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(rest.len(), 20);
+        assert!(started.elapsed() >= Duration::from_millis(1900));
+
+        let started = std::time::Instant::now();
+        let silent = relay
+            .open_stream(&base, "/v1/chat/completions", Bytes::new())
+            .await;
+        assert_eq!(silent.err(), Some(RelayFailure::Timeout));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }
