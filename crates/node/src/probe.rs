@@ -87,6 +87,14 @@ pub fn apply_budget(budget: &ChildBudget) -> io::Result<()> {
             maximum: Some(budget.cpu_seconds.max(1).saturating_add(1)),
         },
     )?;
+    // A child killed at its cap must not dump its memory (requests, keys) to disk.
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
     // Die with the node rather than linger as an orphan.
     #[cfg(target_os = "linux")]
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
