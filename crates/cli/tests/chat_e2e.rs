@@ -156,13 +156,14 @@ fn sealed_chat_streams_privately_and_its_receipt_verifies() {
     );
 }
 
-/// A chat template is the model file's code. One that doubles a string until it asks for
-/// terabytes would abort the node if it rendered in-process; it renders in the template
-/// worker, which dies at its memory cap alone: the request gets a typed 400, the node
-/// serves on (the same model's plain completions, other models' chats), and the next
-/// render gets a fresh worker.
+/// A chat template is the model file's code. Hostile ones — a string doubled until it
+/// would take terabytes, a `replace` whose result would — are refused with a typed 400
+/// (minijinja charges fuel for every byte it builds; our Python methods size their
+/// results first), they render in the memory-capped template worker besides, and the
+/// node serves on: the same model's plain completions, other models' chats, and the
+/// same refusal again.
 #[test]
-fn a_hostile_chat_template_costs_one_worker_not_the_node() {
+fn hostile_chat_templates_get_a_400_and_the_node_serves_on() {
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
     let store = store.to_str().unwrap();
@@ -170,7 +171,11 @@ fn a_hostile_chat_template_costs_one_worker_not_the_node() {
     let template = work.path().join("hostile.jinja");
     std::fs::write(
         &template,
-        "{% set ns = namespace(s='x' * 1000) %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        concat!(
+            "{% if messages|length > 1 %}{% set s = 'x' * 100000 %}{{ s.replace('x', s)|length }}",
+            "{% else %}{% set ns = namespace(s='x' * 1000) %}{% for i in range(64) %}",
+            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}{% endif %}"
+        ),
     )
     .unwrap();
     let hostile = work.path().join("hostile.gguf");
@@ -199,10 +204,11 @@ fn a_hostile_chat_template_costs_one_worker_not_the_node() {
         "--store",
         store,
     ]);
-    let chat = |cid: &str| {
+    // One message: the doubling runs; two: the `replace` bomb.
+    let chat_n = |cid: &str, n: usize| {
         let body = serde_json::json!({
             "model": cid,
-            "messages": [{"role": "user", "content": "hello"}],
+            "messages": vec![serde_json::json!({"role": "user", "content": "hello"}); n],
             "max_tokens": 4,
         });
         http(
@@ -212,13 +218,17 @@ fn a_hostile_chat_template_costs_one_worker_not_the_node() {
             body.to_string().as_bytes(),
         )
     };
-    for _ in 0..2 {
-        let r = chat(&hostile_cid);
+    for (n, why) in [
+        (1, "step budget"),
+        (2, "over its limit"),
+        (1, "step budget"),
+    ] {
+        let r = chat_n(&hostile_cid, n);
         r.assert_error(400, "chat_template_failed");
         let text = String::from_utf8_lossy(&r.body);
-        assert!(text.contains("memory budget"), "{text}");
+        assert!(text.contains(why), "{text}");
         // The node lives on: the good model chats, the hostile one still completes text.
-        let r = chat(&good_cid);
+        let r = chat_n(&good_cid, 1);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let body = serde_json::json!({"model": hostile_cid, "prompt": "hello", "max_tokens": 4});
         let r = http(
@@ -229,4 +239,54 @@ fn a_hostile_chat_template_costs_one_worker_not_the_node() {
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
+}
+
+/// The template worker's cap is the kernel's: under `--max-memory 256MiB` it renders a
+/// small job, and a job that needs more (a 200 MB message parsed into memory) ends the
+/// worker alone (the node sees its pipe close and answers 400, see above), never with a
+/// partial answer.
+#[test]
+fn the_template_worker_dies_at_its_address_space_cap() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut worker = attesta()
+        .args([
+            "internal-render-template",
+            "--max-memory",
+            &(256u64 << 20).to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = worker.stdin.take().unwrap();
+    let mut stdout = BufReader::new(worker.stdout.take().unwrap());
+    let job = |content: &str| {
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "source": "{{ bos_token }}{{ messages[0].content|length }}",
+            "bos_token": "<s>",
+            "eos_token": "",
+            "messages": [{"role": "user", "content": content}],
+            "add_generation_prompt": true,
+        }))
+        .unwrap();
+        line.push(b'\n');
+        line
+    };
+    stdin.write_all(&job("hello")).unwrap();
+    let mut reply = String::new();
+    stdout.read_line(&mut reply).unwrap();
+    assert_eq!(reply.trim(), r#"{"text":"<s>5"}"#);
+    let big = "a".repeat(200_000_000);
+    // The worker may die before it has read it all: a broken pipe is expected.
+    let _ = stdin.write_all(&job(&big));
+    drop(stdin);
+    let mut rest = String::new();
+    assert_eq!(
+        stdout.read_line(&mut rest).unwrap(),
+        0,
+        "answered: {rest:.200}"
+    );
+    let status = worker.wait().unwrap();
+    assert!(!status.success(), "{status}");
 }

@@ -269,6 +269,18 @@ impl Write for Bounded<'_> {
     }
 }
 
+/// Largest string a Python string method may return (the output limit's default).
+const MAX_METHOD_BYTES: usize = 8 << 20;
+/// Most pieces `split` may return.
+const MAX_METHOD_ITEMS: usize = 1 << 20;
+
+fn too_large(method: &str, size: usize) -> minijinja::Error {
+    minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{method} would make {size} (bytes or items), over its limit"),
+    )
+}
+
 fn str_arg(args: &[Value], i: usize) -> Option<&str> {
     args.get(i).and_then(Value::as_str)
 }
@@ -309,11 +321,28 @@ fn py_method(
                         .collect::<Vec<_>>()
                         .join(" "),
                 ),
+                // minijinja charges fuel for what a method returns only once it exists:
+                // these two are sized before anything is allocated.
                 "replace" => match (str_arg(args, 0), str_arg(args, 1)) {
-                    (Some(a), Some(b)) if !a.is_empty() => Value::from(s.replace(a, b)),
+                    (Some(a), Some(b)) if !a.is_empty() => {
+                        let n = s.matches(a).count();
+                        let size =
+                            (s.len() - n * a.len()).saturating_add(n.saturating_mul(b.len()));
+                        if size > MAX_METHOD_BYTES {
+                            return Err(too_large("replace", size));
+                        }
+                        Value::from(s.replace(a, b))
+                    }
                     _ => return Err(unknown()),
                 },
                 "split" => {
+                    let n = match chars {
+                        Some(sep) if !sep.is_empty() => s.matches(sep).count() + 1,
+                        _ => s.split_whitespace().count(),
+                    };
+                    if n > MAX_METHOD_ITEMS {
+                        return Err(too_large("split", n));
+                    }
                     let parts: Vec<Value> = match chars {
                         Some(sep) if !sep.is_empty() => s.split(sep).map(Value::from).collect(),
                         _ => s.split_whitespace().map(Value::from).collect(),

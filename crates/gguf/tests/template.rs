@@ -118,6 +118,42 @@ fn endless_loop_runs_out_of_fuel() {
     assert!(t.render(&conv(), true).is_err());
 }
 
+/// Strings built inside the template are paid for in fuel (minijinja charges every byte
+/// it creates), and the Python methods this crate adds size their results before
+/// allocating: neither doubling nor a `replace`/`split` bomb allocates without bound.
+#[test]
+fn memory_bombs_are_refused_before_they_allocate() {
+    let doubling = "{% set ns = namespace(s='x' * 1000) %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+    let t = ChatTemplate::new(doubling, "", "").unwrap();
+    assert!(matches!(
+        t.render(&conv(), true),
+        Err(TemplateError::OutOfFuel(_))
+    ));
+    // 100 000 x 100 000 bytes if it ran; two million pieces of a four-million-byte string.
+    for bomb in [
+        "{% set s = 'x' * 100000 %}{{ s.replace('x', s)|length }}",
+        "{% set s = 'x,' * 2000001 %}{{ s.split(',')|length }}",
+        "{% set s = 'x ' * 2000001 %}{{ s.split()|length }}",
+    ] {
+        let t = ChatTemplate::new(bomb, "", "").unwrap();
+        let start = Instant::now();
+        let err = t.render(&conv(), true).unwrap_err();
+        assert!(
+            format!("{:?}", err).contains("over its limit"),
+            "{bomb}: {err:?}"
+        );
+        assert!(start.elapsed().as_secs() < 10);
+    }
+    // Under the limits the methods work as in Python.
+    let t = ChatTemplate::new(
+        "{{ 'a-b-c'.replace('-', '+') }}|{{ 'a b  c'.split()|length }}",
+        "",
+        "",
+    )
+    .unwrap();
+    assert_eq!(t.render(&conv(), true).unwrap(), "a+b+c|3");
+}
+
 #[test]
 fn huge_output_is_stopped() {
     let src = "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}";
