@@ -10,7 +10,7 @@
 //! - [`check`]: the validator's teacher-forced check of a greedy completion.
 //!
 //! [`LlmModel::open`] puts them together.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod check;
 pub mod config;

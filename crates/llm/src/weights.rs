@@ -7,11 +7,16 @@
 
 use crate::error::{LlmError, Result};
 use attesta_gguf::{Gguf, TensorInfo};
-use candle_core::quantized::{GgmlDType, QStorage, QTensor, QuantizedType};
+use candle_core::quantized::k_quants::{
+    self, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
+    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, GgmlType,
+};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 
 /// Named tensors of one GGUF file, read on demand.
 pub struct WeightReader<'g, R> {
@@ -33,11 +38,88 @@ impl<'g, R: Read + Seek> WeightReader<'g, R> {
 
     /// Reads tensor `name`, whose shape (outermost first, as candle orders it) must be `shape`.
     pub fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let (info, dtype) = self.info(name, shape)?;
+        let size = usize::try_from(info.size).map_err(|_| tensor_err(name, "too large"))?;
+        // u64 words: candle views the bytes as blocks and asserts their alignment.
+        let mut words = vec![0u64; size.div_ceil(8)];
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..size];
+        self.file.seek(SeekFrom::Start(info.offset))?;
+        self.file.read_exact(bytes)?;
+        let storage = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)?;
+        Ok(QTensor::new(storage, shape.to_vec())?)
+    }
+
+    /// Reads the tensors `names` (each `[n_i, k]`) as one linear layer whose output is their
+    /// outputs concatenated, when they share one GGML type: rows of a quantised matrix
+    /// are independent (blocks run along each row), so stacking them is exact, and one
+    /// matmul then quantises the activations once and streams all rows in one pass.
+    /// Tensors of mixed types come back as separate layers, in order.
+    pub fn linears(&mut self, names: &[(&str, usize)], k: usize) -> Result<Vec<Linear>> {
+        let mut types = Vec::with_capacity(names.len());
+        for &(name, n) in names {
+            types.push(self.info(name, &[n, k])?.1);
+        }
+        if names.len() < 2 || types.windows(2).any(|w| w[0] != w[1]) {
+            return names
+                .iter()
+                .map(|&(name, n)| self.linear(name, [n, k]))
+                .collect();
+        }
+        let n_total: usize = names.iter().map(|&(_, n)| n).sum();
+        let dtype = types[0];
+        let weights = match dtype {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                let parts = names
+                    .iter()
+                    .map(|&(name, n)| self.dense(name, &[n, k]))
+                    .collect::<Result<Vec<_>>>()?;
+                Weights::Dense(Tensor::cat(&parts, 0)?)
+            }
+            _ => {
+                let mut sources = Vec::with_capacity(names.len());
+                for &(name, n) in names {
+                    let (info, _) = self.info(name, &[n, k])?;
+                    let size =
+                        usize::try_from(info.size).map_err(|_| tensor_err(name, "too large"))?;
+                    sources.push((info.offset, size));
+                }
+                Weights::Quantised(self.read_blocks(names[0].0, dtype, &sources)?)
+            }
+        };
+        Ok(vec![Linear {
+            weights,
+            n: n_total,
+            k,
+        }])
+    }
+
+    /// Reads tensor `name` of shape `[n, k]` as a linear layer.
+    pub fn linear(&mut self, name: &str, shape: [usize; 2]) -> Result<Linear> {
+        let (info, dtype) = self.info(name, &shape)?;
+        let [n, k] = shape;
+        let weights = match dtype {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                Weights::Dense(self.dense(name, &shape)?)
+            }
+            _ => {
+                let size = usize::try_from(info.size).map_err(|_| tensor_err(name, "too large"))?;
+                Weights::Quantised(self.read_blocks(name, dtype, &[(info.offset, size)])?)
+            }
+        };
+        Ok(Linear { weights, n, k })
+    }
+
+    /// Reads tensor `name` of shape `shape` as an f32 tensor (norms, biases).
+    pub fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.qtensor(name, shape)?.dequantize(&Device::Cpu)?)
+    }
+
+    /// The tensor's entry and type, after the same checks as [`WeightReader::qtensor`].
+    fn info(&self, name: &str, shape: &[usize]) -> Result<(&'g TensorInfo, GgmlDType)> {
         let info = *self
             .by_name
             .get(name)
             .ok_or_else(|| tensor_err(name, "missing"))?;
-        // GGUF lists dimensions innermost first.
         let dims: Vec<usize> = info
             .dims
             .iter()
@@ -67,84 +149,296 @@ impl<'g, R: Read + Seek> WeightReader<'g, R> {
                 &format!("{size} bytes, expected {expected}"),
             ));
         }
-        // u64 words: candle views the bytes as blocks and asserts their alignment.
-        let mut words = vec![0u64; size.div_ceil(8)];
-        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..size];
-        self.file.seek(SeekFrom::Start(info.offset))?;
-        self.file.read_exact(bytes)?;
-        let storage = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, dtype)?;
-        Ok(QTensor::new(storage, shape.to_vec())?)
+        Ok((info, dtype))
     }
 
-    /// Reads tensor `name` of shape `[n, k]` as a linear layer.
-    pub fn linear(&mut self, name: &str, shape: [usize; 2]) -> Result<Linear> {
-        let q = self.qtensor(name, &shape)?;
-        Linear::new(q)
+    /// The byte ranges `sources` (already checked by `info`) read one after the other
+    /// into one vector of `dtype`'s blocks.
+    fn read_blocks(
+        &mut self,
+        name: &str,
+        dtype: GgmlDType,
+        sources: &[(u64, usize)],
+    ) -> Result<Blocks> {
+        macro_rules! read_as {
+            ($variant:ident, $ty:ty) => {{
+                let mut blocks: Vec<$ty> = Vec::new();
+                for &(offset, size) in sources {
+                    self.file.seek(SeekFrom::Start(offset))?;
+                    read_into_blocks(&mut self.file, size, &mut blocks)
+                        .map_err(|e| tensor_err(name, &e))?;
+                }
+                Blocks::$variant(blocks)
+            }};
+        }
+        Ok(match dtype {
+            GgmlDType::Q4_0 => read_as!(Q4_0, BlockQ4_0),
+            GgmlDType::Q4_1 => read_as!(Q4_1, BlockQ4_1),
+            GgmlDType::Q5_0 => read_as!(Q5_0, BlockQ5_0),
+            GgmlDType::Q5_1 => read_as!(Q5_1, BlockQ5_1),
+            GgmlDType::Q8_0 => read_as!(Q8_0, BlockQ8_0),
+            GgmlDType::Q2K => read_as!(Q2K, BlockQ2K),
+            GgmlDType::Q3K => read_as!(Q3K, BlockQ3K),
+            GgmlDType::Q4K => read_as!(Q4K, BlockQ4K),
+            GgmlDType::Q5K => read_as!(Q5K, BlockQ5K),
+            GgmlDType::Q6K => read_as!(Q6K, BlockQ6K),
+            other => {
+                return Err(tensor_err(
+                    name,
+                    &format!("type {other:?} is not a weight type"),
+                ));
+            }
+        })
     }
+}
 
-    /// Reads tensor `name` of shape `shape` as an f32 tensor (norms, biases).
-    pub fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        Ok(self.qtensor(name, shape)?.dequantize(&Device::Cpu)?)
+/// Appends `size` bytes of `r` to `blocks` as whole blocks of `T`.
+#[allow(unsafe_code)]
+fn read_into_blocks<T: GgmlType, R: Read>(
+    r: &mut R,
+    size: usize,
+    blocks: &mut Vec<T>,
+) -> std::result::Result<(), String> {
+    let bsize = std::mem::size_of::<T>();
+    if bsize == 0 || !size.is_multiple_of(bsize) {
+        return Err(format!("{size} bytes is not a whole number of blocks"));
     }
+    let start = blocks.len();
+    blocks.resize(start + size / bsize, T::zeros());
+    let new = &mut blocks[start..];
+    // SAFETY: candle's block types (`BlockQ4K`, `BlockQ8_0`, ...) are `#[repr(C)]` structs
+    // of integer, integer-array and f16 fields, for which every bit pattern is a valid
+    // value, so overwriting their bytes with the file's bytes (GGML's block layout, which
+    // these structs mirror) cannot create an invalid value; the byte view covers exactly
+    // the initialised elements of `new` and lives only for this read. candle has the same
+    // cast (`as_t_slice`) but keeps it private; it is the one way to get typed blocks,
+    // which the per-row dot products of the decode path need.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(new.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(new))
+    };
+    r.read_exact(bytes).map_err(|e| e.to_string())
 }
 
 /// A weight matrix `[n, k]` applied as `x @ W^T`.
 ///
 /// Quantised weights run on candle's plain quantised matmul, which quantises activations
 /// to the weight type's dot-product partner exactly as llama.cpp does (Q8_0 for Q8_0 and
-/// Q4_0, Q8_K for the K-quants). `QMatMul` is not used: on CPUs with VNNI it takes a
-/// repacked path that quantises activations per 256 values instead of 32, which moved
-/// Q8_0 logits ~1 logit away from llama.cpp on the test models.
-pub enum Linear {
+/// Q4_0, Q8_K for the K-quants), and on the same per-row dot products in the single-token
+/// path. `QMatMul` is not used: on CPUs with VNNI it takes a repacked path that quantises
+/// activations per 256 values instead of 32, which moved Q8_0 logits ~1 logit away from
+/// llama.cpp on the test models.
+pub struct Linear {
+    weights: Weights,
+    /// Output features (rows).
+    n: usize,
+    /// Input features.
+    k: usize,
+}
+
+enum Weights {
     /// F32/F16/BF16 weights, widened to f32.
     Dense(Tensor),
-    /// Quantised weights.
-    Quantised {
-        /// The blocks.
-        blocks: Box<dyn QuantizedType>,
-        /// Output features.
-        n: usize,
-        /// Input features.
-        k: usize,
-    },
+    /// Quantised blocks, row after row.
+    Quantised(Blocks),
+}
+
+/// Quantised blocks typed by their GGML type, so rows can be dotted one by one.
+pub(crate) enum Blocks {
+    Q4_0(Vec<BlockQ4_0>),
+    Q4_1(Vec<BlockQ4_1>),
+    Q5_0(Vec<BlockQ5_0>),
+    Q5_1(Vec<BlockQ5_1>),
+    Q8_0(Vec<BlockQ8_0>),
+    Q2K(Vec<BlockQ2K>),
+    Q3K(Vec<BlockQ3K>),
+    Q4K(Vec<BlockQ4K>),
+    Q5K(Vec<BlockQ5K>),
+    Q6K(Vec<BlockQ6K>),
+}
+
+/// Runs `$body` with `$w` bound to the typed block vector of `$blocks`.
+macro_rules! with_blocks {
+    ($blocks:expr, $w:ident => $body:expr) => {
+        match $blocks {
+            Blocks::Q4_0($w) => $body,
+            Blocks::Q4_1($w) => $body,
+            Blocks::Q5_0($w) => $body,
+            Blocks::Q5_1($w) => $body,
+            Blocks::Q8_0($w) => $body,
+            Blocks::Q2K($w) => $body,
+            Blocks::Q3K($w) => $body,
+            Blocks::Q4K($w) => $body,
+            Blocks::Q5K($w) => $body,
+            Blocks::Q6K($w) => $body,
+        }
+    };
 }
 
 impl Linear {
-    fn new(q: QTensor) -> Result<Self> {
-        let (n, k) = q.shape().dims2()?;
-        match q.dtype() {
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-                Ok(Linear::Dense(q.dequantize(&Device::Cpu)?))
-            }
-            dtype => {
-                let data = q.data()?;
-                Ok(Linear::Quantised {
-                    blocks: dtype.from_data(data),
-                    n,
-                    k,
-                })
-            }
-        }
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.n
     }
 
     /// `x [m, k] -> [m, n]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Linear::Dense(w) => Ok(x.matmul(&w.t()?)?),
-            Linear::Quantised { blocks, n, k } => {
-                let (m, xk) = x.dims2()?;
-                if xk != *k {
-                    return Err(candle_core::Error::Msg(format!(
-                        "linear: input {xk}, weights {k}"
-                    ))
-                    .into());
-                }
+        let (m, xk) = x.dims2()?;
+        if xk != self.k {
+            return Err(
+                candle_core::Error::Msg(format!("linear: input {xk}, weights {}", self.k)).into(),
+            );
+        }
+        match &self.weights {
+            Weights::Dense(w) => Ok(x.matmul(&w.t()?)?),
+            Weights::Quantised(blocks) => {
                 let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let mut dst = vec![0f32; m * n];
-                blocks.matmul_t((m, *k, *n), &lhs, &mut dst)?;
-                Ok(Tensor::from_vec(dst, (m, *n), &Device::Cpu)?)
+                let mut dst = vec![0f32; m * self.n];
+                with_blocks!(blocks, w => k_quants::matmul((m, self.k, self.n), &lhs, w, &mut dst))?;
+                Ok(Tensor::from_vec(dst, (m, self.n), &Device::Cpu)?)
             }
         }
+    }
+
+    /// Rows `rows` of `W x` for one input vector `x` (`k` values), each passed to `out`
+    /// with its index. `scratch` holds `x` quantised for the weight type; it is filled on
+    /// first use and must be [`Scratch::reset`] whenever `x` changes. Every row is the same
+    /// dot product whichever thread computes it and however the rows are split, so results
+    /// do not depend on the thread count.
+    pub(crate) fn dot_rows(
+        &self,
+        x: &[f32],
+        scratch: &mut Scratch,
+        rows: Range<usize>,
+        mut out: impl FnMut(usize, f32),
+    ) -> Result<()> {
+        let k = self.k;
+        if x.len() != k || rows.end > self.n {
+            return Err(candle_core::Error::Msg(format!(
+                "linear: input {}, weights {k}, rows {rows:?} of {}",
+                x.len(),
+                self.n
+            ))
+            .into());
+        }
+        match &self.weights {
+            Weights::Dense(w) => {
+                let (storage, layout) = w.storage_and_layout();
+                let data = match &*storage {
+                    candle_core::Storage::Cpu(c) => c.as_slice::<f32>()?,
+                    _ => {
+                        return Err(candle_core::Error::Msg("weights not on the CPU".into()).into());
+                    }
+                };
+                let (start, _) = layout
+                    .contiguous_offsets()
+                    .ok_or_else(|| candle_core::Error::Msg("weights not contiguous".into()))?;
+                let data = &data[start..start + self.n * k];
+                for r in rows {
+                    out(r, dot(&data[r * k..(r + 1) * k], x));
+                }
+            }
+            Weights::Quantised(blocks) => {
+                with_blocks!(blocks, w => dot_rows_q(w, k, x, scratch, rows, &mut out));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dot_rows_q<T: GgmlType>(
+    w: &[T],
+    k: usize,
+    x: &[f32],
+    scratch: &mut Scratch,
+    rows: Range<usize>,
+    out: &mut impl FnMut(usize, f32),
+) where
+    T::VecDotType: Activation,
+{
+    let kb = k / T::BLCK_SIZE;
+    let slot = T::VecDotType::slot(scratch);
+    if !slot.ready {
+        slot.blocks.clear();
+        slot.blocks.resize(kb, T::VecDotType::zeros());
+        T::VecDotType::from_float(x, &mut slot.blocks);
+        slot.ready = true;
+    }
+    let xq = &slot.blocks[..kb];
+    for r in rows {
+        out(r, T::vec_dot(k, &w[r * kb..(r + 1) * kb], xq));
+    }
+}
+
+/// f32 dot product in eight lanes (vectorises without target flags).
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, at) = a.split_at(a.len() - a.len() % 8);
+    let (bc, bt) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for (x, y) in at.iter().zip(bt) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// One input vector quantised for one activation type, reused from call to call.
+pub(crate) struct Slot<T> {
+    blocks: Vec<T>,
+    ready: bool,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            blocks: Vec::new(),
+            ready: false,
+        }
+    }
+}
+
+/// Per-thread buffers of the quantised input vector, one per activation type, so a
+/// vector is quantised once per matrix group and no step allocates.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    q8_0: Slot<BlockQ8_0>,
+    q8_1: Slot<BlockQ8_1>,
+    q8k: Slot<BlockQ8K>,
+}
+
+impl Scratch {
+    /// Forgets the quantised vector: the next `dot_rows` quantises its input again.
+    pub(crate) fn reset(&mut self) {
+        self.q8_0.ready = false;
+        self.q8_1.ready = false;
+        self.q8k.ready = false;
+    }
+}
+
+/// The activation types (dot-product partners of the weight types) and their scratch slot.
+pub(crate) trait Activation: GgmlType {
+    fn slot(s: &mut Scratch) -> &mut Slot<Self>;
+}
+
+impl Activation for BlockQ8_0 {
+    fn slot(s: &mut Scratch) -> &mut Slot<Self> {
+        &mut s.q8_0
+    }
+}
+
+impl Activation for BlockQ8_1 {
+    fn slot(s: &mut Scratch) -> &mut Slot<Self> {
+        &mut s.q8_1
+    }
+}
+
+impl Activation for BlockQ8K {
+    fn slot(s: &mut Scratch) -> &mut Slot<Self> {
+        &mut s.q8k
     }
 }
 
