@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod config;
+mod decode;
 pub mod error;
 pub mod generate;
 pub mod model;

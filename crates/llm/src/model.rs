@@ -196,6 +196,15 @@ impl Model {
                 n_vocab: self.cfg.n_vocab,
             });
         }
+        if n == 1 {
+            // One token (a decode step): the single-vector path, no tensor ops.
+            let logits = crate::decode::forward_token(self, tokens[0], cache)?;
+            let len = logits.len();
+            return Ok(match which {
+                Logits::Last => Tensor::from_vec(logits, len, &Device::Cpu)?,
+                Logits::All => Tensor::from_vec(logits, (1, len), &Device::Cpu)?,
+            });
+        }
         let ids = Tensor::from_slice(tokens, n, &Device::Cpu)?;
         let mut x = self.embed.embedding(&ids)?; // [n, e]
         let cos = self.cos.narrow(0, pos, n)?;
