@@ -2,12 +2,15 @@
 //!
 //! A decode step is a chain of matrix-vector products, each too small for candle's
 //! per-op thread fork/join to pay off: with tensor ops between them, the worker threads
-//! spent about half the step waiting. Here every thread runs the whole step in lockstep
-//! (as llama.cpp's graph threads do): the cheap vector work (norms, residuals, quantising
-//! the activation for the next product) is done by every thread on its own copy, so only
-//! the products and the attention are split, rows claimed in chunks from a shared cursor,
-//! with one barrier after each. Rows and heads are whole units of work, each computed the
-//! same way whichever thread takes it, so the result does not depend on the thread count.
+//! spent about half the step waiting. Here every thread walks the whole step: the cheap
+//! vector work (norms, residuals, quantising a product's input) is done by each thread
+//! on its own copy, and the products and the attention are cut into units (chunks of
+//! rows, KV heads) that threads claim from a per-phase cursor. A phase's result is ready
+//! when its units are *done*, not when every thread has arrived: a thread the scheduler
+//! preempts (the cores may be shared) holds up the others only while it holds a unit,
+//! and catches up afterwards by reading results, since every phase writes a buffer of
+//! its own. Rows and heads are whole units, each computed the same way whichever thread
+//! takes it, so the result does not depend on the thread count.
 //!
 //! Numerics follow the batched path (candle's ops): the same quantised row dot products
 //! (llama.cpp's), the same rotary tables, norms and softmax formulas.
@@ -17,7 +20,6 @@ use crate::error::{LlmError, Result};
 use crate::model::{KvCache, Model};
 use crate::weights::{Scratch, dot};
 use candle_core::{Device, Tensor};
-use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -27,6 +29,10 @@ fn thread_count() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| candle_core::utils::get_num_threads().clamp(1, 256))
 }
+
+/// Phases of one layer: q|k|v rows, attention heads, output projection rows, gate|up
+/// rows, down rows.
+const PHASES_PER_LAYER: usize = 5;
 
 /// Logits of `token` at position `cache.len()`, appending its keys and values to `cache`.
 /// The caller has checked the token id and the cache's room.
@@ -50,64 +56,68 @@ pub(crate) fn forward_token(model: &Model, token: u32, cache: &mut KvCache) -> R
         .flatten_all()?
         .to_vec1::<f32>()?;
     let nth = thread_count();
+    let e = c.n_embd;
+    // Rows per unit: a few units per thread, so a late thread finds work left.
+    let chunk = |n: usize| {
+        if nth == 1 {
+            n.max(1)
+        } else {
+            n.div_ceil(nth * 8).next_multiple_of(4).max(16)
+        }
+    };
+    let mut phases = Vec::with_capacity(PHASES_PER_LAYER * c.n_layer + 1);
+    let mut buffers = Vec::with_capacity(c.n_layer);
+    for b in &model.blocks {
+        phases.push(Phase::new(b.qkv.rows(), chunk(b.qkv.rows())));
+        phases.push(Phase::new(c.n_head_kv, 1));
+        phases.push(Phase::new(e, chunk(e)));
+        phases.push(Phase::new(c.n_ff, chunk(c.n_ff)));
+        phases.push(Phase::new(e, chunk(e)));
+        buffers.push(LayerBuffers {
+            qkv: Shared::new(b.qkv.rows()),
+            attn: Shared::new(e),
+            wo: Shared::new(e),
+            ffn: Shared::new(c.n_ff),
+            down: Shared::new(e),
+        });
+    }
+    phases.push(Phase::new(c.n_vocab, chunk(c.n_vocab)));
+    // Every (layer, KV head) of the cache as a slice pair any thread may lock.
+    let head = cache.rows() * c.head_dim;
+    let mut heads = Vec::with_capacity(c.n_layer * c.n_head_kv);
+    for (kb, vb) in cache.keys.iter_mut().zip(cache.values.iter_mut()) {
+        for (k, v) in kb.chunks_mut(head).zip(vb.chunks_mut(head)) {
+            heads.push(Mutex::new(HeadKv { k, v }));
+        }
+    }
     let step = Step {
         model,
         pos,
         x0,
         cos,
         sin,
-        nth,
-        barrier: SpinBarrier::new(nth),
-        cursors: (0..4 * c.n_layer + 1)
-            .map(|_| AtomicUsize::new(0))
-            .collect(),
-        qkv: Shared::new(c.n_embd + 2 * c.n_head_kv * c.head_dim),
-        attn: Shared::new(c.n_embd),
-        proj: Shared::new(c.n_embd),
-        ffn: Shared::new(c.n_ff),
+        phases,
+        buffers,
+        heads,
         logits: Shared::new(c.n_vocab),
+        poisoned: AtomicBool::new(false),
         error: Mutex::new(None),
     };
-
-    // Deal the KV heads of every layer to the threads as disjoint slices of the cache.
-    let head = cache.rows() * c.head_dim;
-    let mut dealt: Vec<Vec<HeadKv<'_>>> = (0..nth).map(|_| Vec::new()).collect();
-    for (layer, (kb, vb)) in cache
-        .keys
-        .iter_mut()
-        .zip(cache.values.iter_mut())
-        .enumerate()
-    {
-        for (h, (k, v)) in kb.chunks_mut(head).zip(vb.chunks_mut(head)).enumerate() {
-            if let Some(list) = dealt.get_mut(h % nth) {
-                list.push(HeadKv {
-                    layer,
-                    head: h,
-                    k,
-                    v,
-                });
-            }
-        }
-    }
-    let mut dealt = dealt.into_iter();
-    let mine = dealt.next().unwrap_or_default();
     std::thread::scope(|s| {
-        for heads in dealt {
+        for _ in 1..nth {
             let step = &step;
             let spawned = std::thread::Builder::new()
                 .name("attesta-decode".into())
-                .spawn_scoped(s, move || step.run(heads));
-            if let Err(e) = spawned {
-                step.fail(e.into());
-                step.barrier.poison();
-            }
+                .spawn_scoped(s, move || step.run());
+            // Without that thread the others do its share: units are claimed, not dealt.
+            drop(spawned);
         }
-        step.run(mine);
+        step.run();
     });
     if let Some(e) = step.error.lock().ok().and_then(|mut e| e.take()) {
         return Err(e);
     }
-    if step.barrier.is_poisoned() {
+    if step.poisoned.load(Ordering::Acquire) {
         return Err(candle_core::Error::Msg("a decode thread failed".into()).into());
     }
     cache.len += 1;
@@ -118,14 +128,50 @@ pub(crate) fn forward_token(model: &Model, token: u32, cache: &mut KvCache) -> R
 
 /// One KV head of one layer: its key and value rows (`[capacity, head_dim]`).
 struct HeadKv<'c> {
-    layer: usize,
-    head: usize,
     k: &'c mut [f32],
     v: &'c mut [f32],
 }
 
+/// One layer's intermediate results, each written once per step.
+struct LayerBuffers {
+    qkv: Shared,
+    attn: Shared,
+    wo: Shared,
+    ffn: Shared,
+    down: Shared,
+}
+
+/// A unit of split work: `n` rows (or heads) in units of `chunk`, claimed from `cursor`,
+/// counted in `done` when finished.
+struct Phase {
+    n: usize,
+    chunk: usize,
+    units: usize,
+    cursor: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Phase {
+    fn new(n: usize, chunk: usize) -> Self {
+        Phase {
+            n,
+            chunk,
+            units: n.div_ceil(chunk),
+            cursor: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire) >= self.units
+    }
+}
+
+/// Spins before a waiting thread starts yielding its core.
+const SPINS: u32 = 2_000;
+
 /// What the threads of one step share.
-struct Step<'m> {
+struct Step<'m, 'c> {
     model: &'m Model,
     pos: usize,
     /// The token's embedding.
@@ -133,84 +179,131 @@ struct Step<'m> {
     /// Rotary cos/sin of this position (`head_dim / 2`).
     cos: Vec<f32>,
     sin: Vec<f32>,
-    nth: usize,
-    barrier: SpinBarrier,
-    /// One row cursor per split product, in the order the step runs them.
-    cursors: Vec<AtomicUsize>,
-    qkv: Shared,
-    attn: Shared,
-    proj: Shared,
-    ffn: Shared,
+    /// Every split product and attention, in the order the step runs them.
+    phases: Vec<Phase>,
+    buffers: Vec<LayerBuffers>,
+    /// Layer-major: `layer * n_head_kv + head`.
+    heads: Vec<Mutex<HeadKv<'c>>>,
     logits: Shared,
+    /// Set when a thread failed mid-unit: waiters give up instead of waiting for it.
+    poisoned: AtomicBool,
     error: Mutex<Option<LlmError>>,
 }
 
-impl Step<'_> {
+impl Step<'_, '_> {
     fn fail(&self, e: LlmError) {
         if let Ok(mut slot) = self.error.lock() {
             slot.get_or_insert(e);
         }
     }
 
-    /// One thread's part of the step. Returns early (every thread alike) only when the
-    /// barrier is poisoned; an error is recorded and the thread keeps to the lockstep.
-    fn run(&self, mut heads: Vec<HeadKv<'_>>) {
-        let _guard = PoisonOnPanic(&self.barrier);
-        if let Err(e) = self.layers(&mut heads) {
+    /// One thread's walk through the step.
+    fn run(&self) {
+        let _guard = PoisonOnPanic(&self.poisoned);
+        if let Err(e) = self.walk() {
             self.fail(e);
-            // The others wait at barriers this thread will not reach.
-            self.barrier.poison();
+            self.poisoned.store(true, Ordering::Release);
         }
     }
 
-    fn layers(&self, heads: &mut [HeadKv<'_>]) -> Result<()> {
+    /// Runs units of `phase` until none is left, calling `unit` with each claimed range
+    /// and whether it is this thread's first (when it prepares its copy of the input,
+    /// work skipped when other threads took every unit). Then waits until every unit is
+    /// done (false if the step was poisoned).
+    fn work(
+        &self,
+        phase: &Phase,
+        mut unit: impl FnMut(std::ops::Range<usize>, bool) -> Result<()>,
+    ) -> Result<bool> {
+        let mut first = true;
+        loop {
+            let u = phase.cursor.fetch_add(1, Ordering::Relaxed);
+            if u >= phase.units {
+                break;
+            }
+            let start = u * phase.chunk;
+            let r = unit(start..phase.n.min(start + phase.chunk), first);
+            first = false;
+            phase.done.fetch_add(1, Ordering::Release);
+            r?;
+        }
+        let mut spins = 0u32;
+        while !phase.is_done() {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        Ok(true)
+    }
+
+    fn walk(&self) -> Result<()> {
         let m = self.model;
         let c = &m.cfg;
-        let (e, ff) = (c.n_embd, c.n_ff);
+        let ff = c.n_ff;
         let mut x = self.x0.clone();
-        let mut h = vec![0f32; e];
-        let mut a = vec![0f32; e];
+        let mut h = vec![0f32; c.n_embd];
+        let mut a = vec![0f32; c.n_embd];
         let mut f = vec![0f32; ff];
         let mut scratch = Scratch::default();
         let mut att = AttnScratch::new(self.pos + 1, c.head_dim);
         let mut gu = Vec::new();
-        let mut phase = 0;
-        let mut next_head = 0;
-        for (layer, b) in m.blocks.iter().enumerate() {
-            // Attention: norm, q|k|v rows, then this thread's KV heads.
-            rms_norm(&x, &b.attn_norm_v, c.rms_eps, &mut h);
-            scratch.reset();
-            self.split(phase, b.qkv.rows(), |rows| {
+        let mut phases = self.phases.iter();
+        let mut next = || {
+            phases
+                .next()
+                .ok_or_else(|| LlmError::from(candle_core::Error::Msg("decode: phases".into())))
+        };
+        for (layer, (b, buf)) in m.blocks.iter().zip(&self.buffers).enumerate() {
+            // q|k|v rows of the normed input.
+            let ok = self.work(next()?, |rows, first| {
+                if first {
+                    rms_norm(&x, &b.attn_norm_v, c.rms_eps, &mut h);
+                    scratch.reset();
+                }
                 b.qkv
-                    .dot_rows(&h, &mut scratch, rows, |r, v| self.qkv.set(r, v))
+                    .dot_rows(&h, &mut scratch, rows, |r, v| buf.qkv.set(r, v))
             })?;
-            phase += 1;
-            if !self.barrier.wait() {
+            // Attention, one KV head (and its query heads) per unit.
+            let ok = ok
+                && self.work(next()?, |heads, _| {
+                    for kvh in heads {
+                        let slot = self.heads.get(layer * c.n_head_kv + kvh);
+                        let Some(Ok(mut kv)) = slot.map(Mutex::lock) else {
+                            return Err(candle_core::Error::Msg(
+                                "decode: kv head unavailable".into(),
+                            )
+                            .into());
+                        };
+                        self.attend(&mut kv, kvh, buf, b.qkv_bias_v.as_deref(), &mut att);
+                    }
+                    Ok(())
+                })?;
+            // Output projection.
+            let ok = ok
+                && self.work(next()?, |rows, first| {
+                    if first {
+                        buf.attn.read(&mut a);
+                        scratch.reset();
+                    }
+                    b.wo.dot_rows(&a, &mut scratch, rows, |r, v| buf.wo.set(r, v))
+                })?;
+            if !ok {
                 return Ok(());
             }
-            while let Some(kv) = heads.get_mut(next_head).filter(|kv| kv.layer == layer) {
-                self.attend(kv, b.qkv_bias_v.as_deref(), &mut att);
-                next_head += 1;
-            }
-            if !self.barrier.wait() {
-                return Ok(());
-            }
-            self.attn.read(&mut a);
-            scratch.reset();
-            self.split(phase, e, |rows| {
-                b.wo.dot_rows(&a, &mut scratch, rows, |r, v| self.proj.set(r, v))
-            })?;
-            phase += 1;
-            if !self.barrier.wait() {
-                return Ok(());
-            }
-            self.proj.add_to(&mut x);
-
+            buf.wo.add_to(&mut x);
             // Feed-forward: gate and up rows of a chunk together, so the chunk's SwiGLU
-            // needs no extra barrier.
-            rms_norm(&x, &b.ffn_norm_v, c.rms_eps, &mut h);
-            scratch.reset();
-            self.split(phase, ff, |rows| {
+            // needs no phase of its own.
+            let ok = self.work(next()?, |rows, first| {
+                if first {
+                    rms_norm(&x, &b.ffn_norm_v, c.rms_eps, &mut h);
+                    scratch.reset();
+                }
                 gu.clear();
                 gu.resize(2 * rows.len(), 0f32);
                 let (g, u) = gu.split_at_mut(rows.len());
@@ -222,64 +315,45 @@ impl Step<'_> {
                         u[r - ff - lo] = v
                     })?;
                 for (i, (&g, &u)) in g.iter().zip(u.iter()).enumerate() {
-                    self.ffn.set(lo + i, g / (1.0 + (-g).exp()) * u);
+                    buf.ffn.set(lo + i, g / (1.0 + (-g).exp()) * u);
                 }
                 Ok(())
             })?;
-            phase += 1;
-            if !self.barrier.wait() {
+            let ok = ok
+                && self.work(next()?, |rows, first| {
+                    if first {
+                        buf.ffn.read(&mut f);
+                        scratch.reset();
+                    }
+                    b.down
+                        .dot_rows(&f, &mut scratch, rows, |r, v| buf.down.set(r, v))
+                })?;
+            if !ok {
                 return Ok(());
             }
-            self.ffn.read(&mut f);
-            scratch.reset();
-            self.split(phase, e, |rows| {
-                b.down
-                    .dot_rows(&f, &mut scratch, rows, |r, v| self.proj.set(r, v))
-            })?;
-            phase += 1;
-            if !self.barrier.wait() {
-                return Ok(());
-            }
-            self.proj.add_to(&mut x);
+            buf.down.add_to(&mut x);
         }
-        rms_norm(&x, &m.norm_v, c.rms_eps, &mut h);
-        scratch.reset();
-        self.split(phase, c.n_vocab, |rows| {
+        self.work(next()?, |rows, first| {
+            if first {
+                rms_norm(&x, &m.norm_v, c.rms_eps, &mut h);
+                scratch.reset();
+            }
             m.output
                 .dot_rows(&h, &mut scratch, rows, |r, v| self.logits.set(r, v))
         })?;
         Ok(())
     }
 
-    /// Claims chunks of `0..n` from cursor `phase` until none is left: threads that run
-    /// ahead (or are not preempted) take more, so a descheduled thread delays the step by
-    /// at most one chunk.
-    fn split(
-        &self,
-        phase: usize,
-        n: usize,
-        mut f: impl FnMut(Range<usize>) -> Result<()>,
-    ) -> Result<()> {
-        let Some(cursor) = self.cursors.get(phase) else {
-            return Err(candle_core::Error::Msg("decode: phase out of range".into()).into());
-        };
-        let chunk = if self.nth == 1 {
-            n
-        } else {
-            n.div_ceil(self.nth * 8).next_multiple_of(4).max(16)
-        };
-        loop {
-            let start = cursor.fetch_add(chunk, Ordering::Relaxed);
-            if start >= n {
-                return Ok(());
-            }
-            f(start..n.min(start + chunk))?;
-        }
-    }
-
-    /// Rotary-embeds and caches this position's key and value of KV head `kv`, then
+    /// Rotary-embeds and caches this position's key and value of KV head `kvh`, then
     /// attends each query head of its group over positions `0..=pos`.
-    fn attend(&self, kv: &mut HeadKv<'_>, bias: Option<&[f32]>, s: &mut AttnScratch) {
+    fn attend(
+        &self,
+        kv: &mut HeadKv<'_>,
+        kvh: usize,
+        buf: &LayerBuffers,
+        bias: Option<&[f32]>,
+        s: &mut AttnScratch,
+    ) {
         let c = &self.model.cfg;
         let hd = c.head_dim;
         let (e, kvd) = (c.n_embd, c.n_head_kv * hd);
@@ -287,17 +361,17 @@ impl Step<'_> {
         let group = c.n_head / c.n_head_kv;
         let load = |at: usize, dst: &mut [f32]| {
             for (i, d) in dst.iter_mut().enumerate() {
-                *d = self.qkv.get(at + i) + bias.map_or(0.0, |b| b[at + i]);
+                *d = buf.qkv.get(at + i) + bias.map_or(0.0, |b| b[at + i]);
             }
         };
         let key = &mut kv.k[pos * hd..(pos + 1) * hd];
-        load(e + kv.head * hd, key);
+        load(e + kvh * hd, key);
         self.rope(key, &mut s.tmp);
-        load(e + kvd + kv.head * hd, &mut kv.v[pos * hd..(pos + 1) * hd]);
+        load(e + kvd + kvh * hd, &mut kv.v[pos * hd..(pos + 1) * hd]);
         let t = pos + 1;
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         for g in 0..group {
-            let qh = kv.head * group + g;
+            let qh = kvh * group + g;
             load(qh * hd, &mut s.q);
             self.rope(&mut s.q, &mut s.tmp);
             let scores = &mut s.scores[..t];
@@ -311,14 +385,14 @@ impl Step<'_> {
                 sum += *sc;
             }
             s.out.fill(0.0);
-            for (j, sc) in scores.iter_mut().enumerate() {
+            for (j, sc) in scores.iter().enumerate() {
                 let p = *sc / sum;
                 for (o, &v) in s.out.iter_mut().zip(&kv.v[j * hd..(j + 1) * hd]) {
                     *o += p * v;
                 }
             }
             for (i, &o) in s.out.iter().enumerate() {
-                self.attn.set(qh * hd + i, o);
+                buf.attn.set(qh * hd + i, o);
             }
         }
     }
@@ -402,73 +476,14 @@ impl Shared {
     }
 }
 
-/// A reusable spinning barrier for the few threads of one step. Waits are short (one
-/// product's imbalance), so it spins, then yields to the scheduler (the cores may be
-/// shared). Poisoning releases every waiter for good, so a failed thread cannot leave
-/// the others waiting.
-struct SpinBarrier {
-    n: usize,
-    arrived: AtomicUsize,
-    generation: AtomicUsize,
-    poisoned: AtomicBool,
-}
-
-/// Spins before a waiting thread starts yielding.
-const SPINS: u32 = 20_000;
-
-impl SpinBarrier {
-    fn new(n: usize) -> Self {
-        SpinBarrier {
-            n,
-            arrived: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-            poisoned: AtomicBool::new(false),
-        }
-    }
-
-    /// Waits for all `n` threads; false if the barrier was poisoned.
-    fn wait(&self) -> bool {
-        if self.n == 1 {
-            return !self.is_poisoned();
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation
-                .store(generation.wrapping_add(1), Ordering::Release);
-        } else {
-            let mut spins = 0u32;
-            while self.generation.load(Ordering::Acquire) == generation {
-                if self.is_poisoned() {
-                    return false;
-                }
-                if spins < SPINS {
-                    spins += 1;
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-        }
-        !self.is_poisoned()
-    }
-
-    fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
-    }
-
-    fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
-    }
-}
-
-/// Poisons the barrier if the thread unwinds, so no other thread waits forever.
-struct PoisonOnPanic<'a>(&'a SpinBarrier);
+/// Marks the step poisoned if the thread unwinds, so no other thread waits forever for
+/// a unit it held.
+struct PoisonOnPanic<'a>(&'a AtomicBool);
 
 impl Drop for PoisonOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.poison();
+            self.0.store(true, Ordering::Release);
         }
     }
 }
