@@ -290,6 +290,15 @@ impl Linear {
         }
         match &self.weights {
             Weights::Dense(w) => Ok(x.matmul(&w.t()?)?),
+            #[cfg(target_arch = "x86_64")]
+            Weights::Quantised(Blocks::Q8_0(w)) if q8_avx2::available() => {
+                let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Tensor::from_vec(
+                    q8_matmul(w, &lhs, m, self.k, self.n),
+                    (m, self.n),
+                    &Device::Cpu,
+                )?)
+            }
             Weights::Quantised(blocks) => {
                 let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let mut dst = vec![0f32; m * self.n];
@@ -349,10 +358,12 @@ impl Linear {
                 }
                 let (w, xq) = (block_bytes(w), block_bytes(&slot.blocks[..kb]));
                 // SAFETY: `available` checked at run time that the CPU has the features
-                // `rows` is compiled for (AVX2, FMA, F16C); it has no other precondition.
+                // these functions are compiled for (AVX2, FMA, F16C); they have no other
+                // precondition.
                 #[allow(unsafe_code)]
                 unsafe {
-                    q8_avx2::rows(w, xq, kb, rows, &mut out)
+                    let xd = q8_avx2::scales(xq);
+                    q8_avx2::rows(w, xq, &xd, kb, rows, &mut out)
                 };
             }
             Weights::Quantised(blocks) => {
@@ -385,6 +396,50 @@ fn dot_rows_q<T: GgmlType>(
     for r in rows {
         out(r, T::vec_dot(k, &w[r * kb..(r + 1) * kb], xq));
     }
+}
+
+/// `lhs [m, k] @ w^T` for Q8_0 weights `w` (`[n, k]`) on candle's thread pool, with the
+/// decode path's row kernel: the inputs are quantised once, and a work item is a tile of
+/// weight rows dotted with every input row while the tile stays in cache. Each output is
+/// the same row dot product candle's matmul computes.
+#[cfg(target_arch = "x86_64")]
+fn q8_matmul(w: &[BlockQ8_0], lhs: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    /// Weight rows per work item (16 Q8_0 rows of 4096 values: ~70 KB).
+    const TILE: usize = 16;
+    let kb = k / QK8_0;
+    let mut xq = vec![BlockQ8_0::zeros(); m * kb];
+    for (row, q) in lhs.chunks_exact(k).zip(xq.chunks_exact_mut(kb)) {
+        BlockQ8_0::from_float(row, q);
+    }
+    let (wb, xb) = (block_bytes(w), block_bytes(&xq));
+    let row_bytes = kb * std::mem::size_of::<BlockQ8_0>();
+    // SAFETY: as in `Linear::dot_rows`: the CPU features were checked by the caller.
+    #[allow(unsafe_code)]
+    let xd: Vec<Vec<f32>> = xb
+        .chunks_exact(row_bytes)
+        .map(|x| unsafe { q8_avx2::scales(x) })
+        .collect();
+    // Each output is written by exactly one item; relaxed atomics are plain stores.
+    let dst: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(TILE), |items| {
+        for item in items {
+            let rows = item * TILE..n.min((item + 1) * TILE);
+            for (i, (x, xd)) in xb.chunks_exact(row_bytes).zip(&xd).enumerate() {
+                let out = &dst[i * n..(i + 1) * n];
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                unsafe {
+                    q8_avx2::rows(wb, x, xd, kb, rows.clone(), &mut |r, v| {
+                        out[r].store(v.to_bits(), Ordering::Relaxed)
+                    })
+                };
+            }
+        }
+    });
+    dst.into_iter()
+        .map(|a| f32::from_bits(a.into_inner()))
+        .collect()
 }
 
 /// The bytes of a slice of Q8_0 blocks (GGML's layout: f16 scale, 32 signed bytes).
@@ -455,24 +510,31 @@ mod q8_avx2 {
         _mm_cvtss_f32(res)
     }
 
-    /// Rows `rows` of `w` (rows of `nb` blocks) dotted with `x` (`nb` blocks).
+    /// The f32 scales of Q8_0 blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn scales(x: &[u8]) -> Vec<f32> {
+        x.chunks_exact(BLOCK).map(|b| f16(b[0], b[1])).collect()
+    }
+
+    /// Rows `rows` of `w` (rows of `nb` blocks) dotted with `x` (`nb` blocks, whose
+    /// scales are `xd`).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn rows(
         w: &[u8],
         x: &[u8],
+        xd: &[f32],
         nb: usize,
         rows: Range<usize>,
         out: &mut impl FnMut(usize, f32),
     ) {
         let row_bytes = nb * BLOCK;
-        let xd: Vec<f32> = x.chunks_exact(BLOCK).map(|b| f16(b[0], b[1])).collect();
         let row = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
         for r in rows {
             let mut acc = _mm256_setzero_ps();
             for ((wb, xb), &dx) in row(r)
                 .chunks_exact(BLOCK)
                 .zip(x.chunks_exact(BLOCK))
-                .zip(&xd)
+                .zip(xd)
             {
                 let d = _mm256_set1_ps(f16(wb[0], wb[1]) * dx);
                 acc = _mm256_fmadd_ps(d, mul_sum(load(wb), load(xb)), acc);
