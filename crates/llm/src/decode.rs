@@ -251,7 +251,7 @@ impl Step<'_, '_> {
         let mut a = vec![0f32; c.n_embd];
         let mut f = vec![0f32; ff];
         let mut scratch = Scratch::default();
-        let mut att = AttnScratch::new(self.pos + 1, c.head_dim);
+        let mut att = AttnScratch::new(self.pos + 1, c.head_dim, c.n_head / c.n_head_kv);
         let mut gu = Vec::new();
         let mut phases = self.phases.iter();
         let mut next = || {
@@ -370,30 +370,53 @@ impl Step<'_, '_> {
         load(e + kvd + kvh * hd, &mut kv.v[pos * hd..(pos + 1) * hd]);
         let t = pos + 1;
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        for g in 0..group {
-            let qh = kvh * group + g;
-            load(qh * hd, &mut s.q);
-            self.rope(&mut s.q, &mut s.tmp);
-            let scores = &mut s.scores[..t];
-            for (j, sc) in scores.iter_mut().enumerate() {
-                *sc = dot(&s.q, &kv.k[j * hd..(j + 1) * hd]) * scale;
+        // The query heads of the group pass over each cached key and value together,
+        // so each is loaded from memory once; per head the arithmetic is unchanged.
+        for (g, q) in s.q.chunks_exact_mut(hd).enumerate().take(group) {
+            load((kvh * group + g) * hd, q);
+            self.rope(q, &mut s.tmp);
+        }
+        for j in 0..t {
+            let k = &kv.k[j * hd..(j + 1) * hd];
+            for (q, sc) in
+                s.q.chunks_exact(hd)
+                    .zip(s.scores.chunks_exact_mut(t))
+                    .take(group)
+            {
+                sc[j] = dot(q, k) * scale;
             }
+        }
+        for (scores, sum) in s
+            .scores
+            .chunks_exact_mut(t)
+            .zip(s.sums.iter_mut())
+            .take(group)
+        {
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0f32;
+            *sum = 0.0;
             for sc in scores.iter_mut() {
                 *sc = (*sc - max).exp();
-                sum += *sc;
+                *sum += *sc;
             }
-            s.out.fill(0.0);
-            for (j, sc) in scores.iter().enumerate() {
-                let p = *sc / sum;
-                for (o, &v) in s.out.iter_mut().zip(&kv.v[j * hd..(j + 1) * hd]) {
+        }
+        s.out.fill(0.0);
+        for j in 0..t {
+            let v = &kv.v[j * hd..(j + 1) * hd];
+            for ((out, sc), &sum) in s
+                .out
+                .chunks_exact_mut(hd)
+                .zip(s.scores.chunks_exact(t))
+                .zip(&s.sums)
+                .take(group)
+            {
+                let p = sc[j] / sum;
+                for (o, &v) in out.iter_mut().zip(v) {
                     *o += p * v;
                 }
             }
-            for (i, &o) in s.out.iter().enumerate() {
-                buf.attn.set(qh * hd + i, o);
-            }
+        }
+        for (i, &o) in s.out.iter().enumerate().take(group * hd) {
+            buf.attn.set(kvh * group * hd + i, o);
         }
     }
 
@@ -420,15 +443,17 @@ struct AttnScratch {
     tmp: Vec<f32>,
     out: Vec<f32>,
     scores: Vec<f32>,
+    sums: Vec<f32>,
 }
 
 impl AttnScratch {
-    fn new(t: usize, hd: usize) -> Self {
+    fn new(t: usize, hd: usize, group: usize) -> Self {
         AttnScratch {
-            q: vec![0.0; hd],
+            q: vec![0.0; group * hd],
             tmp: vec![0.0; hd],
-            out: vec![0.0; hd],
-            scores: vec![0.0; t],
+            out: vec![0.0; group * hd],
+            scores: vec![0.0; group * t],
+            sums: vec![0.0; group],
         }
     }
 }
