@@ -4,16 +4,18 @@
 //! - `attesta_gguf` (its own crate): the bounded GGUF reader, the tokenizers and the
 //!   chat template, all from the file's metadata;
 //! - [`config`]: the model's hyper-parameters, validated before any allocation;
-//! - [`weights`]: tensors read from the validated file into candle's quantised tensors;
-//! - [`model`]: the forward pass with a preallocated KV cache;
+//! - [`weights`]: tensors read from the validated file into candle's quantised blocks;
+//! - [`model`]: the forward pass with a preallocated KV cache (a single-token step runs
+//!   on plain vectors and a few threads, in the private `decode` module);
 //! - [`sample`], [`generate`]: choosing tokens and driving one sequence step by step;
 //! - [`check`]: the validator's teacher-forced check of a greedy completion.
 //!
 //! [`LlmModel::open`] puts them together.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod check;
 pub mod config;
+mod decode;
 pub mod error;
 pub mod generate;
 pub mod model;

@@ -7,35 +7,93 @@
 
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{LlmError, Result};
-use crate::weights::{Linear, WeightReader};
+use crate::weights::{Linear, Scratch, WeightReader};
 use candle_core::{DType, Device, Tensor};
 use std::io::{Read, Seek};
 
-struct Block {
-    attn_norm: Tensor,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
-    bq: Option<Tensor>,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
-    wo: Linear,
-    ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+pub(crate) struct Block {
+    pub(crate) attn_norm: Tensor,
+    /// The norm weights and biases again as plain vectors, for the decode path.
+    pub(crate) attn_norm_v: Vec<f32>,
+    pub(crate) ffn_norm_v: Vec<f32>,
+    pub(crate) qkv_bias_v: Option<Vec<f32>>,
+    /// Query, key and value projections, rows stacked (`n_embd + 2 * kv` outputs).
+    pub(crate) qkv: Stack,
+    /// Their biases (Qwen2), concatenated in the same order.
+    pub(crate) qkv_bias: Option<Tensor>,
+    pub(crate) wo: Linear,
+    pub(crate) ffn_norm: Tensor,
+    /// Gate and up projections, rows stacked (`2 * n_ff` outputs, gate first).
+    pub(crate) gate_up: Stack,
+    pub(crate) down: Linear,
+}
+
+/// Linear layers applied to one input whose outputs are concatenated: one fused layer
+/// when the weights share a type, else one per weight.
+pub(crate) struct Stack(Vec<Linear>);
+
+impl Stack {
+    fn load<R: Read + Seek>(
+        w: &mut WeightReader<'_, R>,
+        names: &[(&str, usize)],
+        k: usize,
+    ) -> Result<Self> {
+        Ok(Stack(w.linears(names, k)?))
+    }
+
+    /// Outputs (rows) of all parts.
+    pub(crate) fn rows(&self) -> usize {
+        self.0.iter().map(Linear::out_features).sum()
+    }
+
+    /// `x [m, k] -> [m, sum of outputs]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.0.as_slice() {
+            [one] => one.forward(x),
+            parts => {
+                let outs = parts
+                    .iter()
+                    .map(|l| l.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&outs, 1)?)
+            }
+        }
+    }
+
+    /// Rows `rows` (of the concatenated output) for one input vector; see
+    /// [`Linear::dot_rows`].
+    pub(crate) fn dot_rows(
+        &self,
+        x: &[f32],
+        scratch: &mut Scratch,
+        rows: std::ops::Range<usize>,
+        mut out: impl FnMut(usize, f32),
+    ) -> Result<()> {
+        let mut base = 0;
+        for part in &self.0 {
+            let n = part.out_features();
+            let lo = rows.start.max(base);
+            let hi = rows.end.min(base + n);
+            if lo < hi {
+                part.dot_rows(x, scratch, lo - base..hi - base, |r, v| out(base + r, v))?;
+            }
+            base += n;
+        }
+        Ok(())
+    }
 }
 
 /// A loaded model: immutable, shared by every sequence that runs on it.
 pub struct Model {
-    cfg: ModelConfig,
-    embed: candle_core::quantized::QTensor,
-    blocks: Vec<Block>,
-    norm: Tensor,
-    output: Linear,
+    pub(crate) cfg: ModelConfig,
+    pub(crate) embed: candle_core::quantized::QTensor,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) norm: Tensor,
+    pub(crate) norm_v: Vec<f32>,
+    pub(crate) output: Linear,
     /// Rotary tables for every position of the context: `[ctx, head_dim / 2]`.
-    cos: Tensor,
-    sin: Tensor,
+    pub(crate) cos: Tensor,
+    pub(crate) sin: Tensor,
 }
 
 /// Which logits a forward pass returns.
@@ -64,18 +122,30 @@ impl Model {
         for i in 0..cfg.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}");
             let bias = cfg.arch == Architecture::Qwen2;
+            let qkv_bias = if bias {
+                let parts = [
+                    w.dense(&p("attn_q.bias"), &[e])?,
+                    w.dense(&p("attn_k.bias"), &[kv])?,
+                    w.dense(&p("attn_v.bias"), &[kv])?,
+                ];
+                Some(Tensor::cat(&parts, 0)?)
+            } else {
+                None
+            };
+            let (q, k, v) = (p("attn_q.weight"), p("attn_k.weight"), p("attn_v.weight"));
+            let (g, u) = (p("ffn_gate.weight"), p("ffn_up.weight"));
+            let attn_norm = w.dense(&p("attn_norm.weight"), &[e])?;
+            let ffn_norm = w.dense(&p("ffn_norm.weight"), &[e])?;
             blocks.push(Block {
-                attn_norm: w.dense(&p("attn_norm.weight"), &[e])?,
-                wq: w.linear(&p("attn_q.weight"), [e, e])?,
-                wk: w.linear(&p("attn_k.weight"), [kv, e])?,
-                wv: w.linear(&p("attn_v.weight"), [kv, e])?,
-                bq: opt(bias, || w.dense(&p("attn_q.bias"), &[e]))?,
-                bk: opt(bias, || w.dense(&p("attn_k.bias"), &[kv]))?,
-                bv: opt(bias, || w.dense(&p("attn_v.bias"), &[kv]))?,
+                attn_norm_v: attn_norm.to_vec1()?,
+                ffn_norm_v: ffn_norm.to_vec1()?,
+                qkv_bias_v: qkv_bias.as_ref().map(Tensor::to_vec1).transpose()?,
+                attn_norm,
+                qkv: Stack::load(w, &[(&q, e), (&k, kv), (&v, kv)], e)?,
+                qkv_bias,
                 wo: w.linear(&p("attn_output.weight"), [e, e])?,
-                ffn_norm: w.dense(&p("ffn_norm.weight"), &[e])?,
-                gate: w.linear(&p("ffn_gate.weight"), [cfg.n_ff, e])?,
-                up: w.linear(&p("ffn_up.weight"), [cfg.n_ff, e])?,
+                ffn_norm,
+                gate_up: Stack::load(w, &[(&g, cfg.n_ff), (&u, cfg.n_ff)], e)?,
                 down: w.linear(&p("ffn_down.weight"), [e, cfg.n_ff])?,
             });
         }
@@ -90,6 +160,7 @@ impl Model {
             cfg,
             embed,
             blocks,
+            norm_v: norm.to_vec1()?,
             norm,
             output,
             cos,
@@ -125,6 +196,15 @@ impl Model {
                 n_vocab: self.cfg.n_vocab,
             });
         }
+        if n == 1 {
+            // One token (a decode step): the single-vector path, no tensor ops.
+            let logits = crate::decode::forward_token(self, tokens[0], cache)?;
+            let len = logits.len();
+            return Ok(match which {
+                Logits::Last => Tensor::from_vec(logits, len, &Device::Cpu)?,
+                Logits::All => Tensor::from_vec(logits, (1, len), &Device::Cpu)?,
+            });
+        }
         let ids = Tensor::from_slice(tokens, n, &Device::Cpu)?;
         let mut x = self.embed.embedding(&ids)?; // [n, e]
         let cos = self.cos.narrow(0, pos, n)?;
@@ -135,8 +215,11 @@ impl Model {
             let a = self.attention(b, &h, &cos, &sin, mask.as_ref(), cache, layer)?;
             x = (x + a)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, self.cfg.rms_eps)?;
-            let g = candle_nn::ops::silu(&b.gate.forward(&h)?)?;
-            let f = b.down.forward(&(g * b.up.forward(&h)?)?)?;
+            let gu = b.gate_up.forward(&h)?;
+            let g = candle_nn::ops::silu(&gu.narrow(1, 0, self.cfg.n_ff)?)?;
+            let f = b
+                .down
+                .forward(&(g * gu.narrow(1, self.cfg.n_ff, self.cfg.n_ff)?)?)?;
             x = (x + f)?;
         }
         cache.len += n;
@@ -166,9 +249,11 @@ impl Model {
         let c = &self.cfg;
         let n = h.dim(0)?;
         let pos = cache.len;
-        let q = add_bias(b.wq.forward(h)?, b.bq.as_ref())?;
-        let k = add_bias(b.wk.forward(h)?, b.bk.as_ref())?;
-        let v = add_bias(b.wv.forward(h)?, b.bv.as_ref())?;
+        let (e, kv) = (c.n_embd, c.n_head_kv * c.head_dim);
+        let qkv = add_bias(b.qkv.forward(h)?, b.qkv_bias.as_ref())?;
+        let q = qkv.narrow(1, 0, e)?;
+        let k = qkv.narrow(1, e, kv)?;
+        let v = qkv.narrow(1, e + kv, kv)?;
         // [n, heads, hd] -> [1, heads, n, hd]: the layout rotary and matmul expect.
         let q = q
             .reshape((1, n, c.n_head, c.head_dim))?
@@ -217,13 +302,17 @@ impl Model {
     }
 }
 
-/// Keys and values of one sequence, preallocated for its whole budget so that a decode
-/// step writes in place instead of copying the cache.
+/// Keys and values of one sequence, preallocated for its whole budget so that a step
+/// writes in place instead of copying the cache. Per layer, keys and values are
+/// `[n_head_kv, capacity, head_dim]` f32, each KV head's rows contiguous, so the decode
+/// path hands every thread the heads it attends over as plain slices.
 pub struct KvCache {
-    keys: Vec<Tensor>,
-    values: Vec<Tensor>,
-    len: usize,
-    capacity: usize,
+    pub(crate) keys: Vec<Vec<f32>>,
+    pub(crate) values: Vec<Vec<f32>>,
+    pub(crate) len: usize,
+    pub(crate) capacity: usize,
+    n_head_kv: usize,
+    head_dim: usize,
 }
 
 impl KvCache {
@@ -236,18 +325,14 @@ impl KvCache {
                 limit: c.context_length,
             });
         }
-        let shape = (1, c.n_head_kv, capacity.max(1), c.head_dim);
-        let mut keys = Vec::with_capacity(c.n_layer);
-        let mut values = Vec::with_capacity(c.n_layer);
-        for _ in 0..c.n_layer {
-            keys.push(Tensor::zeros(shape, DType::F32, &Device::Cpu)?);
-            values.push(Tensor::zeros(shape, DType::F32, &Device::Cpu)?);
-        }
+        let size = c.n_head_kv * capacity.max(1) * c.head_dim;
         Ok(KvCache {
-            keys,
-            values,
+            keys: (0..c.n_layer).map(|_| vec![0f32; size]).collect(),
+            values: (0..c.n_layer).map(|_| vec![0f32; size]).collect(),
             len: 0,
             capacity,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
         })
     }
 
@@ -266,6 +351,13 @@ impl KvCache {
         self.capacity
     }
 
+    /// Rows per KV head in the per-layer buffers (the capacity, at least 1).
+    pub(crate) fn rows(&self) -> usize {
+        self.capacity.max(1)
+    }
+
+    /// Writes `k`, `v` (`[1, kv, n, hd]`) at positions `pos..pos + n` of `layer` and returns
+    /// the keys and values of positions `0..pos + n` as `[1, kv, pos + n, hd]` tensors.
     fn append(
         &mut self,
         layer: usize,
@@ -273,16 +365,33 @@ impl KvCache {
         v: &Tensor,
         pos: usize,
     ) -> Result<(Tensor, Tensor)> {
-        let n = k.dim(2)?;
-        let (kc, vc) = (&self.keys[layer], &self.values[layer]);
-        kc.slice_set(k, 2, pos)?;
-        vc.slice_set(v, 2, pos)?;
-        Ok((kc.narrow(2, 0, pos + n)?, vc.narrow(2, 0, pos + n)?))
+        let (kvh, hd, rows) = (self.n_head_kv, self.head_dim, self.rows());
+        let k_all = store(&mut self.keys[layer], k, pos, kvh, hd, rows)?;
+        let v_all = store(&mut self.values[layer], v, pos, kvh, hd, rows)?;
+        Ok((k_all, v_all))
     }
 }
 
-fn opt(wanted: bool, mut f: impl FnMut() -> Result<Tensor>) -> Result<Option<Tensor>> {
-    if wanted { f().map(Some) } else { Ok(None) }
+/// Copies `x` (`[1, kvh, n, hd]`) into `buf` (`[kvh, rows, hd]`) at rows `pos..pos + n` and
+/// returns rows `0..pos + n` as a `[1, kvh, pos + n, hd]` tensor.
+fn store(
+    buf: &mut [f32],
+    x: &Tensor,
+    pos: usize,
+    kvh: usize,
+    hd: usize,
+    rows: usize,
+) -> Result<Tensor> {
+    let n = x.dim(2)?;
+    let t = pos + n;
+    let x = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut all = Vec::with_capacity(kvh * t * hd);
+    for h in 0..kvh {
+        let head = &mut buf[h * rows * hd..(h + 1) * rows * hd];
+        head[pos * hd..t * hd].copy_from_slice(&x[h * n * hd..(h + 1) * n * hd]);
+        all.extend_from_slice(&head[..t * hd]);
+    }
+    Ok(Tensor::from_vec(all, (1, kvh, t, hd), &Device::Cpu)?)
 }
 
 fn add_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
