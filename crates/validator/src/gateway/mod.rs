@@ -563,6 +563,14 @@ async fn route_inner(
     })
 }
 
+/// What a relay route forwards to: the node's `/v1/infer` (one sealed answer, read under
+/// the cap) or one of its language-model routes (a sealed stream, passed on as it arrives).
+#[derive(Clone, Copy)]
+enum RelayRoute {
+    Infer,
+    Stream(&'static str),
+}
+
 /// `POST /v1/nodes/{id}/infer`: the sealed envelope relayed to that node, its answer back verbatim.
 async fn relay(
     State(gw): State<Arc<Gateway>>,
@@ -571,8 +579,44 @@ async fn relay(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    relay_to(gw, peer, id, headers, body, RelayRoute::Infer).await
+}
+
+/// `POST /v1/nodes/{id}/v1/completions`: a sealed language-model request relayed to that
+/// node, its sealed stream back as it arrives.
+async fn relay_completions(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let route = RelayRoute::Stream("/v1/completions");
+    relay_to(gw, peer, id, headers, body, route).await
+}
+
+/// `POST /v1/nodes/{id}/v1/chat/completions`: as [`relay_completions`], for chats.
+async fn relay_chat(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let route = RelayRoute::Stream("/v1/chat/completions");
+    relay_to(gw, peer, id, headers, body, route).await
+}
+
+async fn relay_to(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    id: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    route: RelayRoute,
+) -> Response {
     let resp = match body {
-        Ok(body) => relay_inner(&gw, peer, &id, &headers, body).await,
+        Ok(body) => relay_inner(&gw, peer, &id, &headers, body, route).await,
         Err(e) => Err(body_error(&e)),
     }
     .unwrap_or_else(IntoResponse::into_response);
@@ -586,6 +630,7 @@ async fn relay_inner(
     id: &str,
     headers: &HeaderMap,
     body: Bytes,
+    route: RelayRoute,
 ) -> Result<Response, GwError> {
     gw.check_client(headers, peer)?;
     // Only nodes in the registry: the gateway never relays to an address a user names.
@@ -596,26 +641,31 @@ async fn relay_inner(
             format!("no node `{id}` in the registry"),
         )
     })?;
-    let _slot = gw.limiter.admit().await.map_err(GwError::refused)?;
+    // Held until the answer is passed on: for a stream, until its last chunk.
+    let slot = gw.limiter.admit().await.map_err(GwError::refused)?;
     let started = Instant::now();
-    let answer = match gw
-        .relay
-        .post_sealed(&url, SEALED, body, MAX_ANSWER_BYTES)
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            gw.picker.failed(id, Instant::now());
-            gw.metrics.relayed(id, "failed");
-            let (status, code, what) = match e {
-                RelayFailure::Timeout => (504, "node_timeout", "did not answer"),
-                RelayFailure::Unreachable => (502, "node_unreachable", "did not answer"),
-                RelayFailure::TooLarge => (502, "node_unreachable", "broke off its answer"),
-            };
-            return Err(GwError::new(status, code, format!("node `{id}` {what}")));
-        }
+    let answered = match route {
+        RelayRoute::Infer => gw
+            .relay
+            .post_sealed(&url, SEALED, body, MAX_ANSWER_BYTES)
+            .await
+            .map(|a| (a.status, a.content_type, axum::body::Body::from(a.body))),
+        RelayRoute::Stream(path) => gw
+            .relay
+            .open_stream(&url, path, body)
+            .await
+            .map(|a| (a.status, a.content_type, passed_on(a.response, slot))),
     };
-    let status = answer.status;
+    let (status, content_type, body) = answered.map_err(|e| {
+        gw.picker.failed(id, Instant::now());
+        gw.metrics.relayed(id, "failed");
+        let (status, code, what) = match e {
+            RelayFailure::Timeout => (504, "node_timeout", "did not answer"),
+            RelayFailure::Unreachable => (502, "node_unreachable", "did not answer"),
+            RelayFailure::TooLarge => (502, "node_unreachable", "broke off its answer"),
+        };
+        GwError::new(status, code, format!("node `{id}` {what}"))
+    })?;
     gw.metrics
         .relay_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -627,118 +677,27 @@ async fn relay_inner(
         gw.metrics
             .relayed(id, if status.is_success() { "ok" } else { "refused" });
     }
-    let mut out = (status, answer.body).into_response();
-    if let Some(ct) = answer.content_type {
+    let mut out = (status, body).into_response();
+    if let Some(ct) = content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     Ok(out)
 }
 
-/// `POST /v1/nodes/{id}/v1/completions`: a sealed language-model request relayed to that
-/// node, its sealed stream back as it arrives.
-async fn relay_completions(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    relay_stream(gw, peer, id, headers, body, "/v1/completions").await
-}
-
-/// `POST /v1/nodes/{id}/v1/chat/completions`: as [`relay_completions`], for chats.
-async fn relay_chat(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    relay_stream(gw, peer, id, headers, body, "/v1/chat/completions").await
-}
-
-async fn relay_stream(
-    gw: Arc<Gateway>,
-    peer: SocketAddr,
-    id: String,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    path: &'static str,
-) -> Response {
-    let resp = match body {
-        Ok(body) => relay_stream_inner(&gw, peer, &id, &headers, body, path).await,
-        Err(e) => Err(body_error(&e)),
-    }
-    .unwrap_or_else(IntoResponse::into_response);
-    count(&gw, "relay", &resp);
-    resp
-}
-
-async fn relay_stream_inner(
-    gw: &Gateway,
-    peer: SocketAddr,
-    id: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-    path: &'static str,
-) -> Result<Response, GwError> {
-    gw.check_client(headers, peer)?;
-    // Only nodes in the registry: the gateway never relays to an address a user names.
-    let url = gw.node_url(id).ok_or_else(|| {
-        GwError::new(
-            404,
-            "unknown_node",
-            format!("no node `{id}` in the registry"),
-        )
-    })?;
-    // The slot is held until the stream ends: a generation is in flight all along.
-    let slot = gw.limiter.admit().await.map_err(GwError::refused)?;
-    let started = Instant::now();
-    let answer = match gw.relay.open_stream(&url, path, body).await {
-        Ok(a) => a,
-        Err(e) => {
-            gw.picker.failed(id, Instant::now());
-            gw.metrics.relayed(id, "failed");
-            let (status, code) = match e {
-                RelayFailure::Timeout => (504, "node_timeout"),
-                RelayFailure::Unreachable | RelayFailure::TooLarge => (502, "node_unreachable"),
-            };
-            return Err(GwError::new(
-                status,
-                code,
-                format!("node `{id}` did not answer"),
-            ));
-        }
-    };
-    gw.metrics
-        .relay_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let status = answer.status;
-    if status.is_server_error() {
-        gw.picker.failed(id, Instant::now());
-        gw.metrics.relayed(id, "failed");
-    } else {
-        gw.picker.succeeded(id);
-        gw.metrics
-            .relayed(id, if status.is_success() { "ok" } else { "refused" });
-    }
-    // Ciphertext passes through untouched and unbuffered, at most the envelope cap in all:
-    // the client opens every chunk and detects any cut, so a cap or a node's failure
-    // mid-stream simply ends the body.
-    // The state owns the admission slot: it is released when the stream ends or the
-    // user goes away (then the node's connection is dropped too, which stops its work).
-    let state = (Box::pin(answer.response.bytes_stream()), 0usize, slot);
+/// A node's streamed answer as the user's body: ciphertext passed through untouched and
+/// unbuffered, at most the envelope cap in all (the client opens every chunk and detects
+/// any cut, so the cap or a node's failure mid-stream simply ends the body). The stream
+/// owns the admission `slot`: it is released when the stream ends or the user goes away
+/// (then the node's connection is dropped too, which stops its work).
+fn passed_on<S: Send + 'static>(response: reqwest::Response, slot: S) -> axum::body::Body {
+    let state = (Box::pin(response.bytes_stream()), 0usize, slot);
     let stream = futures::stream::unfold(state, |(mut body, sent, slot)| async move {
         let chunk = body.next().await?.ok()?;
         let sent = sent.saturating_add(chunk.len());
         (sent <= MAX_ANSWER_BYTES)
             .then_some((Ok::<Bytes, std::io::Error>(chunk), (body, sent, slot)))
     });
-    let mut out = (status, axum::body::Body::from_stream(stream)).into_response();
-    if let Some(ct) = answer.content_type {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    Ok(out)
+    axum::body::Body::from_stream(stream)
 }
 
 /// The HTTP status of a node verdict that blames the request (docs/PROTOCOL.md's error
