@@ -257,20 +257,21 @@ pub fn serve(mut input: impl BufRead, mut output: impl Write) -> io::Result<()> 
         if line.last() != Some(&b'\n') && n as u64 == MAX_JOB_LINE {
             // The rest of an over-long line would read as further jobs: answer and stop.
             let reply = Reply::Failed(format!("render job over {MAX_JOB_LINE} bytes"));
-            let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
-            out.push(b'\n');
-            output.write_all(&out)?;
-            return output.flush();
+            return write_reply(&mut output, &reply);
         }
         let reply = match serde_json::from_slice::<Job>(&line) {
             Ok(job) => render_job(&job),
             Err(e) => Reply::Failed(format!("malformed render job: {e}")),
         };
-        let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
-        out.push(b'\n');
-        output.write_all(&out)?;
-        output.flush()?;
+        write_reply(&mut output, &reply)?;
     }
+}
+
+fn write_reply(output: &mut impl Write, reply: &Reply) -> io::Result<()> {
+    let mut out = serde_json::to_vec(reply).map_err(io::Error::other)?;
+    out.push(b'\n');
+    output.write_all(&out)?;
+    output.flush()
 }
 
 fn render_job(job: &Job) -> Reply {
