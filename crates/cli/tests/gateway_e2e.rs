@@ -63,6 +63,40 @@ fn inputs_for(node_addr: &str, cid: &str) -> Value {
     json!({"numbers": [{"name": name.trim(), "shape": [1, width], "values": values}]})
 }
 
+/// Starts `attesta devnet ARGS --dir DIR` and waits for its devnet.json; the process
+/// (with every process it started) stops when the returned guard drops, however the test ends.
+fn start_devnet(dir: &Path, args: &[&str]) -> (DevnetProcess, Value) {
+    let child = attesta()
+        .arg("devnet")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let devnet = DevnetProcess(child);
+    let described_path = dir.join("devnet.json");
+    assert!(
+        wait_until(Duration::from_secs(120), || described_path.exists()),
+        "devnet.json never appeared"
+    );
+    (devnet, read_json(&described_path).unwrap())
+}
+
+/// Whether, within `secs`, the gateway's board shows at least `n` nodes with a score.
+fn scored(gateway: &str, n: usize, secs: u64) -> bool {
+    wait_until(Duration::from_secs(secs), || {
+        let board = http(host(gateway), "GET", "/v1/nodes", b"").json();
+        board["nodes"].as_array().is_some_and(|ns| {
+            ns.iter()
+                .filter(|n| n["score"].as_f64().unwrap_or(0.0) > 0.0)
+                .count()
+                >= n
+        })
+    })
+}
+
 fn host(url: &str) -> &str {
     url.trim_start_matches("http://")
 }
@@ -70,30 +104,10 @@ fn host(url: &str) -> &str {
 #[test]
 fn sealed_and_plaintext_requests_go_through_the_gateway_to_honest_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let child = attesta()
-        .args([
-            "devnet",
-            "--nodes",
-            "3",
-            "--faulty",
-            "1",
-            "--interval",
-            "300ms",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Stopped (with every process it started) when the test ends, however it ends.
-    let _devnet = DevnetProcess(child);
-    let described_path = dir.path().join("devnet.json");
-    assert!(
-        wait_until(Duration::from_secs(120), || described_path.exists()),
-        "devnet.json never appeared"
+    let (_devnet, described) = start_devnet(
+        dir.path(),
+        &["--nodes", "3", "--faulty", "1", "--interval", "300ms"],
     );
-    let described = read_json(&described_path).unwrap();
     let gateway = described["gateway"].as_str().unwrap().to_owned();
     let nodes = described["nodes"].as_array().unwrap().clone();
     let honest: BTreeSet<String> = nodes
@@ -103,18 +117,7 @@ fn sealed_and_plaintext_requests_go_through_the_gateway_to_honest_nodes() {
         .collect();
     assert_eq!(honest.len(), 2, "{described}");
     // Wait until a round has scored the honest nodes.
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            let board = http(host(&gateway), "GET", "/v1/nodes", b"").json();
-            board["nodes"].as_array().is_some_and(|ns| {
-                ns.iter()
-                    .filter(|n| n["score"].as_f64().unwrap_or(0.0) > 0.0)
-                    .count()
-                    >= 2
-            })
-        }),
-        "no round scored the honest nodes"
-    );
+    assert!(scored(&gateway, 2, 60), "no round scored the honest nodes");
     let cid = described["models"][0].as_str().unwrap().to_owned();
     let first_honest = nodes.iter().find(|n| n["behaviour"] == "honest").unwrap();
     let inputs = inputs_for(host(first_honest["url"].as_str().unwrap()), &cid);
@@ -336,45 +339,23 @@ fn sealed_and_plaintext_requests_go_through_the_gateway_to_honest_nodes() {
 fn sealed_chats_stream_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = attesta_test_support::llm::test_gguf("tiny-spm-q8_0");
-    let child = attesta()
-        .args([
-            "devnet",
+    let gguf = gguf.to_str().unwrap();
+    let (_devnet, described) = start_devnet(
+        dir.path(),
+        &[
             "--nodes",
             "2",
             "--faulty",
             "0",
             "--interval",
             "300ms",
-        ])
-        .arg("--llm")
-        .arg(&gguf)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _devnet = DevnetProcess(child);
-    let described_path = dir.path().join("devnet.json");
-    assert!(
-        wait_until(Duration::from_secs(120), || described_path.exists()),
-        "devnet.json never appeared"
+            "--llm",
+            gguf,
+        ],
     );
-    let described = read_json(&described_path).unwrap();
     let gateway = described["gateway"].as_str().unwrap().to_owned();
     let cid = described["llm"].as_str().unwrap().to_owned();
-    assert!(
-        wait_until(Duration::from_secs(90), || {
-            let board = http(host(&gateway), "GET", "/v1/nodes", b"").json();
-            board["nodes"].as_array().is_some_and(|ns| {
-                ns.iter()
-                    .filter(|n| n["score"].as_f64().unwrap_or(0.0) > 0.0)
-                    .count()
-                    >= 2
-            })
-        }),
-        "no round scored the nodes"
-    );
+    assert!(scored(&gateway, 2, 90), "no round scored the nodes");
     let (relay, seen) = logging_relay(host(&gateway).to_owned());
     let secret = "GATEWAY-SECRET-PROMPT-9e41";
     let chat = |target: &[&str]| {
