@@ -2,7 +2,6 @@
 //! tokens printed as their sealed chunks open, the receipt verified at the end.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use attesta_client::ClientConfig;
@@ -44,16 +43,8 @@ pub struct ChatArgs {
     seed: Option<u64>,
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Write the proof bundle (receipt + evidence) here.
-    #[arg(long, value_name = "FILE")]
-    bundle: Option<PathBuf>,
-    /// Write the bytes the receipt's output digest covers (the stream summary), for
-    /// `attesta verify receipt --output`.
-    #[arg(long, value_name = "FILE")]
-    save_output: Option<PathBuf>,
-    /// Write the sealed request's plaintext exactly as the receipt digests it.
-    #[arg(long, value_name = "FILE")]
-    save_request: Option<PathBuf>,
+    #[command(flatten)]
+    files: crate::infer_cmd::AnswerFiles,
     /// Deadline of the whole answer.
     #[arg(long, default_value = "120s", value_name = "DURATION")]
     timeout: String,
@@ -159,17 +150,11 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             choice["finish_reason"].as_str().unwrap_or("?"),
         );
     }
-    crate::infer_cmd::save_answer(
+    args.files.save(
         &outcome.receipt,
         &outcome.bundle,
-        [
-            (args.bundle.as_deref(), None),
-            (
-                args.save_output.as_deref(),
-                Some(outcome.summary.get().as_bytes()),
-            ),
-            (args.save_request.as_deref(), Some(&outcome.request)),
-        ],
+        outcome.summary.get().as_bytes(),
+        &outcome.request,
     )?;
     Ok(ExitCode::SUCCESS)
 }

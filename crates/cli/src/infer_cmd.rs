@@ -25,15 +25,8 @@ pub struct InferArgs {
     inputs: PathBuf,
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Write the proof bundle (receipt + evidence) here.
-    #[arg(long, value_name = "FILE")]
-    bundle: Option<PathBuf>,
-    /// Write the `output` JSON exactly as the receipt digests it.
-    #[arg(long, value_name = "FILE")]
-    save_output: Option<PathBuf>,
-    /// Write the sealed request's plaintext exactly as the receipt digests it.
-    #[arg(long, value_name = "FILE")]
-    save_request: Option<PathBuf>,
+    #[command(flatten)]
+    files: AnswerFiles,
     /// Per-request timeout.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     timeout: String,
@@ -76,17 +69,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             outcome.latency.as_secs_f64() * 1000.0
         );
     }
-    save_answer(
+    args.files.save(
         &outcome.receipt,
         &outcome.bundle,
-        [
-            (args.bundle.as_deref(), None),
-            (
-                args.save_output.as_deref(),
-                Some(outcome.output.get().as_bytes()),
-            ),
-            (args.save_request.as_deref(), Some(&outcome.request)),
-        ],
+        outcome.output.get().as_bytes(),
+        &outcome.request,
     )?;
     let answer = serde_json::json!({
         "output": serde_json::from_str::<serde_json::Value>(outcome.output.get())?,
@@ -96,27 +83,52 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Warns about a declared fault, then writes what the caller asked for: the proof bundle
-/// (first path) and the output and request bytes exactly as the receipt digests them.
-pub(crate) fn save_answer(
-    receipt: &attesta_seal::SignedReceipt,
-    bundle: &attesta_seal::ProofBundle,
-    files: [(Option<&std::path::Path>, Option<&[u8]>); 3],
-) -> anyhow::Result<()> {
-    if let Some(fault) = receipt.declared_fault() {
-        eprintln!(
-            "warning: the receipt declares the fault `{fault}` (accepted by --accept-declared-faults): this answer may be wrong on purpose"
-        );
-    }
-    for (path, bytes) in files {
-        let Some(path) = path else { continue };
-        let bytes = match bytes {
-            Some(b) => b.to_vec(),
-            None => bundle.to_json().context("encoding the proof bundle")?,
+/// Where `attesta infer` and `attesta chat` write what the receipt vouches for.
+#[derive(clap::Args)]
+pub(crate) struct AnswerFiles {
+    /// Write the proof bundle (receipt + evidence) here.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// Write the bytes the receipt's output digest covers (for `attesta verify receipt
+    /// --output`): the `output` JSON of an inference, the stream summary of a chat.
+    #[arg(long, value_name = "FILE")]
+    save_output: Option<PathBuf>,
+    /// Write the sealed request's plaintext exactly as the receipt digests it.
+    #[arg(long, value_name = "FILE")]
+    save_request: Option<PathBuf>,
+}
+
+impl AnswerFiles {
+    /// Warns about a declared fault, then writes the files asked for.
+    pub(crate) fn save(
+        &self,
+        receipt: &attesta_seal::SignedReceipt,
+        bundle: &attesta_seal::ProofBundle,
+        output: &[u8],
+        request: &[u8],
+    ) -> anyhow::Result<()> {
+        if let Some(fault) = receipt.declared_fault() {
+            eprintln!(
+                "warning: the receipt declares the fault `{fault}` (accepted by --accept-declared-faults): this answer may be wrong on purpose"
+            );
+        }
+        let write = |path: &std::path::Path, bytes: &[u8]| {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
         };
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(path) = &self.bundle {
+            write(
+                path,
+                &bundle.to_json().context("encoding the proof bundle")?,
+            )?;
+        }
+        if let Some(path) = &self.save_output {
+            write(path, output)?;
+        }
+        if let Some(path) = &self.save_request {
+            write(path, request)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Security failures and the node's sealed verdicts exit 3 (rejected);
