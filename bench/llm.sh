@@ -3,7 +3,9 @@
 # (llama-cpp-python from the LLM venv) on the same GGUF with the same thread count:
 # prefill tokens/s (a fixed 256-token prompt, one forward pass per 256/512-token batch,
 # logits of the last token) and greedy decode tokens/s (64 single-token forward passes
-# after that prompt, each with its argmax). Then the node end to end: `attesta node`
+# after that prompt, each with its argmax), and the validator's cost: a teacher-forced check
+# of a challenge-sized request (the first CHECK_PROMPT prompt ids + DECODE greedy tokens)
+# against generating it. Then the node end to end: `attesta node`
 # streams a greedy 64-token completion of the same prompt from /v1/completions (plain
 # SSE) and through the sealed channel (crates/client/examples/llm_stream_sealed.rs);
 # TTFT and tokens/s as the client sees them, next to the engine's decode rate, and
@@ -18,7 +20,7 @@
 # Environment: THREADS (default: all cores), RUNS (timed runs per engine per round after
 # one warm-up; 3), ROUNDS (1; rounds alternate the engines so background load hits both
 # alike, cells are medians over every run of every round), QUANTS ("q4_k q8_0"; the
-# model is small-spm-QUANT from scripts/make-test-gguf, ~0.43 B parameters), DECODE (64),
+# model is small-spm-QUANT from scripts/make-test-gguf, ~0.43 B parameters), DECODE (64), CHECK_PROMPT (32: the validator's default challenge prompt),
 # NODE (1: also the node end to end; 0: skip), ATTESTA_BIN (default
 # target/release/attesta, built with `cargo build --release -p attesta-cli` when missing),
 # ATTESTA_LLM_PYTHON (default .venv-llm/bin/python), BENCH_NO_BUILD=1 (use the example
@@ -33,6 +35,7 @@ RUNS=${RUNS:-3}
 ROUNDS=${ROUNDS:-1}
 QUANTS=${QUANTS:-"q4_k q8_0"}
 DECODE=${DECODE:-64}
+CHECK_PROMPT=${CHECK_PROMPT:-32}
 NODE=${NODE:-1}
 PROMPT_TOKENS=256
 ATTESTA=${ATTESTA_BIN:-$TARGET/release/attesta}
@@ -99,7 +102,8 @@ echo "== engines: small-spm {${QUANTS// /,}}, $THREADS thread(s), $ROUNDS round(
 for _ in $(seq "$ROUNDS"); do
   for q in $QUANTS; do
     model=$GGUF_DIR/small-spm-$q.gguf
-    RAYON_NUM_THREADS=$THREADS "$BIN" "$model" --prompt "$PROMPT" --decode "$DECODE" --runs "$RUNS" |
+    RAYON_NUM_THREADS=$THREADS "$BIN" "$model" --prompt "$PROMPT" --decode "$DECODE" --runs "$RUNS" \
+      --check-prompt "$CHECK_PROMPT" |
       sed "s/^{/{\"quant\":\"$q\",/" >>"$RESULTS"
     "$PY" "$ROOT/bench/llm_llama_cpp.py" "$model" --prompt "$PROMPT" --decode "$DECODE" --runs "$RUNS" \
       --threads "$THREADS" | sed "s/^{/{\"quant\": \"$q\",/" >>"$RESULTS"
@@ -174,6 +178,17 @@ for q in quants:
     print(f"{'small-spm-' + q:16} {'attesta':10} {a_p:9.1f} {a_d:8.2f}   {a_p / l_p:9.2f} {a_d / l_d:8.2f}  "
           f"{agree(a_tok, l_tok)}/{min(len(a_tok), len(l_tok))} leading tokens")
     print(f"{'':16} {'llama.cpp':10} {l_p:9.1f} {l_d:8.2f}")
+checks = [r for r in rows if r["engine"] == "attesta" and "check_s" in r]
+if checks:
+    print()
+    print("validator check (one teacher-forced pass) ÷ node generation (prefill + greedy steps) of the")
+    print("same challenge-sized request; the issue's goal is < 0.25")
+    for q in quants:
+        rs = [r for r in checks if r["quant"] == q]
+        if rs:
+            c, g = med(runs(q, "attesta", "check_s")), med(runs(q, "attesta", "generate_s"))
+            print(f"{'small-spm-' + q:16} {rs[0]['check_prompt_tokens']} prompt + {rs[0]['decode_tokens']} tokens: "
+                  f"check {c * 1000:.0f} ms, generate {g * 1000:.0f} ms, ratio {c / g:.3f}")
 nodes = [r for r in rows if r["engine"] == "node"]
 if nodes:
     print()

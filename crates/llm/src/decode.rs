@@ -12,8 +12,8 @@
 //! its own. Rows and heads are whole units, each computed the same way whichever thread
 //! takes it, so the result does not depend on the thread count.
 //!
-//! Numerics follow the batched path (candle's ops): the same quantised row dot products
-//! (llama.cpp's), the same rotary tables, norms and softmax formulas.
+//! The batched pass (`prefill`) reuses this module's per-token arithmetic (norms,
+//! attention, SwiGLU) and the same row dot products, so both give identical logits.
 
 use crate::config::Architecture;
 use crate::error::{LlmError, Result};
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Threads of a decode step: candle's count (`RAYON_NUM_THREADS`, else the cores), read
 /// once, so the engine uses what the operator configured for candle.
-fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| candle_core::utils::get_num_threads().clamp(1, 256))
 }
@@ -127,9 +127,9 @@ pub(crate) fn forward_token(model: &Model, token: u32, cache: &mut KvCache) -> R
 }
 
 /// One KV head of one layer: its key and value rows (`[capacity, head_dim]`).
-struct HeadKv<'c> {
-    k: &'c mut [f32],
-    v: &'c mut [f32],
+pub(crate) struct HeadKv<'c> {
+    pub(crate) k: &'c mut [f32],
+    pub(crate) v: &'c mut [f32],
 }
 
 /// One layer's intermediate results, each written once per step.
@@ -280,7 +280,17 @@ impl Step<'_, '_> {
                             )
                             .into());
                         };
-                        self.attend(&mut kv, kvh, buf, b.qkv_bias_v.as_deref(), &mut att);
+                        attend(
+                            c,
+                            self.pos,
+                            (&self.cos, &self.sin),
+                            |i| buf.qkv.get(i),
+                            b.qkv_bias_v.as_deref(),
+                            &mut kv,
+                            kvh,
+                            &mut att,
+                            |i, v| buf.attn.set(i, v),
+                        );
                     }
                     Ok(())
                 })?;
@@ -315,7 +325,7 @@ impl Step<'_, '_> {
                         u[r - ff - lo] = v
                     })?;
                 for (i, (&g, &u)) in g.iter().zip(u.iter()).enumerate() {
-                    buf.ffn.set(lo + i, g / (1.0 + (-g).exp()) * u);
+                    buf.ffn.set(lo + i, swiglu(g, u));
                 }
                 Ok(())
             })?;
@@ -343,102 +353,108 @@ impl Step<'_, '_> {
         })?;
         Ok(())
     }
+}
 
-    /// Rotary-embeds and caches this position's key and value of KV head `kvh`, then
-    /// attends each query head of its group over positions `0..=pos`.
-    fn attend(
-        &self,
-        kv: &mut HeadKv<'_>,
-        kvh: usize,
-        buf: &LayerBuffers,
-        bias: Option<&[f32]>,
-        s: &mut AttnScratch,
-    ) {
-        let c = &self.model.cfg;
-        let hd = c.head_dim;
-        let (e, kvd) = (c.n_embd, c.n_head_kv * hd);
-        let pos = self.pos;
-        let group = c.n_head / c.n_head_kv;
-        let load = |at: usize, dst: &mut [f32]| {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = buf.qkv.get(at + i) + bias.map_or(0.0, |b| b[at + i]);
-            }
-        };
-        let key = &mut kv.k[pos * hd..(pos + 1) * hd];
-        load(e + kvh * hd, key);
-        self.rope(key, &mut s.tmp);
-        load(e + kvd + kvh * hd, &mut kv.v[pos * hd..(pos + 1) * hd]);
-        let t = pos + 1;
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        // The query heads of the group pass over each cached key and value together,
-        // so each is loaded from memory once; per head the arithmetic is unchanged.
-        for (g, q) in s.q.chunks_exact_mut(hd).enumerate().take(group) {
-            load((kvh * group + g) * hd, q);
-            self.rope(q, &mut s.tmp);
+/// Rotary-embeds and caches the key and value of position `pos` of KV head `kvh` (read
+/// from its q|k|v row through `qkv`, plus `bias`), then attends each query head of its
+/// group over positions `0..=pos`, passing output element `i` of the group's heads to
+/// `out`. The one attention arithmetic of the engine: decode steps and batched passes
+/// both call it per (position, KV head), so they agree bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    cfg: &crate::config::ModelConfig,
+    pos: usize,
+    (cos, sin): (&[f32], &[f32]),
+    qkv: impl Fn(usize) -> f32,
+    bias: Option<&[f32]>,
+    kv: &mut HeadKv<'_>,
+    kvh: usize,
+    s: &mut AttnScratch,
+    mut out: impl FnMut(usize, f32),
+) {
+    let c = cfg;
+    let hd = c.head_dim;
+    let (e, kvd) = (c.n_embd, c.n_head_kv * hd);
+    let group = c.n_head / c.n_head_kv;
+    let load = |at: usize, dst: &mut [f32]| {
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = qkv(at + i) + bias.map_or(0.0, |b| b[at + i]);
         }
-        for j in 0..t {
-            let k = &kv.k[j * hd..(j + 1) * hd];
-            for (q, sc) in
-                s.q.chunks_exact(hd)
-                    .zip(s.scores.chunks_exact_mut(t))
-                    .take(group)
-            {
-                sc[j] = dot(q, k) * scale;
-            }
-        }
-        for (scores, sum) in s
-            .scores
-            .chunks_exact_mut(t)
-            .zip(s.sums.iter_mut())
-            .take(group)
-        {
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            *sum = 0.0;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                *sum += *sc;
-            }
-        }
-        s.out.fill(0.0);
-        for j in 0..t {
-            let v = &kv.v[j * hd..(j + 1) * hd];
-            for ((out, sc), &sum) in s
-                .out
-                .chunks_exact_mut(hd)
-                .zip(s.scores.chunks_exact(t))
-                .zip(&s.sums)
+    };
+    let key = &mut kv.k[pos * hd..(pos + 1) * hd];
+    load(e + kvh * hd, key);
+    rope(c.arch, cos, sin, key, &mut s.tmp);
+    load(e + kvd + kvh * hd, &mut kv.v[pos * hd..(pos + 1) * hd]);
+    let t = pos + 1;
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    // The query heads of the group pass over each cached key and value together,
+    // so each is loaded from memory once; per head the arithmetic is unchanged.
+    for (g, q) in s.q.chunks_exact_mut(hd).enumerate().take(group) {
+        load((kvh * group + g) * hd, q);
+        rope(c.arch, cos, sin, q, &mut s.tmp);
+    }
+    for j in 0..t {
+        let k = &kv.k[j * hd..(j + 1) * hd];
+        for (q, sc) in
+            s.q.chunks_exact(hd)
+                .zip(s.scores.chunks_exact_mut(t))
                 .take(group)
-            {
-                let p = sc[j] / sum;
-                for (o, &v) in out.iter_mut().zip(v) {
-                    *o += p * v;
-                }
-            }
-        }
-        for (i, &o) in s.out.iter().enumerate().take(group * hd) {
-            buf.attn.set(kvh * group * hd + i, o);
+        {
+            sc[j] = dot(q, k) * scale;
         }
     }
-
-    /// Rotates one head in place: adjacent pairs for Llama (`rope_i`), halves for Qwen2
-    /// (`rope`), as the batched path.
-    fn rope(&self, x: &mut [f32], tmp: &mut [f32]) {
-        let half = x.len() / 2;
-        tmp.copy_from_slice(x);
-        for (i, (&c, &s)) in self.cos.iter().zip(&self.sin).enumerate().take(half) {
-            let (a, b) = match self.model.cfg.arch {
-                Architecture::Llama => (2 * i, 2 * i + 1),
-                Architecture::Qwen2 => (i, i + half),
-            };
-            let (x0, x1) = (tmp[a], tmp[b]);
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
+    for (scores, sum) in s
+        .scores
+        .chunks_exact_mut(t)
+        .zip(s.sums.iter_mut())
+        .take(group)
+    {
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        *sum = 0.0;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - max).exp();
+            *sum += *sc;
         }
+    }
+    s.out.fill(0.0);
+    for j in 0..t {
+        let v = &kv.v[j * hd..(j + 1) * hd];
+        for ((o, sc), &sum) in s
+            .out
+            .chunks_exact_mut(hd)
+            .zip(s.scores.chunks_exact(t))
+            .zip(&s.sums)
+            .take(group)
+        {
+            let p = sc[j] / sum;
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o += p * v;
+            }
+        }
+    }
+    for (i, &o) in s.out.iter().enumerate().take(group * hd) {
+        out(kvh * group * hd + i, o);
+    }
+}
+
+/// Rotates one head in place: adjacent pairs for Llama (`rope_i`), halves for Qwen2
+/// (`rope`), with the position's `cos`/`sin` (`head_dim / 2` each).
+fn rope(arch: Architecture, cos: &[f32], sin: &[f32], x: &mut [f32], tmp: &mut [f32]) {
+    let half = x.len() / 2;
+    tmp.copy_from_slice(x);
+    for (i, (&c, &s)) in cos.iter().zip(sin).enumerate().take(half) {
+        let (a, b) = match arch {
+            Architecture::Llama => (2 * i, 2 * i + 1),
+            Architecture::Qwen2 => (i, i + half),
+        };
+        let (x0, x1) = (tmp[a], tmp[b]);
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
     }
 }
 
 /// Per-thread buffers of the attention.
-struct AttnScratch {
+pub(crate) struct AttnScratch {
     q: Vec<f32>,
     tmp: Vec<f32>,
     out: Vec<f32>,
@@ -447,7 +463,8 @@ struct AttnScratch {
 }
 
 impl AttnScratch {
-    fn new(t: usize, hd: usize, group: usize) -> Self {
+    /// Buffers for attending over up to `t` positions.
+    pub(crate) fn new(t: usize, hd: usize, group: usize) -> Self {
         AttnScratch {
             q: vec![0.0; group * hd],
             tmp: vec![0.0; hd],
@@ -458,8 +475,13 @@ impl AttnScratch {
     }
 }
 
+/// SwiGLU of one gate and up value: `silu(g) * u`.
+pub(crate) fn swiglu(g: f32, u: f32) -> f32 {
+    g / (1.0 + (-g).exp()) * u
+}
+
 /// `x / sqrt(mean(x²) + eps) * w`, as candle's `rms_norm` computes it.
-fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let sum2 = x.iter().map(|&v| v * v).sum::<f32>();
     let m = (sum2 / x.len() as f32 + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {

@@ -19,6 +19,9 @@ mod decode;
 pub mod error;
 pub mod generate;
 pub mod model;
+mod prefill;
+#[cfg(target_arch = "x86_64")]
+mod prefill_avx512;
 pub mod sample;
 pub mod weights;
 

@@ -1,9 +1,10 @@
 //! The decoder: embedding, transformer blocks (RMSNorm, rotary grouped-query attention,
-//! SwiGLU), final norm and output projection, over candle's quantised matmuls.
+//! SwiGLU), final norm and output projection.
 //!
 //! One forward call takes a chunk of tokens of one sequence and returns logits for the
 //! last position (generation) or for every position (teacher-forced checking, where the
-//! validator scores a whole completion in one pass).
+//! validator scores a whole completion in one pass). One token runs the decode step
+//! (`decode`), several the batched pass (`prefill`), with the same arithmetic.
 
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{LlmError, Result};
@@ -12,17 +13,13 @@ use candle_core::{DType, Device, Tensor};
 use std::io::{Read, Seek};
 
 pub(crate) struct Block {
-    pub(crate) attn_norm: Tensor,
-    /// The norm weights and biases again as plain vectors, for the decode path.
+    /// Norm weights and the q|k|v biases (Qwen2) as plain vectors.
     pub(crate) attn_norm_v: Vec<f32>,
     pub(crate) ffn_norm_v: Vec<f32>,
     pub(crate) qkv_bias_v: Option<Vec<f32>>,
     /// Query, key and value projections, rows stacked (`n_embd + 2 * kv` outputs).
     pub(crate) qkv: Stack,
-    /// Their biases (Qwen2), concatenated in the same order.
-    pub(crate) qkv_bias: Option<Tensor>,
     pub(crate) wo: Linear,
-    pub(crate) ffn_norm: Tensor,
     /// Gate and up projections, rows stacked (`2 * n_ff` outputs, gate first).
     pub(crate) gate_up: Stack,
     pub(crate) down: Linear,
@@ -46,16 +43,23 @@ impl Stack {
         self.0.iter().map(Linear::out_features).sum()
     }
 
-    /// `x [m, k] -> [m, sum of outputs]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x [m, k] -> [m, sum of outputs]` (row-major), as [`Linear::forward_rows`].
+    pub(crate) fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         match self.0.as_slice() {
-            [one] => one.forward(x),
+            [one] => one.forward_rows(x, m),
             parts => {
-                let outs = parts
-                    .iter()
-                    .map(|l| l.forward(x))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&outs, 1)?)
+                let width = self.rows();
+                let mut out = vec![0f32; m * width];
+                let mut base = 0;
+                for part in parts {
+                    let n = part.out_features();
+                    let y = part.forward_rows(x, m)?;
+                    for (o, yt) in out.chunks_exact_mut(width).zip(y.chunks_exact(n)) {
+                        o[base..base + n].copy_from_slice(yt);
+                    }
+                    base += n;
+                }
+                Ok(out)
             }
         }
     }
@@ -88,7 +92,6 @@ pub struct Model {
     pub(crate) cfg: ModelConfig,
     pub(crate) embed: candle_core::quantized::QTensor,
     pub(crate) blocks: Vec<Block>,
-    pub(crate) norm: Tensor,
     pub(crate) norm_v: Vec<f32>,
     pub(crate) output: Linear,
     /// Rotary tables for every position of the context: `[ctx, head_dim / 2]`.
@@ -128,7 +131,7 @@ impl Model {
                     w.dense(&p("attn_k.bias"), &[kv])?,
                     w.dense(&p("attn_v.bias"), &[kv])?,
                 ];
-                Some(Tensor::cat(&parts, 0)?)
+                Some(Tensor::cat(&parts, 0)?.to_vec1()?)
             } else {
                 None
             };
@@ -139,12 +142,9 @@ impl Model {
             blocks.push(Block {
                 attn_norm_v: attn_norm.to_vec1()?,
                 ffn_norm_v: ffn_norm.to_vec1()?,
-                qkv_bias_v: qkv_bias.as_ref().map(Tensor::to_vec1).transpose()?,
-                attn_norm,
+                qkv_bias_v: qkv_bias,
                 qkv: Stack::load(w, &[(&q, e), (&k, kv), (&v, kv)], e)?,
-                qkv_bias,
                 wo: w.linear(&p("attn_output.weight"), [e, e])?,
-                ffn_norm,
                 gate_up: Stack::load(w, &[(&g, cfg.n_ff), (&u, cfg.n_ff)], e)?,
                 down: w.linear(&p("ffn_down.weight"), [e, cfg.n_ff])?,
             });
@@ -161,7 +161,6 @@ impl Model {
             embed,
             blocks,
             norm_v: norm.to_vec1()?,
-            norm,
             output,
             cos,
             sin,
@@ -205,100 +204,12 @@ impl Model {
                 Logits::All => Tensor::from_vec(logits, (1, len), &Device::Cpu)?,
             });
         }
-        let ids = Tensor::from_slice(tokens, n, &Device::Cpu)?;
-        let mut x = self.embed.embedding(&ids)?; // [n, e]
-        let cos = self.cos.narrow(0, pos, n)?;
-        let sin = self.sin.narrow(0, pos, n)?;
-        let mask = causal_mask(n, pos)?;
-        for (layer, b) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, self.cfg.rms_eps)?;
-            let a = self.attention(b, &h, &cos, &sin, mask.as_ref(), cache, layer)?;
-            x = (x + a)?;
-            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, self.cfg.rms_eps)?;
-            let gu = b.gate_up.forward(&h)?;
-            let g = candle_nn::ops::silu(&gu.narrow(1, 0, self.cfg.n_ff)?)?;
-            let f = b
-                .down
-                .forward(&(g * gu.narrow(1, self.cfg.n_ff, self.cfg.n_ff)?)?)?;
-            x = (x + f)?;
-        }
-        cache.len += n;
-        let x = match which {
-            Logits::Last => x.narrow(0, n - 1, 1)?,
-            Logits::All => x,
-        };
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
-        let logits = self.output.forward(&x)?;
+        let logits = crate::prefill::forward_batch(self, tokens, cache, which)?;
+        let len = self.cfg.n_vocab;
         Ok(match which {
-            Logits::Last => logits.squeeze(0)?,
-            Logits::All => logits,
+            Logits::Last => Tensor::from_vec(logits, len, &Device::Cpu)?,
+            Logits::All => Tensor::from_vec(logits, (n, len), &Device::Cpu)?,
         })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        b: &Block,
-        h: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut KvCache,
-        layer: usize,
-    ) -> Result<Tensor> {
-        let c = &self.cfg;
-        let n = h.dim(0)?;
-        let pos = cache.len;
-        let (e, kv) = (c.n_embd, c.n_head_kv * c.head_dim);
-        let qkv = add_bias(b.qkv.forward(h)?, b.qkv_bias.as_ref())?;
-        let q = qkv.narrow(1, 0, e)?;
-        let k = qkv.narrow(1, e, kv)?;
-        let v = qkv.narrow(1, e + kv, kv)?;
-        // [n, heads, hd] -> [1, heads, n, hd]: the layout rotary and matmul expect.
-        let q = q
-            .reshape((1, n, c.n_head, c.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = k
-            .reshape((1, n, c.n_head_kv, c.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = v
-            .reshape((1, n, c.n_head_kv, c.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let (q, k) = match c.arch {
-            Architecture::Llama => (
-                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
-            ),
-            Architecture::Qwen2 => (
-                candle_nn::rotary_emb::rope(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope(&k, cos, sin)?,
-            ),
-        };
-        let (k_all, v_all) = cache.append(layer, &k, &v, pos)?; // [1, kv, pos+n, hd]
-        let t = pos + n;
-        let group = c.n_head / c.n_head_kv;
-        // Grouped-query attention without copying keys: the heads sharing a KV head are
-        // stacked along the row axis of one matmul.
-        let q = q.reshape((1, c.n_head_kv, group * n, c.head_dim))?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let att = (q.matmul(&k_all.t()?)? * scale)?; // [1, kv, group*n, t]
-        let att = match mask {
-            Some(m) => att
-                .reshape((1, c.n_head_kv, group, n, t))?
-                .broadcast_add(m)?
-                .reshape((1, c.n_head_kv, group * n, t))?,
-            None => att,
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v_all)?; // [1, kv, group*n, hd]
-        let y = y
-            .reshape((1, c.n_head, n, c.head_dim))?
-            .transpose(1, 2)?
-            .reshape((n, c.n_embd))?;
-        b.wo.forward(&y)
     }
 }
 
@@ -311,8 +222,6 @@ pub struct KvCache {
     pub(crate) values: Vec<Vec<f32>>,
     pub(crate) len: usize,
     pub(crate) capacity: usize,
-    n_head_kv: usize,
-    head_dim: usize,
 }
 
 impl KvCache {
@@ -331,8 +240,6 @@ impl KvCache {
             values: (0..c.n_layer).map(|_| vec![0f32; size]).collect(),
             len: 0,
             capacity,
-            n_head_kv: c.n_head_kv,
-            head_dim: c.head_dim,
         })
     }
 
@@ -355,63 +262,6 @@ impl KvCache {
     pub(crate) fn rows(&self) -> usize {
         self.capacity.max(1)
     }
-
-    /// Writes `k`, `v` (`[1, kv, n, hd]`) at positions `pos..pos + n` of `layer` and returns
-    /// the keys and values of positions `0..pos + n` as `[1, kv, pos + n, hd]` tensors.
-    fn append(
-        &mut self,
-        layer: usize,
-        k: &Tensor,
-        v: &Tensor,
-        pos: usize,
-    ) -> Result<(Tensor, Tensor)> {
-        let (kvh, hd, rows) = (self.n_head_kv, self.head_dim, self.rows());
-        let k_all = store(&mut self.keys[layer], k, pos, kvh, hd, rows)?;
-        let v_all = store(&mut self.values[layer], v, pos, kvh, hd, rows)?;
-        Ok((k_all, v_all))
-    }
-}
-
-/// Copies `x` (`[1, kvh, n, hd]`) into `buf` (`[kvh, rows, hd]`) at rows `pos..pos + n` and
-/// returns rows `0..pos + n` as a `[1, kvh, pos + n, hd]` tensor.
-fn store(
-    buf: &mut [f32],
-    x: &Tensor,
-    pos: usize,
-    kvh: usize,
-    hd: usize,
-    rows: usize,
-) -> Result<Tensor> {
-    let n = x.dim(2)?;
-    let t = pos + n;
-    let x = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut all = Vec::with_capacity(kvh * t * hd);
-    for h in 0..kvh {
-        let head = &mut buf[h * rows * hd..(h + 1) * rows * hd];
-        head[pos * hd..t * hd].copy_from_slice(&x[h * n * hd..(h + 1) * n * hd]);
-        all.extend_from_slice(&head[..t * hd]);
-    }
-    Ok(Tensor::from_vec(all, (1, kvh, t, hd), &Device::Cpu)?)
-}
-
-fn add_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    Ok(match bias {
-        Some(b) => x.broadcast_add(b)?,
-        None => x,
-    })
-}
-
-/// `[n, pos + n]` additive mask: query `i` (absolute `pos + i`) sees keys `0..=pos + i`.
-/// None for a single token, which sees everything before it.
-fn causal_mask(n: usize, pos: usize) -> Result<Option<Tensor>> {
-    if n == 1 {
-        return Ok(None);
-    }
-    let t = pos + n;
-    let data: Vec<f32> = (0..n)
-        .flat_map(|i| (0..t).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Some(Tensor::from_vec(data, (n, t), &Device::Cpu)?))
 }
 
 /// cos/sin of every position and frequency, `[ctx, rope_dim / 2]`, as llama.cpp computes

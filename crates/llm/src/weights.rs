@@ -8,8 +8,8 @@
 use crate::error::{LlmError, Result};
 use attesta_gguf::{Gguf, TensorInfo};
 use candle_core::quantized::k_quants::{
-    self, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
-    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, GgmlType, QK8_0,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ8_0, BlockQ8_1, BlockQ8K, GgmlType, QK8_0,
 };
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Named tensors of one GGUF file, read on demand.
 pub struct WeightReader<'g, R> {
@@ -221,12 +222,14 @@ fn read_into_blocks<T: GgmlType, R: Read>(
 
 /// A weight matrix `[n, k]` applied as `x @ W^T`.
 ///
-/// Quantised weights run on candle's plain quantised matmul, which quantises activations
-/// to the weight type's dot-product partner exactly as llama.cpp does (Q8_0 for Q8_0 and
-/// Q4_0, Q8_K for the K-quants), and on the same per-row dot products in the single-token
-/// path. `QMatMul` is not used: on CPUs with VNNI it takes a repacked path that quantises
-/// activations per 256 values instead of 32, which moved Q8_0 logits ~1 logit away from
-/// llama.cpp on the test models.
+/// Quantised weights run on row dot products that quantise activations to the weight
+/// type's dot-product partner exactly as llama.cpp does (Q8_0 for Q8_0 and Q4_0, Q8_K for
+/// the K-quants): on AVX-512 VNNI our own kernels for Q8_0 and Q4_K (`prefill_avx512`),
+/// on AVX2 our Q8_0 kernel, else candle's per-type `vec_dot`. Batched products compute
+/// each output with the same dot product as single-vector ones. candle's `QMatMul` is
+/// not used: on CPUs with VNNI it takes a repacked path that quantises activations per
+/// 256 values instead of 32, which moved Q8_0 logits ~1 logit away from llama.cpp on the
+/// test models.
 pub struct Linear {
     weights: Weights,
     /// Output features (rows).
@@ -280,32 +283,63 @@ impl Linear {
         self.n
     }
 
-    /// `x [m, k] -> [m, n]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (m, xk) = x.dims2()?;
-        if xk != self.k {
-            return Err(
-                candle_core::Error::Msg(format!("linear: input {xk}, weights {}", self.k)).into(),
-            );
+    /// `x [m, k]` (row-major) times the weights: `[m, n]`. Every output is the dot product
+    /// [`Linear::dot_rows`] computes for that input and row, so a batched pass (prefill, a
+    /// teacher-forced check) and decode steps agree bit for bit.
+    pub(crate) fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let (k, n) = (self.k, self.n);
+        if x.len() != m * k {
+            return Err(candle_core::Error::Msg(format!(
+                "linear: {} inputs for {m} rows of {k}",
+                x.len()
+            ))
+            .into());
         }
-        match &self.weights {
-            Weights::Dense(w) => Ok(x.matmul(&w.t()?)?),
-            #[cfg(target_arch = "x86_64")]
-            Weights::Quantised(Blocks::Q8_0(w)) if q8_avx2::available() => {
-                let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Tensor::from_vec(
-                    q8_matmul(w, &lhs, m, self.k, self.n),
-                    (m, self.n),
-                    &Device::Cpu,
-                )?)
-            }
-            Weights::Quantised(blocks) => {
-                let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let mut dst = vec![0f32; m * self.n];
-                with_blocks!(blocks, w => k_quants::matmul((m, self.k, self.n), &lhs, w, &mut dst))?;
-                Ok(Tensor::from_vec(dst, (m, self.n), &Device::Cpu)?)
+        #[cfg(target_arch = "x86_64")]
+        if crate::prefill_avx512::available() {
+            use crate::prefill_avx512 as p;
+            match &self.weights {
+                Weights::Quantised(Blocks::Q8_0(w)) if p::q8_0_fits(k) => {
+                    return Ok(p::matmul(p::Quant::Q8_0(w), x, m, k, n));
+                }
+                Weights::Quantised(Blocks::Q4K(w)) => {
+                    return Ok(p::matmul(p::Quant::Q4K(w), x, m, k, n));
+                }
+                _ => {}
             }
         }
+        // Otherwise each input row through `dot_rows`, a tile of weight rows per work
+        // item so the tile stays in cache across the inputs; the tile is large because
+        // each item quantises every input row again.
+        const TILE: usize = 128;
+        let dst: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+        let failed = std::sync::Mutex::new(None);
+        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(TILE), |items| {
+            let mut scratch = Scratch::default();
+            for item in items {
+                let rows = item * TILE..n.min((item + 1) * TILE);
+                for (t, xt) in x.chunks_exact(k).enumerate() {
+                    scratch.reset();
+                    let out = &dst[t * n..(t + 1) * n];
+                    let r = self.dot_rows(xt, &mut scratch, rows.clone(), |r, v| {
+                        out[r].store(v.to_bits(), Ordering::Relaxed)
+                    });
+                    if let Err(e) = r {
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        if let Some(e) = failed.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        Ok(dst
+            .into_iter()
+            .map(|a| f32::from_bits(a.into_inner()))
+            .collect())
     }
 
     /// Rows `rows` of `W x` for one input vector `x` (`k` values), each passed to `out`
@@ -345,6 +379,18 @@ impl Linear {
                 for r in rows {
                     out(r, dot(&data[r * k..(r + 1) * k], x));
                 }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Weights::Quantised(Blocks::Q8_0(w))
+                if crate::prefill_avx512::available() && crate::prefill_avx512::q8_0_fits(k) =>
+            {
+                use crate::prefill_avx512 as p;
+                p::dot_rows(p::Quant::Q8_0(w), x, &mut scratch.avx512, rows, &mut out);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Weights::Quantised(Blocks::Q4K(w)) if crate::prefill_avx512::available() => {
+                use crate::prefill_avx512 as p;
+                p::dot_rows(p::Quant::Q4K(w), x, &mut scratch.avx512, rows, &mut out);
             }
             #[cfg(target_arch = "x86_64")]
             Weights::Quantised(Blocks::Q8_0(w)) if q8_avx2::available() => {
@@ -398,56 +444,18 @@ fn dot_rows_q<T: GgmlType>(
     }
 }
 
-/// `lhs [m, k] @ w^T` for Q8_0 weights `w` (`[n, k]`) on candle's thread pool, with the
-/// decode path's row kernel: the inputs are quantised once, and a work item is a tile of
-/// weight rows dotted with every input row while the tile stays in cache. Each output is
-/// the same row dot product candle's matmul computes.
-#[cfg(target_arch = "x86_64")]
-fn q8_matmul(w: &[BlockQ8_0], lhs: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    /// Weight rows per work item (16 Q8_0 rows of 4096 values: ~70 KB).
-    const TILE: usize = 16;
-    let kb = k / QK8_0;
-    let mut xq = vec![BlockQ8_0::zeros(); m * kb];
-    for (row, q) in lhs.chunks_exact(k).zip(xq.chunks_exact_mut(kb)) {
-        BlockQ8_0::from_float(row, q);
-    }
-    let (wb, xb) = (block_bytes(w), block_bytes(&xq));
-    let row_bytes = kb * std::mem::size_of::<BlockQ8_0>();
-    // SAFETY: as in `Linear::dot_rows`: the CPU features were checked by the caller.
-    #[allow(unsafe_code)]
-    let xd: Vec<Vec<f32>> = xb
-        .chunks_exact(row_bytes)
-        .map(|x| unsafe { q8_avx2::scales(x) })
-        .collect();
-    // Each output is written by exactly one item; relaxed atomics are plain stores.
-    let dst: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(TILE), |items| {
-        for item in items {
-            let rows = item * TILE..n.min((item + 1) * TILE);
-            for (i, (x, xd)) in xb.chunks_exact(row_bytes).zip(&xd).enumerate() {
-                let out = &dst[i * n..(i + 1) * n];
-                // SAFETY: as above.
-                #[allow(unsafe_code)]
-                unsafe {
-                    q8_avx2::rows(wb, x, xd, kb, rows.clone(), &mut |r, v| {
-                        out[r].store(v.to_bits(), Ordering::Relaxed)
-                    })
-                };
-            }
-        }
-    });
-    dst.into_iter()
-        .map(|a| f32::from_bits(a.into_inner()))
-        .collect()
-}
-
-/// The bytes of a slice of Q8_0 blocks (GGML's layout: f16 scale, 32 signed bytes).
-#[cfg(target_arch = "x86_64")]
+/// The bytes of a slice of quantisation blocks (GGML's layout).
 #[allow(unsafe_code)]
-fn block_bytes(blocks: &[BlockQ8_0]) -> &[u8] {
-    // SAFETY: `BlockQ8_0` is a `#[repr(C)]` struct of an f16 and an `[i8; 32]`, 34 bytes
-    // with no padding (candle asserts its size), so its memory is initialised bytes; the
+pub(crate) fn block_bytes<T: GgmlType>(blocks: &[T]) -> &[u8] {
+    // Padding bytes would be uninitialised memory: candle's block types are `#[repr(C)]`
+    // structs of integers, integer arrays and f16/f32 fields whose size is GGML's block
+    // size, which rules padding out; checked here for the type at hand.
+    assert_eq!(
+        std::mem::size_of::<T>(),
+        T::DTYPE.type_size(),
+        "block has padding"
+    );
+    // SAFETY: per the check above the blocks are initialised bytes without padding; the
     // view borrows `blocks` and covers exactly its elements.
     unsafe {
         std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks))
@@ -583,6 +591,8 @@ pub(crate) struct Scratch {
     q8_0: Slot<BlockQ8_0>,
     q8_1: Slot<BlockQ8_1>,
     q8k: Slot<BlockQ8K>,
+    #[cfg(target_arch = "x86_64")]
+    avx512: crate::prefill_avx512::Vector,
 }
 
 impl Scratch {
@@ -591,6 +601,8 @@ impl Scratch {
         self.q8_0.ready = false;
         self.q8_1.ready = false;
         self.q8k.ready = false;
+        #[cfg(target_arch = "x86_64")]
+        self.avx512.reset();
     }
 }
 

@@ -4,5 +4,6 @@
 //! CI's disk and time. Run one file's tests with `cargo test -p attesta-llm --test it <file>::`.
 
 mod engine;
+mod exact_check;
 mod llama_cpp;
 mod oracle;

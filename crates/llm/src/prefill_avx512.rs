@@ -1,0 +1,665 @@
+//! Batched (prefill) products of Q8_0 and Q4_K weights with many input rows, on AVX-512
+//! VNNI.
+//!
+//! Why its own kernel: a prefill or a validator's teacher-forced check multiplies every
+//! weight matrix by hundreds of token rows, so it is compute-bound, and the per-pair dot
+//! products of the decode path (candle's and ours) unpack each weight block again for
+//! every token: candle's Q4_K × Q8_K dot spends most of its time on nibbles and 6-bit
+//! scales. Here a tile of weight rows is unpacked once into plain bytes (Q4_K's 4-bit
+//! values, Q8_0's signed bytes), and each 64-value chunk of a (row, token) pair is one
+//! `vpdpbusd` (64 u8 × s8 products summed by fours into 16 integer lanes), one conversion
+//! and two float operations, with four rows × four tokens held in registers.
+//!
+//! Layout: the weight side is the unsigned operand (Q4_K's 4-bit values as they are,
+//! Q8_0's bytes offset by 128) and the tokens the signed one; for Q8_0 the `128 · Σx` the
+//! offset adds to each lane is precomputed per token chunk and is the integer
+//! accumulator's starting value, so every lane's integer sum is exact. Both sides are
+//! stored chunk-major, so a register block's loads are contiguous. Two
+//! 32-value groups with different scales (two Q8_0 blocks; two Q4_K sub-blocks) share a
+//! chunk interleaved by fours: even lanes hold the first group, odd lanes the second, and
+//! a chunk's scales are one broadcast 64-bit pair. Q4_K's minimums (`dmin · m_j ·
+//! Σ x` per sub-block) are subtracted once per 256-value super-block.
+//!
+//! Numerics: every product and every lane's integer sum is exact; the scaling and the
+//! f32 sums run in one fixed order ([`step`], then one horizontal sum), and the decode
+//! path's single-vector products ([`dot_rows`]) run the very same
+//! steps, so on a CPU with these features batched and single-token logits are identical.
+//! Against candle's per-row dot products (the AVX2 and portable paths) results differ by
+//! float rounding only (the tests bound it).
+
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ8_0, BlockQ8K, GgmlType, QK_K, QK8_0};
+use std::arch::x86_64::*;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Values per chunk: one 512-bit register of bytes.
+const CHUNK: usize = 64;
+/// Weight rows per work item: unpacked once, then dotted with every token row.
+const TILE: usize = 16;
+/// Weight rows and token rows per register block.
+const R: usize = 4;
+const T: usize = 4;
+
+/// Whether this CPU runs the kernels (checked once).
+pub(crate) fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// Whether a `[n, k]` matrix of `Q8_0` rows fits the chunking (an even number of blocks).
+pub(crate) fn q8_0_fits(k: usize) -> bool {
+    k.is_multiple_of(CHUNK)
+}
+
+/// The token rows, unpacked chunk-major: chunk `c` of token `t` is at `c * m + t`, so a
+/// block of tokens at one chunk is one contiguous slice. Reused from call to call by the
+/// decode path (one vector per thread), so no step allocates.
+#[derive(Default)]
+pub(crate) struct Tokens {
+    /// The signed values, interleaved by fours.
+    q: Vec<__m512i>,
+    /// Q8_0 only: `-128 · Σ x` of each lane's four values, the integer accumulator's start
+    /// (the weights are offset by 128; see the module doc).
+    init: Vec<__m512i>,
+    /// The two groups' scales of each chunk (`f32` bits, first group low).
+    sc: Vec<u64>,
+    /// Q4_K only: per super-block (`s * m + t`), `d_x · Σ x` of its eight 32-value
+    /// sub-blocks, then eight zeros (so one 512-bit multiply covers them).
+    sums: Vec<__m512>,
+}
+
+/// A tile of weight rows, unpacked chunk-major like [`Tokens`] (`c * rows + r`).
+struct Rows {
+    /// The unsigned values (Q8_0's offset by 128, Q4_K's as they are), interleaved.
+    u: Vec<__m512i>,
+    /// The two groups' scales of each chunk.
+    sc: Vec<u64>,
+    /// Q4_K only: per super-block (`s * rows + r`), `dmin · m_j` of its eight sub-blocks,
+    /// then eight zeros.
+    mins: Vec<__m512>,
+}
+
+/// Two 32-byte groups as one chunk, interleaved by fours (`a` in even lanes).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn chunk(a: __m256i, b: __m256i) -> __m512i {
+    let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
+    let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    _mm512_permutexvar_epi32(order, both)
+}
+
+/// 32 bytes of `b` from `at`.
+#[inline(always)]
+fn load32(b: &[u8], at: usize) -> __m256i {
+    bytemuck::pod_read_unaligned(&b[at..at + 32])
+}
+
+/// `-128 · Σ` of each lane's four signed bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn offset_init(signed: __m512i) -> __m512i {
+    let zero = _mm512_setzero_si512();
+    _mm512_sub_epi32(
+        zero,
+        _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), signed),
+    )
+}
+
+fn pair(a: f32, b: f32) -> u64 {
+    u64::from(a.to_bits()) | (u64::from(b.to_bits()) << 32)
+}
+
+/// The f16 values at byte offsets `a` and `b` of `bytes` as a [`pair`] of f32 (F16C
+/// inline: the `half` crate's conversion is a dispatched call per value, too slow for the
+/// decode path's two per chunk).
+#[target_feature(enable = "avx512f,f16c")]
+#[inline]
+fn f16_pair(bytes: &[u8], a: usize, b: usize) -> u64 {
+    let h = |at: usize| i16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let v = _mm_cvtph_ps(_mm_setr_epi16(h(a), h(b), 0, 0, 0, 0, 0, 0));
+    _mm_cvtsi128_si64(_mm_castps_si128(v)) as u64
+}
+
+/// The two f32 of a [`pair`].
+fn unpair(p: u64) -> (f32, f32) {
+    (f32::from_bits(p as u32), f32::from_bits((p >> 32) as u32))
+}
+
+fn zeroed<V: bytemuck::Zeroable + Copy>(n: usize) -> Vec<V> {
+    vec![V::zeroed(); n]
+}
+
+/// `v` cleared and sized to `n` zeroed items, keeping its allocation.
+fn reset<V: bytemuck::Zeroable + Copy>(v: &mut Vec<V>, n: usize) {
+    v.clear();
+    v.resize(n, V::zeroed());
+}
+
+impl Tokens {
+    /// Rows `lhs [m, k]` quantised for weights of type `dtype` (Q8_0, else Q4_K's Q8_K),
+    /// then unpacked.
+    fn fill(&mut self, lhs: &[f32], m: usize, k: usize, dtype: GgmlDType) {
+        // SAFETY: as in `matmul`.
+        #[allow(unsafe_code)]
+        unsafe {
+            match dtype {
+                GgmlDType::Q8_0 => self.fill_q8_0(lhs, m, k),
+                _ => self.fill_q8k(lhs, m, k),
+            }
+        }
+    }
+
+    /// Rows `lhs [m, k]` quantised to Q8_0 (as the AVX2 path and llama.cpp quantise
+    /// them), then unpacked.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+    fn fill_q8_0(&mut self, lhs: &[f32], m: usize, k: usize) {
+        let (kb, nc) = (k / QK8_0, k / CHUNK);
+        reset(&mut self.q, m * nc);
+        reset(&mut self.init, m * nc);
+        reset(&mut self.sc, m * nc);
+        self.sums.clear();
+        let mut blocks = vec![BlockQ8_0::zeros(); kb];
+        for t in 0..m {
+            BlockQ8_0::from_float(&lhs[t * k..(t + 1) * k], &mut blocks);
+            let bytes = super::weights::block_bytes(&blocks);
+            for c in 0..nc {
+                let v = chunk(load32(bytes, 68 * c + 2), load32(bytes, 68 * c + 36));
+                self.q[c * m + t] = v;
+                self.init[c * m + t] = offset_init(v);
+                self.sc[c * m + t] = f16_pair(bytes, 68 * c, 68 * c + 34);
+            }
+        }
+    }
+
+    /// Rows `lhs [m, k]` quantised to Q8_K (Q4_K's partner, as candle and llama.cpp
+    /// quantise them), then unpacked.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+    fn fill_q8k(&mut self, lhs: &[f32], m: usize, k: usize) {
+        let (nsb, nc) = (k / QK_K, k / CHUNK);
+        reset(&mut self.q, m * nc);
+        reset(&mut self.sc, m * nc);
+        reset(&mut self.sums, m * nsb);
+        self.init.clear();
+        let mut blocks = vec![BlockQ8K::zeros(); nsb];
+        for t in 0..m {
+            BlockQ8K::from_float(&lhs[t * k..(t + 1) * k], &mut blocks);
+            let bytes = super::weights::block_bytes(&blocks);
+            for (s, blk) in bytes.chunks_exact(292).enumerate() {
+                let d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+                for j in 0..4 {
+                    let c = 4 * s + j;
+                    self.q[c * m + t] = chunk(load32(blk, 4 + 64 * j), load32(blk, 36 + 64 * j));
+                    self.sc[c * m + t] = pair(d, d);
+                }
+                let bsum =
+                    |i: usize| i32::from(i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]));
+                let lanes = bytemuck::cast_mut::<__m512, [f32; 16]>(&mut self.sums[s * m + t]);
+                for (j, lane) in lanes.iter_mut().take(8).enumerate() {
+                    *lane = d * (bsum(2 * j) + bsum(2 * j + 1)) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Chunk `c` of a Q8_0 row: its values offset to unsigned, and its scale pair.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+#[inline]
+fn q8_0_chunk(row: &[u8], c: usize) -> (__m512i, u64) {
+    let v = chunk(load32(row, 68 * c + 2), load32(row, 68 * c + 36));
+    // A signed byte + 128, as an unsigned byte.
+    let u = _mm512_xor_si512(v, _mm512_set1_epi8(-128));
+    (u, f16_pair(row, 68 * c, 68 * c + 34))
+}
+
+/// A Q4_K super-block's scales: the scale pair of each of its four chunks, and the
+/// minimums (`dmin · m_j`, then eight zeros).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+#[inline]
+fn q4k_scales(blk: &[u8]) -> ([u64; 4], __m512) {
+    let (d, dmin) = unpair(f16_pair(blk, 0, 2));
+    let scales = &blk[4..16];
+    let mut mins = [0f32; 16];
+    let mut sc = [0f32; 8];
+    for j in 0..8 {
+        let (s, m) = scale_min(scales, j);
+        sc[j] = d * f32::from(s);
+        mins[j] = dmin * f32::from(m);
+    }
+    let pairs = std::array::from_fn(|j| pair(sc[2 * j], sc[2 * j + 1]));
+    (pairs, bytemuck::cast(mins))
+}
+
+/// Chunk `j` (0..4) of a Q4_K super-block: sub-block `2j` is the low nibbles of its 32
+/// bytes, `2j + 1` the high ones.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn q4k_chunk(blk: &[u8], j: usize) -> __m512i {
+    let nibble = _mm256_set1_epi8(0x0F);
+    let v = load32(blk, 16 + 32 * j);
+    let lo = _mm256_and_si256(v, nibble);
+    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+    chunk(lo, hi)
+}
+
+/// Bytes of a Q4_K super-block, of a Q8_0 block.
+const Q4K_BYTES: usize = 144;
+const Q8_0_BYTES: usize = 34;
+
+/// Unpacks Q8_0 rows `rows` (each `k / 32` blocks of `w`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+fn rows_q8_0(w: &[u8], k: usize, rows: std::ops::Range<usize>) -> Rows {
+    let (nc, row_bytes) = (k / CHUNK, k / QK8_0 * Q8_0_BYTES);
+    let n = rows.len();
+    let (mut u, mut sc) = (zeroed(n * nc), vec![0u64; n * nc]);
+    for (i, r) in rows.enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        for c in 0..nc {
+            (u[c * n + i], sc[c * n + i]) = q8_0_chunk(row, c);
+        }
+    }
+    Rows {
+        u,
+        sc,
+        mins: Vec::new(),
+    }
+}
+
+/// Q4_K's 6-bit scale and minimum of sub-block `j` (llama.cpp's `get_scale_min_k4`).
+fn scale_min(s: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Unpacks Q4_K rows `rows` (each `k / 256` super-blocks of `w`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+fn rows_q4k(w: &[u8], k: usize, rows: std::ops::Range<usize>) -> Rows {
+    let (nsb, nc) = (k / QK_K, k / CHUNK);
+    let row_bytes = nsb * Q4K_BYTES;
+    let n = rows.len();
+    let (mut u, mut sc, mut mins) = (zeroed(n * nc), vec![0u64; n * nc], zeroed(n * nsb));
+    for (i, r) in rows.enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        for (s, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
+            let (pairs, m) = q4k_scales(blk);
+            for (j, &p) in pairs.iter().enumerate() {
+                let c = 4 * s + j;
+                u[c * n + i] = q4k_chunk(blk, j);
+                sc[c * n + i] = p;
+            }
+            mins[s * n + i] = m;
+        }
+    }
+    Rows { u, sc, mins }
+}
+
+/// Weights these kernels take: Q8_0 rows (`k` a multiple of 64, see [`q8_0_fits`]) or
+/// Q4_K rows.
+#[derive(Clone, Copy)]
+pub(crate) enum Quant<'w> {
+    Q8_0(&'w [BlockQ8_0]),
+    Q4K(&'w [BlockQ4K]),
+}
+
+impl Quant<'_> {
+    fn dtype(self) -> GgmlDType {
+        match self {
+            Quant::Q8_0(_) => GgmlDType::Q8_0,
+            Quant::Q4K(_) => GgmlDType::Q4K,
+        }
+    }
+}
+
+/// `lhs [m, k] @ w^T` for weights `w` (`[n, k]`).
+pub(crate) fn matmul(w: Quant<'_>, lhs: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut x = Tokens::default();
+    x.fill(lhs, m, k, w.dtype());
+    // SAFETY (this and the unsafe calls below): callers check `available()` first, which
+    // confirmed the CPU has the features these functions are compiled for.
+    #[allow(unsafe_code)]
+    match w {
+        Quant::Q8_0(w) => {
+            let w = super::weights::block_bytes(w);
+            tiles(&x, m, n, k / CHUNK, |rows| unsafe { rows_q8_0(w, k, rows) })
+        }
+        Quant::Q4K(w) => {
+            let w = super::weights::block_bytes(w);
+            tiles(&x, m, n, k / CHUNK, |rows| unsafe { rows_q4k(w, k, rows) })
+        }
+    }
+}
+
+/// One input vector for [`dot_rows`], quantised and unpacked once
+/// per vector and reused by every row (the decode path keeps one per thread).
+#[derive(Default)]
+pub(crate) struct Vector {
+    x: Tokens,
+    ready: Option<GgmlDType>,
+}
+
+impl Vector {
+    /// Forgets the vector: the next product prepares its input again.
+    pub(crate) fn reset(&mut self) {
+        self.ready = None;
+    }
+}
+
+/// Rows `rows` of weights `w` (`x.len()` inputs each) dotted with one vector `x`, each
+/// passed to `out`: the decode path's product, with exactly the batched kernel's
+/// arithmetic, so a teacher-forced pass reproduces a generation's logits bit for bit.
+pub(crate) fn dot_rows(
+    w: Quant<'_>,
+    x: &[f32],
+    v: &mut Vector,
+    rows: std::ops::Range<usize>,
+    out: &mut impl FnMut(usize, f32),
+) {
+    if v.ready != Some(w.dtype()) {
+        v.x.fill(x, 1, x.len(), w.dtype());
+        v.ready = Some(w.dtype());
+    }
+    // SAFETY: as in `matmul`.
+    #[allow(unsafe_code)]
+    unsafe {
+        match w {
+            Quant::Q8_0(w) => {
+                rows_times_vector_q8_0(super::weights::block_bytes(w), x.len(), &v.x, rows, out)
+            }
+            Quant::Q4K(w) => {
+                rows_times_vector_q4k(super::weights::block_bytes(w), x.len(), &v.x, rows, out)
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+fn rows_times_vector_q8_0(
+    w: &[u8],
+    k: usize,
+    x: &Tokens,
+    rows: std::ops::Range<usize>,
+    out: &mut impl FnMut(usize, f32),
+) {
+    let (nc, row_bytes) = (k / CHUNK, k / QK8_0 * Q8_0_BYTES);
+    for r in rows {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut acc = _mm512_setzero_ps();
+        for c in 0..nc {
+            let (u, sc) = q8_0_chunk(row, c);
+            acc = step(acc, x.init[c], u, x.q[c], bcast(sc), bcast(x.sc[c]));
+        }
+        out(r, _mm512_reduce_add_ps(acc));
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+fn rows_times_vector_q4k(
+    w: &[u8],
+    k: usize,
+    x: &Tokens,
+    rows: std::ops::Range<usize>,
+    out: &mut impl FnMut(usize, f32),
+) {
+    let row_bytes = k / QK_K * Q4K_BYTES;
+    let zero = _mm512_setzero_si512();
+    for r in rows {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut acc = _mm512_setzero_ps();
+        for (s, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
+            let (pairs, mins) = q4k_scales(blk);
+            for (j, &p) in pairs.iter().enumerate() {
+                let c = 4 * s + j;
+                acc = step(
+                    acc,
+                    zero,
+                    q4k_chunk(blk, j),
+                    x.q[c],
+                    bcast(p),
+                    bcast(x.sc[c]),
+                );
+            }
+            acc = _mm512_fnmadd_ps(mins, x.sums[s], acc);
+        }
+        out(r, _mm512_reduce_add_ps(acc));
+    }
+}
+
+/// One chunk of one (row, token) product: the exact integer lane sums (starting from
+/// `init`), scaled by the row's and the token's scale pairs, added to `acc`. Both
+/// kernels use it, so their results agree bit for bit.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn step(acc: __m512, init: __m512i, u: __m512i, q: __m512i, ws: __m512, xs: __m512) -> __m512 {
+    let p = _mm512_dpbusd_epi32(init, u, q);
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ws, xs), acc)
+}
+
+/// Splits the weight rows into tiles on candle's pool; each tile is unpacked by `unpack`
+/// and dotted with every token row.
+fn tiles(
+    x: &Tokens,
+    m: usize,
+    n: usize,
+    nc: usize,
+    unpack: impl Fn(std::ops::Range<usize>) -> Rows + Sync,
+) -> Vec<f32> {
+    // Each output is written by exactly one item; relaxed atomics are plain stores.
+    let dst: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(TILE), |items| {
+        for item in items {
+            let rows = item * TILE..n.min((item + 1) * TILE);
+            let tile = unpack(rows.clone());
+            let mut out = |t: usize, r: usize, v: f32| {
+                dst[t * n + rows.start + r].store(v.to_bits(), Ordering::Relaxed)
+            };
+            // SAFETY: as in `matmul`.
+            #[allow(unsafe_code)]
+            unsafe {
+                tile_times_tokens(&tile, rows.len(), x, m, nc, &mut out)
+            };
+        }
+    });
+    dst.into_iter()
+        .map(|a| f32::from_bits(a.into_inner()))
+        .collect()
+}
+
+/// Every (row, token) dot product of a tile, in register blocks of `R × T`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+fn tile_times_tokens(
+    w: &Rows,
+    rows: usize,
+    x: &Tokens,
+    m: usize,
+    nc: usize,
+    out: &mut impl FnMut(usize, usize, f32),
+) {
+    let (full_r, full_t) = (rows - rows % R, m - m % T);
+    for t0 in (0..full_t).step_by(T) {
+        for r0 in (0..full_r).step_by(R) {
+            block::<R, T>(w, rows, r0, x, m, t0, nc, out);
+        }
+        for r0 in full_r..rows {
+            block::<1, T>(w, rows, r0, x, m, t0, nc, out);
+        }
+    }
+    for t0 in full_t..m {
+        for r0 in (0..full_r).step_by(R) {
+            block::<R, 1>(w, rows, r0, x, m, t0, nc, out);
+        }
+        for r0 in full_r..rows {
+            block::<1, 1>(w, rows, r0, x, m, t0, nc, out);
+        }
+    }
+}
+
+/// `N` consecutive items of a chunk-major array (`per_chunk` items per chunk), from item
+/// `first` of chunk `c`.
+#[inline(always)]
+fn at<V: Copy + bytemuck::Zeroable, const N: usize>(
+    v: &[V],
+    c: usize,
+    per_chunk: usize,
+    first: usize,
+) -> [V; N] {
+    let start = c * per_chunk + first;
+    match v
+        .get(start..start + N)
+        .and_then(|s| <[V; N]>::try_from(s).ok())
+    {
+        Some(a) => a,
+        // Unreachable: the callers' ranges lie inside the arrays they built.
+        None => [V::zeroed(); N],
+    }
+}
+
+/// Rows `r0..r0 + RB` of the tile dotted with tokens `t0..t0 + TB`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn block<const RB: usize, const TB: usize>(
+    w: &Rows,
+    rows: usize,
+    r0: usize,
+    x: &Tokens,
+    m: usize,
+    t0: usize,
+    nc: usize,
+    out: &mut impl FnMut(usize, usize, f32),
+) {
+    let mut acc = [[_mm512_setzero_ps(); TB]; RB];
+    let offset = !x.init.is_empty();
+    let mins = !w.mins.is_empty();
+    for c in 0..nc {
+        let wu: [__m512i; RB] = at(&w.u, c, rows, r0);
+        let ws: [u64; RB] = at(&w.sc, c, rows, r0);
+        let wsc: [__m512; RB] = std::array::from_fn(|r| bcast(ws[r]));
+        let xq: [__m512i; TB] = at(&x.q, c, m, t0);
+        let xs: [u64; TB] = at(&x.sc, c, m, t0);
+        let xi: [__m512i; TB] = if offset {
+            at(&x.init, c, m, t0)
+        } else {
+            [_mm512_setzero_si512(); TB]
+        };
+        for t in 0..TB {
+            let xsc = bcast(xs[t]);
+            for r in 0..RB {
+                acc[r][t] = step(acc[r][t], xi[t], wu[r], xq[t], wsc[r], xsc);
+            }
+        }
+        if mins && c % 4 == 3 {
+            let s = c / 4;
+            let wm: [__m512; RB] = at(&w.mins, s, rows, r0);
+            let xb: [__m512; TB] = at(&x.sums, s, m, t0);
+            for t in 0..TB {
+                for r in 0..RB {
+                    acc[r][t] = _mm512_fnmadd_ps(wm[r], xb[t], acc[r][t]);
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (t, &a) in row.iter().enumerate() {
+            out(t0 + t, r0 + r, _mm512_reduce_add_ps(a));
+        }
+    }
+}
+
+/// A chunk's scale pair in every 64-bit element (first group in even lanes).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bcast(pair: u64) -> __m512 {
+    _mm512_castsi512_ps(_mm512_set1_epi64(pair as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: &mut u64, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    }
+
+    /// Each output against candle's per-row dot product of the same quantised operands;
+    /// returns the largest difference relative to the row's scale.
+    fn compare<W: GgmlType>(
+        m: usize,
+        k: usize,
+        n: usize,
+        ours: impl Fn(&[W], &[f32]) -> Vec<f32>,
+    ) -> f32
+    where
+        W::VecDotType: GgmlType,
+    {
+        let mut seed = 0x9e37_79b9_7f4a_7c15 ^ (m * 31 + n) as u64;
+        let wf = random(n * k, &mut seed, 1.0);
+        let mut w = vec![W::zeros(); n * k / W::BLCK_SIZE];
+        W::from_float(&wf, &mut w);
+        let x = random(m * k, &mut seed, 3.0);
+        let got = ours(&w, &x);
+        assert_eq!(got.len(), m * n);
+        let kb = k / W::BLCK_SIZE;
+        let mut worst = 0f32;
+        for t in 0..m {
+            let mut xq = vec![W::VecDotType::zeros(); kb];
+            W::VecDotType::from_float(&x[t * k..(t + 1) * k], &mut xq);
+            for r in 0..n {
+                let want = W::vec_dot(k, &w[r * kb..(r + 1) * kb], &xq);
+                let scale = 1.0f32.max(want.abs());
+                worst = worst.max((got[t * n + r] - want).abs() / scale);
+            }
+        }
+        worst
+    }
+
+    /// Token and row counts that exercise full register blocks, every remainder and a
+    /// partial tile.
+    const SHAPES: [(usize, usize); 5] = [(4, 16), (5, 17), (7, 35), (16, 64), (33, 3)];
+
+    #[test]
+    fn q8_0_products_match_the_row_dot_products() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI here: the kernel is not used");
+            return;
+        }
+        for (m, n) in SHAPES {
+            for k in [64, 512] {
+                let worst =
+                    compare::<BlockQ8_0>(m, k, n, |w, x| matmul(Quant::Q8_0(w), x, m, k, n));
+                assert!(worst < 1e-4, "m {m} n {n} k {k}: {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn q4_k_products_match_the_row_dot_products() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI here: the kernel is not used");
+            return;
+        }
+        for (m, n) in SHAPES {
+            for k in [256, 1024] {
+                let worst = compare::<BlockQ4K>(m, k, n, |w, x| matmul(Quant::Q4K(w), x, m, k, n));
+                assert!(worst < 1e-4, "m {m} n {n} k {k}: {worst}");
+            }
+        }
+    }
+}
