@@ -77,30 +77,34 @@ pub fn check_greedy(
         });
     }
     let mut cache = KvCache::new(model, total)?;
-    // Positions before the last prompt token predict prompt tokens: their logits are not
-    // needed, only their keys and values.
-    let head = &prompt[..prompt.len() - 1];
-    for chunk in head.chunks(PREFILL_BATCH) {
-        model.forward(chunk, &mut cache, Logits::Last)?;
-    }
-    // The last prompt token and every completion token but the last predict the completion.
-    let mut feed = Vec::with_capacity(completion.len());
-    feed.push(prompt[prompt.len() - 1]);
-    feed.extend_from_slice(&completion[..completion.len().saturating_sub(1)]);
+    // The sequence the node's steps ran: the prompt, then every completion token but the
+    // last. Position `prompt.len() - 1 + i` predicts completion token `i`; earlier
+    // positions only fill the cache. One pass per chunk, logits only where needed.
+    let first = prompt.len() - 1;
+    let mut seq = Vec::with_capacity(total);
+    seq.extend_from_slice(prompt);
+    seq.extend_from_slice(&completion[..completion.len().saturating_sub(1)]);
     let mut report = CheckReport {
         checked: 0,
         max_accepted_gap: 0.0,
         mismatch: None,
     };
-    let mut index = 0;
-    for chunk in feed.chunks(PREFILL_BATCH) {
-        let logits = rows(&model.forward(chunk, &mut cache, Logits::All)?)?;
-        for row in logits {
-            if index >= completion.len() {
+    let mut start = 0;
+    for chunk in seq.chunks(PREFILL_BATCH) {
+        let end = start + chunk.len();
+        if end <= first {
+            model.forward(chunk, &mut cache, Logits::Last)?;
+            start = end;
+            continue;
+        }
+        let from = first.max(start);
+        let logits = rows(&model.forward(chunk, &mut cache, Logits::Tail(end - from))?)?;
+        for (offset, row) in logits.iter().enumerate() {
+            let index = from + offset - first;
+            let Some(&claimed) = completion.get(index) else {
                 break;
-            }
-            let claimed = completion[index];
-            let best = argmax(&row);
+            };
+            let best = argmax(row);
             let gap = match row.get(claimed as usize) {
                 Some(&l) => row[best] - l,
                 None => f32::INFINITY,
@@ -116,8 +120,8 @@ pub fn check_greedy(
                 return Ok(report);
             }
             report.max_accepted_gap = report.max_accepted_gap.max(gap);
-            index += 1;
         }
+        start = end;
     }
     Ok(report)
 }

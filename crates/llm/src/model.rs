@@ -106,6 +106,9 @@ pub enum Logits {
     Last,
     /// Every position's (`[n_tokens, n_vocab]`): teacher-forced checking.
     All,
+    /// The last `n` positions' (`[n, n_vocab]`, `n` clamped to `1..=n_tokens`): a check
+    /// whose chunk starts inside the prompt.
+    Tail(usize),
 }
 
 impl Model {
@@ -201,14 +204,17 @@ impl Model {
             let len = logits.len();
             return Ok(match which {
                 Logits::Last => Tensor::from_vec(logits, len, &Device::Cpu)?,
-                Logits::All => Tensor::from_vec(logits, (1, len), &Device::Cpu)?,
+                Logits::All | Logits::Tail(_) => Tensor::from_vec(logits, (1, len), &Device::Cpu)?,
             });
         }
         let logits = crate::prefill::forward_batch(self, tokens, cache, which)?;
         let len = self.cfg.n_vocab;
         Ok(match which {
             Logits::Last => Tensor::from_vec(logits, len, &Device::Cpu)?,
-            Logits::All => Tensor::from_vec(logits, (n, len), &Device::Cpu)?,
+            Logits::All | Logits::Tail(_) => {
+                let rows = logits.len() / len.max(1);
+                Tensor::from_vec(logits, (rows, len), &Device::Cpu)?
+            }
         })
     }
 }

@@ -132,10 +132,12 @@ pub(crate) fn forward_batch(
         add(&mut x, &down);
     }
     cache.len += n;
-    let rows = match which {
-        Logits::Last => &x[(n - 1) * e..],
-        Logits::All => &x[..],
+    let keep = match which {
+        Logits::Last => 1,
+        Logits::All => n,
+        Logits::Tail(t) => t.clamp(1, n),
     };
+    let rows = &x[(n - keep) * e..];
     let m = rows.len() / e;
     let mut normed = vec![0f32; rows.len()];
     for (xt, ht) in rows.chunks_exact(e).zip(normed.chunks_exact_mut(e)) {
