@@ -76,7 +76,13 @@ async fn one(client: &Client, cid: &str, body: &str) -> Run {
         },
         total_tps: n as f64 / total.as_secs_f64(),
         tokens: n,
-        finish_reason: finish,
+        // The sealed stream's data chunks are the tokens; the finish reason is in the
+        // signed final answer (the last chunk), as PROTOCOL.md describes.
+        finish_reason: finish.or_else(|| {
+            out.output["choices"][0]["finish_reason"]
+                .as_str()
+                .map(str::to_string)
+        }),
         token_ids: ids,
     }
 }
