@@ -270,23 +270,31 @@ impl KvCache {
     }
 }
 
-/// cos/sin of every position and frequency, `[ctx, rope_dim / 2]`, as llama.cpp computes
-/// them (theta_i = base^(-2i/d), divided by the optional per-frequency factors).
+/// cos/sin of every position and frequency, `[ctx, rope_dim / 2]`, exactly as llama.cpp
+/// computes them: for position `p`, `theta_0 = p` and each next frequency multiplies by
+/// `base^(-2 / d)` in f32 (ggml's recurrence, not `base^(-2i/d)` per frequency: the two
+/// round differently, and with a large base such as Llama 3's 500000 the difference was
+/// enough to flip quantised activations and move logits by tenths), divided by the
+/// optional per-frequency factors, then `cosf`/`sinf`.
 fn rotary_tables(cfg: &ModelConfig, factors: Option<&[f32]>) -> Result<(Tensor, Tensor)> {
     let half = cfg.rope_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| {
-            let f = 1.0 / cfg.rope_base.powf(2.0 * i as f32 / cfg.rope_dim as f32);
-            f / factors.and_then(|fs| fs.get(i).copied()).unwrap_or(1.0)
-        })
-        .collect();
     let ctx = cfg.context_length;
-    let inv = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
-    let t = Tensor::arange(0u32, ctx as u32, &Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .reshape((ctx, 1))?;
-    let freqs = t.broadcast_mul(&inv)?;
-    Ok((freqs.cos()?.contiguous()?, freqs.sin()?.contiguous()?))
+    let scale = cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32);
+    let mut cos = Vec::with_capacity(ctx * half);
+    let mut sin = Vec::with_capacity(ctx * half);
+    for p in 0..ctx {
+        let mut theta = p as f32;
+        for i in 0..half {
+            let t = theta / factors.and_then(|fs| fs.get(i).copied()).unwrap_or(1.0);
+            cos.push(t.cos());
+            sin.push(t.sin());
+            theta *= scale;
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (ctx, half), &Device::Cpu)?,
+        Tensor::from_vec(sin, (ctx, half), &Device::Cpu)?,
+    ))
 }
 
 /// Index of the largest logit (the lowest index among equals, as llama.cpp's greedy sampler).
