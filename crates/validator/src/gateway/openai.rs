@@ -423,3 +423,244 @@ fn attesta_field(pick: &Pick, outcome: &CompletionOutcome) -> Result<Value, GwEr
         "output": outcome.summary.get(),
     }))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::registry::NodeEntry;
+    use crate::state::{Attempt, NodeRound, Outcome, Step};
+    use crate::status::Status;
+    use attesta_seal::{ErrorBody, ResponseError, StreamError};
+    use std::time::Duration;
+
+    const MODEL: &str = "bafkreillm";
+
+    /// A served model's verified challenge answer.
+    fn llm_attempt(cid: &str) -> Attempt {
+        Attempt {
+            seq: 0,
+            time_ms: 0,
+            nonce_hex: String::new(),
+            model: Some(cid.into()),
+            attestation: Step::Pass,
+            receipt: Step::Pass,
+            correctness: Step::Pass,
+            outcome: Outcome::Correct,
+            latency_us: Some(1000),
+            reason: None,
+            platform: Some("dev (insecure)".into()),
+            measurement: None,
+            bundle: None,
+            llm: Some(crate::llm_challenge::LlmTiming {
+                ttft_us: 1,
+                tokens_per_sec: None,
+                tokens: 1,
+                check_us: 1,
+                scored_secs: 0.1,
+                context_length: 512,
+            }),
+        }
+    }
+
+    /// A gateway whose board has two verified nodes serving [`MODEL`] (and one another
+    /// model) at addresses nobody listens on: the calls are stand-ins.
+    fn gateway() -> Arc<Gateway> {
+        let status = Arc::new(Status::new());
+        let node = |id: &str, cid: &str| NodeRound {
+            node: NodeEntry {
+                id: id.into(),
+                url: format!("http://127.0.0.1:9/{id}"),
+                hotkey: None,
+                via: Default::default(),
+            },
+            attempts: vec![llm_attempt(cid)],
+        };
+        let scores = BTreeMap::from([
+            ("a".to_owned(), 1.0),
+            ("b".to_owned(), 1.0),
+            ("c".to_owned(), 1.0),
+        ]);
+        status.record_round(
+            1,
+            1,
+            &[node("a", MODEL), node("b", MODEL), node("c", "bafkreiother")],
+            &scores,
+            None,
+        );
+        let parts = super::super::GatewayParts {
+            status,
+            policy: attesta_evidence::Policy::aws_nitro().unwrap(),
+            node_timeout: Duration::from_secs(2),
+            clock: Arc::new(crate::round::SystemClock),
+            rng: crate::os_rng().unwrap(),
+            client_rng: crate::client_channel::system_rng(),
+        };
+        let cfg = super::super::GatewayConfig {
+            enabled: true,
+            ..Default::default()
+        };
+        Gateway::new(cfg, parts).unwrap()
+    }
+
+    async fn call(gw: &Arc<Gateway>, body: Value, complete: Completer) -> (u16, String) {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let body = body.to_string();
+        let resp = answer(
+            gw,
+            peer,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            Endpoint::Completions,
+            complete,
+        )
+        .await
+        .unwrap_or_else(error_response);
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    fn request(stream: bool) -> Value {
+        json!({"model": MODEL, "prompt": "hi", "max_tokens": 4, "stream": stream})
+    }
+
+    /// (ok, refused, failed) of all nodes.
+    fn traffic(gw: &Gateway) -> (u64, u64, u64) {
+        let t = gw.metrics.traffic.lock().unwrap();
+        t.per_node.values().fold((0, 0, 0), |(o, r, f), n| {
+            (o + n.ok, r + n.refused, f + n.failed)
+        })
+    }
+
+    fn chunk_then_unverified(
+        _: Arc<Client>,
+        _: Arc<OpenAiRequest>,
+        sink: ChunkSink,
+    ) -> BoxFuture<'static, CallResult> {
+        Box::pin(async move {
+            sink.send(&json!({"object": "text_completion", "choices": [{"index": 0, "text": "Once"}]}));
+            Err(ClientError::Protocol(
+                "the streamed text differs from the signed final answer".into(),
+            ))
+        })
+    }
+
+    fn unreachable(
+        _: Arc<Client>,
+        req: Arc<OpenAiRequest>,
+        _: ChunkSink,
+    ) -> BoxFuture<'static, CallResult> {
+        assert_eq!(req.model, MODEL);
+        Box::pin(async { Err(ClientError::Transport("connection refused".into())) })
+    }
+
+    fn context_overflow(
+        _: Arc<Client>,
+        _: Arc<OpenAiRequest>,
+        _: ChunkSink,
+    ) -> BoxFuture<'static, CallResult> {
+        Box::pin(async {
+            Err(ClientError::Stream(StreamError::Remote(ResponseError(
+                ErrorBody {
+                    code: "context_length_exceeded".into(),
+                    message: "this model's context is 512 tokens".into(),
+                },
+            ))))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_verification_after_a_chunk_ends_with_an_error_event_on_the_same_node()
+     {
+        let gw = gateway();
+        let (status, body) = call(&gw, request(true), chunk_then_unverified).await;
+        assert_eq!(status, 200, "{body}");
+        let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 2, "{body}");
+        assert!(events[0].starts_with("data: {") && events[0].contains("Once"));
+        let error: Value = serde_json::from_str(events[1].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(error["error"]["code"], "answer_not_verified", "{body}");
+        assert_eq!(error["error"]["type"], "api_error");
+        assert!(!body.contains("[DONE]"), "{body}");
+        // Committed after the first chunk: no second node was asked.
+        assert_eq!(traffic(&gw), (0, 0, 1));
+    }
+
+    #[tokio::test]
+    async fn failures_before_any_chunk_fail_over_to_every_node_serving_the_model() {
+        let gw = gateway();
+        for stream in [true, false] {
+            let (status, body) = call(&gw, request(stream), unreachable).await;
+            assert_eq!(status, 503, "{body}");
+            let e: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(e["error"]["code"], "no_node_available", "{body}");
+            assert!(e["error"]["message"].is_string() && e["error"]["param"].is_null());
+        }
+        // a and b each time (c does not serve the model); then both cool down.
+        assert_eq!(traffic(&gw), (0, 0, 2));
+        let t = gw.metrics.traffic.lock().unwrap().clone();
+        assert!(!t.per_node.contains_key("c"), "{t:?}");
+    }
+
+    #[tokio::test]
+    async fn a_nodes_request_fault_verdict_is_the_answer_with_its_status() {
+        let gw = gateway();
+        for stream in [true, false] {
+            let (status, body) = call(&gw, request(stream), context_overflow).await;
+            assert_eq!(status, 400, "{body}");
+            let e: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(e["error"]["code"], "context_length_exceeded");
+            assert_eq!(e["error"]["type"], "invalid_request_error");
+        }
+        assert_eq!(traffic(&gw), (0, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn unknown_models_and_malformed_bodies_get_openai_errors_without_a_node_call() {
+        let gw = gateway();
+        let cases = [
+            (json!({"model": "bafkreinobody", "prompt": "hi"}), 404, "model_not_found"),
+            (json!({"model": "bafkreiother-x"}), 404, "model_not_found"),
+            (json!({"prompt": "hi"}), 400, "invalid_request"),
+            (json!({"model": MODEL, "stream": "yes"}), 400, "invalid_request"),
+            (json!([1, 2]), 400, "invalid_request"),
+        ];
+        for (body, want, code) in cases {
+            let (status, text) = call(&gw, body, unreachable).await;
+            assert_eq!(status, want, "{text}");
+            let e: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(e["error"]["code"], code, "{text}");
+            assert_eq!(e["error"]["type"], "invalid_request_error");
+        }
+        let (status, _) = call(&gw, Value::from("x"), unreachable).await;
+        assert_eq!(status, 400);
+        assert_eq!(traffic(&gw), (0, 0, 0));
+    }
+
+    #[test]
+    fn the_model_list_has_each_verified_nodes_language_model_once() {
+        let gw = gateway();
+        let mut board = gw.parts_status.board();
+        let list = model_list(&board);
+        assert_eq!(list["object"], "list");
+        let ids: Vec<&str> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["bafkreillm", "bafkreiother"]);
+        assert_eq!(list["data"][0]["context_length"], 512);
+        assert_eq!(list["data"][0]["object"], "model");
+        // A node that is no longer verified does not count.
+        for n in &mut board.nodes {
+            if n.id == "c" {
+                n.attested = false;
+            }
+        }
+        assert_eq!(model_list(&board)["data"].as_array().unwrap().len(), 1);
+    }
+}
