@@ -671,8 +671,8 @@ async fn drive(
         );
         println!("dashboard: {vurl}/");
         println!(
-            "gateway: {vurl} (sealed: attesta infer --gateway {vurl} …; plaintext: POST {vurl}/infer); \
-             described in {}",
+            "gateway: {vurl} (sealed: attesta infer --gateway {vurl} …; plaintext: POST {vurl}/infer; \
+             OpenAI base URL: {vurl}/v1); described in {}",
             devnet_json.display()
         );
         if let (Some(cid), Some(e)) = (&llm_cid, entries.first()) {

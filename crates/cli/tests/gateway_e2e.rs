@@ -399,3 +399,114 @@ fn sealed_chats_stream_through_the_gateway() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(direct, out);
 }
+
+/// The official `openai` Python client, unchanged, against the gateway's plaintext-
+/// compatible OpenAI routes: model listing, chats and completions (whole and streamed)
+/// routed to verified nodes, each answer's `attesta` proof accepted by
+/// `attesta verify receipt` (with the exact output the receipt digests), an unknown model
+/// as `openai.NotFoundError`, and a node's context-overflow verdict as a 400.
+#[test]
+fn the_openai_client_works_unchanged_against_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = attesta_test_support::llm::test_gguf("tiny-spm-q8_0");
+    let (_devnet, described) = start_devnet(
+        dir.path(),
+        &[
+            "--nodes",
+            "2",
+            "--faulty",
+            "0",
+            "--interval",
+            "300ms",
+            "--llm",
+            gguf.to_str().unwrap(),
+        ],
+    );
+    let gateway = described["gateway"].as_str().unwrap().to_owned();
+    let cid = described["llm"].as_str().unwrap().to_owned();
+    let node_ids: BTreeSet<String> = described["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(scored(&gateway, 2, 90), "no round scored the nodes");
+    // The board lists the model once a round verified a node's answer for it.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let models = http(host(&gateway), "GET", "/v1/models", b"").json();
+            models["data"][0]["id"] == cid.as_str()
+        }),
+        "the gateway never listed {cid}"
+    );
+    let proofs = dir.path().join("proofs");
+    std::fs::create_dir_all(&proofs).unwrap();
+    let out = std::process::Command::new(attesta_test_support::llm::llm_python())
+        .arg(workspace().join("tests/llm/openai_gateway.py"))
+        .arg(&gateway)
+        .arg(&cid)
+        .arg(&proofs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let models = seen["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{seen:#}");
+    assert_eq!(models[0]["id"], cid.as_str());
+    assert_eq!(models[0]["context_length"], 512);
+    assert_eq!(seen["chat"]["object"], "chat.completion", "{seen:#}");
+    assert!(
+        !seen["chat"]["content"].as_str().unwrap().is_empty(),
+        "{seen:#}"
+    );
+    // Greedy: the stream adds up to the whole answer.
+    assert_eq!(seen["chat_stream"]["content"], seen["chat"]["content"]);
+    assert!(seen["chat_stream"]["chunks"].as_u64().unwrap() >= 2);
+    assert_eq!(seen["completion"]["object"], "text_completion");
+    assert_eq!(seen["completion_stream"]["text"], seen["completion"]["text"]);
+    assert_eq!(
+        seen["unknown_model"],
+        json!({"status": 404, "code": "model_not_found", "param": "model"})
+    );
+    assert_eq!(
+        seen["too_long"],
+        json!({"status": 400, "code": "context_length_exceeded"})
+    );
+    for call in ["chat", "chat_stream", "completion", "completion_stream"] {
+        let attesta = &seen[call]["attesta"];
+        assert!(
+            node_ids.contains(attesta["node"].as_str().unwrap()),
+            "{call}: {seen:#}"
+        );
+        assert_eq!(attesta["model_hash"].as_str().unwrap().len(), 64);
+        let (code, out, err) = run_status(&[
+            "verify",
+            "receipt",
+            proofs.join(format!("{call}.proof.json")).to_str().unwrap(),
+            "--dev-root",
+            described["dev_root"].as_str().unwrap(),
+            "--measurements",
+            described["registry"].as_str().unwrap(),
+            "--output",
+            proofs.join(format!("{call}.output.json")).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{call}: {out}{err}");
+    }
+    // A proof does not vouch for another answer's output.
+    let (code, _, _) = run_status(&[
+        "verify",
+        "receipt",
+        proofs.join("chat.proof.json").to_str().unwrap(),
+        "--dev-root",
+        described["dev_root"].as_str().unwrap(),
+        "--measurements",
+        described["registry"].as_str().unwrap(),
+        "--output",
+        proofs.join("completion.output.json").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "a proof verified another answer's output");
+}

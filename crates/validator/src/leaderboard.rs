@@ -84,6 +84,47 @@ pub struct NodeStatus {
     /// When that round was committed (Unix ms, the validator's clock).
     #[serde(default)]
     pub last_attested_ms: Option<u64>,
+    /// Language models the node answered a challenge for correctly (by CID), kept until
+    /// it fails one for that model: what the gateway routes OpenAI requests by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llms: Vec<ServedLlm>,
+}
+
+/// A language model a node was verified to serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServedLlm {
+    /// The model's CID.
+    pub cid: String,
+    /// Its context length in tokens.
+    pub context_length: usize,
+}
+
+impl NodeStatus {
+    /// Whether the node was verified to serve the language model `cid`.
+    pub fn serves_llm(&self, cid: &str) -> bool {
+        self.llms.iter().any(|m| m.cid == cid)
+    }
+
+    /// Updates [`NodeStatus::llms`] from one attempt: a verified language-model answer adds
+    /// its model, any failed attempt on a listed model removes it (routing follows the
+    /// latest evidence, so a node that lost a model stops getting its requests).
+    fn note_llm(&mut self, a: &crate::state::Attempt) {
+        let Some(cid) = &a.model else { return };
+        match (&a.llm, a.outcome) {
+            (Some(t), Outcome::Correct) => {
+                let served = ServedLlm {
+                    cid: cid.clone(),
+                    context_length: t.context_length,
+                };
+                match self.llms.iter_mut().find(|m| m.cid == *cid) {
+                    Some(m) => *m = served,
+                    None => self.llms.push(served),
+                }
+            }
+            (_, Outcome::Correct) => {}
+            _ => self.llms.retain(|m| m.cid != *cid),
+        }
+    }
 }
 
 /// The whole `/v1/nodes` document.
@@ -138,6 +179,7 @@ impl Board {
             let mut worst: Option<Outcome> = None;
             for a in &nr.attempts {
                 s.counts.add(a.outcome, 1);
+                s.note_llm(a);
                 if a.outcome == Outcome::Correct {
                     if let Some(us) = a.latency_us {
                         lat_sum += us as f64 / 1e3;
@@ -288,6 +330,52 @@ mod tests {
         assert_eq!(node_b.last_outcome, Some(Outcome::Correct));
         assert_eq!(node_b.last_latency_ms, Some(4.0));
         assert_eq!(b.nodes[0].score, 0.5);
+    }
+
+    #[test]
+    fn a_verified_llm_answer_lists_the_model_and_a_failed_one_unlists_it() {
+        let llm = |outcome: Outcome, cid: &str| Attempt {
+            model: Some(cid.into()),
+            llm: (outcome == Outcome::Correct).then_some(crate::llm_challenge::LlmTiming {
+                ttft_us: 1,
+                tokens_per_sec: None,
+                tokens: 1,
+                check_us: 1,
+                scored_secs: 0.1,
+                context_length: 512,
+            }),
+            ..attempt(outcome, Some(10), None)
+        };
+        let onnx = Attempt {
+            model: Some("onnx".into()),
+            ..attempt(Outcome::Correct, Some(10), None)
+        };
+        let mut b = Board::default();
+        let scores = BTreeMap::new();
+        b.record_round(
+            1,
+            1,
+            &[round("a", vec![onnx.clone(), llm(Outcome::Correct, "m1")])],
+            &scores,
+            None,
+        );
+        let served = vec![ServedLlm {
+            cid: "m1".into(),
+            context_length: 512,
+        }];
+        assert_eq!(b.nodes[0].llms, served, "ONNX models are not listed");
+        assert!(b.nodes[0].serves_llm("m1") && !b.nodes[0].serves_llm("onnx"));
+        // Rounds that challenge the node on another model keep it listed.
+        b.record_round(2, 1, &[round("a", vec![onnx])], &scores, None);
+        assert_eq!(b.nodes[0].llms, served);
+        b.record_round(
+            3,
+            1,
+            &[round("a", vec![llm(Outcome::Wrong, "m1")])],
+            &scores,
+            None,
+        );
+        assert!(b.nodes[0].llms.is_empty());
     }
 
     #[test]

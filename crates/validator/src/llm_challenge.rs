@@ -323,6 +323,9 @@ pub struct LlmTiming {
     pub check_us: u64,
     /// The time the answer is scored by ([`crate::scoring::llm_time_secs`]).
     pub scored_secs: f64,
+    /// The model's context length in tokens (from the validator's own copy), so the
+    /// gateway can list what the node was verified to serve.
+    pub context_length: usize,
 }
 
 fn since(clock: &dyn Clock, t0: SystemTime) -> Duration {
@@ -572,6 +575,7 @@ pub async fn verify(ch: &LlmChallenge, ans: StreamedAnswer) -> Result<LlmTiming,
             tokens_per_sec,
             ch.max_tokens,
         ),
+        context_length: ch.model.llm.model().config().context_length,
     })
 }
 

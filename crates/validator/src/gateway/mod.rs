@@ -12,17 +12,22 @@
 //! - **Plaintext-compatible**: `POST /infer` takes OpenGradient's body; the
 //!   gateway attests the node under the validator's policy, seals, verifies
 //!   the receipt and answers the output with its proof bundle. For clients
-//!   that trust the validator.
+//!   that trust the validator. The same for language models on OpenAI's own
+//!   routes ([`openai`]: `/v1/chat/completions`, `/v1/completions`,
+//!   `/v1/models`), so OpenAI's clients work unchanged.
 //!
 //! Admission ([`limits`]): API keys when configured, a token bucket per
 //! client, a bound on requests in flight and waiting (429 / 503 with
 //! `Retry-After`), a body size cap.
 
 pub mod limits;
+mod openai;
 pub mod pick;
 mod relay;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,13 +265,92 @@ impl Gateway {
         out
     }
 
-    fn pick(&self, tried: &BTreeSet<String>) -> Option<Pick> {
+    fn pick(&self, tried: &BTreeSet<String>, llm: Option<&str>) -> Option<Pick> {
         let board = self.parts_status.board();
         let mut rng = self
             .rng
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.picker.pick(&board, tried, Instant::now(), &mut *rng)
+        self.picker
+            .pick(&board, tried, Instant::now(), llm, &mut *rng)
+    }
+
+    /// Sends one request to verified nodes (serving the language model `llm` when given)
+    /// in turn, at most `attempts` of them, until one answers (its pick and answer) or the
+    /// failure is the request's own (the node's authenticated verdict, passed on with its
+    /// status). `attempt` does the work on the picked node through the gateway's verifying
+    /// client. `committed` says whether the user already got part of an answer: then a
+    /// node's failure ends the request instead of trying another node, so nobody is
+    /// answered twice. Feeds the picker and the per-node metrics; never looks at plaintext.
+    async fn with_failover<T, Fut>(
+        &self,
+        llm: Option<&str>,
+        committed: &(dyn Fn() -> bool + Sync),
+        mut attempt: impl FnMut(Arc<Client>) -> Fut,
+    ) -> Result<(Pick, T), GwError>
+    where
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut tried = BTreeSet::new();
+        let mut last = None;
+        for _ in 0..self.cfg.attempts.max(1) {
+            let Some(pick) = self.pick(&tried, llm) else {
+                break;
+            };
+            tried.insert(pick.id.clone());
+            let client = self
+                .client_for(&pick)
+                .map_err(|e| GwError::new(500, "client", e.to_string()))?;
+            let started = Instant::now();
+            let e = match attempt(Arc::clone(&client)).await {
+                Ok(answer) => {
+                    self.picker.succeeded(&pick.id);
+                    self.metrics.relayed(&pick.id, "ok");
+                    self.metrics
+                        .relay_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok((pick, answer));
+                }
+                Err(e) => e,
+            };
+            // The node's authenticated verdict that the request itself is at fault (unknown
+            // model, bad inputs, context overflow): the same on any node, so it is the answer.
+            if let Some(verdict) = request_fault(&e) {
+                self.picker.succeeded(&pick.id);
+                self.metrics.relayed(&pick.id, "refused");
+                return Err(verdict);
+            }
+            if let ClientError::InvalidInput(m) = e {
+                return Err(GwError::new(400, "invalid_input", m));
+            }
+            tracing::warn!(node = %pick.id, error = %e, "gateway: node failed a user request");
+            self.picker.failed(&pick.id, Instant::now());
+            self.metrics.relayed(&pick.id, "failed");
+            client.forget_node();
+            if committed() {
+                return Err(GwError::new(
+                    502,
+                    "answer_not_verified",
+                    format!(
+                        "node `{}` failed after its answer began ({}); the partial answer is not verified",
+                        pick.id,
+                        e.code()
+                    ),
+                ));
+            }
+            last = Some(format!("{}: {}", pick.id, e.code()));
+        }
+        Err(GwError {
+            retry_after: Some(Duration::from_secs(5)),
+            ..GwError::new(
+                503,
+                "no_node_available",
+                match last {
+                    Some(l) => format!("no verified node answered (last: {l})"),
+                    None => "no verified node is available".to_owned(),
+                },
+            )
+        })
     }
 
     fn node_url(&self, id: &str) -> Option<String> {
@@ -343,11 +427,12 @@ fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// A gateway refusal: HTTP status, stable code, message, and `Retry-After` when it helps.
+/// A gateway refusal: HTTP status, stable code (the gateway's own, or a node's verdict
+/// passed on), message, and `Retry-After` when it helps.
 #[derive(Debug)]
 struct GwError {
     status: u16,
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
     retry_after: Option<Duration>,
 }
@@ -356,10 +441,31 @@ impl GwError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         GwError {
             status,
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// `self` as a response with `body`, `Retry-After` included.
+    fn respond_with(&self, body: Vec<u8>) -> Response {
+        let mut resp = (
+            self.status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
     }
 
     fn refused(r: Refusal) -> Self {
@@ -378,20 +484,12 @@ impl GwError {
 
 impl IntoResponse for GwError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = attesta_seal::plaintext::ErrorBody {
-            code: self.code.to_owned(),
-            message: self.message,
+            code: self.code.clone().into_owned(),
+            message: self.message.clone(),
         }
         .to_json();
-        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-        if let Some(wait) = self.retry_after {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        resp
+        self.respond_with(body)
     }
 }
 
@@ -417,6 +515,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/nodes/{id}/v1/completions", post(relay_completions))
         .route("/v1/nodes/{id}/v1/chat/completions", post(relay_chat))
         .route("/infer", post(plaintext_infer))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
         .route("/gateway/metrics", get(metrics))
         .route("/gateway/stats", get(stats))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -525,7 +626,9 @@ async fn route_inner(
     let _slot = gw.limiter.admit().await.map_err(GwError::refused)?;
     let mut tried = BTreeSet::new();
     for _ in 0..gw.cfg.attempts.max(1) {
-        let Some(pick) = gw.pick(&tried) else { break };
+        let Some(pick) = gw.pick(&tried, None) else {
+            break;
+        };
         tried.insert(pick.id.clone());
         let url = format!(
             "{}/v1/attestation?nonce={nonce}",
@@ -712,7 +815,32 @@ fn request_fault_status(code: &str) -> Option<u16> {
         "model_not_found" => 404,
         "model_too_large" | "tensor_too_large" | "inference_too_large" => 413,
         "model_load_failed" | "inference_failed" => 422,
+        // Language-model requests (the node's OpenAI routes).
+        "invalid_body"
+        | "invalid_request"
+        | "invalid_model"
+        | "model_not_llm"
+        | "unsupported_parameter"
+        | "context_length_exceeded"
+        | "max_tokens_too_large"
+        | "no_chat_template"
+        | "chat_template_failed" => 400,
         _ => return None,
+    })
+}
+
+/// A node's authenticated verdict (sealed answer or sealed stream) that blames the
+/// request, as the gateway's answer with the node's code and message.
+fn request_fault(e: &ClientError) -> Option<GwError> {
+    let verdict = match e {
+        ClientError::Answer(attesta_seal::AnswerError::Remote(r))
+        | ClientError::Stream(attesta_seal::StreamError::Remote(r)) => &r.0,
+        _ => return None,
+    };
+    let status = request_fault_status(&verdict.code)?;
+    Some(GwError {
+        code: Cow::Owned(verdict.code.clone()),
+        ..GwError::new(status, "", verdict.message.clone())
     })
 }
 
@@ -754,74 +882,21 @@ async fn plaintext_inner(
         )
     })?;
     let _slot = gw.limiter.admit().await.map_err(GwError::refused)?;
-    let mut tried = BTreeSet::new();
-    let mut last = None;
-    for _ in 0..gw.cfg.attempts.max(1) {
-        let Some(pick) = gw.pick(&tried) else { break };
-        tried.insert(pick.id.clone());
-        let client = gw
-            .client_for(&pick)
-            .map_err(|e| GwError::new(500, "client", e.to_string()))?;
-        let started = Instant::now();
-        match client.infer(&req.ipfs_hash, req.model_inputs.get()).await {
-            Ok(outcome) => {
-                gw.picker.succeeded(&pick.id);
-                gw.metrics.relayed(&pick.id, "ok");
-                gw.metrics
-                    .relay_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                let output: serde_json::Value = serde_json::from_str(outcome.output.get())
-                    .map_err(|e| GwError::new(502, "bad_output", e.to_string()))?;
-                let proof = serde_json::to_value(&outcome.bundle)
-                    .map_err(|e| GwError::new(500, "internal", format!("proof bundle: {e}")))?;
-                let answer = serde_json::json!({
-                    "output": output,
-                    "model_hash": outcome.model_hash,
-                    "node": pick.id,
-                    "proof": proof,
-                });
-                return Ok(axum::Json(answer).into_response());
-            }
-            // The node's authenticated verdict that the request itself is at fault (unknown
-            // model, bad inputs): the same on any node, so it is the answer.
-            Err(ClientError::Answer(attesta_seal::AnswerError::Remote(r)))
-                if request_fault_status(&r.0.code).is_some() =>
-            {
-                gw.picker.succeeded(&pick.id);
-                gw.metrics.relayed(&pick.id, "refused");
-                let status = request_fault_status(&r.0.code)
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-                let body = attesta_seal::plaintext::ErrorBody {
-                    code: r.0.code.clone(),
-                    message: r.0.message.clone(),
-                }
-                .to_json();
-                return Ok(
-                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-                );
-            }
-            Err(ClientError::InvalidInput(m)) => {
-                return Err(GwError::new(400, "invalid_input", m));
-            }
-            Err(e) => {
-                tracing::warn!(node = %pick.id, error = %e, "gateway: node failed a user request; trying another");
-                gw.picker.failed(&pick.id, Instant::now());
-                gw.metrics.relayed(&pick.id, "failed");
-                client.forget_node();
-                last = Some(format!("{}: {}", pick.id, e.code()));
-            }
-        }
-    }
-    Err(GwError {
-        retry_after: Some(Duration::from_secs(5)),
-        ..GwError::new(
-            503,
-            "no_node_available",
-            match last {
-                Some(l) => format!("no verified node answered (last: {l})"),
-                None => "no verified node is available".to_owned(),
-            },
-        )
-    })
+    let (cid, inputs) = (req.ipfs_hash.as_str(), req.model_inputs.get());
+    let (pick, outcome) = gw
+        .with_failover(None, &|| false, |client| async move {
+            client.infer(cid, inputs).await
+        })
+        .await?;
+    let output: serde_json::Value = serde_json::from_str(outcome.output.get())
+        .map_err(|e| GwError::new(502, "bad_output", e.to_string()))?;
+    let proof = serde_json::to_value(&outcome.bundle)
+        .map_err(|e| GwError::new(500, "internal", format!("proof bundle: {e}")))?;
+    let answer = serde_json::json!({
+        "output": output,
+        "model_hash": outcome.model_hash,
+        "node": pick.id,
+        "proof": proof,
+    });
+    Ok(axum::Json(answer).into_response())
 }

@@ -51,18 +51,21 @@ impl Picker {
         }
     }
 
-    /// The nodes eligible at `now`, excluding `tried`.
+    /// The nodes eligible at `now`, excluding `tried`; with `llm`, only nodes verified to
+    /// serve that language model.
     pub fn eligible<'b>(
         &self,
         board: &'b Board,
         tried: &BTreeSet<String>,
         now: Instant,
+        llm: Option<&str>,
     ) -> Vec<&'b NodeStatus> {
         let failed = self.failed.lock().map(|f| f.clone()).unwrap_or_default();
         board
             .nodes
             .iter()
             .filter(|n| verified(n))
+            .filter(|n| llm.is_none_or(|cid| n.serves_llm(cid)))
             .filter(|n| !tried.contains(&n.id))
             .filter(|n| {
                 failed
@@ -72,15 +75,17 @@ impl Picker {
             .collect()
     }
 
-    /// A weighted choice (by score) among the eligible nodes; `None` when there is none.
+    /// A weighted choice (by score) among the eligible nodes (see [`Picker::eligible`]);
+    /// `None` when there is none.
     pub fn pick(
         &self,
         board: &Board,
         tried: &BTreeSet<String>,
         now: Instant,
+        llm: Option<&str>,
         rng: &mut impl Rng,
     ) -> Option<Pick> {
-        let nodes = self.eligible(board, tried, now);
+        let nodes = self.eligible(board, tried, now, llm);
         let total: f64 = nodes.iter().map(|n| n.score).sum();
         if nodes.is_empty() || !total.is_finite() || total <= 0.0 {
             return None;
@@ -107,7 +112,7 @@ impl Picker {
 }
 
 /// Attested in the last round it was checked, measurement not refused, and scored.
-fn verified(n: &NodeStatus) -> bool {
+pub fn verified(n: &NodeStatus) -> bool {
     n.attested && n.measurement_ok != Some(false) && n.score > 0.0 && n.score.is_finite()
 }
 
@@ -150,7 +155,9 @@ mod tests {
         let now = Instant::now();
         let mut counts: HashMap<String, u32> = HashMap::new();
         for _ in 0..4000 {
-            let pick = p.pick(&board(), &BTreeSet::new(), now, &mut rng).unwrap();
+            let pick = p
+                .pick(&board(), &BTreeSet::new(), now, None, &mut rng)
+                .unwrap();
             *counts.entry(pick.id).or_default() += 1;
         }
         assert_eq!(counts.len(), 2, "{counts:?}");
@@ -162,6 +169,29 @@ mod tests {
     }
 
     #[test]
+    fn a_language_model_request_goes_only_to_nodes_verified_to_serve_it() {
+        let p = Picker::new(Duration::from_secs(30));
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        let mut b = board();
+        let served = crate::leaderboard::ServedLlm {
+            cid: "llm".into(),
+            context_length: 512,
+        };
+        b.nodes[1].llms.push(served.clone());
+        // An unverified node serving it is still never chosen.
+        b.nodes[2].llms.push(served);
+        let now = Instant::now();
+        for _ in 0..50 {
+            let pick = p.pick(&b, &BTreeSet::new(), now, Some("llm"), &mut rng);
+            assert_eq!(pick.unwrap().id, "fair");
+        }
+        assert_eq!(
+            p.pick(&b, &BTreeSet::new(), now, Some("other"), &mut rng),
+            None
+        );
+    }
+
+    #[test]
     fn failed_and_tried_nodes_are_skipped_until_the_cooldown_passes() {
         let p = Picker::new(Duration::from_secs(30));
         let mut rng = ChaCha20Rng::from_seed([1; 32]);
@@ -169,23 +199,23 @@ mod tests {
         p.failed("good", now);
         for _ in 0..50 {
             assert_eq!(
-                p.pick(&board(), &BTreeSet::new(), now, &mut rng)
+                p.pick(&board(), &BTreeSet::new(), now, None, &mut rng)
                     .unwrap()
                     .id,
                 "fair"
             );
         }
         let tried = BTreeSet::from(["fair".to_owned()]);
-        assert_eq!(p.pick(&board(), &tried, now, &mut rng), None);
+        assert_eq!(p.pick(&board(), &tried, now, None, &mut rng), None);
         let later = now + Duration::from_secs(31);
         assert_eq!(
-            p.pick(&board(), &tried, later, &mut rng).unwrap().id,
+            p.pick(&board(), &tried, later, None, &mut rng).unwrap().id,
             "good"
         );
         p.failed("good", later);
         p.succeeded("good");
         assert_eq!(
-            p.pick(&board(), &tried, later, &mut rng).unwrap().id,
+            p.pick(&board(), &tried, later, None, &mut rng).unwrap().id,
             "good"
         );
     }
