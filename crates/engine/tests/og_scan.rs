@@ -4,13 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use attesta_engine::og::{
-    CodecError, InferRequest, parse_inputs, parse_inputs_general, parse_request,
-    parse_request_general,
+    parse_inputs, parse_inputs_general, parse_request, parse_request_general,
 };
 
 /// The two decoders' answers agree: equal requests, or errors of the same
 /// kind and message.
-fn same(body: &[u8]) -> Result<InferRequest, CodecError> {
+fn same(body: &[u8]) {
     let fast = parse_request(body);
     let general = parse_request_general(body);
     match (&fast, &general) {
@@ -29,7 +28,6 @@ fn same(body: &[u8]) -> Result<InferRequest, CodecError> {
             String::from_utf8_lossy(body)
         ),
     }
-    fast
 }
 
 fn same_inputs(text: &str) {
@@ -198,7 +196,8 @@ fn handpicked_bodies_agree() {
 fn valid_bodies_take_the_fast_path_and_agree() {
     // Sanity that the plain form decodes (so agreement is not vacuous).
     let body = &bodies(&numbers(r#"{"value":-1234567,"decimals":4}"#))[0];
-    let req = same(body.as_bytes()).unwrap();
+    same(body.as_bytes());
+    let req = parse_request(body.as_bytes()).unwrap();
     assert_eq!(req.inputs.numbers[0].values[0].to_f64(), -123.4567);
 }
 

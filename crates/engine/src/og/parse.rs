@@ -163,7 +163,9 @@ fn general_request(text: &str) -> Result<InferRequest, CodecError> {
         .ipfs_hash
         .ok_or_else(|| CodecError::Malformed("missing field `ipfs_hash`".into()))?;
     let inputs = match (wire.model_inputs, wire.num_inputs, wire.string_inputs) {
-        (Some(mi), None, None) => with_embedded(mi, "model_inputs", parse_inputs)?,
+        // The general decoder all the way down: the fast path has already
+        // declined this body, and the reference must not depend on it.
+        (Some(mi), None, None) => with_embedded(mi, "model_inputs", parse_inputs_general)?,
         (None, num, strings) if num.is_some() || strings.is_some() => {
             let numbers = match num {
                 Some(raw) => with_embedded(raw, "num_inputs", parse_number_list)?,

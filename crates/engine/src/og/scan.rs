@@ -17,6 +17,10 @@
 //! and the `og_scan` fuzz target check that claim.
 
 use super::{FixedPoint, InferRequest, ModelInputs, NumberTensor};
+use crate::element_count;
+
+/// The shortest fixed-point pair, `{"value":0,"decimals":0}`.
+const MIN_FIXED_POINT_BYTES: usize = 24;
 
 /// Decodes a whole `/infer` body of the current shape, or `None` when the
 /// body is anything but the plain form (the caller then runs the general
@@ -236,7 +240,12 @@ impl<'a> Scanner<'a> {
                 Some(())
             }
             "values" if values.is_none() => {
-                let mut list = Vec::new();
+                // Sized from the shape when it came first (growing a list
+                // of thousands by doubling was a tenth of the time), but
+                // never beyond what the rest of the text could hold.
+                let room = s.text.len().saturating_sub(s.pos) / MIN_FIXED_POINT_BYTES + 1;
+                let wanted = shape.as_deref().and_then(element_count).unwrap_or(0);
+                let mut list = Vec::with_capacity(wanted.min(room));
                 s.elements(|s| {
                     list.push(s.fixed_point()?);
                     Some(())
@@ -328,5 +337,53 @@ impl<'a> Scanner<'a> {
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.pos += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(values: &str) -> String {
+        format!(r#"{{"numbers":[{{"name":"x","shape":[2],"values":[{values}]}}],"strings":[]}}"#)
+    }
+
+    /// The forms clients send do take the fast path (so the differential
+    /// tests compare two paths, not the general decoder with itself).
+    #[test]
+    fn plain_forms_are_scanned() {
+        let inner = plain(r#"{"value":15,"decimals":1},{"decimals":"2","value":"-2.5"}"#);
+        let as_string = serde_json::json!({"ipfs_hash": "Qm", "model_inputs": inner}).to_string();
+        let as_object = format!(r#"{{"ipfs_hash":"Qm","model_inputs":{inner}}}"#);
+        // Python's json.dumps separators.
+        let spaced = format!(
+            r#"{{"model_inputs": {}, "ipfs_hash": "Qm"}}"#,
+            serde_json::Value::String(inner.replace(',', ", ").replace(':', ": "))
+        );
+        for body in [&as_string, &as_object, &spaced] {
+            let req = scan_request(body).unwrap_or_else(|| panic!("{body}"));
+            let values = &req.inputs.numbers[0].values;
+            assert_eq!(values[0].to_f64(), 1.5);
+            assert_eq!(values[1].to_f64(), -0.025);
+        }
+        assert!(scan_inputs(&inner).is_some());
+    }
+
+    /// What it leaves to the general decoder.
+    #[test]
+    fn unusual_forms_are_declined() {
+        for inner in [
+            plain(r#"{"value":1e1,"decimals":0},{"value":1,"decimals":0}"#),
+            plain(r#"{"value":"\u0031","decimals":0},{"value":1,"decimals":0}"#),
+            plain(r#"{"value":1,"decimals":19},{"value":1,"decimals":0}"#),
+            plain(r#"{"value":1,"value":1,"decimals":0},{"value":1,"decimals":0}"#),
+            r#"{"strings":[{"name":"s","shape":[1],"values":["a"]}]}"#.into(),
+        ] {
+            let body = serde_json::json!({"ipfs_hash": "Qm", "model_inputs": inner}).to_string();
+            assert!(scan_request(&body).is_none(), "{body}");
+            assert!(scan_inputs(&inner).is_none(), "{inner}");
+        }
+        // A raw tab inside the string is a control character, not whitespace.
+        assert!(scan_request("{\"ipfs_hash\":\"Qm\",\"model_inputs\":\"{}\t\"}").is_none());
     }
 }
