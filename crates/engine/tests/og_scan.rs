@@ -212,7 +212,7 @@ fn random_and_mutated_bodies_agree() {
         state ^= state << 17;
         state
     };
-    for round in 0..3000 {
+    for round in 0..10_000 {
         let n = (next() % 5) as usize;
         let values: Vec<String> = (0..n)
             .map(|_| {
