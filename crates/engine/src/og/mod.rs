@@ -10,8 +10,9 @@
 //!
 //! The code is split by concern: [`CodecError`] and its codes in `error`,
 //! the exact fixed-point numbers in `fixed`, the request decoder (serde
-//! visitors included) in `parse`, its single-pass fast path in `scan`, the conversion to engine tensors in
-//! `tensors` and the response writer in `write`. Everything public is
+//! visitors included) in `parse`, its single-pass fast path in `scan`, the
+//! conversion to engine tensors in `tensors` and the response writer in
+//! `write`. Everything public is
 //! re-exported here, so `attesta_engine::og::*` paths stay those of the
 //! single module it once was.
 
