@@ -12,9 +12,8 @@
 //! the exact fixed-point numbers in `fixed`, the request decoder (serde
 //! visitors included) in `parse`, its single-pass fast path in `scan`, the
 //! conversion to engine tensors in `tensors` and the response writer in
-//! `write`. Everything public is
-//! re-exported here, so `attesta_engine::og::*` paths stay those of the
-//! single module it once was.
+//! `write`. Everything public is re-exported here, so `attesta_engine::og::*`
+//! paths stay those of the single module it once was.
 
 #![deny(clippy::indexing_slicing)]
 
