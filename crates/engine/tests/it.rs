@@ -9,6 +9,7 @@ mod fixtures;
 mod hostile;
 mod if_recurrent;
 mod int_reductions;
+mod og_scan;
 mod plans;
 mod request_sizes;
 mod support;

@@ -160,24 +160,22 @@ static POW10_F64: [f64; 23] = [
 ];
 
 /// `[+-]?digits[.digits]` → (negative, integer digits, fraction digits).
+/// One pass over the text: this runs once per number of every request.
 fn split_decimal(text: &str) -> Option<(bool, &str, &str)> {
     let (negative, rest) = match text.as_bytes().first()? {
         b'-' => (true, text.get(1..)?),
         b'+' => (false, text.get(1..)?),
         _ => (false, text),
     };
-    let (int_part, frac_part) = match rest.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (rest, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (int_part.is_empty() && frac_part.is_empty())
-        || !all_digits(int_part)
-        || !all_digits(frac_part)
-    {
-        return None;
+    let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let (int_part, after) = rest.split_at_checked(int_len)?;
+    if after.is_empty() {
+        return (!int_part.is_empty()).then_some((negative, int_part, ""));
     }
-    if rest.contains('.') && (int_part.is_empty() || frac_part.is_empty()) {
+    // Both sides of a point must hold digits: "1." and ".5" are refused.
+    let frac_part = after.strip_prefix('.')?;
+    if int_part.is_empty() || frac_part.is_empty() || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     Some((negative, int_part, frac_part))
@@ -267,6 +265,13 @@ mod tests {
         assert_eq!(FixedPoint::parse("abc", "0"), Err(FieldError::Value));
         assert_eq!(FixedPoint::parse("", "0"), Err(FieldError::Value));
         assert_eq!(FixedPoint::parse("1.", "0"), Err(FieldError::Value));
+        for bad in [
+            ".5", "-.5", "1.2.3", "-", "+", "1a", "1.a", "--1", "1 ", "٣",
+        ] {
+            assert_eq!(FixedPoint::parse(bad, "0"), Err(FieldError::Value), "{bad}");
+        }
+        assert_eq!(fp("+1.50", "0").digits, fp("150", "2").digits);
+        assert_eq!(fp("+1.50", "0").to_f64(), 1.5);
         assert_eq!(FixedPoint::parse("1", "19"), Err(FieldError::Decimals));
         assert_eq!(FixedPoint::parse("1", "-1"), Err(FieldError::Decimals));
         assert_eq!(FixedPoint::parse("1", "1.5"), Err(FieldError::Decimals));

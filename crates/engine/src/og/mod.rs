@@ -10,23 +10,25 @@
 //!
 //! The code is split by concern: [`CodecError`] and its codes in `error`,
 //! the exact fixed-point numbers in `fixed`, the request decoder (serde
-//! visitors included) in `parse`, the conversion to engine tensors in
-//! `tensors` and the response writer in `write`. Everything public is
-//! re-exported here, so `attesta_engine::og::*` paths stay those of the
-//! single module it once was.
+//! visitors included) in `parse`, its single-pass fast path in `scan`, the
+//! conversion to engine tensors in `tensors` and the response writer in
+//! `write`. Everything public is re-exported here, so `attesta_engine::og::*`
+//! paths stay those of the single module it once was.
 
 #![deny(clippy::indexing_slicing)]
 
 mod error;
 mod fixed;
 mod parse;
+mod scan;
 mod tensors;
 mod write;
 
 pub use error::CodecError;
 pub use fixed::{FieldError, FixedPoint, MAX_DECIMALS};
 pub use parse::{
-    InferRequest, ModelInputs, NumberTensor, StringTensor, parse_inputs, parse_request,
+    InferRequest, ModelInputs, NumberTensor, StringTensor, parse_inputs, parse_inputs_general,
+    parse_request, parse_request_general,
 };
 pub use tensors::to_tensors;
 pub use write::{InferResponse, Nested, OutputEntry, encode_response};

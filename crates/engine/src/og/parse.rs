@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::scan::{scan_inputs, scan_request};
 use super::{CodecError, FieldError, FixedPoint};
 
 /// A decoded `/infer` request: which model, and its inputs still in wire form.
@@ -137,14 +138,34 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireFixed<'a> {
 /// Decodes an `/infer` body in either OpenGradient shape:
 /// `{ipfs_hash, model_inputs: "<json>"}` (also accepting `model_inputs` as an
 /// object) or the older `{ipfs_hash, num_inputs, string_inputs}`.
+///
+/// The plain form clients send takes a single-pass scanner; anything else
+/// (and every refusal) goes through [`parse_request_general`], so both give
+/// the same answer for every body.
 pub fn parse_request(body: &[u8]) -> Result<InferRequest, CodecError> {
     let text = std::str::from_utf8(body).map_err(CodecError::NotUtf8)?;
+    match scan_request(text) {
+        Some(request) => Ok(request),
+        None => general_request(text),
+    }
+}
+
+/// [`parse_request`] without the fast path: the reference the scanner is
+/// checked against (differential tests and the `og_scan` fuzz target).
+pub fn parse_request_general(body: &[u8]) -> Result<InferRequest, CodecError> {
+    let text = std::str::from_utf8(body).map_err(CodecError::NotUtf8)?;
+    general_request(text)
+}
+
+fn general_request(text: &str) -> Result<InferRequest, CodecError> {
     let wire: WireRequest<'_> = serde_json::from_str(text).map_err(CodecError::json("body"))?;
     let model = wire
         .ipfs_hash
         .ok_or_else(|| CodecError::Malformed("missing field `ipfs_hash`".into()))?;
     let inputs = match (wire.model_inputs, wire.num_inputs, wire.string_inputs) {
-        (Some(mi), None, None) => with_embedded(mi, "model_inputs", parse_inputs)?,
+        // The general decoder all the way down: the fast path has already
+        // declined this body, and the reference must not depend on it.
+        (Some(mi), None, None) => with_embedded(mi, "model_inputs", parse_inputs_general)?,
         (None, num, strings) if num.is_some() || strings.is_some() => {
             let numbers = match num {
                 Some(raw) => with_embedded(raw, "num_inputs", parse_number_list)?,
@@ -189,7 +210,16 @@ fn with_embedded<T>(
 
 /// Decodes the `model_inputs` JSON text (`{"numbers": [...], "strings": [...]}`).
 /// `model_inputs` may also arrive as a JSON string holding that object.
+/// Like [`parse_request`], the plain form takes the single-pass scanner.
 pub fn parse_inputs(text: &str) -> Result<ModelInputs, CodecError> {
+    match scan_inputs(text) {
+        Some(inputs) => Ok(inputs),
+        None => parse_inputs_general(text),
+    }
+}
+
+/// [`parse_inputs`] without the fast path, the scanner's reference.
+pub fn parse_inputs_general(text: &str) -> Result<ModelInputs, CodecError> {
     if text.trim_start().starts_with('"') {
         let inner: String = serde_json::from_str(text).map_err(CodecError::json("model_inputs"))?;
         return parse_object_inputs(&inner);
