@@ -467,7 +467,10 @@ fn the_openai_client_works_unchanged_against_the_gateway() {
     assert_eq!(seen["chat_stream"]["content"], seen["chat"]["content"]);
     assert!(seen["chat_stream"]["chunks"].as_u64().unwrap() >= 2);
     assert_eq!(seen["completion"]["object"], "text_completion");
-    assert_eq!(seen["completion_stream"]["text"], seen["completion"]["text"]);
+    assert_eq!(
+        seen["completion_stream"]["text"],
+        seen["completion"]["text"]
+    );
     assert_eq!(
         seen["unknown_model"],
         json!({"status": 404, "code": "model_not_found", "param": "model"})

@@ -36,6 +36,9 @@ pub enum EngineError {
     /// `std::bad_alloc`, e.g. under the load probe's address-space limit).
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// The caller stopped the run (its deadline passed) before it finished.
+    #[error("the run was stopped before it finished")]
+    Cancelled,
     /// The backend panicked; the model is unusable.
     #[error("engine fault: {0}")]
     Internal(String),
@@ -62,6 +65,7 @@ impl EngineError {
             EngineError::UnknownInput(_) => "unknown_input",
             EngineError::TensorTooLarge(_) => "tensor_too_large",
             EngineError::Run(_) | EngineError::OutOfMemory(_) => "inference_failed",
+            EngineError::Cancelled => "timeout",
             EngineError::Internal(_) => "internal",
         }
     }

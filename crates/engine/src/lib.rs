@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+mod cancel;
 pub mod demo;
 mod error;
 pub mod og;
@@ -14,6 +15,7 @@ mod tensor;
 pub mod tract;
 mod validate;
 
+pub use cancel::Cancel;
 pub use error::{EngineError, TensorTooLarge};
 pub use tensor::{
     DType, Dim, ModelInfo, NamedTensor, Tensor, TensorData, TensorInfo, element_count,
@@ -67,6 +69,16 @@ pub trait Model: Send + Sync {
     fn info(&self) -> &ModelInfo;
     /// Runs the model. `inputs` follow the order of `info().inputs`.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError>;
+    /// Runs the model, stopping early with [`EngineError::Cancelled`] when `cancel` fires,
+    /// if the backend can stop a run midway; the default runs to completion.
+    fn run_cancellable(
+        &self,
+        inputs: Vec<Tensor>,
+        cancel: &Cancel,
+    ) -> Result<Vec<NamedTensor>, EngineError> {
+        let _ = cancel;
+        self.run(inputs)
+    }
     /// Rough resident size in bytes, used by caches with a byte budget.
     fn memory_estimate(&self) -> usize;
     /// Upper bound on the bytes one run on `inputs` allocates (inputs,

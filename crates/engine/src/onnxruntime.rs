@@ -20,12 +20,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
+use ort::session::{RunOptions, Session};
 
 pub use self::library::{ORT_API_MINOR, ORT_LIB_ENV, OrtLoadError, OrtRuntime};
 use crate::tract::{info, prescan};
-use crate::{Engine, EngineError, Limits, Model, ModelInfo, NamedTensor, Tensor};
+use crate::{Cancel, Engine, EngineError, Limits, Model, ModelInfo, NamedTensor, Tensor};
 
 /// Settings of the onnxruntime backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +240,16 @@ impl Model for OrtModel {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {
+        self.run_cancellable(inputs, &Cancel::new())
+    }
+
+    /// Stops onnxruntime between (and inside some) kernels: the run's options are
+    /// terminated when `cancel` fires.
+    fn run_cancellable(
+        &self,
+        inputs: Vec<Tensor>,
+        cancel: &Cancel,
+    ) -> Result<Vec<NamedTensor>, EngineError> {
         crate::validate::inputs(&self.info, &inputs, self.max_tensor_bytes)?;
         self.check_values(&inputs)?;
         let mut feeds = Vec::with_capacity(inputs.len());
@@ -250,11 +260,19 @@ impl Model for OrtModel {
             })?;
             feeds.push((decl.name.as_str(), value));
         }
+        let options = Arc::new(RunOptions::new().map_err(|e| EngineError::Run(e.to_string()))?);
+        let stop = options.clone();
+        cancel.on_cancel(move || {
+            // An error only means the run already ended.
+            let _ = stop.terminate();
+        });
         let mut session = self.session()?;
         let run = catch_unwind(AssertUnwindSafe(|| {
-            let outputs = session.run(feeds).map_err(|e| {
+            let outputs = session.run_with_options(feeds, &*options).map_err(|e| {
                 let text = e.to_string();
-                if is_out_of_memory(&text) {
+                if cancel.is_cancelled() {
+                    EngineError::Cancelled
+                } else if is_out_of_memory(&text) {
                     EngineError::OutOfMemory(text)
                 } else {
                     EngineError::Run(text)

@@ -3,6 +3,7 @@
 //! one such link per file and filled CI's disk; one binary keeps the test build inside
 //! CI's disk and time. Run one file's tests with `cargo test -p attesta-engine --test it <file>::`.
 
+mod cancel;
 mod concurrency;
 mod conformance;
 mod fixtures;

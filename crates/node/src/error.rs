@@ -159,6 +159,11 @@ impl From<EngineError> for ApiError {
                 "inference_failed",
                 e.to_string(),
             ),
+            // Only the executor cancels, and only once the deadline passed (the caller has
+            // its timeout answer already) or the caller left.
+            EngineError::Cancelled => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", e.to_string())
+            }
             _ => ApiError::internal(e.to_string()),
         }
     }

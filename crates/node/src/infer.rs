@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attesta_content::Cid;
-use attesta_engine::og;
+use attesta_engine::{Cancel, og};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -55,7 +55,8 @@ impl Executor {
     }
 
     /// Runs `job` on the blocking pool once a slot is free. The deadline covers
-    /// the wait and the run; a run past it keeps its slot until it finishes,
+    /// the wait and the run; a run past it keeps its slot until it finishes
+    /// (or, through [`Executor::run_cancellable`], until the engine stops it),
     /// so timed-out work still counts against capacity.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -73,8 +74,24 @@ impl Executor {
         bytes: usize,
         job: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.run_cancellable(bytes, move |_| job()).await
+    }
+
+    /// Like [`Executor::run_charged`], handing `job` a [`Cancel`] that fires when the
+    /// deadline passes or the caller stops waiting (its future is dropped): a job that
+    /// passes it to the engine ([`attesta_engine::Model::run_cancellable`]) gives its slot
+    /// and charge back early instead of computing an answer nobody will read.
+    pub async fn run_cancellable<T: Send + 'static>(
+        &self,
+        bytes: usize,
+        job: impl FnOnce(&Cancel) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
         let permits = self.permits.clone();
         let budget = self.budget.clone();
+        let cancel = Cancel::new();
+        // Fires on every way out of this function except a finished run: the timeout
+        // below, and the caller dropping the future (a client that went away).
+        let _stop_on_exit = CancelOnDrop(cancel.clone());
         let work = async move {
             let charge = budget.charge(bytes).await.map_err(budget_error)?;
             let permit = permits
@@ -83,7 +100,7 @@ impl Executor {
                 .map_err(|_| ApiError::internal("executor closed"))?;
             tokio::task::spawn_blocking(move || {
                 let _held = (permit, charge);
-                job()
+                job(&cancel)
             })
             .await
             .map_err(|e| ApiError::internal_from("inference task failed", e))?
@@ -99,6 +116,15 @@ impl Executor {
                 ),
             )),
         }
+    }
+}
+
+/// Fires its [`Cancel`] when dropped; firing after the run finished does nothing.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -167,11 +193,11 @@ pub async fn run_model(
     let charge = inflight_estimate(&inputs, onnx.info());
     state
         .executor
-        .run_charged(charge, move || {
+        .run_cancellable(charge, move |cancel| {
             let tensors = og::to_tensors(&inputs, onnx.info())?;
             drop(inputs);
             let t0 = Instant::now();
-            let mut outputs = onnx.run(tensors)?;
+            let mut outputs = onnx.run_cancellable(tensors, cancel)?;
             metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
             crate::fault::perturb(fault, &mut outputs);
             encode(&outputs, &loaded.sha256_hex)

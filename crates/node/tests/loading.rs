@@ -313,6 +313,56 @@ async fn the_inflight_budget_queues_runs_and_refuses_what_never_fits() {
     exec.run_charged(2 << 20, || Ok(())).await.unwrap();
 }
 
+/// A job that computes until its handle fires (at most 30 s), then reports how long it ran.
+fn until_cancelled(
+    cancel: &attesta_engine::Cancel,
+) -> Result<Duration, attesta_node::error::ApiError> {
+    let started = Instant::now();
+    while !cancel.is_cancelled() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_or_abandoned_is_stopped_and_gives_its_slot_back() {
+    let exec = Arc::new(Executor::new(1, Duration::from_millis(200)).with_inflight_bytes(3 << 20));
+    // The deadline answers 503 and fires the run's handle: the one slot and the charge
+    // come back long before the job's own 30 s.
+    let started = Instant::now();
+    let e = exec
+        .run_cancellable(2 << 20, until_cancelled)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code), (503, "timeout"));
+    let ran = bounded(exec.run_cancellable(2 << 20, |_| Ok(Instant::now())))
+        .await
+        .unwrap();
+    assert!(
+        ran.duration_since(started) < Duration::from_secs(5),
+        "the slot came back only after {:?}",
+        ran.duration_since(started)
+    );
+
+    // A caller that stops waiting (its client went away) stops the run too.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let waiting = {
+        let exec = exec.clone();
+        tokio::spawn(async move {
+            exec.run_cancellable(0, move |cancel| {
+                let _ = tx.send(());
+                until_cancelled(cancel)
+            })
+            .await
+        })
+    };
+    bounded(rx).await.unwrap();
+    waiting.abort();
+    let started = Instant::now();
+    bounded(exec.run_cancellable(0, |_| Ok(()))).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_refuses_a_request_over_the_inflight_budget() {
     use axum::body::Body;

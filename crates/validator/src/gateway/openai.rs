@@ -484,7 +484,11 @@ mod tests {
         status.record_round(
             1,
             1,
-            &[node("a", MODEL), node("b", MODEL), node("c", "bafkreiother")],
+            &[
+                node("a", MODEL),
+                node("b", MODEL),
+                node("c", "bafkreiother"),
+            ],
             &scores,
             None,
         );
@@ -541,7 +545,9 @@ mod tests {
         sink: ChunkSink,
     ) -> BoxFuture<'static, CallResult> {
         Box::pin(async move {
-            sink.send(&json!({"object": "text_completion", "choices": [{"index": 0, "text": "Once"}]}));
+            sink.send(
+                &json!({"object": "text_completion", "choices": [{"index": 0, "text": "Once"}]}),
+            );
             Err(ClientError::Protocol(
                 "the streamed text differs from the signed final answer".into(),
             ))
@@ -622,10 +628,18 @@ mod tests {
     async fn unknown_models_and_malformed_bodies_get_openai_errors_without_a_node_call() {
         let gw = gateway();
         let cases = [
-            (json!({"model": "bafkreinobody", "prompt": "hi"}), 404, "model_not_found"),
+            (
+                json!({"model": "bafkreinobody", "prompt": "hi"}),
+                404,
+                "model_not_found",
+            ),
             (json!({"model": "bafkreiother-x"}), 404, "model_not_found"),
             (json!({"prompt": "hi"}), 400, "invalid_request"),
-            (json!({"model": MODEL, "stream": "yes"}), 400, "invalid_request"),
+            (
+                json!({"model": MODEL, "stream": "yes"}),
+                400,
+                "invalid_request",
+            ),
             (json!([1, 2]), 400, "invalid_request"),
         ];
         for (body, want, code) in cases {
