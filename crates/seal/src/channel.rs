@@ -29,7 +29,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hpke::aead::ChaCha20Poly1305 as HpkeChaCha;
 use hpke::kdf::HkdfSha256;
 use hpke::rand_core::CryptoRng;
-use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use hpke::{OpModeS, Serializable};
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
@@ -42,14 +42,14 @@ use crate::receipt::{RECEIPT_VERSION, Receipt, ReceiptError, SignedReceipt};
 use crate::replay::{ReplayGuard, ReplayId};
 use crate::{REQUEST_INFO, RESPONSE_EXPORT, UnixTime, sha256};
 
-type EncappedKey = <HpkeKem as hpke::Kem>::EncappedKey;
 /// Error messages in sealed answers are cut to this many bytes.
 const MAX_ERROR_MESSAGE: usize = 1024;
 /// HKDF-Expand labels of the per-answer key and AEAD nonce.
 const KEY_LABEL: &[u8] = b"key";
 const NONCE_LABEL: &[u8] = b"nonce";
 
-fn info(keyset_digest: &[u8; 32]) -> Vec<u8> {
+/// The request's HPKE `info`: [`REQUEST_INFO`] ‖ key-set digest.
+pub(crate) fn info(keyset_digest: &[u8; 32]) -> Vec<u8> {
     let mut info = Vec::with_capacity(REQUEST_INFO.len() + 32);
     info.extend_from_slice(REQUEST_INFO);
     info.extend_from_slice(keyset_digest);
@@ -104,11 +104,11 @@ pub(crate) struct ResponseSecret {
 
 impl ResponseSecret {
     /// `export` is the HPKE context's exporter (RFC 9180 `Export`).
-    fn from_export(
-        export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
+    fn from_export<E>(
+        export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), E>,
         enc: [u8; 32],
         request_digest: [u8; 32],
-    ) -> Result<Self, hpke::HpkeError> {
+    ) -> Result<Self, E> {
         let mut secret = Zeroizing::new([0u8; 32]);
         export(RESPONSE_EXPORT, secret.as_mut_slice())?;
         Ok(ResponseSecret {
@@ -538,23 +538,16 @@ impl NodeKeys {
             }));
         }
         let undecryptable = || Rejected::Envelope(EnvelopeError::DecryptionFailed);
-        let encapped = EncappedKey::from_bytes(&env.enc).map_err(|_| undecryptable())?;
-        let mut ctx = hpke::setup_receiver::<HpkeChaCha, HkdfSha256, HpkeKem>(
-            &OpModeR::Base,
-            &self.hpke_sk,
-            &encapped,
-            &info(&digest),
-        )
-        .map_err(|_| undecryptable())?;
-        let plaintext = ctx
-            .open(env.ciphertext, env.header)
+        let (plaintext, exporter) = self
+            .receiver
+            .open(&env.enc, env.header, env.ciphertext)
             .map_err(|_| undecryptable())?;
         let request_digest = sha256(&plaintext);
         let request = RequestPlaintext::parse(&plaintext).map_err(Rejected::Request)?;
         let replay = ReplayId::new(&env.enc, request.issued_at);
         guard.check(&replay, now).map_err(Rejected::Request)?;
         let response = ResponseSecret::from_export(
-            |label, out| ctx.export(label, out),
+            |label, out| exporter.export(label, out).map_err(|_| ()),
             env.enc,
             request_digest,
         )

@@ -7,6 +7,8 @@ use hpke::{Deserializable, Kem, Serializable};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
+use crate::hpke_receiver::Receiver;
+
 use crate::{KEYSET_DOMAIN, REPORT_DATA_DOMAIN};
 
 /// Length of [`PublicKeySet::to_bytes`]: version, HPKE key, signing key.
@@ -15,7 +17,6 @@ pub const KEYSET_ENCODING_LEN: usize = 65;
 const KEYSET_VERSION: u8 = 1;
 
 pub(crate) type HpkeKem = X25519HkdfSha256;
-pub(crate) type HpkePrivateKey = <HpkeKem as Kem>::PrivateKey;
 pub(crate) type HpkePublicKey = <HpkeKem as Kem>::PublicKey;
 
 /// The public half of a node's key set, as bound into its evidence.
@@ -101,7 +102,8 @@ pub fn report_data(keyset_digest: &[u8; 32], nonce: &[u8]) -> [u8; 64] {
 /// The node's secret key set. Lives in enclave memory only: no `Serialize`,
 /// a `Debug` that prints public keys only, secrets zeroized on drop.
 pub struct NodeKeys {
-    pub(crate) hpke_sk: HpkePrivateKey,
+    /// Opens requests: the HPKE private key, held by aws-lc (cleared when freed).
+    pub(crate) receiver: Receiver,
     pub(crate) sign_sk: SigningKey,
     public: PublicKeySet,
     digest: [u8; 32],
@@ -138,10 +140,17 @@ impl NodeKeys {
             hpke_pk: hpke_pk.to_bytes().into(),
             sign_pk: sign_sk.verifying_key().to_bytes(),
         };
+        let digest = public.digest();
+        let sk_bytes = zeroize::Zeroizing::new(<[u8; 32]>::from(hpke_sk.to_bytes()));
+        // DeriveKeyPair clamps nothing into an invalid scalar: every 32 bytes are an X25519
+        // private key, so aws-lc accepts them.
+        #[allow(clippy::expect_used)]
+        let receiver = Receiver::new(&sk_bytes, public.hpke_pk, &crate::channel::info(&digest))
+            .expect("aws-lc accepts every 32-byte X25519 private key");
         NodeKeys {
-            hpke_sk,
+            receiver,
             sign_sk,
-            digest: public.digest(),
+            digest,
             public,
         }
     }

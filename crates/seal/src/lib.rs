@@ -27,6 +27,7 @@ pub mod bundle;
 pub mod channel;
 pub mod envelope;
 pub mod frames;
+mod hpke_receiver;
 mod keys;
 pub mod plaintext;
 pub mod receipt;
