@@ -480,12 +480,17 @@ pub(crate) fn swiglu(g: f32, u: f32) -> f32 {
     g / (1.0 + (-g).exp()) * u
 }
 
-/// `x / sqrt(mean(x²) + eps) * w`, as candle's `rms_norm` computes it.
+/// `x / sqrt(mean(x²) + eps) * w`, rounded as ggml's `rms_norm` then `mul` round it.
 pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let sum2 = x.iter().map(|&v| v * v).sum::<f32>();
-    let m = (sum2 / x.len() as f32 + eps).sqrt();
+    // As ggml rounds it: squares in f32 summed in f64, the mean rounded to f32, one
+    // reciprocal square root, then `x * scale` and `* w` as two roundings. Every ulp
+    // matters downstream: the next matmul quantises these values, and an ulp across a
+    // rounding boundary moves a quantised activation by one step.
+    let sum2: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    let mean = (sum2 / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {
-        *o = v / m * w;
+        *o = (v * scale) * w;
     }
 }
 

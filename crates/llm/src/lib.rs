@@ -22,6 +22,7 @@ pub mod model;
 mod prefill;
 #[cfg(target_arch = "x86_64")]
 mod prefill_avx512;
+mod quantize;
 pub mod sample;
 pub mod weights;
 

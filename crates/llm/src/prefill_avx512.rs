@@ -165,7 +165,7 @@ impl Tokens {
         self.sums.clear();
         let mut blocks = vec![BlockQ8_0::zeros(); kb];
         for t in 0..m {
-            BlockQ8_0::from_float(&lhs[t * k..(t + 1) * k], &mut blocks);
+            crate::quantize::q8_0(&lhs[t * k..(t + 1) * k], &mut blocks);
             let bytes = super::weights::block_bytes(&blocks);
             for c in 0..nc {
                 let v = chunk(load32(bytes, 68 * c + 2), load32(bytes, 68 * c + 36));
@@ -187,7 +187,7 @@ impl Tokens {
         self.init.clear();
         let mut blocks = vec![BlockQ8K::zeros(); nsb];
         for t in 0..m {
-            BlockQ8K::from_float(&lhs[t * k..(t + 1) * k], &mut blocks);
+            crate::quantize::q8k(&lhs[t * k..(t + 1) * k], &mut blocks);
             let bytes = super::weights::block_bytes(&blocks);
             for (s, blk) in bytes.chunks_exact(292).enumerate() {
                 let d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
@@ -607,7 +607,7 @@ mod tests {
         ours: impl Fn(&[W], &[f32]) -> Vec<f32>,
     ) -> f32
     where
-        W::VecDotType: GgmlType,
+        W::VecDotType: crate::weights::Activation,
     {
         let mut seed = 0x9e37_79b9_7f4a_7c15 ^ (m * 31 + n) as u64;
         let wf = random(n * k, &mut seed, 1.0);
@@ -620,7 +620,10 @@ mod tests {
         let mut worst = 0f32;
         for t in 0..m {
             let mut xq = vec![W::VecDotType::zeros(); kb];
-            W::VecDotType::from_float(&x[t * k..(t + 1) * k], &mut xq);
+            <W::VecDotType as crate::weights::Activation>::quantize(
+                &x[t * k..(t + 1) * k],
+                &mut xq,
+            );
             for r in 0..n {
                 let want = W::vec_dot(k, &w[r * kb..(r + 1) * kb], &xq);
                 let scale = 1.0f32.max(want.abs());

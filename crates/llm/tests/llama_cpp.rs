@@ -3,16 +3,19 @@
 //! agree token for token wherever llama.cpp's top-2 margin exceeds it, and prompts
 //! tokenise identically.
 //!
-//! Tolerances (max |ours - llama.cpp| per logit; logits of these random models span about
-//! +-37): F32, F16, and the SPM Q8_0 and Q4_K models agree within 0.05 (measured: F16
-//! 0.016 from f16 vs f32 activations; the others <= 2e-5, summation order). The Q4_K model
-//! used to differ by ~0.45: the rotary tables computed `base^(-2i/d)` per frequency where
-//! ggml multiplies by `base^(-2/d)` frequency after frequency, and the two roundings
-//! flipped quantised activations; with ggml's recurrence it agrees to 2e-5. The Llama 3
-//! (BPE) Q8_0 model still differs by up to ~0.8 from position 2 on (positions 0 and 1
-//! agree to 5e-6; the same model in F32 agrees to 4e-5), which we have not explained yet;
-//! it gets a 1.0 bound, and greedy decoding must agree wherever llama.cpp's top-2 margin
-//! exceeds the bound.
+//! Tolerance (max |ours - llama.cpp| per logit; logits of these random models span about
+//! +-37): 0.05 on every model. Measured: F32, Q8_0 (SPM and Llama 3 BPE) and Q4_K agree to
+//! <= 2e-5 (summation order); F16 to 0.014, not yet explained (inputs are rounded to f16
+//! as ggml does; that was 0.002 of it). Two causes of larger gaps were found and fixed:
+//! the rotary tables must follow ggml's recurrence (`theta *= base^(-2/d)` frequency after
+//! frequency; the per-frequency power moved the Q4_K model's logits by 0.45), and RMS norm
+//! must round as ggml does (squares summed in f64, `x * (1 / sqrt(mean + eps))` then
+//! `* w`; our `x / sqrt(..) * w` in f32 moved the Llama 3 Q8_0 model's logits by 0.8 from
+//! the first position that attended to one particular token, whose normalised embedding
+//! had a value an ulp from a quantisation step). In quantised models an ulp of difference
+//! before an activation is quantised can move that activation a whole step, so these
+//! checks are sharp. Greedy decoding must agree wherever llama.cpp's top-2 margin exceeds
+//! the tolerance.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::oracle;
@@ -23,10 +26,8 @@ use attesta_llm::model::{KvCache, Logits, rows};
 use attesta_llm::sample::SamplingParams;
 use serde_json::json;
 
-/// Largest accepted |ours - llama.cpp| per logit where the engines agree closely.
+/// Largest accepted |ours - llama.cpp| per logit.
 const TIGHT: f32 = 0.05;
-/// The bound for the models whose difference is not explained yet (see the module doc).
-const LOOSE: f32 = 1.0;
 
 const TEXT: &str =
     "The quick brown fox jumps over the lazy dog. Größe, 東京, مرحبا, 🚀 and 12345 tokens.";
@@ -143,5 +144,5 @@ fn tiny_spm_q4_k_matches_llama_cpp() {
 
 #[test]
 fn tiny_bpe_q8_0_matches_llama_cpp() {
-    compare("tiny-bpe-q8_0", LOOSE);
+    compare("tiny-bpe-q8_0", TIGHT);
 }
