@@ -652,6 +652,40 @@ mod tests {
         }
     }
 
+    /// The decode path's single-vector products are the batched kernel's, bit for bit
+    /// (what makes a validator's teacher-forced check exact).
+    #[test]
+    fn single_vector_products_equal_the_batched_ones_bit_for_bit() {
+        if !available() {
+            return;
+        }
+        let (m, k, n) = (7, 512, 21);
+        let mut seed = 17u64;
+        let wf = random(n * k, &mut seed, 1.0);
+        let x = random(m * k, &mut seed, 3.0);
+        let mut q4 = vec![BlockQ4K::zeros(); n * k / QK_K];
+        BlockQ4K::from_float(&wf, &mut q4);
+        let mut q8 = vec![BlockQ8_0::zeros(); n * k / QK8_0];
+        BlockQ8_0::from_float(&wf, &mut q8);
+        for w in [Quant::Q4K(&q4), Quant::Q8_0(&q8)] {
+            let batched = matmul(w, &x, m, k, n);
+            for t in 0..m {
+                let mut v = Vector::default();
+                let mut single = vec![0f32; n];
+                dot_rows(w, &x[t * k..(t + 1) * k], &mut v, 0..n, &mut |r, y| {
+                    single[r] = y
+                });
+                for r in 0..n {
+                    assert_eq!(
+                        single[r].to_bits(),
+                        batched[t * n + r].to_bits(),
+                        "token {t} row {r}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn q4_k_products_match_the_row_dot_products() {
         if !available() {
