@@ -34,7 +34,7 @@ pub(crate) fn q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
         scale.copy_from_slice(&f16::from_f32(d).to_le_bytes());
         for (q, v) in qs.iter_mut().zip(x) {
             // |v * id| <= 127 (up to rounding of id, which `as` saturates).
-            *q = ((v * id).round_ties_even() as i8) as u8;
+            *q = (nearest_int(v * id) as i8) as u8;
         }
     }
 }
@@ -62,7 +62,7 @@ pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) {
         }
         let iscale = -127.0 / max;
         for (q, v) in qs.iter_mut().zip(x) {
-            *q = ((iscale * v).round_ties_even().min(127.0) as i8) as u8;
+            *q = (nearest_int(iscale * v).min(127) as i8) as u8;
         }
         for (sum, group) in sums.chunks_exact_mut(2).zip(qs.chunks_exact(16)) {
             let s: i16 = group.iter().map(|&q| i16::from(q as i8)).sum();
@@ -70,6 +70,16 @@ pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) {
         }
         scale.copy_from_slice(&(1.0 / iscale).to_le_bytes());
     }
+}
+
+/// `v` rounded to the nearest integer, ties to even, for |v| < 2^22: GGML's
+/// `nearest_int`. Adding 1.5 · 2^23 leaves the integer in the low mantissa bits, rounded by
+/// the addition itself (to even); unlike `f32::round_ties_even`, which compiles to a libm
+/// call on baseline x86-64, it vectorises.
+#[inline(always)]
+fn nearest_int(v: f32) -> i32 {
+    let shifted = v + 12_582_912.0;
+    (shifted.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
 #[cfg(test)]
@@ -124,5 +134,16 @@ mod tests {
         assert_eq!(bytes[2] as i8, 127);
         assert_eq!(bytes[3] as i8, 0);
         assert_eq!(bytes[4] as i8, -2);
+    }
+
+    #[test]
+    fn nearest_int_is_round_ties_even() {
+        for i in -2_000_000..2_000_000 {
+            let v = i as f32 * 0.000_25 - 3.0;
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
+        for v in [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 127.49999, -127.5, 126.5] {
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
     }
 }
