@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn opens_what_the_hpke_crate_seals_and_exports_the_same_secrets() {
         let mut rng = Counter(1);
-        let mut os = rand_core_os();
+        let mut os = sender_rng();
         for round in 0..24usize {
             let info = [b"attesta/v2 request".as_slice(), &rng.bytes::<32>()].concat();
             let (receiver, pk) = receiver(&rng.bytes::<32>(), &info);
@@ -258,7 +258,7 @@ mod tests {
         let ikm = [5u8; 32];
         let (one, pk) = receiver(&ikm, b"info one");
         let (other, _) = receiver(&ikm, b"info two");
-        let mut os = rand_core_os();
+        let mut os = sender_rng();
         let (enc, mut ctx) = hpke::setup_sender_with_rng::<HpkeChaCha, HkdfSha256, Kem>(
             &OpModeS::Base,
             &pk,
@@ -278,13 +278,14 @@ mod tests {
         }
     }
 
-    fn rand_core_os() -> impl hpke::rand_core::CryptoRng {
-        Counter2(99)
+    fn sender_rng() -> impl hpke::rand_core::CryptoRng {
+        SenderRng(99)
     }
 
-    /// A deterministic RNG in the `rand_core` interface the `hpke` crate takes.
-    struct Counter2(u64);
-    impl hpke::rand_core::TryRng for Counter2 {
+    /// The sender's ephemeral keys: a deterministic RNG in the `rand_core` interface the
+    /// `hpke` crate takes.
+    struct SenderRng(u64);
+    impl hpke::rand_core::TryRng for SenderRng {
         type Error = std::convert::Infallible;
         fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
             Ok(self.try_next_u64()? as u32)
@@ -303,5 +304,5 @@ mod tests {
             Ok(())
         }
     }
-    impl hpke::rand_core::TryCryptoRng for Counter2 {}
+    impl hpke::rand_core::TryCryptoRng for SenderRng {}
 }
