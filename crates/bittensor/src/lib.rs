@@ -20,7 +20,7 @@ pub mod synapse;
 pub mod wallet;
 
 pub use axon::{AxonConfig, CallerPolicy, router};
-pub use dendrite::{AxonTarget, Dendrite, DendriteError};
+pub use dendrite::{AxonTarget, CompletionReply, Dendrite, DendriteError};
 pub use keys::{Hotkey, Signature};
 pub use ss58::AccountId;
 pub use wallet::WalletSpec;

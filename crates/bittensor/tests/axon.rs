@@ -323,4 +323,8 @@ async fn the_node_down_is_a_gateway_error() {
 #[test]
 fn the_sealed_media_type_is_the_nodes() {
     assert_eq!(SEALED_MEDIA_TYPE, attesta_seal::MEDIA_TYPE);
+    assert_eq!(
+        attesta_bittensor::axon::SEALED_STREAM_MEDIA_TYPE,
+        attesta_seal::STREAM_MEDIA_TYPE
+    );
 }

@@ -1,9 +1,9 @@
 //! Language-model challenges against real nodes (in-process, serving the tiny test GGUF,
 //! attested by the dev TEE) through the round runner and the production channel
 //! (`ClientFactory`: the sealed `/v1/completions` stream, its receipt checked): an honest
-//! node scores; a node whose sealed answer is tampered with or cut on the way, and a node
+//! node scores, directly and through its Bittensor axon (`TeeCompletion`); a node whose sealed answer is tampered with or cut on the way, and a node
 //! whose completion is not greedy (its declared `wrong-output` fault answers another
-//! first token, honestly sealed and signed), score 0; a node whose stream is slower scores
+//! first token, honestly sealed and signed), score 0, directly and through an axon; a node whose stream is slower scores
 //! less. The tampering and slow nodes are a relay in front of the honest node that flips
 //! a byte of, cuts or delays its sealed stream. Needs the LLM venv
 //! (`ATTESTA_LLM_PYTHON`) to generate the test GGUF.
@@ -31,7 +31,7 @@ use attesta_node::fault::{ActiveFault, Fault};
 use attesta_node::{Node, NodeConfig, NodeParts};
 use attesta_validator::client_channel::{ClientFactory, system_rng};
 use attesta_validator::llm_challenge::{LlmChallengeSet, LlmChallengeSpec};
-use attesta_validator::registry::NodeEntry;
+use attesta_validator::registry::{NodeEntry, Via};
 use attesta_validator::round::{NodeCheck, RoundSettings, SystemClock, run_checks};
 use attesta_validator::scoring::{RoundOutcome, ScoringParams, score_round};
 use attesta_validator::state::{Attempt, Outcome};
@@ -209,6 +209,23 @@ fn entry(id: &str, addr: SocketAddr) -> NodeEntry {
     }
 }
 
+/// Puts `node` behind an in-process `attesta axon` (hotkey `//Alice`, only `//Bob` may
+/// call); returns its URL.
+async fn behind_axon(node: SocketAddr) -> String {
+    use attesta_bittensor::{AxonConfig, CallerPolicy, Hotkey};
+    let bob = Hotkey::from_dev_uri("//Bob").unwrap().account();
+    let config = AxonConfig::new(
+        Hotkey::from_dev_uri("//Alice").unwrap(),
+        format!("http://{node}"),
+        CallerPolicy::Allow([bob].into()),
+    );
+    let app = attesta_bittensor::router(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
 fn challenge_set(cid: &str) -> LlmChallengeSet {
     let mut spec = LlmChallengeSpec::new(cid);
     spec.prompt_tokens = 8;
@@ -276,7 +293,7 @@ async fn rounds(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn honest_scores_tampered_cut_and_non_greedy_score_zero_slow_scores_less() {
+async fn honest_and_axon_nodes_score_tampered_cut_and_non_greedy_score_zero_slow_scores_less() {
     let dir = tempfile::tempdir().unwrap();
     let tee = Tee::new(dir.path());
     std::fs::create_dir_all(dir.path().join("honest")).unwrap();
@@ -294,13 +311,39 @@ async fn honest_scores_tampered_cut_and_non_greedy_score_zero_slow_scores_less()
         entry("cut", start_relay(node, Mode::Cut).await),
         entry("slow", start_relay(node, Mode::Slow).await),
         entry("non-greedy", faulty),
+        NodeEntry {
+            id: "axon".into(),
+            url: behind_axon(node).await,
+            hotkey: Some(
+                attesta_bittensor::Hotkey::from_dev_uri("//Alice")
+                    .unwrap()
+                    .account()
+                    .to_ss58(),
+            ),
+            via: Via::Axon,
+        },
+        NodeEntry {
+            id: "non-greedy-axon".into(),
+            url: behind_axon(faulty).await,
+            hotkey: Some(
+                attesta_bittensor::Hotkey::from_dev_uri("//Alice")
+                    .unwrap()
+                    .account()
+                    .to_ss58(),
+            ),
+            via: Via::Axon,
+        },
     ];
-    let factory = Arc::new(ClientFactory::new(
-        tee.policy(),
-        Duration::from_secs(60),
-        Arc::new(SystemClock),
-        system_rng(),
-    ));
+    let timeout = Duration::from_secs(60);
+    let dendrite = attesta_bittensor::Dendrite::new(
+        attesta_bittensor::Hotkey::from_dev_uri("//Bob").unwrap(),
+        timeout,
+    )
+    .unwrap();
+    let factory = Arc::new(
+        ClientFactory::new(tee.policy(), timeout, Arc::new(SystemClock), system_rng())
+            .with_dendrite(Arc::new(dendrite)),
+    );
     let (last, scores) = rounds(&set, factory, &nodes, 2).await;
     for (id, a) in &last {
         match id.as_str() {
@@ -315,7 +358,7 @@ async fn honest_scores_tampered_cut_and_non_greedy_score_zero_slow_scores_less()
                     "{reason}"
                 );
             }
-            "non-greedy" => {
+            "non-greedy" | "non-greedy-axon" => {
                 assert_eq!(a.outcome, Outcome::Wrong, "{a:?}");
                 let reason = a.reason.as_deref().unwrap();
                 assert!(reason.contains("greedy token"), "{reason}");
@@ -324,12 +367,17 @@ async fn honest_scores_tampered_cut_and_non_greedy_score_zero_slow_scores_less()
                 assert_eq!(a.outcome, Outcome::Correct, "{id}: {a:?}");
                 let t = a.llm.unwrap();
                 assert!(t.tokens >= 1 && t.scored_secs > 0.0, "{t:?}");
+                if id == "axon" {
+                    // The stream came whole: no decode rate, TTFT is the whole answer's time.
+                    assert_eq!(t.tokens_per_sec, None, "{t:?}");
+                }
                 eprintln!("{id}: {t:?}");
             }
         }
     }
     assert!(scores["honest"] > 0.0);
-    for id in ["tampered", "cut", "non-greedy"] {
+    assert!(scores["axon"] > 0.0, "{scores:?}");
+    for id in ["tampered", "cut", "non-greedy", "non-greedy-axon"] {
         assert_eq!(scores[id], 0.0, "{id}: {scores:?}");
     }
     assert!(scores["slow"] < scores["relayed"], "{scores:?}");
