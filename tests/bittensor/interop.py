@@ -3,9 +3,10 @@
 Run with the SDK's venv (.venv-bittensor) and the repo's python/ on PYTHONPATH:
 
   interop.py wallet DIR                 write an unencrypted wallet DIR/miner (hotkey //Alice)
-  interop.py dendrite ADDR HOTKEY NONCE ENVELOPE_B64_FILE OUT.json
-                                        call a Rust axon with the SDK's Dendrite (both synapses)
-                                        and with hand-made negative cases; write the outcomes
+  interop.py dendrite ADDR HOTKEY NONCE ENVELOPE_B64_FILE COMPLETION_B64_FILE OUT.json
+                                        call a Rust axon with the SDK's Dendrite (TeeAttestation,
+                                        TeeInference, TeeCompletion) and with hand-made negative
+                                        cases; write the outcomes
   interop.py axon DIR PORT              serve both synapses with the SDK's Axon (wallet DIR/miner)
 """
 
@@ -19,7 +20,7 @@ import bittensor as bt
 import requests
 from bittensor_wallet import Keypair, Wallet
 
-from attesta_bittensor import TeeAttestation, TeeInference
+from attesta_bittensor import TeeAttestation, TeeCompletion, TeeInference
 
 # The SDK's Dendrite asks outside services for its public IP; tests talk to 127.0.0.1 only.
 # 203.0.113.7 is a documentation address (TEST-NET-3), as in the fixtures' captures.
@@ -48,11 +49,12 @@ def outcome(s):
     }
 
 
-async def official(addr, hotkey, nonce, envelope):
+async def official(addr, hotkey, nonce, envelope, completion):
     info = axon_info(addr, hotkey)
     bob = bt.Dendrite(wallet=Keypair.create_from_uri("//Bob"))
     att = await bob.call(info, TeeAttestation(nonce=nonce), timeout=30.0, deserialize=False)
     inf = await bob.call(info, TeeInference(sealed_request=envelope), timeout=30.0, deserialize=False)
+    cmpl = await bob.call(info, TeeCompletion(sealed_request=completion), timeout=30.0, deserialize=False)
     eve = bt.Dendrite(wallet=Keypair.create_from_uri("//Eve"))
     blocked = await eve.call(info, TeeAttestation(nonce=nonce), timeout=30.0, deserialize=False)
     for d in (bob, eve):
@@ -60,6 +62,11 @@ async def official(addr, hotkey, nonce, envelope):
     return {
         "attestation": {**outcome(att), "platform": att.platform, "evidence": att.evidence, "keyset": att.keyset},
         "inference": {**outcome(inf), "sealed_response": inf.sealed_response},
+        "completion": {
+            **outcome(cmpl),
+            "sealed_stream": cmpl.sealed_stream,
+            "sealed_response": cmpl.sealed_response,
+        },
         "blacklisted": outcome(blocked),
     }
 
@@ -106,10 +113,12 @@ def negatives(addr, hotkey, nonce):
     return out
 
 
-def dendrite(addr, hotkey, nonce, envelope_file, out_file):
+def dendrite(addr, hotkey, nonce, envelope_file, completion_file, out_file):
     with open(envelope_file) as f:
         envelope = f.read().strip()
-    result = asyncio.run(official(addr, hotkey, nonce, envelope))
+    with open(completion_file) as f:
+        completion = f.read().strip()
+    result = asyncio.run(official(addr, hotkey, nonce, envelope, completion))
     result["negative"] = negatives(addr, hotkey, nonce)
     with open(out_file, "w") as f:
         json.dump(result, f)

@@ -1,7 +1,9 @@
 //! The axon: a miner's host process that speaks the SDK's wire format and relays
-//! attesta's two synapses to the enclave node. It only relays: `TeeAttestation` to
-//! `GET /v1/attestation` and `TeeInference`'s sealed envelope to `POST /v1/infer`, so the
-//! host never sees a plaintext input or output.
+//! attesta's synapses to the enclave node. It only relays: `TeeAttestation` to
+//! `GET /v1/attestation`, `TeeInference`'s sealed envelope to `POST /v1/infer`, and
+//! `TeeCompletion` / `TeeChatCompletion`'s sealed envelope to `POST /v1/completions` /
+//! `POST /v1/chat/completions` (the node's sealed stream read whole, bounded, and sent back
+//! in one response), so the host never sees a plaintext input or output.
 //!
 //! Stricter than the SDK's axon, in this order (cheap checks first; nothing is
 //! remembered for a request whose signature did not verify):
@@ -42,6 +44,10 @@ use crate::synapse::{Synapse, header as h, signed_message};
 
 /// The node's sealed media type (`attesta_seal::MEDIA_TYPE`; a test pins the two equal).
 pub const SEALED_MEDIA_TYPE: &str = "application/vnd.attesta.sealed";
+
+/// The node's sealed stream media type (`attesta_seal::STREAM_MEDIA_TYPE`; a test pins the
+/// two equal).
+pub const SEALED_STREAM_MEDIA_TYPE: &str = "application/vnd.attesta.sealed-stream";
 
 /// Nanoseconds since the Unix epoch (injected so tests can replay captured nonces).
 pub type NanoClock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -100,8 +106,11 @@ pub struct AxonConfig {
     pub nonces: NonceConfig,
     /// Largest request body (the base64 of a sealed request plus the synapse JSON).
     pub max_body_bytes: usize,
-    /// Deadline of one relayed call to the node.
+    /// Deadline of one relayed call to the node (a language-model call: the whole stream).
     pub node_timeout: Duration,
+    /// Largest sealed stream relayed from the node (the answer of one language-model
+    /// call, read whole because a synapse answers once); longer ones are refused.
+    pub max_stream_bytes: usize,
     /// The clock nonces are judged by.
     pub clock: NanoClock,
 }
@@ -117,7 +126,7 @@ impl std::fmt::Debug for AxonConfig {
 }
 
 impl AxonConfig {
-    /// A configuration with default limits (16 MiB bodies, 60 s node deadline).
+    /// A configuration with default limits (16 MiB bodies and streams, 60 s node deadline).
     pub fn new(hotkey: Hotkey, node: impl Into<String>, policy: CallerPolicy) -> Self {
         AxonConfig {
             hotkey,
@@ -126,6 +135,7 @@ impl AxonConfig {
             nonces: NonceConfig::default(),
             max_body_bytes: 16 << 20,
             node_timeout: Duration::from_secs(60),
+            max_stream_bytes: 16 << 20,
             clock: system_nanos(),
         }
     }
@@ -150,7 +160,8 @@ struct Axon {
     http: reqwest::Client,
 }
 
-/// The axon's routes (`POST /TeeAttestation`, `POST /TeeInference`, `GET /healthz`), to be served by the
+/// The axon's routes (`POST /TeeAttestation`, `POST /TeeInference`, `POST /TeeCompletion`,
+/// `POST /TeeChatCompletion`, `GET /healthz`), to be served by the
 /// node's accept loop (`attesta_node::server::serve`) or any axum server.
 pub fn router(config: AxonConfig) -> Result<Router, AxonError> {
     if !(config.node.starts_with("http://") || config.node.starts_with("https://")) {
@@ -215,7 +226,7 @@ async fn not_found() -> Response {
         Refusal::new(
             StatusCode::NOT_FOUND,
             "unknown_synapse",
-            "no such synapse; available: TeeAttestation, TeeInference",
+            "no such synapse; available: TeeAttestation, TeeInference, TeeCompletion, TeeChatCompletion",
         ),
         None,
         Instant::now(),
@@ -417,6 +428,10 @@ async fn serve(
     let out = match synapse {
         Synapse::TeeAttestation => relay_attestation(axon, &value).await?,
         Synapse::TeeInference => relay_inference(axon, &value).await?,
+        Synapse::TeeCompletion | Synapse::TeeChatCompletion => {
+            let route = synapse.completion_route().unwrap_or("/v1/completions");
+            relay_completion(axon, route, &value).await?
+        }
     };
     Ok((call, fields, out))
 }
@@ -512,6 +527,62 @@ async fn relay_inference(axon: &Axon, sealed: &str) -> Result<Map<String, Value>
     }
     let mut out = Map::new();
     out.insert("sealed_response".into(), Value::String(B64.encode(&body)));
+    Ok(out)
+}
+
+async fn relay_completion(
+    axon: &Axon,
+    route: &str,
+    sealed: &str,
+) -> Result<Map<String, Value>, Refusal> {
+    let envelope = B64
+        .decode(sealed.trim())
+        .map_err(|_| bad("invalid_sealed_request", "sealed_request is not base64"))?;
+    let resp = axon
+        .http
+        .post(format!("{}{route}", axon.config.node))
+        .header(header::CONTENT_TYPE, SEALED_MEDIA_TYPE)
+        .header(header::ACCEPT, SEALED_STREAM_MEDIA_TYPE)
+        .body(envelope)
+        .send()
+        .await
+        .map_err(node_failure)?;
+    let status = resp.status().as_u16();
+    let media_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    // A synapse answers once: the stream is read to its end, bounded, before answering.
+    let limit = axon.config.max_stream_bytes;
+    let mut body = Vec::new();
+    let mut pieces = resp.bytes_stream();
+    while let Some(piece) = futures::StreamExt::next(&mut pieces).await {
+        let piece = piece.map_err(node_failure)?;
+        if body.len().saturating_add(piece.len()) > limit {
+            return Err(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "stream_too_long",
+                format!("the node's sealed stream exceeds {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&piece);
+    }
+    // What the body is, as the node declared it; the validator opens and checks it either way.
+    let field = match media_type.as_str() {
+        SEALED_STREAM_MEDIA_TYPE => "sealed_stream",
+        SEALED_MEDIA_TYPE => "sealed_response",
+        _ => return Err(node_refusal(status, &body)),
+    };
+    let mut out = Map::new();
+    out.insert(field.into(), Value::String(B64.encode(&body)));
     Ok(out)
 }
 

@@ -62,6 +62,19 @@ pub struct AttestationReply {
     pub keyset: Option<Value>,
 }
 
+/// What a `TeeCompletion` / `TeeChatCompletion` answer carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompletionReply {
+    /// The node's whole sealed stream (`sealed_stream`).
+    Stream(Vec<u8>),
+    /// The single sealed envelope of the node's verdict (`sealed_response`).
+    Envelope(Vec<u8>),
+}
+
+/// Largest axon answer a dendrite reads (bytes): the base64 of a sealed stream as large as
+/// an axon relays by default (16 MiB) plus the synapse around it.
+pub const MAX_ANSWER_BYTES: usize = 24 << 20;
+
 /// A uuid source (injected for tests); the default draws random version-4 uuids.
 pub type UuidSource = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -216,7 +229,18 @@ impl Dendrite {
             .get(h::AXON_STATUS_CODE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        // Bounded: an axon is not trusted with the validator's memory either.
+        let mut bytes = Vec::new();
+        let mut pieces = resp.bytes_stream();
+        while let Some(piece) = futures::StreamExt::next(&mut pieces).await {
+            let piece = piece.map_err(|e| self.transport(e))?;
+            if bytes.len().saturating_add(piece.len()) > MAX_ANSWER_BYTES {
+                return Err(DendriteError::Malformed(format!(
+                    "the answer exceeds {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&piece);
+        }
         let parsed = serde_json::from_slice::<Value>(&bytes).ok();
         if status != 200 {
             return Err(refusal(status, parsed.as_ref(), &bytes));
@@ -273,6 +297,36 @@ impl Dendrite {
             .ok_or_else(|| DendriteError::Malformed("no sealed_response".into()))?;
         B64.decode(sealed)
             .map_err(|_| DendriteError::Malformed("sealed_response is not base64".into()))
+    }
+}
+
+impl Dendrite {
+    /// `TeeCompletion` (`route` `/v1/completions`) or `TeeChatCompletion`
+    /// (`/v1/chat/completions`) of a sealed request envelope; returns the node's sealed
+    /// stream, or its single sealed envelope, as the axon relayed it (unverified: the
+    /// caller opens and checks it).
+    pub async fn completion(
+        &self,
+        axon: &AxonTarget,
+        route: &str,
+        envelope: &[u8],
+    ) -> Result<CompletionReply, DendriteError> {
+        let synapse = Synapse::for_completion_route(route).ok_or_else(|| {
+            DendriteError::Malformed(format!("no synapse relays the route {route:?}"))
+        })?;
+        let m = self.call(axon, synapse, &B64.encode(envelope)).await?;
+        let field = |k: &str| m.get(k).and_then(Value::as_str);
+        let decode = |b64: &str| {
+            B64.decode(b64)
+                .map_err(|_| DendriteError::Malformed("the sealed answer is not base64".into()))
+        };
+        match (field("sealed_stream"), field("sealed_response")) {
+            (Some(s), None) => Ok(CompletionReply::Stream(decode(s)?)),
+            (None, Some(e)) => Ok(CompletionReply::Envelope(decode(e)?)),
+            _ => Err(DendriteError::Malformed(
+                "want exactly one of sealed_stream and sealed_response".into(),
+            )),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The SDK's axon/dendrite wire format (unchanged from SDK 7.2.0 to 10.5.0) and attesta's
-//! two synapses.
+//! synapses.
 //!
 //! A call is `POST /<SynapseName>` with the whole synapse as a JSON body and lowercase
 //! headers: `name`, `timeout`, `bt_header_axon_{ip,port,hotkey}`,
@@ -67,17 +67,32 @@ pub enum Synapse {
     /// Request `sealed_request: str` (base64 of a `/v1/infer` envelope); response
     /// `sealed_response: str` (base64). Hashed field: `sealed_request`.
     TeeInference,
+    /// Request `sealed_request: str` (base64 of a sealed `/v1/completions` request);
+    /// response `sealed_stream: str` (base64 of the node's whole sealed stream), or
+    /// `sealed_response: str` (base64 of the single sealed envelope of the node's verdict).
+    /// Hashed field: `sealed_request`. A synapse is one request and one response: the
+    /// stream arrives at once, when the node has finished it.
+    TeeCompletion,
+    /// [`Synapse::TeeCompletion`] for `/v1/chat/completions`.
+    TeeChatCompletion,
 }
 
 impl Synapse {
     /// Every synapse, for routing.
-    pub const ALL: [Synapse; 2] = [Synapse::TeeAttestation, Synapse::TeeInference];
+    pub const ALL: [Synapse; 4] = [
+        Synapse::TeeAttestation,
+        Synapse::TeeInference,
+        Synapse::TeeCompletion,
+        Synapse::TeeChatCompletion,
+    ];
 
     /// The route and `name`.
     pub fn name(self) -> &'static str {
         match self {
             Synapse::TeeAttestation => "TeeAttestation",
             Synapse::TeeInference => "TeeInference",
+            Synapse::TeeCompletion => "TeeCompletion",
+            Synapse::TeeChatCompletion => "TeeChatCompletion",
         }
     }
 
@@ -85,7 +100,9 @@ impl Synapse {
     pub fn hashed_field(self) -> &'static str {
         match self {
             Synapse::TeeAttestation => "nonce",
-            Synapse::TeeInference => "sealed_request",
+            Synapse::TeeInference | Synapse::TeeCompletion | Synapse::TeeChatCompletion => {
+                "sealed_request"
+            }
         }
     }
 
@@ -94,7 +111,26 @@ impl Synapse {
         match self {
             Synapse::TeeAttestation => &["platform", "evidence", "keyset"],
             Synapse::TeeInference => &["sealed_response"],
+            Synapse::TeeCompletion | Synapse::TeeChatCompletion => {
+                &["sealed_stream", "sealed_response"]
+            }
         }
+    }
+
+    /// The node route a language-model synapse relays to (`None` for the others).
+    pub fn completion_route(self) -> Option<&'static str> {
+        match self {
+            Synapse::TeeCompletion => Some("/v1/completions"),
+            Synapse::TeeChatCompletion => Some("/v1/chat/completions"),
+            Synapse::TeeAttestation | Synapse::TeeInference => None,
+        }
+    }
+
+    /// The language-model synapse relaying to `route` (`None` for any other route).
+    pub fn for_completion_route(route: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.completion_route() == Some(route))
     }
 
     /// The synapse named `name`, if it is one of ours.

@@ -1,5 +1,6 @@
-//! The axon against a stub node on 127.0.0.1: both synapses relayed through the Rust
-//! dendrite, the node's refusals passed on, and every recorded negative case (replay,
+//! The axon against a stub node on 127.0.0.1: every synapse relayed through the Rust
+//! dendrite (a language-model call's sealed stream returned whole, bounded), the node's
+//! refusals passed on, and every recorded negative case (replay,
 //! stale nonce, missing or wrong signature, body-hash mismatch, blacklisted hotkey, parse
 //! errors) refused with the right status and code.
 #![allow(
@@ -12,8 +13,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use attesta_bittensor::axon::{AxonConfig, CallerPolicy, SEALED_MEDIA_TYPE, router, system_nanos};
-use attesta_bittensor::dendrite::{AxonTarget, Dendrite, DendriteError};
+use attesta_bittensor::axon::{
+    AxonConfig, CallerPolicy, SEALED_MEDIA_TYPE, SEALED_STREAM_MEDIA_TYPE, router, system_nanos,
+};
+use attesta_bittensor::dendrite::{AxonTarget, CompletionReply, Dendrite, DendriteError};
 use attesta_bittensor::keys::Hotkey;
 use attesta_bittensor::synapse::{Synapse, signed_message};
 use axum::Router;
@@ -51,9 +54,36 @@ async fn stub_node() -> String {
         v.reverse();
         ([(header::CONTENT_TYPE, SEALED_MEDIA_TYPE)], v).into_response()
     }
+    /// A sealed stream of the reversed envelope, sent in pieces; a single sealed envelope
+    /// for an envelope starting with `V` (the node's verdict); `L` asks for a stream of
+    /// 64 KiB.
+    async fn completions(headers: HeaderMap, body: Bytes) -> axum::response::Response {
+        assert_eq!(headers[header::CONTENT_TYPE], SEALED_MEDIA_TYPE);
+        assert_eq!(headers[header::ACCEPT], SEALED_STREAM_MEDIA_TYPE);
+        if body.first() == Some(&b'V') {
+            return (
+                [(header::CONTENT_TYPE, SEALED_MEDIA_TYPE)],
+                b"verdict".to_vec(),
+            )
+                .into_response();
+        }
+        let mut v = body.to_vec();
+        v.reverse();
+        if body.first() == Some(&b'L') {
+            v = vec![7; 64 << 10];
+        }
+        let pieces: Vec<Result<Bytes, std::convert::Infallible>> =
+            v.chunks(3).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        (
+            [(header::CONTENT_TYPE, SEALED_STREAM_MEDIA_TYPE)],
+            axum::body::Body::from_stream(futures::stream::iter(pieces)),
+        )
+            .into_response()
+    }
     let app = Router::new()
         .route("/v1/attestation", get(attestation))
-        .route("/v1/infer", post(infer));
+        .route("/v1/infer", post(infer))
+        .route("/v1/completions", post(completions));
     serve(app).await
 }
 
@@ -72,7 +102,9 @@ fn key(uri: &str) -> Hotkey {
 async fn axon() -> AxonTarget {
     let node = stub_node().await;
     let policy = CallerPolicy::Allow(BTreeSet::from([key("//Bob").account()]));
-    let url = serve(router(AxonConfig::new(key("//Alice"), node, policy)).unwrap()).await;
+    let mut config = AxonConfig::new(key("//Alice"), node, policy);
+    config.max_stream_bytes = 32 << 10;
+    let url = serve(router(config).unwrap()).await;
     AxonTarget {
         url,
         hotkey: key("//Alice").account(),
@@ -206,6 +238,34 @@ async fn refused(axon: &AxonTarget, call: &Call, status: u16, code: &str) {
 }
 
 #[tokio::test]
+async fn completions_return_the_whole_sealed_stream_bounded() {
+    let axon = axon().await;
+    let d = dendrite("//Bob");
+    assert_eq!(
+        d.completion(&axon, "/v1/completions", b"abcdefg")
+            .await
+            .unwrap(),
+        CompletionReply::Stream(b"gfedcba".to_vec()),
+        "the stream read to its end and returned whole"
+    );
+    assert_eq!(
+        d.completion(&axon, "/v1/completions", b"Vx").await.unwrap(),
+        CompletionReply::Envelope(b"verdict".to_vec())
+    );
+    match d.completion(&axon, "/v1/completions", b"Lx").await {
+        Err(DendriteError::Refused {
+            status: 502, code, ..
+        }) => assert_eq!(code, "stream_too_long"),
+        other => panic!("{other:?}"),
+    }
+    // Only the language-model routes have a synapse.
+    assert!(matches!(
+        d.completion(&axon, "/v1/infer", b"x").await,
+        Err(DendriteError::Malformed(_))
+    ));
+}
+
+#[tokio::test]
 async fn a_signed_fresh_call_passes_with_the_headers_a_python_dendrite_needs() {
     let axon = axon().await;
     let (status, headers, body) = Call::new(NONCE, "//Bob").send(&axon).await;
@@ -323,4 +383,5 @@ async fn the_node_down_is_a_gateway_error() {
 #[test]
 fn the_sealed_media_type_is_the_nodes() {
     assert_eq!(SEALED_MEDIA_TYPE, attesta_seal::MEDIA_TYPE);
+    assert_eq!(SEALED_STREAM_MEDIA_TYPE, attesta_seal::STREAM_MEDIA_TYPE);
 }

@@ -62,9 +62,14 @@ pub struct AxonArgs {
     /// Largest request body in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     max_body_bytes: usize,
-    /// Deadline of one relayed call to the node, in seconds.
+    /// Deadline of one relayed call to the node, in seconds (a language-model call: its
+    /// whole sealed stream).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     node_timeout: u64,
+    /// Largest sealed stream relayed back from one language-model call, in bytes (a synapse
+    /// answers once, so the stream is held whole).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    max_stream_bytes: usize,
 }
 
 /// Runs the axon until Ctrl-C or SIGTERM.
@@ -110,6 +115,7 @@ pub fn run(args: AxonArgs) -> anyhow::Result<ExitCode> {
     let mut config = AxonConfig::new(hotkey, args.node.clone(), policy);
     config.max_body_bytes = args.max_body_bytes;
     config.node_timeout = Duration::from_secs(args.node_timeout);
+    config.max_stream_bytes = args.max_stream_bytes;
     let app = attesta_bittensor::router(config).context("building the axon")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,8 @@
 //!
 //! `--llm PATH.gguf` adds a language model to every node and to the validator's
 //! challenge set (`[[validator.challenges.llm]]`): each round every node gets a random
-//! prompt, answers greedily on its OpenAI route, and is checked and scored.
+//! prompt through the sealed channel (directly, or through its axon with `--bittensor`),
+//! answers greedily under a receipt, and is checked and scored.
 
 use std::collections::BTreeMap;
 
@@ -81,10 +82,11 @@ pub struct DevnetArgs {
     /// greedy streamed completion, every token checked by the validator's own
     /// teacher-forced pass, scored by time to first token and tokens per second. No model
     /// is bundled or downloaded: bring a small one (e.g. one made by
-    /// scripts/make-test-gguf) and raise --timeout for bigger models. The completion
-    /// travels in plaintext on the node's OpenAI route (not through axons, hence not
-    /// with --bittensor).
-    #[arg(long, value_name = "PATH.gguf", conflicts_with = "bittensor")]
+    /// scripts/make-test-gguf) and raise --timeout for bigger models. The challenge
+    /// travels sealed to the attested node and its answer carries a receipt; with
+    /// --bittensor it goes through the node's axon (`TeeCompletion`), which returns the
+    /// whole stream at once, so such answers are timed by their total.
+    #[arg(long, value_name = "PATH.gguf")]
     llm: Option<PathBuf>,
 }
 
@@ -677,7 +679,8 @@ async fn drive(
         );
         if let (Some(cid), Some(e)) = (&llm_cid, entries.first()) {
             println!(
-                "language model {cid} on every node, challenged each round (OpenAI API, plaintext):\n  \
+                "language model {cid} on every node, challenged each round (sealed, with receipts); \
+                 its OpenAI API is also open in plaintext:\n  \
                  curl -sN {url}/v1/completions -H 'Content-Type: application/json' \\\n    \
                  -d '{{\"model\": \"{cid}\", \"prompt\": \"Once upon a time\", \"max_tokens\": 32, \"stream\": true}}'\n  \
                  python: openai.OpenAI(base_url=\"{url}/v1\", api_key=\"none\").completions.create(\

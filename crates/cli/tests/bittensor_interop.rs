@@ -1,8 +1,9 @@
 //! Interop with the real Python SDK (bittensor 10.5.0, in `.venv-bittensor`, located by
 //! `ATTESTA_BITTENSOR_PYTHON`): the SDK's dendrite calls `attesta axon` in front of a real
-//! dev-TEE node (both synapses counted as success by Python, the sealed answer opened by the
-//! sender only), the recorded negative cases get the Rust axon's refusals, and the Rust
-//! dendrite calls the SDK's axon. The axon's hotkey is read from a wallet the Python
+//! dev-TEE node (`TeeAttestation`, `TeeInference` and `TeeCompletion` counted as success by
+//! Python, the sealed answer and the sealed stream opened by the sender only), the recorded
+//! negative cases get the Rust axon's refusals, the Rust dendrite calls the SDK's axon, and
+//! a `--bittensor --llm` devnet scores honest nodes on LLM challenges through their axons. The axon's hotkey is read from a wallet the Python
 //! wallet wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -79,6 +80,10 @@ fn python_sdk_dendrite_calls_the_rust_axon() {
     ])
     .trim()
     .to_owned();
+    let gguf = attesta_test_support::llm::test_gguf("tiny-spm-q8_0");
+    let llm_cid = run_ok(&["models", "add", gguf.to_str().unwrap(), "--store", &store])
+        .trim()
+        .to_owned();
     let node = start_node(&[
         "--tee",
         "dev",
@@ -118,6 +123,21 @@ fn python_sdk_dendrite_calls_the_rust_axon() {
         seal_request(&keyset, &request, &mut r).unwrap()
     };
     std::fs::write(w("envelope.b64"), B64.encode(&envelope)).unwrap();
+    // And a greedy completion, sealed the same way, for `TeeCompletion`.
+    let body =
+        json!({"model": llm_cid, "prompt": "Once upon a time", "max_tokens": 6, "temperature": 0});
+    let completion = RequestPlaintext {
+        model: llm_cid.clone(),
+        inputs: serde_json::value::to_raw_value(&body).unwrap(),
+        request_id: "interop-completion".into(),
+        ..request.clone()
+    };
+    let (completion_envelope, completion_ctx) = {
+        let mut guard = rng.lock().unwrap();
+        let mut r: &mut dyn attesta_client::SharedRng = &mut *guard;
+        seal_request(&keyset, &completion, &mut r).unwrap()
+    };
+    std::fs::write(w("completion.b64"), B64.encode(&completion_envelope)).unwrap();
 
     py_ok(&[
         "dendrite",
@@ -125,6 +145,7 @@ fn python_sdk_dendrite_calls_the_rust_axon() {
         ALICE,
         &nonce,
         &s(&w("envelope.b64")),
+        &s(&w("completion.b64")),
         &s(&w("out.json")),
     ]);
     let out: Value = serde_json::from_slice(&std::fs::read(w("out.json")).unwrap()).unwrap();
@@ -155,6 +176,35 @@ fn python_sdk_dendrite_calls_the_rust_axon() {
         opened["output"].is_array(),
         "the sender opens the node's answer: {opened}"
     );
+
+    // The node's whole sealed stream came back in the SDK's synapse, and the sender opens it.
+    let c = &out["completion"];
+    assert_eq!(
+        (c["is_success"].as_bool(), c["status_code"].as_i64()),
+        (Some(true), Some(200)),
+        "{c}"
+    );
+    assert!(c["sealed_response"].is_null(), "{c}");
+    let stream = B64.decode(c["sealed_stream"].as_str().unwrap()).unwrap();
+    let mut opener = completion_ctx.stream_opener();
+    let chunks = opener.feed(&stream).unwrap();
+    let text: String = chunks
+        .iter()
+        .filter_map(|ch| match ch {
+            attesta_seal::Chunk::Data(d) => {
+                let v: Value = serde_json::from_slice(d).unwrap();
+                v["choices"][0]["text"].as_str().map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .any(|ch| matches!(ch, attesta_seal::Chunk::Data(_))),
+        "no data chunk opened"
+    );
+    assert!(!text.is_empty(), "the opened stream carries the completion");
 
     let b = &out["blacklisted"];
     assert_eq!(
@@ -281,8 +331,13 @@ fn axon_refuses_to_start_without_a_caller_policy_or_with_an_encrypted_hotkey() {
 #[test]
 fn devnet_bittensor_reaches_every_node_through_its_axon() {
     let dir = tempfile::tempdir().unwrap();
+    // With a language model: every round also sends each node a sealed LLM challenge
+    // through its axon (`TeeCompletion`), so the honest nodes' weights need those to pass.
+    let gguf = attesta_test_support::llm::test_gguf("tiny-spm-q8_0");
     let out = attesta()
         .args(["devnet", "--nodes", "3", "--faulty", "1", "--bittensor"])
+        .arg("--llm")
+        .arg(&gguf)
         .args([
             "--rounds",
             "3",
@@ -324,6 +379,12 @@ fn devnet_bittensor_reaches_every_node_through_its_axon() {
     assert_eq!(honest.len(), 2, "{state:#}");
     for n in honest {
         assert!(n["weight"].as_f64().unwrap() > 0.0, "{state:#}");
+        // Every challenge answered right, the LLM ones through the axon included.
+        assert_eq!(
+            (n["wrong"].as_u64(), n["other_failures"].as_u64()),
+            (Some(0), Some(0)),
+            "{state:#}"
+        );
     }
     let liar = list
         .iter()

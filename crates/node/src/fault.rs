@@ -20,7 +20,8 @@ use attesta_engine::{NamedTensor, TensorData};
 /// One way to misbehave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Answer inference with perturbed outputs.
+    /// Answer inference with perturbed outputs (a language model: another token in place
+    /// of the first one generated).
     WrongOutput,
     /// Delay every inference answer by this long.
     Slow(Duration),

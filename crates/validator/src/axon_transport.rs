@@ -1,14 +1,20 @@
-//! The attested channel through a node's Bittensor axon: the client's two exchanges
-//! carried by the dendrite as `TeeAttestation` and `TeeInference` synapses. The axon is
-//! not trusted: the client verifies the evidence and opens the sealed answer exactly as
-//! over direct HTTP, and a refusal the axon relays is only ever a plaintext refusal.
+//! The attested channel through a node's Bittensor axon: the client's exchanges carried
+//! by the dendrite as `TeeAttestation`, `TeeInference` and (language-model calls)
+//! `TeeCompletion` / `TeeChatCompletion` synapses. The axon is not trusted: the client
+//! verifies the evidence and opens the sealed answer or stream exactly as over direct
+//! HTTP, and a refusal the axon relays is only ever a plaintext refusal.
+//!
+//! A synapse is one request and one response, so a sealed stream comes back whole, when
+//! the node has finished it: the client reads it as a stream delivered in one piece, and
+//! the validator times such an answer by its total only (no first token before the last,
+//! no decode rate; see `crate::scoring::llm_time_at_once_secs`).
 
 use std::sync::Arc;
 
 use attesta_bittensor::dendrite::DendriteError;
 use attesta_bittensor::ss58::Ss58Error;
-use attesta_bittensor::{AccountId, AxonTarget, Dendrite};
-use attesta_client::{ClientError, Reply, Transport, TransportFuture};
+use attesta_bittensor::{AccountId, AxonTarget, CompletionReply, Dendrite};
+use attesta_client::{ClientError, Reply, StreamFuture, StreamReply, Transport, TransportFuture};
 use serde_json::json;
 
 use crate::registry::NodeEntry;
@@ -72,6 +78,34 @@ impl Transport for AxonTransport {
                 }),
                 Err(e) => reply_or_error(e),
             }
+        })
+    }
+
+    fn stream<'a>(&'a self, path: &'a str, envelope: Vec<u8>) -> StreamFuture<'a> {
+        Box::pin(async move {
+            let (media_type, body) = match self
+                .dendrite
+                .completion(&self.target, path, &envelope)
+                .await
+            {
+                Ok(CompletionReply::Stream(b)) => (attesta_seal::STREAM_MEDIA_TYPE, b),
+                Ok(CompletionReply::Envelope(b)) => (attesta_seal::MEDIA_TYPE, b),
+                Err(e) => {
+                    // A refusal: the client reads it as the plaintext body it is.
+                    let reply = reply_or_error(e)?;
+                    return Ok(StreamReply {
+                        status: reply.status,
+                        media_type: "application/json".into(),
+                        body: Box::pin(futures::stream::once(async move { Ok(reply.body) })),
+                    });
+                }
+            };
+            Ok(StreamReply {
+                status: 200,
+                media_type: media_type.into(),
+                // The whole stream in one piece: the synapse's answer.
+                body: Box::pin(futures::stream::once(async move { Ok(body) })),
+            })
         })
     }
 

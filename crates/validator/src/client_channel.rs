@@ -1,6 +1,8 @@
 //! The production [`NodeChannel`]: `attesta-client` (fresh-nonce attestation
 //! under the policy, HPKE-sealed request, sealed answer, receipt checked
-//! against the attested key set and the request/output digests).
+//! against the attested key set and the request/output digests), for ONNX
+//! challenges (`/v1/infer`) and language-model challenges (the sealed stream of
+//! `/v1/completions`) alike, directly or through the node's axon.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use attesta_bittensor::Dendrite;
 
 use crate::axon_transport::AxonTransport;
 use crate::challenge::Challenge;
-use crate::llm_challenge::{LlmChallenge, StreamedAnswer};
+use crate::llm_challenge::{ChunkCollector, LlmChallenge, StreamedAnswer, check_binding};
 use crate::probe::{Answer, Attested, ChannelFactory, NodeChannel, ProbeError};
 use crate::registry::{NodeEntry, Via};
 use crate::round::Clock;
@@ -102,18 +104,10 @@ impl ChannelFactory for ClientFactory {
         .map_err(|e| ProbeError::Transport(e.to_string()))?;
         let ch = Arc::new(ClientChannel {
             client,
-            llm: match node.via {
-                Via::Http => Some(LlmRoute {
-                    base_url: node.url.clone(),
-                    http: reqwest::Client::builder()
-                        .timeout(self.timeout)
-                        .build()
-                        .map_err(|e| ProbeError::Transport(e.to_string()))?,
-                    clock: Arc::clone(&self.clock),
-                }),
-                // An axon carries sealed envelopes, not the node's OpenAI routes.
-                Via::Axon => None,
-            },
+            clock: Arc::clone(&self.clock),
+            // A synapse is one request and one response: an axon hands over the whole
+            // sealed stream at once.
+            at_once: node.via == Via::Axon,
         });
         clients.insert(key, Arc::clone(&ch));
         Ok(ch as Arc<dyn NodeChannel>)
@@ -121,23 +115,19 @@ impl ChannelFactory for ClientFactory {
 }
 
 /// One node's client.
-#[derive(Debug)]
 pub struct ClientChannel {
     client: Client,
-    llm: Option<LlmRoute>,
-}
-
-/// The node's OpenAI route, for language-model challenges.
-struct LlmRoute {
-    base_url: String,
-    http: reqwest::Client,
+    /// Times language-model answers.
     clock: Arc<dyn Clock>,
+    /// Whether the transport delivers a sealed stream in one piece (an axon).
+    at_once: bool,
 }
 
-impl std::fmt::Debug for LlmRoute {
+impl std::fmt::Debug for ClientChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmRoute")
-            .field("base_url", &self.base_url)
+        f.debug_struct("ClientChannel")
+            .field("client", &self.client)
+            .field("at_once", &self.at_once)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +142,7 @@ fn measurement_of(report: &Report) -> Option<String> {
 }
 
 fn probe_error(e: ClientError) -> ProbeError {
+    use attesta_seal::StreamError;
     use attesta_seal::channel::AnswerError;
     match e {
         ClientError::Transport(m) => ProbeError::Transport(m),
@@ -172,6 +163,14 @@ fn probe_error(e: ClientError) -> ProbeError {
         ClientError::Answer(AnswerError::Envelope(env)) => {
             ProbeError::Receipt(format!("answer did not open: {env}"))
         }
+        // The node's own (authenticated) error, or a stream cut short: a failed answer
+        // that proves nothing false.
+        ClientError::Stream(
+            e @ (StreamError::Remote(_) | StreamError::Truncated { .. } | StreamError::Frame(_)),
+        ) => ProbeError::Protocol(format!("stream: {e} ({})", e.code())),
+        // A chunk that does not open, one left out, repeated or moved, a summary or receipt
+        // that does not match: the sealed answer was tampered with.
+        ClientError::Stream(e) => ProbeError::Receipt(format!("stream: {e} ({})", e.code())),
         // Includes plaintext refusals (`Unauthenticated`): a failed attempt, never the node's verdict.
         other => ProbeError::Protocol(format!("{other} ({})", other.code())),
     }
@@ -221,18 +220,21 @@ impl NodeChannel for ClientChannel {
         challenge: &'a LlmChallenge,
     ) -> BoxFuture<'a, Result<StreamedAnswer, ProbeError>> {
         Box::pin(async move {
-            let route = self.llm.as_ref().ok_or_else(|| {
-                ProbeError::Protocol(
-                    "language-model challenges need the node's HTTP URL (not its axon)".into(),
-                )
-            })?;
-            crate::llm_challenge::request(
-                &route.http,
-                &route.base_url,
-                challenge,
-                route.clock.as_ref(),
-            )
-            .await
+            let body = challenge.request_body().to_string();
+            let clock = self.clock.as_ref();
+            let t0 = clock.now();
+            let mut chunks = ChunkCollector::new(challenge, clock, t0, self.at_once);
+            let out = self
+                .client
+                .complete("/v1/completions", challenge.model_cid(), &body, |chunk| {
+                    chunks.push(chunk)
+                })
+                .await
+                .map_err(probe_error)?;
+            let total = clock.now().duration_since(t0).unwrap_or_default();
+            let ans = chunks.finish(total)?;
+            check_binding(challenge, &out, &ans)?;
+            Ok(ans)
         })
     }
 }

@@ -1,15 +1,18 @@
 //! Language-model challenges: a fresh random prompt (token ids drawn from the model's
-//! vocabulary) sent to the node's OpenAI `POST /v1/completions` as a greedy, streamed
-//! completion with `return_token_ids`; the stream gives the time to first token and the
-//! decode rate, and the validator checks the returned ids with one teacher-forced
-//! forward pass of its own copy of the model ([`attesta_llm::check::check_greedy`]),
-//! far cheaper than generating them. A token that was not the argmax (within the
-//! tolerance), ids that disagree with the text or the counts, or a stream that ends
-//! without `data: [DONE]` is a wrong answer: no credit.
+//! vocabulary) sent as a greedy completion with `return_token_ids` through the attested
+//! sealed channel (`attesta-client`'s [`Client::complete`](attesta_client::Client::complete)
+//! to the node's `POST /v1/completions`: the OpenAI body sealed to the key set the node
+//! attested in the same check, the answer a sealed chunk stream ending in a receipt).
+//! The opened chunks give the time to first token and the decode rate; the validator
+//! then checks that the receipt is bound to this challenge ([`check_binding`]: model CID
+//! and GGUF hash, the request it sealed, the streamed answer = the signed one) and the
+//! returned ids with one teacher-forced forward pass of its own copy of the model
+//! ([`attesta_llm::check::check_greedy`]), far cheaper than generating them.
 //!
-//! The completion travels in plaintext over the node's OpenAI route (the node was
-//! attested in the same check, but this answer carries no receipt): what is checked is
-//! the work, not the channel.
+//! No credit for: a token that was not the argmax (within the tolerance), ids that
+//! disagree with the text or the counts (wrong answer); a receipt that does not verify
+//! or names another model or request, a chunk that does not open, a stream cut, spliced
+//! or reordered (receipt or protocol failure).
 #![deny(clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -18,7 +21,6 @@ use std::time::{Duration, SystemTime};
 use attesta_content::{Cid, ModelStore};
 use attesta_llm::LlmModel;
 use attesta_llm::check::DEFAULT_TOLERANCE;
-use futures::StreamExt as _;
 use rand_core::Rng;
 use serde_json::{Value, json};
 
@@ -26,10 +28,9 @@ use crate::challenge::ChallengeError;
 use crate::probe::ProbeError;
 use crate::round::Clock;
 
-/// Upper bound on a whole answer stream (bytes): a node cannot make the validator buffer more.
-pub const MAX_STREAM_BYTES: usize = 8 << 20;
-/// Upper bound on one line of the stream (bytes).
-pub const MAX_LINE_BYTES: usize = 256 << 10;
+/// Upper bound on the completion text the validator keeps (bytes): a node cannot make it
+/// buffer more, whatever its chunks say.
+pub const MAX_TEXT_BYTES: usize = 4 << 20;
 /// Upper bound on prompt and completion lengths in a spec.
 pub const MAX_TOKENS: u32 = 4096;
 
@@ -297,23 +298,60 @@ pub struct StreamedAnswer {
     pub ttft: Duration,
     /// First → last chunk carrying a token id.
     pub decode: Duration,
-    /// Request sent → `[DONE]`.
+    /// Request sent → the verified end of the stream.
     pub total: Duration,
+    /// Whether the whole stream arrived at once (through an axon: a synapse is one
+    /// request and one response), so the chunk times say nothing about the decode rate.
+    pub at_once: bool,
 }
 
 impl StreamedAnswer {
+    /// An empty answer, before any chunk.
+    pub fn empty(at_once: bool) -> Self {
+        StreamedAnswer {
+            ids: Vec::new(),
+            text: String::new(),
+            finish_reason: None,
+            usage_completion_tokens: None,
+            ttft: Duration::ZERO,
+            decode: Duration::ZERO,
+            total: Duration::ZERO,
+            at_once,
+        }
+    }
+
     /// Decode rate: tokens after the first over the time they took (`None` without an
-    /// interval to measure).
+    /// interval to measure, or when the stream arrived at once).
     pub fn tokens_per_sec(&self) -> Option<f64> {
         let secs = self.decode.as_secs_f64();
-        (self.ids.len() >= 2 && secs > 0.0).then(|| (self.ids.len() - 1) as f64 / secs)
+        (!self.at_once && self.ids.len() >= 2 && secs > 0.0)
+            .then(|| (self.ids.len() - 1) as f64 / secs)
+    }
+
+    /// The time the answer is scored by: [`crate::scoring::llm_time_secs`] from the
+    /// measured TTFT and decode rate, or, for a stream that arrived at once,
+    /// [`crate::scoring::llm_time_at_once_secs`] from the whole answer's time.
+    pub fn scored_secs(&self, completion_tokens: u32) -> f64 {
+        if self.at_once {
+            crate::scoring::llm_time_at_once_secs(
+                self.total.as_secs_f64(),
+                self.ids.len(),
+                completion_tokens,
+            )
+        } else {
+            crate::scoring::llm_time_secs(
+                self.ttft.as_secs_f64(),
+                self.tokens_per_sec(),
+                completion_tokens,
+            )
+        }
     }
 }
 
 /// The timings of a verified answer (kept with the attempt for metrics and logs).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct LlmTiming {
-    /// Time to first token (µs).
+    /// Time to first token (µs); the whole answer's time when it arrived at once.
     pub ttft_us: u64,
     /// Decode rate (tokens/s), when measurable.
     pub tokens_per_sec: Option<f64>,
@@ -321,94 +359,178 @@ pub struct LlmTiming {
     pub tokens: u32,
     /// The validator's teacher-forced check (µs).
     pub check_us: u64,
-    /// The time the answer is scored by ([`crate::scoring::llm_time_secs`]).
+    /// The time the answer is scored by ([`StreamedAnswer::scored_secs`]).
     pub scored_secs: f64,
     /// The model's context length in tokens (from the validator's own copy), so the
     /// gateway can list what the node was verified to serve.
     pub context_length: usize,
 }
 
-fn since(clock: &dyn Clock, t0: SystemTime) -> Duration {
-    clock.now().duration_since(t0).unwrap_or_default()
-}
-
 fn protocol(m: impl Into<String>) -> ProbeError {
     ProbeError::Protocol(m.into())
 }
 
-/// Sends `ch` to the node at `base_url` and reads the whole stream (bounded), timing it
-/// with `clock`.
-pub async fn request(
-    http: &reqwest::Client,
-    base_url: &str,
-    ch: &LlmChallenge,
-    clock: &dyn Clock,
-) -> Result<StreamedAnswer, ProbeError> {
-    let url = format!("{}/v1/completions", base_url.trim_end_matches('/'));
-    let t0 = clock.now();
-    let resp = http
-        .post(&url)
-        .json(&ch.request_body())
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                ProbeError::Timeout(e.to_string())
-            } else {
-                ProbeError::Transport(e.to_string())
-            }
-        })?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        let head: String = body.chars().take(300).collect();
-        return Err(protocol(format!(
-            "/v1/completions answered {status}: {head}"
-        )));
-    }
-    let mut reader = SseReader::default();
-    let mut ans = StreamedAnswer {
-        ids: Vec::new(),
-        text: String::new(),
-        finish_reason: None,
-        usage_completion_tokens: None,
-        ttft: Duration::ZERO,
-        decode: Duration::ZERO,
-        total: Duration::ZERO,
-    };
-    let mut first_token: Option<Duration> = None;
-    let mut done = false;
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ProbeError::Transport(format!("stream: {e}")))?;
-        let at = since(clock, t0);
-        for data in reader.push(&chunk)? {
-            if done {
-                return Err(protocol("data after [DONE]"));
-            }
-            if data == "[DONE]" {
-                done = true;
-                ans.total = at;
-                continue;
-            }
-            let before = ans.ids.len();
-            apply_chunk(&mut ans, &data, ch.max_tokens)?;
-            if ans.ids.len() > before {
-                let first = *first_token.get_or_insert(at);
-                ans.ttft = first;
-                ans.decode = at.saturating_sub(first);
-            }
-        }
-    }
-    if !done {
-        return Err(protocol("the stream ended without [DONE]"));
-    }
-    Ok(ans)
+fn receipt(m: impl Into<String>) -> ProbeError {
+    ProbeError::Receipt(m.into())
 }
 
-fn apply_chunk(ans: &mut StreamedAnswer, data: &str, max_tokens: u32) -> Result<(), ProbeError> {
-    let v: Value =
-        serde_json::from_str(data).map_err(|e| protocol(format!("chunk is not JSON: {e}")))?;
+/// Collects the opened data chunks of a sealed answer as they arrive (the callback of
+/// [`attesta_client::Client::complete`]), timing the ones that carry token ids with the
+/// validator's clock. A chunk that breaks the format is remembered and ends the
+/// collection: the callback cannot stop the stream, but nothing more is kept.
+pub struct ChunkCollector<'c> {
+    clock: &'c dyn Clock,
+    t0: SystemTime,
+    max_tokens: u32,
+    answer: StreamedAnswer,
+    first_token: Option<Duration>,
+    error: Option<ProbeError>,
+}
+
+impl std::fmt::Debug for ChunkCollector<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCollector")
+            .field("answer", &self.answer)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> ChunkCollector<'c> {
+    /// A collector for `ch`, whose request was sent at `t0` on `clock`; `at_once` when the
+    /// transport delivers the stream in one piece.
+    pub fn new(ch: &LlmChallenge, clock: &'c dyn Clock, t0: SystemTime, at_once: bool) -> Self {
+        ChunkCollector {
+            clock,
+            t0,
+            max_tokens: ch.max_tokens,
+            answer: StreamedAnswer::empty(at_once),
+            first_token: None,
+            error: None,
+        }
+    }
+
+    /// Takes one opened chunk (an OpenAI completion chunk object).
+    pub fn push(&mut self, chunk: &Value) {
+        if self.error.is_some() {
+            return;
+        }
+        let at = self.clock.now().duration_since(self.t0).unwrap_or_default();
+        let before = self.answer.ids.len();
+        if let Err(e) = apply_chunk(&mut self.answer, chunk, self.max_tokens) {
+            self.error = Some(e);
+            return;
+        }
+        if self.answer.ids.len() > before {
+            let first = *self.first_token.get_or_insert(at);
+            self.answer.ttft = first;
+            self.answer.decode = at.saturating_sub(first);
+        }
+    }
+
+    /// The answer as streamed, after the stream verified; `total` is request → verified end.
+    pub fn finish(self, total: Duration) -> Result<StreamedAnswer, ProbeError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let mut ans = self.answer;
+        ans.total = total;
+        if ans.at_once {
+            // One response carries every chunk: the first token is known only when the
+            // whole answer is (docs/PROTOCOL.md, "Language-model challenges").
+            ans.ttft = total;
+            ans.decode = Duration::ZERO;
+        }
+        Ok(ans)
+    }
+}
+
+/// Checks that a verified sealed answer is bound to `ch` and that the streamed chunks are
+/// what the node signed: the receipt names the challenge's model CID and the SHA-256 of
+/// the validator's own copy of the GGUF, its request digest covers the request sealed
+/// (this challenge's body, unchanged), and the signed final response repeats the
+/// streamed token ids, text, finish reason and usage and the challenge's prompt ids.
+/// Everything else about the receipt (signature by the attested key set, the digests
+/// of request, chunk transcript and output) the client has already verified.
+pub fn check_binding(
+    ch: &LlmChallenge,
+    out: &attesta_client::CompletionOutcome,
+    ans: &StreamedAnswer,
+) -> Result<(), ProbeError> {
+    let r = &out.receipt.receipt;
+    if r.model_cid != ch.model.spec.cid {
+        return Err(receipt(format!(
+            "receipt names model {}, the challenge was {}",
+            r.model_cid, ch.model.spec.cid
+        )));
+    }
+    let sha = hex::encode(r.model_sha256);
+    if sha != ch.model.sha256_hex || !out.model_hash.eq_ignore_ascii_case(&sha) {
+        return Err(receipt(format!(
+            "receipt names model sha256 {sha}, the challenge's GGUF is {}",
+            ch.model.sha256_hex
+        )));
+    }
+    if attesta_seal::sha256(&out.request) != r.request_digest {
+        return Err(receipt(
+            "the receipt's request digest is not the request sealed",
+        ));
+    }
+    let sealed = attesta_seal::RequestPlaintext::parse(&out.request)
+        .map_err(|e| receipt(format!("the request sealed does not parse: {e}")))?;
+    let sent: Value = serde_json::from_str(sealed.inputs.get())
+        .map_err(|e| receipt(format!("the request sealed is not JSON: {e}")))?;
+    if sealed.model != ch.model.spec.cid || sent != ch.request_body() {
+        return Err(receipt("the request sealed is not this challenge"));
+    }
+    let signed = &out.output;
+    let choice = signed.pointer("/choices/0").unwrap_or(&Value::Null);
+    let ids: Option<Vec<u32>> = choice
+        .get("token_ids")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .map(|v| v.as_u64().and_then(|i| u32::try_from(i).ok()))
+                .collect()
+        });
+    let prompt_ids: Option<Vec<u32>> = signed
+        .get("prompt_token_ids")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .map(|v| v.as_u64().and_then(|i| u32::try_from(i).ok()))
+                .collect()
+        });
+    let mismatch = |what: &str| {
+        Err(receipt(format!(
+            "the signed answer's {what} differs from the streamed one"
+        )))
+    };
+    if ids.as_deref() != Some(ans.ids.as_slice()) {
+        return mismatch("token ids");
+    }
+    if choice.get("text").and_then(Value::as_str) != Some(ans.text.as_str()) {
+        return mismatch("text");
+    }
+    if choice.get("finish_reason").and_then(Value::as_str) != ans.finish_reason.as_deref() {
+        return mismatch("finish reason");
+    }
+    if signed
+        .pointer("/usage/completion_tokens")
+        .and_then(Value::as_u64)
+        != ans.usage_completion_tokens
+    {
+        return mismatch("usage");
+    }
+    if prompt_ids.as_deref() != Some(ch.prompt.as_slice()) {
+        return Err(receipt(
+            "the signed answer's prompt ids are not the challenge's",
+        ));
+    }
+    Ok(())
+}
+
+fn apply_chunk(ans: &mut StreamedAnswer, v: &Value, max_tokens: u32) -> Result<(), ProbeError> {
     if let Some(err) = v.get("error") {
         let head: String = err.to_string().chars().take(300).collect();
         return Err(protocol(format!("the node's stream failed: {head}")));
@@ -425,8 +547,14 @@ fn apply_chunk(ans: &mut StreamedAnswer, data: &str, max_tokens: u32) -> Result<
         .ok_or_else(|| protocol("chunk without choices"))?;
     for c in choices {
         if let Some(t) = c.get("text") {
-            ans.text
-                .push_str(t.as_str().ok_or_else(|| protocol("text is not a string"))?);
+            let t = t.as_str().ok_or_else(|| protocol("text is not a string"))?;
+            // Bounded by the token count below only once ids come; bound the text too.
+            if ans.text.len().saturating_add(t.len()) > MAX_TEXT_BYTES {
+                return Err(protocol(format!(
+                    "completion text longer than {MAX_TEXT_BYTES} bytes"
+                )));
+            }
+            ans.text.push_str(t);
         }
         if let Some(ids) = c.get("token_ids") {
             let ids = ids
@@ -450,46 +578,6 @@ fn apply_chunk(ans: &mut StreamedAnswer, data: &str, max_tokens: u32) -> Result<
         }
     }
     Ok(())
-}
-
-/// Server-sent event lines, bounded: yields the `data:` payloads.
-#[derive(Debug, Default)]
-struct SseReader {
-    line: Vec<u8>,
-    total: usize,
-}
-
-impl SseReader {
-    fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, ProbeError> {
-        self.total = self.total.saturating_add(bytes.len());
-        if self.total > MAX_STREAM_BYTES {
-            return Err(protocol(format!(
-                "stream longer than {MAX_STREAM_BYTES} bytes"
-            )));
-        }
-        let mut out = Vec::new();
-        for &b in bytes {
-            if b != b'\n' {
-                if self.line.len() >= MAX_LINE_BYTES {
-                    return Err(protocol(format!(
-                        "stream line longer than {MAX_LINE_BYTES} bytes"
-                    )));
-                }
-                self.line.push(b);
-                continue;
-            }
-            let line = std::mem::take(&mut self.line);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            if let Some(data) = line.strip_prefix(b"data:") {
-                let data = data.strip_prefix(b" ").unwrap_or(data);
-                let s = std::str::from_utf8(data)
-                    .map_err(|e| protocol(format!("stream is not UTF-8: {e}")))?;
-                out.push(s.to_string());
-            }
-            // `event:`, `id:`, comments (keep-alives) and blank lines carry no data.
-        }
-        Ok(out)
-    }
 }
 
 /// Why a streamed answer is wrong.
@@ -570,11 +658,7 @@ pub async fn verify(ch: &LlmChallenge, ans: StreamedAnswer) -> Result<LlmTiming,
         tokens_per_sec,
         tokens: u32::try_from(ans.ids.len()).unwrap_or(u32::MAX),
         check_us,
-        scored_secs: crate::scoring::llm_time_secs(
-            ans.ttft.as_secs_f64(),
-            tokens_per_sec,
-            ch.max_tokens,
-        ),
+        scored_secs: ans.scored_secs(ch.max_tokens),
         context_length: ch.model.llm.model().config().context_length,
     })
 }
@@ -582,22 +666,6 @@ pub async fn verify(ch: &LlmChallenge, ans: StreamedAnswer) -> Result<LlmTiming,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_lines_are_bounded_and_split_across_chunks() {
-        let mut r = SseReader::default();
-        assert!(r.push(b"data: {\"a\"").unwrap().is_empty());
-        assert_eq!(
-            r.push(b":1}\r\n\n: keep-alive\n").unwrap(),
-            vec!["{\"a\":1}"]
-        );
-        assert_eq!(
-            r.push(b"event: error\ndata: [DONE]\n").unwrap(),
-            vec!["[DONE]"]
-        );
-        let mut r = SseReader::default();
-        assert!(r.push(&vec![b'x'; MAX_LINE_BYTES + 1]).is_err());
-    }
 
     #[test]
     fn spec_validation() {
@@ -615,25 +683,23 @@ mod tests {
 
     #[test]
     fn chunks_accumulate_and_overlong_answers_fail() {
-        let mut a = StreamedAnswer {
-            ids: vec![],
-            text: String::new(),
-            finish_reason: None,
-            usage_completion_tokens: None,
-            ttft: Duration::ZERO,
-            decode: Duration::ZERO,
-            total: Duration::ZERO,
-        };
-        apply_chunk(&mut a, r#"{"choices":[{"text":"a","token_ids":[5]}]}"#, 2).unwrap();
+        let mut a = StreamedAnswer::empty(false);
+        let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
         apply_chunk(
             &mut a,
-            r#"{"choices":[{"text":"b","token_ids":[6],"finish_reason":"length"}]}"#,
+            &j(r#"{"choices":[{"text":"a","token_ids":[5]}]}"#),
             2,
         )
         .unwrap();
         apply_chunk(
             &mut a,
-            r#"{"choices":[],"usage":{"completion_tokens":2}}"#,
+            &j(r#"{"choices":[{"text":"b","token_ids":[6],"finish_reason":"length"}]}"#),
+            2,
+        )
+        .unwrap();
+        apply_chunk(
+            &mut a,
+            &j(r#"{"choices":[],"usage":{"completion_tokens":2}}"#),
             2,
         )
         .unwrap();
@@ -641,8 +707,21 @@ mod tests {
         assert_eq!(a.text, "ab");
         assert_eq!(a.finish_reason.as_deref(), Some("length"));
         assert_eq!(a.usage_completion_tokens, Some(2));
-        assert!(apply_chunk(&mut a, r#"{"choices":[{"token_ids":[7]}]}"#, 2).is_err());
-        assert!(apply_chunk(&mut a, r#"{"error":{"code":"x"}}"#, 2).is_err());
-        assert!(apply_chunk(&mut a, r#"{"choices":[{"token_ids":[-1]}]}"#, 9).is_err());
+        assert!(apply_chunk(&mut a, &j(r#"{"choices":[{"token_ids":[7]}]}"#), 2).is_err());
+        assert!(apply_chunk(&mut a, &j(r#"{"error":{"code":"x"}}"#), 2).is_err());
+        assert!(apply_chunk(&mut a, &j(r#"{"choices":[{"token_ids":[-1]}]}"#), 9).is_err());
+    }
+
+    #[test]
+    fn an_answer_that_arrived_at_once_has_no_decode_rate() {
+        let mut a = StreamedAnswer::empty(true);
+        a.ids = vec![1, 2, 3, 4];
+        a.decode = Duration::from_micros(3);
+        a.total = Duration::from_millis(400);
+        assert_eq!(a.tokens_per_sec(), None);
+        // Four tokens in 0.4 s, extended to eight: 0.8 s.
+        assert!((a.scored_secs(8) - 0.8).abs() < 1e-9);
+        a.at_once = false;
+        assert!(a.tokens_per_sec().is_some());
     }
 }

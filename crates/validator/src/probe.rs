@@ -91,9 +91,10 @@ pub trait NodeChannel: Send + Sync {
     fn attest(&self) -> BoxFuture<'_, Result<Attested, ProbeError>>;
     /// Sends one sealed challenge and returns the verified answer.
     fn infer<'a>(&'a self, challenge: &'a Challenge) -> BoxFuture<'a, Result<Answer, ProbeError>>;
-    /// Sends one language-model challenge (a greedy streamed completion) and returns
-    /// the stream as read, timed; the round checks it. Channels that cannot reach an
-    /// OpenAI route fail it as a protocol error (no credit).
+    /// Sends one language-model challenge (a greedy completion) through the sealed
+    /// channel and returns the answer as streamed, timed, once its receipt verified and is
+    /// bound to the challenge; the round checks the tokens. Channels that cannot carry
+    /// sealed streams fail it as a protocol error (no credit).
     fn complete<'a>(
         &'a self,
         challenge: &'a LlmChallenge,

@@ -300,10 +300,15 @@ async fn drive(
         match channel.complete(ch).await {
             Err(e) => {
                 a.outcome = e.outcome();
+                if let ProbeError::Receipt(_) = &e {
+                    a.receipt = Step::Fail;
+                }
                 a.reason = Some(e.to_string());
             }
+            // The channel returns an answer only with a verified receipt bound to `ch`.
             Ok(ans) => match llm_challenge::verify(ch, ans).await {
                 Ok(timing) => {
+                    a.receipt = Step::Pass;
                     a.correctness = Step::Pass;
                     a.outcome = Outcome::Correct;
                     a.reason = None;
@@ -312,6 +317,7 @@ async fn drive(
                     a.llm = Some(timing);
                 }
                 Err(w) => {
+                    a.receipt = Step::Pass;
                     a.correctness = Step::Fail;
                     a.outcome = Outcome::Wrong;
                     a.reason = Some(w.to_string());

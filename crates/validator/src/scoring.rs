@@ -134,6 +134,25 @@ pub fn llm_time_secs(ttft_secs: f64, tokens_per_sec: Option<f64>, completion_tok
     ttft + f64::from(completion_tokens) * per_token
 }
 
+/// The time an LLM answer that arrived in one piece is scored by (a node reached through
+/// its Bittensor axon: a synapse is one request and one response, so the validator sees
+/// no first token before the last and no decode rate). The whole answer's time stands for
+/// `TTFT + tokens / rate` of the tokens it returned, which is exactly what it is for an
+/// answer read at once; it is extended to the configured `completion_tokens` at the
+/// answer's own time per token, so an answer that stopped early is compared as if full
+/// length, like [`llm_time_secs`] does. A full-length answer is scored by its total time,
+/// the same quantity a streamed full-length answer's `TTFT + n / rate` measures, so axon
+/// nodes and direct nodes meet in one window (the axon's relay adds its own latency).
+pub fn llm_time_at_once_secs(total_secs: f64, tokens: usize, completion_tokens: u32) -> f64 {
+    let total = if total_secs.is_finite() {
+        total_secs.max(0.0)
+    } else {
+        return f64::INFINITY;
+    };
+    let returned = tokens.max(1) as f64;
+    total * (f64::from(completion_tokens) / returned).max(1.0)
+}
+
 /// One node's outcome in a round, as the score update sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RoundOutcome {

@@ -192,6 +192,8 @@ fn launch(state: &Arc<AppState>, p: Prepared, endpoint: Endpoint) -> (Meta, mpsc
     let deadline = Instant::now() + state.executor_timeout();
     let job_state = state.clone();
     let job_spec = spec.clone();
+    // Only a node whose (dev) evidence declares the fault ever applies it.
+    let perturb = state.fault() == Some(crate::fault::Fault::WrongOutput);
     let meta = Meta {
         id: format!(
             "{}-{:016x}",
@@ -231,7 +233,9 @@ fn launch(state: &Arc<AppState>, p: Prepared, endpoint: Endpoint) -> (Meta, mpsc
         let result = job_state
             .executor
             .run_charged(kv_bytes, move || {
-                run::generate(&llm, &job_spec, &prompt, max_tokens, deadline, &etx)
+                run::generate(
+                    &llm, &job_spec, &prompt, max_tokens, deadline, &etx, perturb,
+                )
             })
             .await;
         let _ = pump.await;

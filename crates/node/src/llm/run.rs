@@ -168,6 +168,9 @@ fn context_overflow(prompt: usize, completion: usize, context: usize) -> ApiErro
 
 /// Runs the generation, sending events to `tx` until done, the deadline passes (503
 /// `timeout`) or the receiver is gone (the client left: generation stops at once).
+/// `perturb` (the node's declared `wrong-output` fault) answers another ordinary token
+/// in place of the first one generated, as a dishonest node would: the completion is then
+/// not what the sampler chose, which is what a validator's greedy check has to catch.
 pub fn generate(
     llm: &LlmModel,
     spec: &GenSpec,
@@ -175,6 +178,7 @@ pub fn generate(
     max_tokens: usize,
     deadline: Instant,
     tx: &mpsc::Sender<Event>,
+    perturb: bool,
 ) -> Result<(), ApiError> {
     let tok = llm.tokenizer();
     let top_k = spec.logprobs.unwrap_or(0);
@@ -199,7 +203,12 @@ pub fn generate(
             eog = Some(step.token);
             break;
         }
-        let piece = tok.piece(step.token, false);
+        let token = if perturb && generation.produced() == 1 {
+            other_token(llm, step.token)
+        } else {
+            step.token
+        };
+        let piece = tok.piece(token, false);
         let (out, stopped) = text.push(piece);
         let logprob = spec.logprobs.map(|_| TokenLogprob {
             token: String::from_utf8_lossy(piece).into_owned(),
@@ -216,7 +225,7 @@ pub fn generate(
         });
         let event = Event::Token {
             text: out,
-            id: step.token,
+            id: token,
             logprob,
         };
         if tx.blocking_send(event).is_err() {
@@ -239,6 +248,17 @@ pub fn generate(
         eog,
     });
     Ok(())
+}
+
+/// The next ordinary token after `not` (wrapping): not control, end-of-generation or
+/// empty, so the perturbed answer still looks like text.
+fn other_token(llm: &LlmModel, not: u32) -> u32 {
+    let tok = llm.tokenizer();
+    let n = u32::try_from(tok.n_vocab()).unwrap_or(u32::MAX).max(1);
+    (1..n)
+        .map(|k| (not.wrapping_add(k)) % n)
+        .find(|&id| !tok.is_control(id) && !tok.is_eog(id) && !tok.piece(id, false).is_empty())
+        .unwrap_or(not)
 }
 
 /// A language-model failure as an API error.

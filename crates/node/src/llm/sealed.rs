@@ -3,7 +3,9 @@
 //! the OpenAI request body), a sealed stream out (`application/vnd.attesta.sealed-stream`).
 //!
 //! Every answer is a stream, whatever the request's `stream`: each data chunk is one OpenAI
-//! chunk object (what the plain route sends as an SSE `data:` line, token ids included),
+//! chunk object (what the plain route sends as an SSE `data:` line, token ids included when
+//! the body asks `return_token_ids`, the closing chunk with the finish reason and the usage
+//! chunk included; only `[DONE]` is left out, the last chunk taking its place),
 //! the last chunk carries the whole OpenAI response (text, usage, finish reason) under a
 //! receipt signed over the request, the transcript of the chunks and that response. A
 //! relay sees sizes and timing only. Refusals before the request is accepted are plain
@@ -21,7 +23,7 @@ use serde_json::json;
 
 use super::openai::Endpoint;
 use super::run::Event;
-use super::{Meta, Msg, launch, parse, prepare, token_chunk, whole};
+use super::{Meta, Msg, launch, object_of, parse, prepare, token_chunk, usage_json, whole};
 use crate::AppState;
 use crate::attested::{attestation, lock_rng, plain_rejection, sealed_verdict};
 use crate::error::ApiError;
@@ -143,8 +145,45 @@ impl Frames {
                 }
             }
             Msg::Event(done @ Event::Done { .. }) => {
-                if let Event::Done { usage, .. } = &done {
-                    self.state.llm.tokens("completion", usage.completion_tokens);
+                let Event::Done {
+                    text,
+                    finish,
+                    usage,
+                    eog,
+                } = &done
+                else {
+                    return None;
+                };
+                self.state.llm.tokens("completion", usage.completion_tokens);
+                // The same closing chunks as the plain route's stream: the text held back
+                // until the end (an incomplete UTF-8 sequence), the finish reason and the
+                // end-of-generation token's id, then usage when asked for. Without them the
+                // streamed text could fall short of the signed text, and a caller counting
+                // token ids would miss the end-of-generation one.
+                let mut frames = Vec::new();
+                let mut last = token_chunk(
+                    &self.meta,
+                    &mut self.sent_role,
+                    text,
+                    None,
+                    Some(finish.as_str()),
+                );
+                if self.meta.token_ids.is_some() {
+                    last["choices"][0]["token_ids"] = json!(eog.iter().collect::<Vec<_>>());
+                }
+                let mut closing = vec![last];
+                if self.meta.include_usage {
+                    let mut u = self.meta.envelope(object_of(&self.meta), json!([]));
+                    u["usage"] = usage_json(*usage);
+                    closing.push(u);
+                }
+                for chunk in closing {
+                    match sealer.seal_chunk(chunk.to_string().as_bytes()) {
+                        Ok(frame) => frames.extend_from_slice(&frame),
+                        Err(err) => {
+                            return self.fail(ApiError::internal_from("sealing a chunk", err));
+                        }
+                    }
                 }
                 self.events.push(done);
                 let output = match whole(&self.meta, &self.events) {
@@ -162,10 +201,16 @@ impl Frames {
                 };
                 let sealer = self.sealer.take()?;
                 match sealer.finish(&att.keys, &out, (att.clock)()) {
-                    Ok(frame) => Some(Bytes::from(frame)),
+                    Ok(frame) => {
+                        frames.extend_from_slice(&frame);
+                        Some(Bytes::from(frames))
+                    }
                     Err(failure) => {
                         tracing::error!(error = %failure.error, "sealing the last chunk failed");
-                        failure.sealed.ok().map(Bytes::from)
+                        failure.sealed.ok().map(|f| {
+                            frames.extend_from_slice(&f);
+                            Bytes::from(frames)
+                        })
                     }
                 }
             }
