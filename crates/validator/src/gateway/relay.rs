@@ -9,8 +9,9 @@
 //! kept in a small pool of our own ([`H1Pool`]), not through `reqwest`: profiled on the
 //! gateway benchmark, `reqwest`'s layers (URL parsing with IDNA per request, redirect and
 //! retry policies, the proxy matcher, the legacy pool's checkout) were a quarter of the
-//! validator's CPU per relayed request, and the direct path halves that part (README,
-//! "gateway overhead"). TLS nodes, streams and a configured HTTP proxy keep `reqwest`.
+//! validator's CPU per relayed request (~12 µs of ~46); the client part is ~3 µs this way
+//! (README, "gateway overhead"). TLS nodes, streams and a configured HTTP proxy keep
+//! `reqwest`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
