@@ -2,7 +2,7 @@
 # Gateway overhead in sealed mode: a one-node devnet, sealed requests straight to the
 # node vs through the validator's gateway to that node, 8 connections, interleaved
 # rounds (crates/client/examples/gateway_load.rs). Prints a markdown table and the
-# median ratio. Not a test.
+# median ratio, then the CPU each process spent per request on either path. Not a test.
 #   SECONDS_PER_RUN=8 CONNECTIONS=8 ROUNDS=3 bench/gateway.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,5 +27,7 @@ for _ in $(seq 1 300); do
   curl -sf "$gateway/v1/nodes" | python3 -c 'import json,sys; sys.exit(0 if any(n["score"] > 0 for n in json.load(sys.stdin)["nodes"]) else 1)' && break
   sleep 0.2
 done
-"$bin/examples/gateway_load" "$gateway" "$node" "$cid" "$root_pem" \
+vpid=$(pgrep -f -- "--config $work/validator.toml" | head -1 || true)
+npid=$(pgrep -f -- "--data-dir $work/node-0 " | head -1 || true)
+GATEWAY_LOAD_PIDS="node=$npid validator=$vpid" "$bin/examples/gateway_load" "$gateway" "$node" "$cid" "$root_pem" \
   "${SECONDS_PER_RUN:-8}" "${CONNECTIONS:-8}" "${ROUNDS:-3}"

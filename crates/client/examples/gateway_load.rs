@@ -8,6 +8,10 @@
 //! ```
 //! The model's inputs are read from the node's `/v1/models` (filled with fixed values).
 //! Every request is sealed, opened and receipt-checked as `attesta infer` does.
+//!
+//! With `GATEWAY_LOAD_PIDS="node=PID validator=PID"` (Linux), it also prints the CPU each
+//! process spent per request on either path (from `/proc/PID/stat`), this client included:
+//! on a machine where all three share the cores, that is what bounds the ratio.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -59,6 +63,44 @@ async fn inputs_for(http: &reqwest::Client, node: &str, cid: &str) -> String {
         .to_string()
 }
 
+/// CPU time (user + system) of process `pid` so far, in clock ticks (fields 14 and 15 of
+/// `/proc/PID/stat`, counted after the parenthesised command name, which may hold spaces).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The processes whose CPU is accounted: this client first, then `GATEWAY_LOAD_PIDS`.
+fn watched() -> Vec<(String, String)> {
+    let mut out = vec![("client".to_owned(), "self".to_owned())];
+    if let Ok(v) = std::env::var("GATEWAY_LOAD_PIDS") {
+        for pair in v.split_whitespace() {
+            if let Some((name, pid)) = pair.split_once('=') {
+                out.push((name.to_owned(), pid.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Ticks of each watched process now.
+fn snapshot(w: &[(String, String)]) -> Vec<Option<u64>> {
+    w.iter().map(|(_, pid)| cpu_ticks(pid)).collect()
+}
+
+/// Microseconds of CPU per request of each watched process between two snapshots
+/// (Linux's `USER_HZ` is 100 on every common build).
+fn per_request(before: &[Option<u64>], after: &[Option<u64>], done: usize) -> Vec<Option<f64>> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| Some((a.as_ref()? - b.as_ref()?) as f64 * 1e4 / done.max(1) as f64))
+        .collect()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -98,9 +140,12 @@ async fn main() {
     );
 
     let mut rows = Vec::new();
+    let watch = watched();
+    let mut cpu = Vec::new();
     // Alternate the two paths so drifting background load hits both alike.
     for round in 0..rounds {
         let (c, id, inp) = (direct.clone(), cid.clone(), inputs.clone());
+        let t0 = snapshot(&watch);
         let d = drive(seconds, conns, move || {
             let (c, id, inp) = (c.clone(), id.clone(), inp.clone());
             async move {
@@ -108,6 +153,7 @@ async fn main() {
             }
         })
         .await;
+        let t1 = snapshot(&watch);
         let (c, id, inp) = (via.clone(), cid.clone(), inputs.clone());
         let g = drive(seconds, conns, move || {
             let (c, id, inp) = (c.clone(), id.clone(), inp.clone());
@@ -116,6 +162,8 @@ async fn main() {
             }
         })
         .await;
+        let t2 = snapshot(&watch);
+        cpu.push((per_request(&t0, &t1, d.done), per_request(&t1, &t2, g.done)));
         rows.push((round, d, g));
     }
     println!(
@@ -138,6 +186,25 @@ async fn main() {
             g.pct(0.99),
             added
         );
+    }
+    if watch.len() > 1 {
+        println!();
+        let names: Vec<_> = watch.iter().map(|(n, _)| n.as_str()).collect();
+        println!(
+            "| round | CPU µs/request direct ({}) | via gateway ({}) |",
+            names.join(" / "),
+            names.join(" / ")
+        );
+        println!("|---|---|---|");
+        let show = |v: &[Option<f64>]| {
+            v.iter()
+                .map(|x| x.map_or("?".to_owned(), |x| format!("{x:.0}")))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        for (round, (d, g)) in cpu.iter().enumerate() {
+            println!("| {round} | {} | {} |", show(d), show(g));
+        }
     }
     ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((ratio, added)) = ratios.get(ratios.len() / 2) {

@@ -3,14 +3,26 @@
 //! every silence in it).
 //!
 //! One home for the relay's client so its deadline, cap and failure kinds are the same
-//! for every caller. A relay through hyper's pooled client directly (URIs parsed once)
-//! was measured against this one on the gateway benchmark and made no difference above
-//! the noise (README), so the relay stays on `reqwest`, which also carries TLS.
+//! for every caller.
+//!
+//! Sealed `/v1/infer` relays to plain-HTTP nodes go over hyper's bare HTTP/1 connections
+//! kept in a small pool of our own ([`H1Pool`]), not through `reqwest`: profiled on the
+//! gateway benchmark, `reqwest`'s layers (URL parsing with IDNA per request, redirect and
+//! retry policies, the proxy matcher, the legacy pool's checkout) were a quarter of the
+//! validator's CPU per relayed request (~12 µs of ~46); the client part is ~3 µs this way
+//! (README, "gateway overhead"). TLS nodes, streams and a configured HTTP proxy keep
+//! `reqwest`.
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
+use http_body::Body as _;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 /// A node's answer to a relayed request.
 pub(crate) struct Relayed {
@@ -33,8 +45,15 @@ pub(crate) enum RelayFailure {
     TooLarge,
 }
 
+/// Idle connections kept per node: as many as relays may be in flight at once under the
+/// default admission limit, so a steady load never reconnects.
+const MAX_IDLE_PER_NODE: usize = 64;
+
 /// Posts sealed envelopes to nodes.
 pub(crate) struct NodeRelay {
+    /// Plain-HTTP connections for `/v1/infer`; `None` when an HTTP proxy is configured in
+    /// the environment (`reqwest` honours it, so every relay goes through `reqwest` then).
+    direct: Option<H1Pool>,
     http: reqwest::Client,
     /// For streamed answers: a generation may outlast the node deadline as a whole, so
     /// the deadline bounds the wait for the answer's head and each silence within it.
@@ -60,7 +79,11 @@ impl NodeRelay {
             .connect_timeout(deadline)
             .read_timeout(deadline)
             .build()?;
+        let proxied = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
         Ok(NodeRelay {
+            direct: (!proxied).then(H1Pool::default),
             http,
             streaming,
             deadline,
@@ -100,7 +123,7 @@ impl NodeRelay {
     }
 
     /// POSTs `body` as a sealed envelope to the node at `base` and reads its answer
-    /// (at most `cap` bytes).
+    /// (at most `cap` bytes), the whole exchange within the deadline.
     pub(crate) async fn post_sealed(
         &self,
         base: &str,
@@ -108,6 +131,12 @@ impl NodeRelay {
         body: Bytes,
         cap: usize,
     ) -> Result<Relayed, RelayFailure> {
+        if let Some((pool, target)) = self.direct.as_ref().zip(PlainTarget::parse(base)) {
+            let exchange = pool.post(&target, media_type, body, cap);
+            return tokio::time::timeout(self.deadline, exchange)
+                .await
+                .unwrap_or(Err(RelayFailure::Timeout));
+        }
         let sent = self
             .http
             .post(format!("{}/v1/infer", base.trim_end_matches('/')))
@@ -130,6 +159,188 @@ impl NodeRelay {
             status,
             content_type,
             body: out.into(),
+        })
+    }
+}
+
+/// A plain-HTTP node address split once per relay: where to connect, what to name in
+/// `Host`, and the path of its `/v1/infer` (under any path prefix of its registered URL).
+struct PlainTarget {
+    /// `host:port` as registered (the `Host` header and the pool's key).
+    authority: String,
+    /// The host without IPv6 brackets, for connecting.
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl PlainTarget {
+    /// `None` for anything but a plain `http://` URL with a host and no query (TLS and odd
+    /// URLs go through `reqwest`, which handles them as before).
+    fn parse(base: &str) -> Option<Self> {
+        let uri: Uri = base.parse().ok()?;
+        if uri.scheme_str() != Some("http") || uri.query().is_some() {
+            return None;
+        }
+        let authority = uri.authority()?;
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || authority.as_str().contains('@') {
+            return None;
+        }
+        Some(PlainTarget {
+            authority: authority.as_str().to_owned(),
+            host: host.to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            path: format!("{}/v1/infer", uri.path().trim_end_matches('/')),
+        })
+    }
+}
+
+/// HTTP/1 connections to plain-HTTP nodes, idle ones kept per node for the next relay.
+///
+/// Each connection is driven by a task on the runtime that opened it (the gateway's
+/// listener runtime), so a relay never leaves that thread. A connection that the node
+/// closed is noticed when taken and dropped; redirects are passed on, never followed (the
+/// gateway only posts to registered addresses).
+#[derive(Default)]
+struct H1Pool {
+    idle: Mutex<HashMap<String, Vec<SendRequest<Body>>>>,
+}
+
+impl H1Pool {
+    /// An idle connection to `authority` the node has not closed, if any (its driver may
+    /// not have seen the end of the last answer yet: wait for `ready` before sending).
+    fn take(&self, authority: &str) -> Option<SendRequest<Body>> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = idle.get_mut(authority)?;
+        let found = std::iter::from_fn(|| list.pop()).find(|s| !s.is_closed());
+        if list.is_empty() {
+            idle.remove(authority);
+        }
+        found
+    }
+
+    /// Keeps `sender` for the next relay to `authority` (dropped, which closes it, when
+    /// enough are kept already).
+    fn put(&self, authority: &str, sender: SendRequest<Body>) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match idle.get_mut(authority) {
+            Some(list) if list.len() < MAX_IDLE_PER_NODE => list.push(sender),
+            Some(_) => {}
+            None => {
+                idle.insert(authority.to_owned(), vec![sender]);
+            }
+        }
+    }
+
+    /// A new connection to `target`, its driver spawned on the current runtime.
+    async fn connect(target: &PlainTarget) -> Result<SendRequest<Body>, RelayFailure> {
+        let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|_| RelayFailure::Unreachable)?;
+        // One write per message already; without Nagle a request never waits for an ACK.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| RelayFailure::Unreachable)?;
+        tokio::spawn(async move {
+            // Ends when the node closes, the exchange breaks, or the sender is dropped.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// One POST of `body` to `target` and its answer under `cap`, on a kept connection
+    /// when there is one. A kept connection that the node closed before taking the request
+    /// is retried once on a new one (the request was not sent, so nothing is posted twice).
+    async fn post(
+        &self,
+        target: &PlainTarget,
+        media_type: &'static str,
+        body: Bytes,
+        cap: usize,
+    ) -> Result<Relayed, RelayFailure> {
+        let request = |body: Bytes| {
+            Request::post(target.path.as_str())
+                .header(header::HOST, target.authority.as_str())
+                .header(header::CONTENT_TYPE, media_type)
+                .header(header::ACCEPT, media_type)
+                .body(Body::from(body))
+                .map_err(|_| RelayFailure::Unreachable)
+        };
+        let mut kept = None;
+        while let Some(mut s) = self.take(&target.authority) {
+            if s.ready().await.is_ok() {
+                kept = Some(s);
+                break;
+            }
+        }
+        let (sender, answer) = match kept {
+            Some(mut kept) => match kept.send_request(request(body.clone())?).await {
+                Ok(answer) => (kept, answer),
+                Err(e) if e.is_canceled() => {
+                    let mut fresh = Self::connect(target).await?;
+                    let answer = fresh.send_request(request(body)?).await;
+                    (fresh, answer.map_err(|_| RelayFailure::Unreachable)?)
+                }
+                Err(_) => return Err(RelayFailure::Unreachable),
+            },
+            None => {
+                let mut fresh = Self::connect(target).await?;
+                let answer = fresh.send_request(request(body)?).await;
+                (fresh, answer.map_err(|_| RelayFailure::Unreachable)?)
+            }
+        };
+        let (head, mut incoming) = answer.into_parts();
+        let length = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if length.is_some_and(|n| n > cap as u64) {
+            return Err(RelayFailure::TooLarge);
+        }
+        // Most answers come in one frame: that one is passed on as is, without a copy.
+        let mut first: Option<Bytes> = None;
+        let mut joined: Vec<u8> = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) =
+            std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx)).await
+        {
+            let Ok(data) = frame.map_err(|_| RelayFailure::Unreachable)?.into_data() else {
+                continue; // trailers carry nothing the user needs
+            };
+            total = total.saturating_add(data.len());
+            if total > cap {
+                return Err(RelayFailure::TooLarge);
+            }
+            match first.take() {
+                None if joined.is_empty() => first = Some(data),
+                Some(head) => {
+                    joined.reserve(total);
+                    joined.extend_from_slice(&head);
+                    joined.extend_from_slice(&data);
+                }
+                None => joined.extend_from_slice(&data),
+            }
+        }
+        // The answer was read to its end: the connection can carry the next relay.
+        if !sender.is_closed() {
+            self.put(&target.authority, sender);
+        }
+        Ok(Relayed {
+            status: head.status,
+            content_type: head.headers.get(header::CONTENT_TYPE).cloned(),
+            body: first.unwrap_or_else(|| joined.into()),
         })
     }
 }
@@ -232,6 +443,49 @@ mod tests {
                 .unwrap();
             assert_eq!((relayed.status, relayed.body.len()), (StatusCode::OK, 1000));
         }
+    }
+
+    /// A node answering one request per connection and closing it: the kept connection is
+    /// dropped and the next relay opens a new one instead of failing.
+    #[tokio::test]
+    async fn a_connection_the_node_closed_is_not_reused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Head and the 6-byte body.
+                while !seen.ends_with(b"\r\n\r\nsealed") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: x/y\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        let relay = NodeRelay::new(reqwest::Client::new(), Duration::from_secs(5)).unwrap();
+        for _ in 0..3 {
+            let a = relay
+                .post_sealed(
+                    &format!("http://{addr}/"),
+                    "x/y",
+                    Bytes::from_static(b"sealed"),
+                    1 << 20,
+                )
+                .await
+                .unwrap();
+            assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"ok"[..]));
+            assert_eq!(a.content_type.unwrap(), "x/y");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
