@@ -171,13 +171,7 @@ impl HttpTransport {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            })
+            .map(attesta_seal::media_type)
             .unwrap_or_default();
         use futures::StreamExt;
         let body = resp.bytes_stream().map(move |r| {

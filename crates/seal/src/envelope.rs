@@ -10,6 +10,18 @@
 
 /// The media type of both sealed requests and sealed responses.
 pub const MEDIA_TYPE: &str = "application/vnd.attesta.sealed";
+/// The media type of a `Content-Type` value: parameters dropped, lowercased (RFC 9110
+/// compares media types case-insensitively). Every party matching sealed media types on a
+/// header uses it.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// The only envelope version this implementation speaks (protocol v2).
 pub const VERSION: u8 = 2;
 /// Kind byte of a request.
@@ -226,4 +238,19 @@ pub fn response_header(response_nonce: &[u8; RESPONSE_NONCE_LEN]) -> [u8; RESPON
     fixed.copy_from_slice(&[VERSION, KIND_RESPONSE]);
     nonce.copy_from_slice(response_nonce);
     h
+}
+
+#[cfg(test)]
+mod media_type_tests {
+    use super::*;
+
+    #[test]
+    fn parameters_and_case_do_not_matter() {
+        assert_eq!(
+            media_type(" Application/VND.attesta.sealed ; charset=binary"),
+            MEDIA_TYPE
+        );
+        assert_eq!(media_type(""), "");
+        assert_ne!(media_type("application/json"), MEDIA_TYPE);
+    }
 }

@@ -43,7 +43,7 @@ pub use channel::{
     AcceptedRequest, AnswerError, OpenedRequest, ReceiptOrOutput, Rejected, RequestContext,
     Responder, SealFailure, SealedOutput, VerifiedAnswer, seal_request,
 };
-pub use envelope::{EnvelopeError, MEDIA_TYPE, VERSION};
+pub use envelope::{EnvelopeError, MEDIA_TYPE, VERSION, media_type};
 pub use frames::{FrameError, FrameReader};
 /// The `rand_core` generation the RNG parameters use (to implement or wrap RNGs).
 pub use hpke::rand_core;
