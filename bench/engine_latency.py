@@ -2,6 +2,7 @@
 crates/engine/examples/latency.rs (same input rules, sequential runs).
 
 usage: engine_latency.py MODEL.onnx [--iters N] [--threads T] [--dim NAME=VALUE]... [--int-max K]
+       [--shape D,D,..] [--input NAME=D,D,..]... [--fill NAME=VALUE]...
 Prints one JSON line.
 """
 import argparse
@@ -30,8 +31,12 @@ def main() -> None:
     ap.add_argument("--dim", action="append", default=[])
     ap.add_argument("--int-max", type=int, default=100)
     ap.add_argument("--shape", default=None, help="shape of the first input, e.g. 1,3,48,192")
+    ap.add_argument("--input", action="append", default=[], help="NAME=D,D,..: one input's shape")
+    ap.add_argument("--fill", action="append", default=[], help="NAME=VALUE: one value everywhere")
     a = ap.parse_args()
     dims = dict((k, int(v)) for k, v in (d.split("=", 1) for d in a.dim))
+    shapes = {k: [int(d) for d in v.split(",") if d] for k, v in (i.split("=", 1) for i in a.input)}
+    fills = dict((k, float(v)) for k, v in (f.split("=", 1) for f in a.fill))
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = a.threads
@@ -47,8 +52,12 @@ def main() -> None:
         shape = [d if isinstance(d, int) else dims.get(d, 1) for d in inp.shape]
         if ix == 0 and a.shape:
             shape = [int(d) for d in a.shape.split(",")]
+        elif inp.name in shapes:
+            shape = shapes[inp.name]
         dt = TYPES[inp.type]
-        if np.issubdtype(dt, np.floating):
+        if inp.name in fills:
+            feeds[inp.name] = np.full(shape, fills[inp.name], dtype=dt)
+        elif np.issubdtype(dt, np.floating):
             feeds[inp.name] = (rng.random(shape) * 2 - 1).astype(dt)
         elif "mask" in inp.name:
             feeds[inp.name] = np.ones(shape, dtype=dt)

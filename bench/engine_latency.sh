@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Raw engine latency: our tract and onnxruntime (ort) backends vs Python
 # onnxruntime on the same models, input shapes and thread counts: the MLP, the
-# small CNN, the MiniLM-sized encoder at sequence 16 and 128 and the real OCR
-# direction classifier from the fixtures. Rounds alternate the engines so
+# small CNN, the MiniLM-sized encoder at sequence 16 and 128, the real OCR
+# direction classifier from the fixtures, and real models registry packages
+# ship (scripts/registry_models.py): PP-OCRv4's text detector and recogniser
+# and Silero VAD (a recurrent model that branches with `If`). Rounds alternate the engines so
 # background load hits both alike; each cell is the median of the per-round
 # p50s (and the best round's min). Not a test: it reports, it does not assert.
 #
@@ -44,6 +46,10 @@ BIN=$TARGET/release/examples/latency
 
 FIXTURES=${ATTESTA_FIXTURES:-$ROOT/../shared/fixtures}
 OCR=$FIXTURES/onnx/real/ch_ppocr_mobile_v2.0_cls_infer.onnx
+REGISTRY=$ROOT/target/registry-models
+for name in ocr-det ocr-rec silero-vad; do
+  [ -f "$REGISTRY/$name.onnx" ] || "$PY" "$ROOT/scripts/registry_models.py" fetch --out "$REGISTRY" "$name" >/dev/null
+done
 if [ -z "${ATTESTA_ORT_LIB:-}" ]; then
   ATTESTA_ORT_LIB=$("$PY" -c 'import onnxruntime,os,glob;d=os.path.join(os.path.dirname(onnxruntime.__file__),"capi");print(sorted(glob.glob(os.path.join(d,"libonnxruntime.so.*")))[-1])')
 fi
@@ -53,6 +59,7 @@ export ATTESTA_ORT_LIB
 declare -A FILE=(
   [mlp]=$MODELS/mlp.onnx [cnn]=$MODELS/cnn.onnx
   [minilm16]=$MODELS/minilm.onnx [minilm128]=$MODELS/minilm.onnx [ocr_cls]=$OCR
+  [ocr_det]=$REGISTRY/ocr-det.onnx [ocr_rec]=$REGISTRY/ocr-rec.onnx [silero_vad]=$REGISTRY/silero-vad.onnx
 )
 declare -A DIMS=(
   [mlp]="--dim batch=1"
@@ -60,8 +67,11 @@ declare -A DIMS=(
   [minilm16]="--dim batch=1 --dim seq=16"
   [minilm128]="--dim batch=1 --dim seq=128"
   [ocr_cls]="--shape 1,3,48,192"
+  [ocr_det]="--shape 1,3,320,320"
+  [ocr_rec]="--shape 1,3,48,320"
+  [silero_vad]="--input input=1,512 --input state=2,1,128 --fill sr=16000"
 )
-NAMES=${NAMES:-"mlp cnn minilm16 minilm128 ocr_cls"}
+NAMES=${NAMES:-"mlp cnn minilm16 minilm128 ocr_cls ocr_det ocr_rec silero_vad"}
 
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
@@ -91,7 +101,7 @@ for r in rows:
 print(f"load average: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
 print("p50 ms (median of rounds); ratio = ours / Python onnxruntime")
 print(f"{'model':10} {'T':>2} {'tract':>9} {'ort':>9} {'python':>9} {'tract/py':>9} {'ort/py':>7}")
-order = ["mlp", "cnn", "minilm16", "minilm128", "ocr_cls"]
+order = ["mlp", "cnn", "minilm16", "minilm128", "ocr_cls", "ocr_det", "ocr_rec", "silero_vad"]
 for (name, t) in sorted({(k[0], k[1]) for k in cells}, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1])):
     p = {e: statistics.median(r["p50_ms"] for r in cells.get((name, t, e), [])) if cells.get((name, t, e)) else float("nan")
          for e in ("tract", "ort", "onnxruntime")}

@@ -31,8 +31,6 @@ file is kept (--force rewrites it).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import os
 import subprocess
@@ -42,9 +40,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
+
+from atomic_files import locked, temp_beside
 
 # Written by hand for these test models (the llama-spm and llama-bpe vocab files carry no
 # template). The SPM one has no special chat tokens to use, so roles are plain text and a
@@ -124,28 +123,6 @@ QUANTS = {
 def log(msg: str) -> None:
     """Progress on stderr (stdout carries only the written paths)."""
     print(msg, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- locks and atomic writes
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Holds an exclusive lock on `path` (a lock file beside the output)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def temp_beside(path: Path) -> Path:
-    """A unique temporary name in `path`'s folder (same filesystem, so rename is atomic)."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
 
 
 # ---------------------------------------------------------------- vocab files

@@ -4,11 +4,15 @@
 //! ```text
 //! cargo run --release -p attesta-engine --example latency -- MODEL.onnx \
 //!     [--iters N] [--threads T] [--dim NAME=VALUE]... [--int-max K] [--engine tract|ort]
+//!     [--shape D,D,..] [--input NAME=D,D,..]... [--fill NAME=VALUE]...
 //! ```
 //! `--engine ort` runs onnxruntime from `ATTESTA_ORT_LIB`.
 //! Symbolic dimensions take `--dim` values (default 1). Integer inputs get
 //! values in `0..K` (default 100), except inputs named `*mask*`, which get 1s
-//! (the same rules as `bench/engine_latency.py`).
+//! (the same rules as `bench/engine_latency.py`). `--shape` sets the first
+//! input's shape, `--input` any input's (for models that declare fixed or zero
+//! dims, such as Silero VAD's state), `--fill` gives an input one value
+//! everywhere (its sample rate, say).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -26,6 +30,19 @@ struct Args {
     engine: String,
     /// Shape of the first input, overriding its declaration.
     shape: Option<Vec<usize>>,
+    /// Shapes of named inputs, overriding their declarations.
+    input_shapes: HashMap<String, Vec<usize>>,
+    /// Named inputs filled with one value instead of random data.
+    fills: HashMap<String, f64>,
+}
+
+fn parse_shape(flag: &str, v: &str) -> Result<Vec<usize>, String> {
+    if v.is_empty() {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|d| d.parse::<usize>().map_err(|e| format!("{flag}: {e}")))
+        .collect()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +55,8 @@ fn parse_args() -> Result<Args, String> {
         int_max: 100,
         engine: "tract".into(),
         shape: None,
+        input_shapes: HashMap::new(),
+        fills: HashMap::new(),
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -47,13 +66,20 @@ fn parse_args() -> Result<Args, String> {
                 args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?
             }
             "--engine" => args.engine = value()?,
-            "--shape" => {
+            "--shape" => args.shape = Some(parse_shape("--shape", &value()?)?),
+            "--input" => {
                 let v = value()?;
-                let dims = v
-                    .split(',')
-                    .map(|d| d.parse::<usize>().map_err(|e| format!("--shape: {e}")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                args.shape = Some(dims);
+                let (k, dims) = v.split_once('=').ok_or("--input takes NAME=D,D,..")?;
+                args.input_shapes
+                    .insert(k.to_string(), parse_shape("--input", dims)?);
+            }
+            "--fill" => {
+                let v = value()?;
+                let (k, x) = v.split_once('=').ok_or("--fill takes NAME=VALUE")?;
+                args.fills.insert(
+                    k.to_string(),
+                    x.parse().map_err(|e| format!("--fill: {e}"))?,
+                );
             }
             "--int-max" => {
                 args.int_max = value()?.parse().map_err(|e| format!("--int-max: {e}"))?
@@ -69,7 +95,7 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if args.model.is_empty() {
-        return Err("usage: latency MODEL.onnx [--iters N] [--threads T] [--dim NAME=VALUE]... [--int-max K]".into());
+        return Err("usage: latency MODEL.onnx [--iters N] [--threads T] [--dim NAME=VALUE]... [--int-max K] [--engine tract|ort] [--shape D,..] [--input NAME=D,..]... [--fill NAME=VALUE]...".into());
     }
     Ok(args)
 }
@@ -94,9 +120,20 @@ fn random_input(
     dtype: DType,
     shape: Vec<usize>,
     int_max: u64,
+    fill: Option<f64>,
     rng: &mut Rng,
 ) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
+    if let Some(v) = fill {
+        let data = match dtype {
+            DType::F32 => TensorData::F32(vec![v as f32; n]),
+            DType::F64 => TensorData::F64(vec![v; n]),
+            DType::I64 => TensorData::I64(vec![v as i64; n]),
+            DType::I32 => TensorData::I32(vec![v as i32; n]),
+            other => return Err(format!("input {name}: --fill does not take {other}")),
+        };
+        return Tensor::new(shape, data).map_err(|e| e.to_string());
+    }
     let ints = |rng: &mut Rng| -> Vec<u64> {
         if name.contains("mask") {
             vec![1; n]
@@ -160,13 +197,18 @@ fn run() -> Result<(), String> {
             .collect();
         let shape = match (&args.shape, ix) {
             (Some(s), 0) => s.clone(),
-            _ => declared,
+            _ => args
+                .input_shapes
+                .get(&decl.name)
+                .cloned()
+                .unwrap_or(declared),
         };
         inputs.push(random_input(
             &decl.name,
             decl.dtype,
             shape,
             args.int_max,
+            args.fills.get(&decl.name).copied(),
             &mut rng,
         )?);
     }

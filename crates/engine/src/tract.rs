@@ -1,6 +1,7 @@
 //! The tract-onnx backend: pure Rust, loads once, compiles one optimised
 //! plan per distinct set of input shapes and runs them concurrently.
 
+mod branch;
 mod convert;
 mod einsum;
 mod guard;
@@ -109,6 +110,9 @@ impl TractEngine {
             max_tensor_bytes: limits.max_tensor_bytes,
             file_bytes: onnx.len(),
             needs_values,
+            // A top-level `If` often branches on a scalar input (a sample rate,
+            // a mode), and its branches may only type for their own inputs.
+            freeze_scalars: graph.node.iter().any(|n| n.op_type == "If"),
             value_guard: prescan::ValueGuard::new(graph),
         })
     }
@@ -139,6 +143,10 @@ pub struct TractModel {
     file_bytes: usize,
     /// The graph only types with some input values known (see `frozen_inputs`).
     needs_values: bool,
+    /// The graph branches at its top level: integer scalar inputs are baked
+    /// in, so that a condition on them picks its branch while typing (see
+    /// `branch`), with one plan per value.
+    freeze_scalars: bool,
     /// Size checks on the values of inputs baked in as constants.
     value_guard: prescan::ValueGuard,
 }
@@ -180,11 +188,15 @@ impl TractModel {
 
     /// Inputs baked into the plan: for models that only type once some
     /// input values are known (ONNX allows axes, shapes, pads... as graph
-    /// inputs; tract needs them constant), the integer inputs.
+    /// inputs; tract needs them constant), the integer inputs; for models
+    /// that branch, their integer scalars.
     fn frozen_inputs(&self, inputs: &[Tensor]) -> Vec<bool> {
         inputs
             .iter()
-            .map(|t| self.needs_values && is_integer(t.dtype()))
+            .map(|t| {
+                is_integer(t.dtype())
+                    && (self.needs_values || (self.freeze_scalars && t.data().len() == 1))
+            })
             .collect()
     }
 
@@ -390,7 +402,7 @@ impl TractModel {
             .filter(|(_, f)| **f)
             .map(|(t, _)| integer_values(t))
             .collect();
-        if self.needs_values {
+        if !values.is_empty() {
             // tract evaluates operators fed only by constants while typing, so
             // sizes set by baked-in values are checked before it sees them.
             let named: Vec<(&str, &[i64])> = self

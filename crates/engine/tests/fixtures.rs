@@ -6,7 +6,7 @@ use crate::support;
 
 use attesta_engine::tract::{TractEngine, decode_tensor_proto};
 use attesta_engine::{DType, Dim, Engine, EngineError, Limits, Model, Tensor, TensorData};
-use support::{as_f64, first_mismatch, fixture, fixtures, onnxruntime, pseudo_random};
+use support::{as_f64, first_mismatch, fixture, fixtures, pseudo_random};
 
 const RTOL: f64 = 1e-4;
 const ATOL: f64 = 1e-5;
@@ -29,35 +29,19 @@ fn compare_with_onnxruntime(rel: &str, shapes: &[Vec<usize>]) {
 }
 
 fn compare_model(model: &dyn Model, what: &str, rel: &str, shapes: &[Vec<usize>]) {
-    let mut ours_in = Vec::new();
-    let mut ort_in = Vec::new();
-    for (i, (decl, shape)) in model.info().inputs.iter().zip(shapes).enumerate() {
-        let values = pseudo_random(shape.iter().product(), 7 + i as u64);
-        ours_in.push(Tensor::new(shape.clone(), TensorData::F32(values.clone())).unwrap());
-        ort_in.push((decl.name.clone(), shape.clone(), values));
-    }
-    let ours = model.run(ours_in).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let theirs = onnxruntime(&fixtures().join(rel), &ort_in);
-    assert_eq!(ours.len(), theirs.len(), "{what}: output count");
-    for (o, (shape, expected)) in ours.iter().zip(&theirs) {
-        assert_eq!(
-            o.tensor.shape(),
-            &shape[..],
-            "{what}: output {} shape",
-            o.name
-        );
-        let actual = as_f64(&o.tensor);
-        assert!(
-            expected.iter().any(|v| *v != 0.0),
-            "{what}: degenerate reference"
-        );
-        if let Some(m) = first_mismatch(&actual, expected, RTOL, ATOL) {
-            panic!(
-                "{what}: output {} differs from onnxruntime at {m:?}",
-                o.name
-            );
-        }
-    }
+    let inputs: Vec<(String, Tensor)> = model
+        .info()
+        .inputs
+        .iter()
+        .zip(shapes)
+        .enumerate()
+        .map(|(i, (decl, shape))| {
+            let values = pseudo_random(shape.iter().product(), 7 + i as u64);
+            let t = Tensor::new(shape.clone(), TensorData::F32(values)).unwrap();
+            (decl.name.clone(), t)
+        })
+        .collect();
+    support::assert_matches_onnxruntime(model, what, &fixtures().join(rel), &inputs, RTOL, ATOL);
 }
 
 #[test]

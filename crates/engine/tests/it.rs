@@ -12,5 +12,6 @@ mod if_recurrent;
 mod int_reductions;
 mod og_scan;
 mod plans;
+mod registry;
 mod request_sizes;
 mod support;

@@ -8,6 +8,7 @@
 //!   GGUFs ([`llm::test_gguf`]), llama.cpp's vocab GGUFs ([`llm::vocab_gguf`]) and llama.cpp
 //!   as the reference ([`llm::llama_oracle`]).
 //! - [`http`]: parsing raw HTTP/1.1 answers and checking the JSON error shape.
+//! - [`registry`]: real ONNX models that registry packages ship ([`registry::registry_model`]).
 //! - `onnx` (feature `onnx`): builders for small ONNX models made inside the tests.
 //! - `standins` (feature `standins`): PCCS and KDS stand-ins serving real fixtures.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod http;
 pub mod llm;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+pub mod registry;
 #[cfg(feature = "standins")]
 pub mod standins;
 

@@ -50,12 +50,14 @@ thread_local! {
 }
 
 /// tract's operator register with the engine's own parsers (exact integer
-/// reductions), before size guards are added.
+/// reductions, `If` that follows a known condition), before size guards
+/// are added.
 fn base() -> &'static OnnxOpRegister {
     static BASE: OnceLock<OnnxOpRegister> = OnceLock::new();
     BASE.get_or_init(|| {
         let mut reg = tract_onnx::onnx().op_register;
         super::reduce::register(&mut reg);
+        super::branch::register(&mut reg);
         reg
     })
 }

@@ -82,19 +82,40 @@ pub fn first_mismatch(
 }
 
 /// Runs `model` under Python onnxruntime on f32 inputs and returns every
-/// output as (shape, values as f64). Inputs go through raw little-endian
-/// files in a temp dir; `support/ort_run.py` does the work.
+/// output as (shape, values as f64).
 pub fn onnxruntime(
     model: &Path,
     inputs: &[(String, Vec<usize>, Vec<f32>)],
 ) -> Vec<(Vec<usize>, Vec<f64>)> {
+    let tensors: Vec<(String, Tensor)> = inputs
+        .iter()
+        .map(|(name, shape, values)| {
+            let t = Tensor::new(shape.clone(), TensorData::F32(values.clone())).unwrap();
+            (name.clone(), t)
+        })
+        .collect();
+    onnxruntime_tensors(model, &tensors)
+}
+
+/// Like [`onnxruntime`] on float32 or int64 tensors. Inputs go through raw
+/// little-endian files in a temp dir; `support/ort_run.py` does the work.
+pub fn onnxruntime_tensors(
+    model: &Path,
+    inputs: &[(String, Tensor)],
+) -> Vec<(Vec<usize>, Vec<f64>)> {
     let dir = tempfile::tempdir().unwrap();
     let mut manifest = Vec::new();
-    for (i, (name, shape, values)) in inputs.iter().enumerate() {
-        let file = dir.path().join(format!("in{i}.f32"));
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (i, (name, tensor)) in inputs.iter().enumerate() {
+        let file = dir.path().join(format!("in{i}.raw"));
+        let (dtype, bytes): (&str, Vec<u8>) = match tensor.data() {
+            TensorData::F32(v) => ("<f4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            TensorData::I64(v) => ("<i8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            other => panic!("input {name}: no raw form for {:?}", other.dtype()),
+        };
         std::fs::write(&file, bytes).unwrap();
-        manifest.push(serde_json::json!({"name": name, "shape": shape, "file": file}));
+        manifest.push(serde_json::json!({
+            "name": name, "shape": tensor.shape(), "dtype": dtype, "file": file,
+        }));
     }
     let manifest_path = dir.path().join("inputs.json");
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
@@ -112,6 +133,43 @@ pub fn onnxruntime(
             (shape, values)
         })
         .collect()
+}
+
+/// Runs `model` (loaded by one of our engines; `what` names it in failures)
+/// and the ONNX file at `path` under Python onnxruntime on the same
+/// `inputs`, and asserts every output has onnxruntime's shape and values
+/// within `rtol`/`atol` (and that the reference is not all zeros).
+pub fn assert_matches_onnxruntime(
+    model: &dyn attesta_engine::Model,
+    what: &str,
+    path: &Path,
+    inputs: &[(String, Tensor)],
+    rtol: f64,
+    atol: f64,
+) {
+    let ours = model
+        .run(inputs.iter().map(|(_, t)| t.clone()).collect())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let theirs = onnxruntime_tensors(path, inputs);
+    assert_eq!(ours.len(), theirs.len(), "{what}: output count");
+    for (o, (shape, expected)) in ours.iter().zip(&theirs) {
+        assert_eq!(
+            o.tensor.shape(),
+            &shape[..],
+            "{what}: output {} shape",
+            o.name
+        );
+        assert!(
+            expected.iter().any(|v| *v != 0.0),
+            "{what}: degenerate reference"
+        );
+        if let Some(m) = first_mismatch(&as_f64(&o.tensor), expected, rtol, atol) {
+            panic!(
+                "{what}: output {} differs from onnxruntime at {m:?}",
+                o.name
+            );
+        }
+    }
 }
 
 /// Runs the Python helper `tests/support/<script>` with `args` in the venv,

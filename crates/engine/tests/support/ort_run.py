@@ -1,4 +1,5 @@
-"""Runs an ONNX model with onnxruntime on raw little-endian float32 inputs.
+"""Runs an ONNX model with onnxruntime on raw little-endian inputs (float32 unless the
+manifest gives a numpy "dtype", e.g. "<i8").
 
 usage: ort_run.py MODEL INPUTS_JSON OUT_DIR
 Writes OUT_DIR/out<i>.f64 (float64 little-endian) and OUT_DIR/outputs.json.
@@ -16,7 +17,7 @@ def main() -> None:
     with open(manifest) as f:
         inputs = json.load(f)
     feeds = {
-        i["name"]: np.fromfile(i["file"], dtype="<f4").reshape(i["shape"])
+        i["name"]: np.fromfile(i["file"], dtype=i.get("dtype", "<f4")).reshape(i["shape"])
         for i in inputs
     }
     opts = ort.SessionOptions()
