@@ -464,7 +464,17 @@ impl Client {
                     first_chunk.get_or_insert_with(|| started.elapsed());
                     let v: serde_json::Value = serde_json::from_slice(&data)
                         .map_err(ClientError::decode("stream chunk JSON"))?;
-                    streamed.push_str(chunk_text(&v));
+                    let text = chunk_text(&v);
+                    // The signed final answer repeats the whole text inside one frame, so
+                    // streamed text beyond a frame's size can never match it: stop here
+                    // rather than buffer whatever a node keeps sending.
+                    if streamed.len() + text.len() > attesta_seal::frames::MAX_FRAME_LEN {
+                        return Err(ClientError::Protocol(format!(
+                            "streamed text over {} bytes, more than the signed answer can hold",
+                            attesta_seal::frames::MAX_FRAME_LEN
+                        )));
+                    }
+                    streamed.push_str(text);
                     on_chunk(&v);
                 }
             }

@@ -96,6 +96,8 @@ struct Node {
     faults: Faults,
     attestations: AtomicUsize,
     infers: AtomicUsize,
+    /// Data chunks `flooding_completion` sends.
+    flood_chunks: AtomicUsize,
 }
 
 impl Node {
@@ -214,6 +216,45 @@ async fn sealed_infer(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         bytes[last] ^= 1;
     }
     ([(header::CONTENT_TYPE, MEDIA_TYPE)], bytes).into_response()
+}
+
+/// A language-model route that answers a sealed stream of `flood_chunks` data chunks, each
+/// an OpenAI completion chunk with 1 MiB of text, then a correctly signed last chunk whose
+/// final text is only the first chunk's: a node that keeps streaming text no signed answer
+/// could hold.
+async fn flooding_completion(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let keys = node.keys.read().unwrap().clone();
+    let opened = keys.open_request(&body, &node.replay, node.now()).unwrap();
+    let opened = opened.admit(&node.replay, node.now()).unwrap();
+    let mut rng = node.rng.lock().unwrap();
+    let (mut sealer, mut out) = opened.responder.start_stream(&mut *rng).unwrap();
+    let text = "a".repeat(1 << 20);
+    let chunk =
+        serde_json::to_vec(&serde_json::json!({"choices": [{"index": 0, "text": text}]})).unwrap();
+    for _ in 0..node.flood_chunks.load(Ordering::SeqCst) {
+        out.extend(sealer.seal_chunk(&chunk).unwrap());
+    }
+    let output =
+        serde_json::to_vec(&serde_json::json!({"choices": [{"index": 0, "text": text}]})).unwrap();
+    let last = sealer
+        .finish(
+            &keys,
+            &SealedOutput {
+                output_json: &output,
+                model_sha256: sha256(b"model"),
+                engine: "test",
+                engine_version: "1",
+                fault: None,
+            },
+            node.now(),
+        )
+        .unwrap();
+    out.extend(last);
+    (
+        [(header::CONTENT_TYPE, attesta_seal::STREAM_MEDIA_TYPE)],
+        out,
+    )
+        .into_response()
 }
 
 async fn plain_infer(body: Bytes) -> Response {
@@ -354,11 +395,13 @@ async fn world() -> World {
         faults: Faults::default(),
         attestations: AtomicUsize::new(0),
         infers: AtomicUsize::new(0),
+        flood_chunks: AtomicUsize::new(0),
     });
     let router = Router::new()
         .route("/v1/attestation", get(attestation))
         .route("/v1/infer", post(sealed_infer))
         .route("/infer", post(plain_infer))
+        .route("/v1/completions", post(flooding_completion))
         .with_state(node.clone());
     let url = serve(router).await;
     World {
@@ -702,5 +745,41 @@ async fn flood_for_a_missing_model_never_fills_the_replay_memory() {
         started.elapsed() < Duration::from_secs(60),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Streamed text is bounded by what a signed answer can hold (one frame): a node that keeps
+/// sending validly sealed text past it is cut off with a typed error, not buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_streaming_more_text_than_any_answer_holds_is_cut_off() {
+    let w = world().await;
+    let c = client(&w, &w.url);
+    let body = r#"{"model": "m", "prompt": "hi", "max_tokens": 4}"#;
+
+    // Within the bound the stream is read to the end and judged there: the signed text
+    // (one chunk's) is not what was streamed.
+    w.node.flood_chunks.store(2, Ordering::SeqCst);
+    let mut seen = 0;
+    let err = c
+        .complete("/v1/completions", MODEL, body, |_| seen += 1)
+        .await
+        .unwrap_err();
+    assert_eq!(seen, 2);
+    assert!(
+        matches!(&err, ClientError::Protocol(m) if m.contains("differs from the signed")),
+        "{err:?}"
+    );
+
+    // Past it (9 MiB of text, frames hold 8 MiB) the client stops at the chunk that crosses.
+    w.node.flood_chunks.store(9, Ordering::SeqCst);
+    let mut seen = 0;
+    let err = c
+        .complete("/v1/completions", MODEL, body, |_| seen += 1)
+        .await
+        .unwrap_err();
+    assert_eq!(seen, 8, "chunks handed out before the cut");
+    assert!(
+        matches!(&err, ClientError::Protocol(m) if m.contains("more than the signed answer can hold")),
+        "{err:?}"
     );
 }
