@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
@@ -48,6 +48,12 @@ pub(crate) enum RelayFailure {
 /// Idle connections kept per node: as many as relays may be in flight at once under the
 /// default admission limit, so a steady load never reconnects.
 const MAX_IDLE_PER_NODE: usize = 64;
+
+/// How long a kept connection may sit idle before it is closed instead of reused: below
+/// the node's own idle timeout (60 s by default), so the gateway never sends on a
+/// connection the node is closing at that moment, and a node no longer relayed to does
+/// not keep sockets open for ever.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
 
 /// Posts sealed envelopes to nodes.
 pub(crate) struct NodeRelay {
@@ -206,21 +212,35 @@ impl PlainTarget {
 /// listener runtime), so a relay never leaves that thread. A connection that the node
 /// closed is noticed when taken and dropped; redirects are passed on, never followed (the
 /// gateway only posts to registered addresses).
-#[derive(Default)]
 struct H1Pool {
-    idle: Mutex<HashMap<String, Vec<SendRequest<Body>>>>,
+    /// Kept connections per node, each with when it was put back (newest last).
+    idle: Mutex<HashMap<String, Vec<(Instant, SendRequest<Body>)>>>,
+    /// [`MAX_IDLE_TIME`] outside the tests.
+    max_idle: Duration,
+}
+
+impl Default for H1Pool {
+    fn default() -> Self {
+        H1Pool {
+            idle: Mutex::default(),
+            max_idle: MAX_IDLE_TIME,
+        }
+    }
 }
 
 impl H1Pool {
     /// An idle connection to `authority` the node has not closed, if any (its driver may
     /// not have seen the end of the last answer yet: wait for `ready` before sending).
+    /// Connections idle for longer than `max_idle` are dropped, which closes them.
     fn take(&self, authority: &str) -> Option<SendRequest<Body>> {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let list = idle.get_mut(authority)?;
-        let found = std::iter::from_fn(|| list.pop()).find(|s| !s.is_closed());
+        let now = Instant::now();
+        list.retain(|(since, s)| now.duration_since(*since) <= self.max_idle && !s.is_closed());
+        let found = list.pop().map(|(_, s)| s);
         if list.is_empty() {
             idle.remove(authority);
         }
@@ -234,11 +254,12 @@ impl H1Pool {
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = (Instant::now(), sender);
         match idle.get_mut(authority) {
-            Some(list) if list.len() < MAX_IDLE_PER_NODE => list.push(sender),
+            Some(list) if list.len() < MAX_IDLE_PER_NODE => list.push(kept),
             Some(_) => {}
             None => {
-                idle.insert(authority.to_owned(), vec![sender]);
+                idle.insert(authority.to_owned(), vec![kept]);
             }
         }
     }
@@ -486,6 +507,47 @@ mod tests {
             assert_eq!(a.content_type.unwrap(), "x/y");
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    /// A keep-alive node (axum) behind a counting listener: back-to-back relays share one
+    /// connection, and one kept past the pool's idle limit is closed, not reused.
+    #[tokio::test]
+    async fn kept_connections_are_reused_until_idle_too_long() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let app = Router::new().route("/v1/infer", post(|| async { "ok" }));
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(conn), service),
+                );
+            }
+        });
+        let mut relay = NodeRelay::new(reqwest::Client::new(), Duration::from_secs(5)).unwrap();
+        let pool = relay
+            .direct
+            .as_mut()
+            .expect("no proxy in the test environment");
+        pool.max_idle = Duration::from_millis(200);
+        let url = format!("http://{addr}/");
+        let post = || relay.post_sealed(&url, "x/y", Bytes::from_static(b"sealed"), 1 << 10);
+        for _ in 0..3 {
+            assert_eq!(post().await.unwrap().body.as_ref(), b"ok");
+        }
+        let connections = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(connections(), 1, "back-to-back relays reuse the connection");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(post().await.unwrap().body.as_ref(), b"ok");
+        assert_eq!(
+            connections(),
+            2,
+            "an idle-too-long connection is not reused"
+        );
     }
 
     #[tokio::test]
