@@ -426,3 +426,37 @@ async fn the_official_openai_client_works_unchanged() {
     assert_eq!(r["errors"]["no_messages"]["code"], "invalid_request");
     assert_eq!(r["errors"]["bad_model"]["code"], "invalid_model");
 }
+
+/// A node declaring `slow:MS` answers language-model requests correctly but that much later;
+/// one declaring `hang` never answers (the devnet's slow and hanging LLM nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_hanging_faults_reach_the_language_model_routes() {
+    use attesta_node::fault::{ActiveFault, Fault};
+    use std::time::{Duration, Instant};
+    let faulty = |fault| async move {
+        let mut config = test_config();
+        config.fault = Some(ActiveFault::unattested(fault));
+        let node = start(config, Arc::new(FakeEngine::default())).await;
+        let bytes = std::fs::read(attesta_test_support::llm::test_gguf(MODEL)).unwrap();
+        let cid = add_model(&node.store, &bytes).to_string();
+        (node, cid)
+    };
+    let body =
+        |cid: &str| json!({"model": cid, "prompt": "Once upon", "max_tokens": 4, "temperature": 0});
+
+    let (node, cid) = faulty(Fault::Slow(Duration::from_millis(600))).await;
+    let started = Instant::now();
+    let r = post(&node, "/v1/completions", &body(&cid)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["choices"][0]["text"], engine_greedy("Once upon", 4));
+
+    let (node, cid) = faulty(Fault::Hang).await;
+    let answer = tokio::time::timeout(
+        Duration::from_millis(1500),
+        post(&node, "/v1/completions", &body(&cid)),
+    )
+    .await;
+    assert!(answer.is_err(), "a hanging node answered");
+}

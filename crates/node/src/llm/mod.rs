@@ -255,6 +255,8 @@ async fn handle(
     let spec = parse(&body, endpoint)?;
     drop(body);
     let prepared = prepare(&state, spec).await?;
+    // A declared slow or hanging node (devnet demos): the first token is late, or never comes.
+    crate::fault::before_answer(state.fault()).await;
     let (meta, mut rx) = launch(&state, prepared, endpoint);
     let prompt_len = meta.prompt_len;
     // The first message decides between an HTTP error and an answer.

@@ -65,6 +65,8 @@ pub async fn serve(state: Arc<AppState>, body: Bytes, endpoint: Endpoint) -> Res
     };
     let responder = accepted.responder;
     let loaded = prepared.loaded.clone();
+    // A declared slow or hanging node (devnet demos): the first chunk is late, or never comes.
+    crate::fault::before_answer(state.fault()).await;
     let (meta, mut rx) = launch(&state, prepared, endpoint);
     let first = match rx.recv().await {
         Some(Msg::Event(e)) => e,
