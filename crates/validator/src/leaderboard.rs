@@ -336,14 +336,7 @@ mod tests {
     fn a_verified_llm_answer_lists_the_model_and_a_failed_one_unlists_it() {
         let llm = |outcome: Outcome, cid: &str| Attempt {
             model: Some(cid.into()),
-            llm: (outcome == Outcome::Correct).then_some(crate::llm_challenge::LlmTiming {
-                ttft_us: 1,
-                tokens_per_sec: None,
-                tokens: 1,
-                check_us: 1,
-                scored_secs: 0.1,
-                context_length: 512,
-            }),
+            llm: (outcome == Outcome::Correct).then(crate::llm_challenge::LlmTiming::for_tests),
             ..attempt(outcome, Some(10), None)
         };
         let onnx = Attempt {

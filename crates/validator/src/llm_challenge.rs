@@ -366,6 +366,22 @@ pub struct LlmTiming {
     pub context_length: usize,
 }
 
+#[cfg(test)]
+impl LlmTiming {
+    /// A verified answer's timings for tests that only need one to exist (a model with a
+    /// 512-token context).
+    pub(crate) fn for_tests() -> Self {
+        LlmTiming {
+            ttft_us: 1,
+            tokens_per_sec: None,
+            tokens: 1,
+            check_us: 1,
+            scored_secs: 0.1,
+            context_length: 512,
+        }
+    }
+}
+
 fn protocol(m: impl Into<String>) -> ProbeError {
     ProbeError::Protocol(m.into())
 }
@@ -445,6 +461,16 @@ impl<'c> ChunkCollector<'c> {
     }
 }
 
+/// A token id: a JSON integer that fits a `u32`.
+fn token_id(v: &Value) -> Option<u32> {
+    v.as_u64().and_then(|i| u32::try_from(i).ok())
+}
+
+/// A JSON list of token ids, if it is one.
+fn token_ids(v: &Value) -> Option<Vec<u32>> {
+    v.as_array()?.iter().map(token_id).collect()
+}
+
 /// Checks that a verified sealed answer is bound to `ch` and that the streamed chunks are
 /// what the node signed: the receipt names the challenge's model CID and the SHA-256 of
 /// the validator's own copy of the GGUF, its request digest covers the request sealed
@@ -485,22 +511,8 @@ pub fn check_binding(
     }
     let signed = &out.output;
     let choice = signed.pointer("/choices/0").unwrap_or(&Value::Null);
-    let ids: Option<Vec<u32>> = choice
-        .get("token_ids")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .map(|v| v.as_u64().and_then(|i| u32::try_from(i).ok()))
-                .collect()
-        });
-    let prompt_ids: Option<Vec<u32>> = signed
-        .get("prompt_token_ids")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .map(|v| v.as_u64().and_then(|i| u32::try_from(i).ok()))
-                .collect()
-        });
+    let ids = choice.get("token_ids").and_then(token_ids);
+    let prompt_ids = signed.get("prompt_token_ids").and_then(token_ids);
     let mismatch = |what: &str| {
         Err(receipt(format!(
             "the signed answer's {what} differs from the streamed one"
@@ -561,10 +573,7 @@ fn apply_chunk(ans: &mut StreamedAnswer, v: &Value, max_tokens: u32) -> Result<(
                 .as_array()
                 .ok_or_else(|| protocol("token_ids is not a list"))?;
             for id in ids {
-                let id = id
-                    .as_u64()
-                    .and_then(|i| u32::try_from(i).ok())
-                    .ok_or_else(|| protocol("token id is not a u32"))?;
+                let id = token_id(id).ok_or_else(|| protocol("token id is not a u32"))?;
                 if ans.ids.len() >= max_tokens as usize {
                     return Err(protocol(format!(
                         "more than max_tokens = {max_tokens} token ids"

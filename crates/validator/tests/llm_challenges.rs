@@ -209,6 +209,17 @@ fn entry(id: &str, addr: SocketAddr) -> NodeEntry {
     }
 }
 
+/// A node reached through its axon at `url`, whose hotkey is `//Alice` (see [`behind_axon`]).
+fn axon_entry(id: &str, url: String) -> NodeEntry {
+    let hotkey = attesta_bittensor::Hotkey::from_dev_uri("//Alice").unwrap();
+    NodeEntry {
+        id: id.into(),
+        url,
+        hotkey: Some(hotkey.account().to_ss58()),
+        via: Via::Axon,
+    }
+}
+
 /// Puts `node` behind an in-process `attesta axon` (hotkey `//Alice`, only `//Bob` may
 /// call); returns its URL.
 async fn behind_axon(node: SocketAddr) -> String {
@@ -311,28 +322,8 @@ async fn honest_and_axon_nodes_score_tampered_cut_and_non_greedy_score_zero_slow
         entry("cut", start_relay(node, Mode::Cut).await),
         entry("slow", start_relay(node, Mode::Slow).await),
         entry("non-greedy", faulty),
-        NodeEntry {
-            id: "axon".into(),
-            url: behind_axon(node).await,
-            hotkey: Some(
-                attesta_bittensor::Hotkey::from_dev_uri("//Alice")
-                    .unwrap()
-                    .account()
-                    .to_ss58(),
-            ),
-            via: Via::Axon,
-        },
-        NodeEntry {
-            id: "non-greedy-axon".into(),
-            url: behind_axon(faulty).await,
-            hotkey: Some(
-                attesta_bittensor::Hotkey::from_dev_uri("//Alice")
-                    .unwrap()
-                    .account()
-                    .to_ss58(),
-            ),
-            via: Via::Axon,
-        },
+        axon_entry("axon", behind_axon(node).await),
+        axon_entry("non-greedy-axon", behind_axon(faulty).await),
     ];
     let timeout = Duration::from_secs(60);
     let dendrite = attesta_bittensor::Dendrite::new(

@@ -452,14 +452,7 @@ mod tests {
             platform: Some("dev (insecure)".into()),
             measurement: None,
             bundle: None,
-            llm: Some(crate::llm_challenge::LlmTiming {
-                ttft_us: 1,
-                tokens_per_sec: None,
-                tokens: 1,
-                check_us: 1,
-                scored_secs: 0.1,
-                context_length: 512,
-            }),
+            llm: Some(crate::llm_challenge::LlmTiming::for_tests()),
         }
     }
 
