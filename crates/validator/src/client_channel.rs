@@ -198,12 +198,7 @@ impl NodeChannel for ClientChannel {
                 .map_err(probe_error)?;
             let output = serde_json::from_str(out.output.get())
                 .map_err(|e| ProbeError::Protocol(format!("output is not JSON: {e}")))?;
-            let bundle_json = out
-                .bundle
-                .to_json()
-                .map_err(|e| ProbeError::Protocol(format!("bundle does not serialise: {e}")))?;
-            let bundle = String::from_utf8(bundle_json)
-                .map_err(|e| ProbeError::Protocol(format!("bundle is not UTF-8: {e}")))?;
+            let bundle = bundle_json(&out.bundle)?;
             Ok(Answer {
                 output,
                 receipt_model_cid: out.receipt.receipt.model_cid.clone(),
@@ -232,9 +227,18 @@ impl NodeChannel for ClientChannel {
                 .await
                 .map_err(probe_error)?;
             let total = clock.now().duration_since(t0).unwrap_or_default();
-            let ans = chunks.finish(total)?;
+            let mut ans = chunks.finish(total)?;
             check_binding(challenge, &out, &ans)?;
+            ans.bundle = Some(bundle_json(&out.bundle)?);
             Ok(ans)
         })
     }
+}
+
+/// A proof bundle as the JSON text the state keeps.
+fn bundle_json(bundle: &attesta_seal::ProofBundle) -> Result<String, ProbeError> {
+    let json = bundle
+        .to_json()
+        .map_err(|e| ProbeError::Protocol(format!("bundle does not serialise: {e}")))?;
+    String::from_utf8(json).map_err(|e| ProbeError::Protocol(format!("bundle is not UTF-8: {e}")))
 }

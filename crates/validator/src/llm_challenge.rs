@@ -303,6 +303,9 @@ pub struct StreamedAnswer {
     /// Whether the whole stream arrived at once (through an axon: a synapse is one
     /// request and one response), so the chunk times say nothing about the decode rate.
     pub at_once: bool,
+    /// The proof bundle (receipt + evidence, JSON) of the verified stream, kept with a
+    /// correct answer as the ONNX challenges' bundles are.
+    pub bundle: Option<String>,
 }
 
 impl StreamedAnswer {
@@ -317,6 +320,7 @@ impl StreamedAnswer {
             decode: Duration::ZERO,
             total: Duration::ZERO,
             at_once,
+            bundle: None,
         }
     }
 

@@ -306,17 +306,18 @@ async fn drive(
                 a.reason = Some(e.to_string());
             }
             // The channel returns an answer only with a verified receipt bound to `ch`.
-            Ok(ans) => match llm_challenge::verify(ch, ans).await {
-                Ok(timing) => {
+            Ok(mut ans) => match (ans.bundle.take(), llm_challenge::verify(ch, ans).await) {
+                (bundle, Ok(timing)) => {
                     a.receipt = Step::Pass;
                     a.correctness = Step::Pass;
                     a.outcome = Outcome::Correct;
                     a.reason = None;
+                    a.bundle = bundle;
                     // Seconds to µs; the scored time is finite for any verified answer.
                     a.latency_us = Some((timing.scored_secs * 1e6).min(u64::MAX as f64) as u64);
                     a.llm = Some(timing);
                 }
-                Err(w) => {
+                (_, Err(w)) => {
                     a.receipt = Step::Pass;
                     a.correctness = Step::Fail;
                     a.outcome = Outcome::Wrong;

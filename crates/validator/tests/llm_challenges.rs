@@ -314,7 +314,7 @@ async fn honest_and_axon_nodes_score_tampered_cut_and_non_greedy_score_zero_slow
         llm_node(&dir.path().join("faulty"), &tee, Some(Fault::WrongOutput)).await;
     assert_eq!(cid, faulty_cid);
     let set = challenge_set(&cid);
-    assert_eq!(set.cids(), vec![cid]);
+    assert_eq!(set.cids(), vec![cid.clone()]);
     let nodes = vec![
         entry("honest", node),
         entry("relayed", start_relay(node, Mode::Pass).await),
@@ -340,6 +340,7 @@ async fn honest_and_axon_nodes_score_tampered_cut_and_non_greedy_score_zero_slow
         match id.as_str() {
             "tampered" => {
                 assert_eq!(a.outcome, Outcome::ReceiptInvalid, "{a:?}");
+                assert!(a.bundle.is_none());
             }
             "cut" => {
                 assert_eq!(a.outcome, Outcome::Protocol, "{a:?}");
@@ -351,11 +352,30 @@ async fn honest_and_axon_nodes_score_tampered_cut_and_non_greedy_score_zero_slow
             }
             "non-greedy" | "non-greedy-axon" => {
                 assert_eq!(a.outcome, Outcome::Wrong, "{a:?}");
+                assert!(a.bundle.is_none(), "only correct answers keep a bundle");
                 let reason = a.reason.as_deref().unwrap();
                 assert!(reason.contains("greedy token"), "{reason}");
             }
             _ => {
                 assert_eq!(a.outcome, Outcome::Correct, "{id}: {a:?}");
+                // A correct answer keeps its proof bundle, and it verifies offline.
+                let bundle = attesta_seal::ProofBundle::from_json(
+                    a.bundle
+                        .as_deref()
+                        .expect("a correct answer keeps its bundle")
+                        .as_bytes(),
+                )
+                .unwrap();
+                assert_eq!(bundle.receipt.receipt.model_cid, cid, "{id}");
+                let verification = bundle.verify(
+                    &attesta_evidence::EvidenceVerifier::new(tee.policy()),
+                    Default::default(),
+                );
+                assert!(
+                    verification.outcome.is_ok(),
+                    "{id}: {:?}",
+                    verification.report
+                );
                 let t = a.llm.unwrap();
                 assert!(t.tokens >= 1 && t.scored_secs > 0.0, "{t:?}");
                 if id == "axon" {
