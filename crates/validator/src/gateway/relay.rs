@@ -212,9 +212,12 @@ impl PlainTarget {
 /// listener runtime), so a relay never leaves that thread. A connection that the node
 /// closed is noticed when taken and dropped; redirects are passed on, never followed (the
 /// gateway only posts to registered addresses).
+/// A kept connection and when it was put back.
+type Kept = (Instant, SendRequest<Body>);
+
 struct H1Pool {
-    /// Kept connections per node, each with when it was put back (newest last).
-    idle: Mutex<HashMap<String, Vec<(Instant, SendRequest<Body>)>>>,
+    /// Kept connections per node (newest last).
+    idle: Mutex<HashMap<String, Vec<Kept>>>,
     /// [`MAX_IDLE_TIME`] outside the tests.
     max_idle: Duration,
 }
