@@ -88,4 +88,10 @@ pub trait Model: Send + Sync {
         let _ = inputs;
         None
     }
+    /// Whether a run's work is set by the declared shapes alone (fixed input
+    /// shapes, no control flow, no operator sized by values), so runs seen to
+    /// be short stay short whatever the request holds. `false` when unknown.
+    fn fixed_cost(&self) -> bool {
+        false
+    }
 }

@@ -113,6 +113,7 @@ impl OrtEngine {
                 .len()
                 .saturating_mul(self.options.sessions_per_model.saturating_add(1)),
             value_guard: prescan::ValueGuard::new(graph),
+            fixed_cost: crate::tract::fixed_cost::fixed_cost(&proto),
         })
     }
 
@@ -178,6 +179,8 @@ pub struct OrtModel {
     memory: usize,
     /// Size checks on operators sized by integer input values.
     value_guard: prescan::ValueGuard,
+    /// See [`Model::fixed_cost`].
+    fixed_cost: bool,
 }
 
 impl std::fmt::Debug for OrtModel {
@@ -237,6 +240,10 @@ impl OrtModel {
 impl Model for OrtModel {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn fixed_cost(&self) -> bool {
+        self.fixed_cost
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {

@@ -4,6 +4,7 @@
 mod branch;
 mod convert;
 mod einsum;
+pub(crate) mod fixed_cost;
 mod guard;
 pub(crate) mod info;
 mod plans;
@@ -114,6 +115,7 @@ impl TractEngine {
             // a mode), and its branches may only type for their own inputs.
             freeze_scalars: graph.node.iter().any(|n| n.op_type == "If"),
             value_guard: prescan::ValueGuard::new(graph),
+            fixed_cost: fixed_cost::fixed_cost(&proto),
         })
     }
 }
@@ -149,6 +151,8 @@ pub struct TractModel {
     freeze_scalars: bool,
     /// Size checks on the values of inputs baked in as constants.
     value_guard: prescan::ValueGuard,
+    /// See [`Model::fixed_cost`].
+    fixed_cost: bool,
 }
 
 impl std::fmt::Debug for TractModel {
@@ -344,6 +348,10 @@ fn run_guarded(
 impl Model for TractModel {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn fixed_cost(&self) -> bool {
+        self.fixed_cost
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {

@@ -41,6 +41,8 @@ pub struct LoadedModel {
     pub engine: &'static str,
     /// That engine's version.
     pub engine_version: &'static str,
+    /// Whether its runs have been short enough to skip the blocking pool.
+    pub inline: crate::infer::InlineGate,
 }
 
 /// The two kinds of model a node serves, told apart by the file's first bytes.
@@ -298,6 +300,7 @@ impl Inner {
                 runnable: Runnable::Llm(llm),
                 engine: attesta_llm::ENGINE_NAME,
                 engine_version: attesta_llm::ENGINE_VERSION,
+                inline: Default::default(),
             }));
         }
         let engine = self.loader.engines().for_model(cid).clone();
@@ -335,6 +338,7 @@ impl Inner {
             runnable: Runnable::Onnx(model),
             engine: engine.name(),
             engine_version: engine.version(),
+            inline: Default::default(),
         }))
     }
 

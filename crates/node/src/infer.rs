@@ -1,6 +1,7 @@
 //! `POST /infer`: OpenGradient's request in, OpenGradient's response out.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use attesta_content::Cid;
@@ -23,8 +24,58 @@ pub const DEFAULT_INFLIGHT_BYTES: usize = 1 << 30;
 /// time and within an in-flight memory budget.
 pub struct Executor {
     permits: Arc<Semaphore>,
+    workers: usize,
     budget: ByteBudget,
     timeout: Duration,
+}
+
+/// Where [`Executor::run_placed`] may run a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On the blocking pool: any job.
+    Blocking,
+    /// On the calling async worker when no other run holds a slot, else on the
+    /// blocking pool. For jobs known to take microseconds (see [`InlineGate`]):
+    /// handing one to a blocking thread and waking the worker for its answer
+    /// costs two thread wake-ups, more than the job itself, and with nothing
+    /// else running the worker has nothing better to do. Under load the pool
+    /// keeps the workers free for I/O.
+    InlineWhenIdle,
+}
+
+/// Decides when a model's runs may be placed inline ([`Placement::InlineWhenIdle`]):
+/// only a model whose work is fixed by its declared shapes
+/// ([`attesta_engine::Model::fixed_cost`]), once [`InlineGate::STREAK`] runs in a row
+/// took at most [`InlineGate::FAST`]; one slower run sends it back to the blocking
+/// pool until it has shown a new streak.
+#[derive(Debug, Default)]
+pub struct InlineGate {
+    fast_streak: AtomicU32,
+}
+
+impl InlineGate {
+    /// Longest run (conversion, engine and encoding) counted as fast.
+    pub const FAST: Duration = Duration::from_micros(200);
+    /// Fast runs in a row before runs go inline.
+    pub const STREAK: u32 = 8;
+
+    /// Whether runs may go inline now.
+    pub fn allows(&self) -> bool {
+        self.fast_streak.load(Ordering::Relaxed) >= Self::STREAK
+    }
+
+    /// Records how long one run took.
+    pub fn record(&self, took: Duration) {
+        if took <= Self::FAST {
+            let _ = self
+                .fast_streak
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_add(1))
+                });
+        } else {
+            self.fast_streak.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Executor {
@@ -33,6 +84,7 @@ impl Executor {
     pub fn new(workers: usize, timeout: Duration) -> Self {
         Executor {
             permits: Arc::new(Semaphore::new(workers.max(1))),
+            workers: workers.max(1),
             budget: ByteBudget::new(DEFAULT_INFLIGHT_BYTES),
             timeout,
         }
@@ -86,7 +138,20 @@ impl Executor {
         bytes: usize,
         job: impl FnOnce(&Cancel) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.run_placed(Placement::Blocking, bytes, job).await
+    }
+
+    /// Like [`Executor::run_cancellable`], on the calling worker when `placement`
+    /// allows it (slot, charge and deadline as on the pool; an inline job cannot be
+    /// stopped midway, which is why only short ones are placed there).
+    pub async fn run_placed<T: Send + 'static>(
+        &self,
+        placement: Placement,
+        bytes: usize,
+        job: impl FnOnce(&Cancel) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
         let permits = self.permits.clone();
+        let workers = self.workers;
         let budget = self.budget.clone();
         let cancel = Cancel::new();
         // Fires on every way out of this function except a finished run: the timeout
@@ -95,9 +160,16 @@ impl Executor {
         let work = async move {
             let charge = budget.charge(bytes).await.map_err(budget_error)?;
             let permit = permits
+                .clone()
                 .acquire_owned()
                 .await
                 .map_err(|_| ApiError::internal("executor closed"))?;
+            // This run's slot is the only one taken: nothing else is running.
+            let idle = permits.available_permits() + 1 >= workers;
+            if placement == Placement::InlineWhenIdle && idle {
+                let _held = (permit, charge);
+                return job(&cancel);
+            }
             tokio::task::spawn_blocking(move || {
                 let _held = (permit, charge);
                 job(&cancel)
@@ -191,16 +263,24 @@ pub async fn run_model(
     // bounded slots, not the async workers.
     let onnx = loaded.onnx()?.clone();
     let charge = inflight_estimate(&inputs, onnx.info());
+    let placement = if onnx.fixed_cost() && loaded.inline.allows() {
+        Placement::InlineWhenIdle
+    } else {
+        Placement::Blocking
+    };
     state
         .executor
-        .run_cancellable(charge, move |cancel| {
+        .run_placed(placement, charge, move |cancel| {
+            let started = Instant::now();
             let tensors = og::to_tensors(&inputs, onnx.info())?;
             drop(inputs);
             let t0 = Instant::now();
             let mut outputs = onnx.run_cancellable(tensors, cancel)?;
             metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
             crate::fault::perturb(fault, &mut outputs);
-            encode(&outputs, &loaded.sha256_hex)
+            let encoded = encode(&outputs, &loaded.sha256_hex);
+            loaded.inline.record(started.elapsed());
+            encoded
         })
         .await
 }
@@ -270,4 +350,82 @@ pub fn body_error(e: BytesRejection) -> ApiError {
         cause = c.source();
     }
     ApiError::bad_request("bad_body", e.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_opens_after_a_streak_of_fast_runs_and_one_slow_run_closes_it() {
+        let gate = InlineGate::default();
+        let fast = InlineGate::FAST;
+        for _ in 1..InlineGate::STREAK {
+            gate.record(fast);
+        }
+        assert!(!gate.allows(), "one run short of the streak");
+        gate.record(fast);
+        assert!(gate.allows());
+        gate.record(fast + Duration::from_micros(1));
+        assert!(!gate.allows(), "a slow run closes it");
+        for _ in 0..InlineGate::STREAK {
+            gate.record(Duration::ZERO);
+        }
+        assert!(gate.allows(), "a new streak reopens it");
+    }
+
+    /// Inline jobs run on the calling thread only with no other run in flight; blocking
+    /// jobs never do. Slots are taken and given back either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inline_placement_runs_on_the_caller_only_when_nothing_else_runs() {
+        let executor = Arc::new(Executor::new(2, Duration::from_secs(10)));
+        let thread_of = |placement| {
+            let executor = executor.clone();
+            async move {
+                let caller = std::thread::current().id();
+                let ran_on = executor
+                    .run_placed(placement, 0, |_| Ok(std::thread::current().id()))
+                    .await
+                    .unwrap();
+                ran_on == caller
+            }
+        };
+        assert!(thread_of(Placement::InlineWhenIdle).await, "idle: inline");
+        assert!(
+            !thread_of(Placement::Blocking).await,
+            "blocking: on the pool"
+        );
+
+        // Hold one slot with a blocking job until told to end.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let busy = {
+            let executor = executor.clone();
+            tokio::spawn(async move {
+                executor
+                    .run_placed(Placement::Blocking, 0, move |_| {
+                        let _ = started_tx.send(());
+                        let _ = held.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        assert!(
+            !thread_of(Placement::InlineWhenIdle).await,
+            "another run in flight: on the pool"
+        );
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        assert!(
+            thread_of(Placement::InlineWhenIdle).await,
+            "idle again: inline"
+        );
+        assert_eq!(
+            executor.permits.available_permits(),
+            2,
+            "every slot given back"
+        );
+    }
 }
