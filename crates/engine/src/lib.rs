@@ -88,9 +88,10 @@ pub trait Model: Send + Sync {
         let _ = inputs;
         None
     }
-    /// Whether a run's work is set by the declared shapes alone (fixed input
-    /// shapes, no control flow, no operator sized by values), so runs seen to
-    /// be short stay short whatever the request holds. `false` when unknown.
+    /// Whether a run's work is set by its inputs' shapes alone (no control
+    /// flow, no operator sized by values, no shape computed from a request), so
+    /// runs seen to be short at some input shapes stay short at those shapes
+    /// whatever the values. `false` when unknown.
     fn fixed_cost(&self) -> bool {
         false
     }

@@ -1,7 +1,6 @@
 //! `POST /infer`: OpenGradient's request in, OpenGradient's response out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use attesta_content::Cid;
@@ -44,13 +43,14 @@ pub enum Placement {
 }
 
 /// Decides when a model's runs may be placed inline ([`Placement::InlineWhenIdle`]):
-/// only a model whose work is fixed by its declared shapes
-/// ([`attesta_engine::Model::fixed_cost`]), once [`InlineGate::STREAK`] runs in a row
-/// took at most [`InlineGate::FAST`]; one slower run sends it back to the blocking
-/// pool until it has shown a new streak.
+/// only a model whose work is set by its inputs' shapes
+/// ([`attesta_engine::Model::fixed_cost`]), and only at the input shapes of the last
+/// [`InlineGate::STREAK`] runs if each of them took at most [`InlineGate::FAST`]. A
+/// slower run, or a run at other shapes, starts the count again.
 #[derive(Debug, Default)]
 pub struct InlineGate {
-    fast_streak: AtomicU32,
+    /// (the shapes' key, fast runs in a row at them)
+    streak: std::sync::Mutex<(u64, u32)>,
 }
 
 impl InlineGate {
@@ -59,23 +59,40 @@ impl InlineGate {
     /// Fast runs in a row before runs go inline.
     pub const STREAK: u32 = 8;
 
-    /// Whether runs may go inline now.
-    pub fn allows(&self) -> bool {
-        self.fast_streak.load(Ordering::Relaxed) >= Self::STREAK
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u32)> {
+        self.streak
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records how long one run took.
-    pub fn record(&self, took: Duration) {
-        if took <= Self::FAST {
-            let _ = self
-                .fast_streak
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_add(1))
-                });
-        } else {
-            self.fast_streak.store(0, Ordering::Relaxed);
-        }
+    /// Whether runs at the shapes with this key may go inline now.
+    pub fn allows(&self, shapes: u64) -> bool {
+        let s = self.lock();
+        s.0 == shapes && s.1 >= Self::STREAK
     }
+
+    /// Records how long one run at the shapes with this key took.
+    pub fn record(&self, shapes: u64, took: Duration) {
+        let mut s = self.lock();
+        *s = match (took <= Self::FAST, s.0 == shapes) {
+            (false, _) => (shapes, 0),
+            (true, true) => (shapes, s.1.saturating_add(1)),
+            (true, false) => (shapes, 1),
+        };
+    }
+}
+
+/// A key for a request's input shapes (names, element kinds and dimensions).
+pub fn shapes_key(inputs: &og::ModelInputs) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in &inputs.numbers {
+        (0u8, &t.name, &t.shape).hash(&mut h);
+    }
+    for t in &inputs.strings {
+        (1u8, &t.name, &t.shape).hash(&mut h);
+    }
+    h.finish()
 }
 
 impl Executor {
@@ -263,7 +280,8 @@ pub async fn run_model(
     // bounded slots, not the async workers.
     let onnx = loaded.onnx()?.clone();
     let charge = inflight_estimate(&inputs, onnx.info());
-    let placement = if onnx.fixed_cost() && loaded.inline.allows() {
+    let shapes = shapes_key(&inputs);
+    let placement = if onnx.fixed_cost() && loaded.inline.allows(shapes) {
         Placement::InlineWhenIdle
     } else {
         Placement::Blocking
@@ -279,7 +297,7 @@ pub async fn run_model(
             metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
             crate::fault::perturb(fault, &mut outputs);
             let encoded = encode(&outputs, &loaded.sha256_hex);
-            loaded.inline.record(started.elapsed());
+            loaded.inline.record(shapes, started.elapsed());
             encoded
         })
         .await
@@ -357,21 +375,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_gate_opens_after_a_streak_of_fast_runs_and_one_slow_run_closes_it() {
+    fn the_gate_opens_after_a_streak_of_fast_runs_at_the_same_shapes() {
         let gate = InlineGate::default();
+        let (a, b) = (1, 2);
         let fast = InlineGate::FAST;
         for _ in 1..InlineGate::STREAK {
-            gate.record(fast);
+            gate.record(a, fast);
         }
-        assert!(!gate.allows(), "one run short of the streak");
-        gate.record(fast);
-        assert!(gate.allows());
-        gate.record(fast + Duration::from_micros(1));
-        assert!(!gate.allows(), "a slow run closes it");
+        assert!(!gate.allows(a), "one run short of the streak");
+        gate.record(a, fast);
+        assert!(gate.allows(a));
+        assert!(!gate.allows(b), "only at the shapes the streak ran at");
+        gate.record(a, fast + Duration::from_micros(1));
+        assert!(!gate.allows(a), "a slow run closes it");
         for _ in 0..InlineGate::STREAK {
-            gate.record(Duration::ZERO);
+            gate.record(a, Duration::ZERO);
         }
-        assert!(gate.allows(), "a new streak reopens it");
+        assert!(gate.allows(a), "a new streak reopens it");
+        gate.record(b, Duration::ZERO);
+        assert!(
+            !gate.allows(a) && !gate.allows(b),
+            "other shapes start over"
+        );
     }
 
     /// Inline jobs run on the calling thread only with no other run in flight; blocking

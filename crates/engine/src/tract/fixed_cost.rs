@@ -1,17 +1,19 @@
-//! Whether a graph's run time is set by its declared shapes alone.
+//! Whether a graph's run time is set by its inputs' shapes alone.
 //!
 //! A caller may run a model somewhere a long run would hurt (the node runs
 //! microsecond models on its async worker, skipping the hop to a blocking
-//! thread) only if no request can make one run much longer than the runs it
-//! has seen. That holds when every input has a fixed declared shape (requests
-//! are checked against it) and every operator's work depends only on its
-//! operands' shapes: no control flow (`Loop` trip counts and `If` branches
-//! come from values), no operator whose output size is set by operand values
-//! (`Range`, `Expand`, `Tile`, `Pad`, `Resize`, `NonZero`...), no operator of
-//! another domain. The list is an allowlist: an operator not on it makes the
+//! thread) only if no request can make a run much longer than the runs it has
+//! seen with the same input shapes. That holds when every operator's work
+//! depends only on its operands' shapes: no control flow (`Loop` trip counts
+//! and `If` branches come from values), no operator whose output size is set
+//! by operand values (`Range`, `Expand`, `Tile`, `Pad`, `Resize`,
+//! `NonZero`...), no shape operand computed from a request, no operator of
+//! another domain. The operator list is an allowlist: one not on it makes the
 //! graph's cost unknown, so a new or rare operator fails closed.
 
-use tract_onnx::pb::{GraphProto, ModelProto, tensor_shape_proto, type_proto};
+use std::collections::HashSet;
+
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
 
 /// Operators of the default domain whose work is a function of their
 /// operands' shapes (attributes included), whatever the values.
@@ -148,41 +150,74 @@ const SHAPE_BOUND: &[&str] = &[
     "DynamicQuantizeLinear",
 ];
 
+/// Operand positions that set an output's shape (targets, starts and ends, axes,
+/// split sizes). Computed from a request, they could turn a cheap product into
+/// an expensive one (a reshape to `[n, 1]` then `[1, n]` makes an `n × n`
+/// product out of `n` numbers), so they must be constants.
+const SHAPE_OPERANDS: &[(&str, &[usize])] = &[
+    ("Reshape", &[1]),
+    ("Slice", &[1, 2, 3, 4]),
+    ("Split", &[1]),
+    ("Squeeze", &[1]),
+    ("Unsqueeze", &[1]),
+    ("CumSum", &[1]),
+    ("ReduceL1", &[1]),
+    ("ReduceL2", &[1]),
+    ("ReduceLogSum", &[1]),
+    ("ReduceLogSumExp", &[1]),
+    ("ReduceMax", &[1]),
+    ("ReduceMean", &[1]),
+    ("ReduceMin", &[1]),
+    ("ReduceProd", &[1]),
+    ("ReduceSum", &[1]),
+    ("ReduceSumSquare", &[1]),
+];
+
 /// True when `model`'s main graph has only [`SHAPE_BOUND`] operators of the
-/// default domain and every graph input has a fixed, positive shape.
+/// default domain and every [`SHAPE_OPERANDS`] operand is an initializer or a
+/// `Constant`.
 pub(crate) fn fixed_cost(model: &ModelProto) -> bool {
     model.graph.as_ref().is_some_and(graph_is_fixed_cost)
 }
 
 fn graph_is_fixed_cost(graph: &GraphProto) -> bool {
-    let initializers: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs_fixed = graph
-        .input
+    let constants: HashSet<&str> = graph
+        .initializer
         .iter()
-        .filter(|i| !initializers.contains(i.name.as_str()))
-        .all(|i| {
-            let Some(type_proto::Value::TensorType(t)) = i.r#type.as_ref().and_then(|t| t.value.as_ref())
-            else {
-                return false;
-            };
-            t.shape.as_ref().is_some_and(|s| {
-                s.dim.iter().all(|d| {
-                    matches!(d.value, Some(tensor_shape_proto::dimension::Value::DimValue(n)) if n > 0)
-                })
-            })
-        });
-    inputs_fixed
-        && graph.node.iter().all(|n| {
-            (n.domain.is_empty() || n.domain == "ai.onnx")
-                && SHAPE_BOUND.contains(&n.op_type.as_str())
-        })
+        .map(|t| t.name.as_str())
+        .chain(
+            graph
+                .node
+                .iter()
+                .filter(|n| n.op_type == "Constant")
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
+        .collect();
+    graph.node.iter().all(|n| {
+        (n.domain.is_empty() || n.domain == "ai.onnx")
+            && SHAPE_BOUND.contains(&n.op_type.as_str())
+            && shape_operands_constant(n, &constants)
+    })
+}
+
+/// Whether every [`SHAPE_OPERANDS`] operand of `n` is absent or among `constants`.
+fn shape_operands_constant(n: &NodeProto, constants: &HashSet<&str>) -> bool {
+    let positions = SHAPE_OPERANDS
+        .iter()
+        .find(|(op, _)| *op == n.op_type)
+        .map_or(&[][..], |(_, p)| *p);
+    positions.iter().all(|&p| {
+        n.input
+            .get(p)
+            .is_none_or(|name| name.is_empty() || constants.contains(name.as_str()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::pb::{NodeProto, TensorShapeProto, TypeProto, ValueInfoProto};
+    use tract_onnx::pb::{TensorShapeProto, TypeProto, ValueInfoProto};
+    use tract_onnx::pb::{tensor_shape_proto, type_proto};
 
     fn input(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
         use tensor_shape_proto::{Dimension, dimension::Value};
@@ -210,6 +245,43 @@ mod tests {
         }
     }
 
+    /// A graph `x → Reshape(x, target) → MatMul(·, ·)`, `target` an initializer or the
+    /// second graph input.
+    fn reshape_model(target_is_constant: bool) -> ModelProto {
+        let mut m = model(&[], &[Some(1), Some(64)]);
+        let g = m.graph.as_mut().unwrap();
+        if target_is_constant {
+            g.initializer.push(tract_onnx::pb::TensorProto {
+                name: "target".into(),
+                dims: vec![2],
+                data_type: 7,
+                int64_data: vec![8, 8],
+                ..Default::default()
+            });
+        } else {
+            g.input.push(input("target", &[Some(2)]));
+        }
+        g.node.push(NodeProto {
+            op_type: "Reshape".into(),
+            input: vec!["x".into(), "target".into()],
+            output: vec!["r".into()],
+            ..Default::default()
+        });
+        g.node.push(NodeProto {
+            op_type: "MatMul".into(),
+            input: vec!["r".into(), "r".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn shapes_set_by_request_values_are_not_fixed_cost() {
+        assert!(fixed_cost(&reshape_model(true)));
+        assert!(!fixed_cost(&reshape_model(false)));
+    }
+
     fn model(ops: &[(&str, &str)], dims: &[Option<i64>]) -> ModelProto {
         ModelProto {
             graph: Some(GraphProto {
@@ -229,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn static_graphs_of_shape_bound_operators_are_fixed_cost() {
+    fn graphs_of_shape_bound_operators_are_fixed_cost() {
         let mlp = [
             ("Gemm", ""),
             ("Relu", ""),
@@ -238,13 +310,13 @@ mod tests {
         ];
         assert!(fixed_cost(&model(&mlp, &[Some(1), Some(784)])));
         assert!(
-            fixed_cost(&model(&[("Relu", "")], &[])),
-            "a scalar's shape is fixed"
+            fixed_cost(&model(&mlp, &[None, Some(784)])),
+            "a symbolic batch: the cost follows the request's shapes"
         );
     }
 
     #[test]
-    fn value_dependent_work_symbolic_shapes_and_other_domains_are_not() {
+    fn value_dependent_work_and_other_domains_are_not() {
         let fixed = [Some(1), Some(8)];
         for op in [
             "Loop", "If", "Scan", "Range", "Expand", "Tile", "Pad", "NonZero", "TopK", "Resize",
@@ -254,14 +326,6 @@ mod tests {
                 "{op}"
             );
         }
-        assert!(
-            !fixed_cost(&model(&[("Relu", "")], &[None, Some(8)])),
-            "symbolic dim"
-        );
-        assert!(
-            !fixed_cost(&model(&[("Relu", "")], &[Some(0), Some(8)])),
-            "zero dim"
-        );
         assert!(
             !fixed_cost(&model(&[("Gelu", "com.microsoft")], &fixed)),
             "foreign domain"
