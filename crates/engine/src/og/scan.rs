@@ -275,6 +275,9 @@ impl<'a> Scanner<'a> {
     /// texts go to [`FixedPoint::parse`], and a refusal there is left to the
     /// general decoder, which reports it with the input's name and index.
     fn fixed_point(&mut self) -> Option<FixedPoint> {
+        if let Some((value, decimals)) = self.compact_pair() {
+            return FixedPoint::parse(value, decimals).ok();
+        }
         self.byte(b'{')?;
         let mut value = None;
         let mut decimals = None;
@@ -290,6 +293,38 @@ impl<'a> Scanner<'a> {
             _ => None,
         })?;
         FixedPoint::parse(value?, decimals?).ok()
+    }
+
+    /// `{"value":INT,"decimals":INT}` exactly as clients write it (no spaces,
+    /// JSON integers, this key order), matched by two prefix compares instead
+    /// of the member walk: half the scanner's time went to that walk. Any other
+    /// form gives `None` with the cursor unmoved, and [`Self::fixed_point`]
+    /// reads it member by member; the texts are the ones that walk hands on.
+    fn compact_pair(&mut self) -> Option<(&'a str, &'a str)> {
+        let (open, mid) = if self.escaped {
+            (r#"{\"value\":"#, r#",\"decimals\":"#)
+        } else {
+            (r#"{"value":"#, r#","decimals":"#)
+        };
+        let start = self.pos;
+        let pair = (|| {
+            self.prefix(open)?;
+            let value = self.integer_text()?;
+            self.prefix(mid)?;
+            let decimals = self.integer_text()?;
+            self.byte(b'}')?;
+            Some((value, decimals))
+        })();
+        if pair.is_none() {
+            self.pos = start;
+        }
+        pair
+    }
+
+    /// Consumes `p` if the text continues with it.
+    fn prefix(&mut self, p: &str) -> Option<()> {
+        let rest = self.text.as_bytes().get(self.pos..)?;
+        rest.starts_with(p.as_bytes()).then(|| self.pos += p.len())
     }
 
     /// A fixed-point half as the general decoder hands it on: a string's
