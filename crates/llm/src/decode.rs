@@ -469,26 +469,47 @@ fn attend_body(
             *sc = (*sc - max).exp();
             *sum += *sc;
         }
+        // The weights, each `score / sum`, in one pass (vector divisions) rather than
+        // one scalar division per position inside the loop below.
+        for sc in scores.iter_mut() {
+            *sc /= *sum;
+        }
     }
     s.out.fill(0.0);
-    for j in 0..t {
-        let v = &kv.v[j * hd..(j + 1) * hd];
-        for ((o, sc), &sum) in s
-            .out
-            .chunks_exact_mut(hd)
-            .zip(s.scores.chunks_exact(t))
-            .zip(&s.sums)
-            .take(group)
-        {
-            let p = sc[j] / sum;
-            for (o, &v) in o.iter_mut().zip(v) {
-                *o += p * v;
+    // Per query head, its output accumulates over the positions in order: for the usual
+    // 64-wide heads in a local array the compiler keeps in registers.
+    for (o, weights) in s
+        .out
+        .chunks_exact_mut(hd)
+        .zip(s.scores.chunks_exact(t))
+        .take(group)
+    {
+        match <&mut [f32; 64]>::try_from(&mut *o) {
+            Ok(o) => *o = weighted_sum(*o, weights, kv.v),
+            Err(_) => {
+                for (&p, v) in weights.iter().zip(kv.v.chunks_exact(hd)) {
+                    for (o, &v) in o.iter_mut().zip(v) {
+                        *o += p * v;
+                    }
+                }
             }
         }
     }
     for (i, &o) in s.out.iter().enumerate().take(group * hd) {
         out(kvh * group * hd + i, o);
     }
+}
+
+/// `acc + Σ_j weights[j] · values[j]` for 64-wide value rows, each element summed in
+/// position order (the general loop's arithmetic).
+#[inline(always)]
+fn weighted_sum(mut acc: [f32; 64], weights: &[f32], values: &[f32]) -> [f32; 64] {
+    for (&p, v) in weights.iter().zip(values.chunks_exact(64)) {
+        for (o, &v) in acc.iter_mut().zip(v) {
+            *o += p * v;
+        }
+    }
+    acc
 }
 
 /// Rotates one head in place: adjacent pairs for Llama (`rope_i`), halves for Qwen2
