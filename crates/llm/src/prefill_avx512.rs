@@ -389,11 +389,17 @@ pub(crate) fn matmul(w: Quant<'_>, lhs: &[f32], m: usize, k: usize, n: usize) ->
     match w {
         Quant::Q8_0(w) => {
             let w = super::weights::block_bytes(w);
-            tiles(&x, m, n, k / CHUNK, |rows| unsafe { rows_q8_0(w, k, rows) })
+            let row_bytes = k / QK8_0 * Q8_0_BYTES;
+            tiles(&x, m, n, k / CHUNK, (w, row_bytes), |rows| unsafe {
+                rows_q8_0(w, k, rows)
+            })
         }
         Quant::Q4K(w) => {
             let w = super::weights::block_bytes(w);
-            tiles(&x, m, n, k / CHUNK, |rows| unsafe { rows_q4k(w, k, rows) })
+            let row_bytes = k / QK_K * Q4K_BYTES;
+            tiles(&x, m, n, k / CHUNK, (w, row_bytes), |rows| unsafe {
+                rows_q4k(w, k, rows)
+            })
         }
     }
 }
@@ -512,12 +518,13 @@ fn step_scaled(acc: __m512, init: __m512i, u: __m512i, q: __m512i, scale: __m512
 }
 
 /// Splits the weight rows into tiles on candle's pool; each tile is unpacked by `unpack`
-/// and dotted with every token row.
+/// and dotted with every token row. `(w, row_bytes)`: the packed weights, for prefetching.
 fn tiles(
     x: &Tokens,
     m: usize,
     n: usize,
     nc: usize,
+    (w, row_bytes): (&[u8], usize),
     unpack: impl Fn(std::ops::Range<usize>) -> Rows + Sync,
 ) -> Vec<f32> {
     // Each output is written by exactly one item; relaxed atomics are plain stores.
@@ -525,9 +532,17 @@ fn tiles(
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(TILE), |items| {
         for item in items {
             let rows = item * TILE..n.min((item + 1) * TILE);
+            // The next tile's weights come from memory while this one computes: the
+            // unpacking otherwise stalls on them (a weight is read once per pass).
+            let next = (rows.end * row_bytes).min(w.len())
+                ..(n.min(rows.end + TILE) * row_bytes).min(w.len());
+            prefetch(&w[next]);
             let tile = unpack(rows.clone());
-            let mut out = |t: usize, r: usize, v: f32| {
-                dst[t * n + rows.start + r].store(v.to_bits(), Ordering::Relaxed)
+            let mut out = |t: usize, r: usize, vs: &[f32]| {
+                let at = t * n + rows.start + r;
+                for (d, v) in dst[at..at + vs.len()].iter().zip(vs) {
+                    d.store(v.to_bits(), Ordering::Relaxed)
+                }
             };
             // SAFETY: as in `matmul`.
             #[allow(unsafe_code)]
@@ -541,7 +556,20 @@ fn tiles(
         .collect()
 }
 
-/// Every (row, token) dot product of a tile, in register blocks of up to `R × T`.
+/// Asks the CPU to bring `bytes` into its L2 cache, without waiting for them.
+fn prefetch(bytes: &[u8]) {
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch reads nothing architecturally and never faults; the address
+        // is inside `bytes` anyway. SSE, which has it, is part of x86-64.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast())
+        };
+    }
+}
+
+/// Every (row, token) dot product of a tile, in register blocks of up to `R × T`, passed
+/// to `out` as runs of consecutive rows of one token.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 fn tile_times_tokens(
     w: &Rows,
@@ -549,7 +577,7 @@ fn tile_times_tokens(
     x: &Tokens,
     m: usize,
     nc: usize,
-    out: &mut impl FnMut(usize, usize, f32),
+    out: &mut impl FnMut(usize, usize, &[f32]),
 ) {
     for t0 in (0..m).step_by(T) {
         let xb = x.block(t0, T.min(m - t0), nc);
@@ -575,7 +603,7 @@ fn with_tokens<const RB: usize>(
     x: &Operands<'_>,
     r0: usize,
     t0: usize,
-    out: &mut impl FnMut(usize, usize, f32),
+    out: &mut impl FnMut(usize, usize, &[f32]),
 ) {
     match x.width {
         4 => emit(block::<RB, 4>(w, x), r0, t0, out),
@@ -585,14 +613,15 @@ fn with_tokens<const RB: usize>(
     }
 }
 
-/// A register block's lane sums, one horizontal sum each, passed to `out`.
+/// A register block's lane sums, one horizontal sum each, passed to `out` a token at a
+/// time (the token, the first row, the rows' sums).
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn emit<const RB: usize, const TB: usize>(
     acc: [[__m512; TB]; RB],
     r0: usize,
     t0: usize,
-    out: &mut impl FnMut(usize, usize, f32),
+    out: &mut impl FnMut(usize, usize, &[f32]),
 ) {
     if RB == 4 && TB == 4 {
         // (`get`: these are the accumulators themselves once `RB` and `TB` are 4.)
@@ -601,16 +630,14 @@ fn emit<const RB: usize, const TB: usize>(
             std::array::from_fn(|t| acc.get(r).and_then(|a| a.get(t)).copied().unwrap_or(zero))
         })));
         for (t, sums) in sums.chunks_exact(4).enumerate() {
-            for (r, &v) in sums.iter().enumerate() {
-                out(t0 + t, r0 + r, v);
-            }
+            out(t0 + t, r0, sums);
         }
         return;
     }
-    for (r, row) in acc.iter().enumerate() {
-        for (t, &a) in row.iter().enumerate() {
-            out(t0 + t, r0 + r, _mm512_reduce_add_ps(a));
-        }
+    let sums: [[f32; RB]; TB] =
+        std::array::from_fn(|t| std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r][t])));
+    for (t, sums) in sums.iter().enumerate() {
+        out(t0 + t, r0, sums);
     }
 }
 
