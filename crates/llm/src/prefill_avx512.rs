@@ -70,8 +70,8 @@ pub(crate) struct Tokens {
     init: Vec<__m512i>,
     /// The two groups' scales of each chunk (`f32` bits, first group low).
     sc: Vec<u64>,
-    /// Q4_K only: per super-block (laid out like the chunks), `d_x · Σ x` of its eight 32-value
-    /// sub-blocks, then eight zeros (so one 512-bit multiply covers them).
+    /// Q4_K only: per super-block (laid out like the chunks), `d_x · Σ x` of its eight
+    /// 32-value sub-blocks, then eight zeros (so one 512-bit multiply covers them).
     sums: Vec<__m512>,
 }
 
@@ -81,8 +81,8 @@ struct Rows {
     u: Vec<__m512i>,
     /// The two groups' scales of each chunk.
     sc: Vec<u64>,
-    /// Q4_K only: per super-block (laid out like the chunks), `dmin · m_j` of its eight sub-blocks,
-    /// then eight zeros.
+    /// Q4_K only: per super-block (laid out like the chunks), `dmin · m_j` of its eight
+    /// sub-blocks, then eight zeros.
     mins: Vec<__m512>,
 }
 
@@ -164,35 +164,28 @@ impl Tokens {
         reset(&mut self.init, if q8_0 { m * nc } else { 0 });
         reset(&mut self.sums, if q8_0 { 0 } else { m * nsb });
         let blocks = m.div_ceil(T);
-        let parts: Vec<std::sync::Mutex<TokenBlock<'_>>> = split(&mut self.q, T * nc, blocks)
+        let mut parts = split(&mut self.q, T * nc, blocks)
             .zip(split(&mut self.sc, T * nc, blocks))
             .zip(split(&mut self.init, T * nc, blocks))
             .zip(split(&mut self.sums, T * nsb, blocks))
-            .map(|(((q, sc), init), sums)| std::sync::Mutex::new(TokenBlock { q, sc, init, sums }))
-            .collect();
-        let fill_block = |b: usize| {
-            let Some(Ok(mut part)) = parts.get(b).map(|p| p.lock()) else {
-                return;
-            };
-            let rows = lhs
-                .get(b * T * k..m.min((b + 1) * T) * k)
-                .unwrap_or_default();
-            // SAFETY: as in `matmul`.
-            #[allow(unsafe_code)]
-            unsafe {
-                if q8_0 {
-                    part.fill_q8_0(rows, k)
-                } else {
-                    part.fill_q8k(rows, k)
+            .map(|(((q, sc), init), sums)| TokenBlock { q, sc, init, sums });
+        if blocks == 1 {
+            // One vector (the decode path): no pool, no allocation.
+            if let Some(mut part) = parts.next() {
+                part.fill(lhs, k, q8_0);
+            }
+            return;
+        }
+        let parts: Vec<std::sync::Mutex<TokenBlock<'_>>> =
+            parts.map(std::sync::Mutex::new).collect();
+        candle_core::utils::barrier_pool().execute_chunked(blocks, |bs| {
+            for b in bs {
+                if let Some(Ok(mut part)) = parts.get(b).map(|p| p.lock()) {
+                    let rows = lhs.get(b * T * k..m.min((b + 1) * T) * k);
+                    part.fill(rows.unwrap_or_default(), k, q8_0);
                 }
             }
-        };
-        if blocks == 1 {
-            fill_block(0);
-        } else {
-            candle_core::utils::barrier_pool()
-                .execute_chunked(blocks, |bs| bs.for_each(fill_block));
-        }
+        });
     }
 }
 
@@ -216,6 +209,19 @@ struct TokenBlock<'a> {
 }
 
 impl TokenBlock<'_> {
+    /// Rows `lhs` (`k` values each) quantised for Q8_0 weights (`q8_0`), else for Q4_K.
+    fn fill(&mut self, lhs: &[f32], k: usize, q8_0: bool) {
+        // SAFETY: as in `matmul`.
+        #[allow(unsafe_code)]
+        unsafe {
+            if q8_0 {
+                self.fill_q8_0(lhs, k)
+            } else {
+                self.fill_q8k(lhs, k)
+            }
+        }
+    }
+
     /// Rows `lhs` (`k` values each) quantised to Q8_0 (as the AVX2 path and llama.cpp
     /// quantise them), then unpacked.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
