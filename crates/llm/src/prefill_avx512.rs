@@ -36,8 +36,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Values per chunk: one 512-bit register of bytes.
 const CHUNK: usize = 64;
-/// Weight rows per work item: unpacked once, then dotted with every token row.
-const TILE: usize = 16;
+/// Weight rows per work item: unpacked once, then dotted with every token row. Each
+/// tile streams the whole token array through the caches once (megabytes for a
+/// 256-token prefill), so wider tiles stream it less often: 32 rows made 2-thread Q8_0
+/// prefills ~20 % faster than 16; 64 measured no better.
+const TILE: usize = 32;
 /// Weight rows and token rows per register block.
 const R: usize = 4;
 const T: usize = 4;
