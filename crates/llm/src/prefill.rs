@@ -51,9 +51,9 @@ pub(crate) fn forward_batch(
     let mut h = vec![0f32; n * e];
     let head = cache.rows() * c.head_dim;
     for (layer, b) in model.blocks.iter().enumerate() {
-        for (xt, ht) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
-            rms_norm(xt, &b.attn_norm_v, c.rms_eps, ht);
-        }
+        per_row(&mut h, e, |t, ht| {
+            rms_norm(&x[t * e..(t + 1) * e], &b.attn_norm_v, c.rms_eps, ht)
+        });
         let qkv = b.qkv.forward_rows(&h, n)?;
         let width = b.qkv.rows();
         // Attention: one unit per KV head, its positions in order.
@@ -116,20 +116,20 @@ pub(crate) fn forward_batch(
             }
         }
         let wo = b.wo.forward_rows(&h, n)?;
-        add(&mut x, &wo);
-        for (xt, ht) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
-            rms_norm(xt, &b.ffn_norm_v, c.rms_eps, ht);
-        }
+        per_row(&mut x, e, |t, xt| add(xt, &wo[t * e..(t + 1) * e]));
+        per_row(&mut h, e, |t, ht| {
+            rms_norm(&x[t * e..(t + 1) * e], &b.ffn_norm_v, c.rms_eps, ht)
+        });
         let gu = b.gate_up.forward_rows(&h, n)?;
         let mut f = vec![0f32; n * ff];
-        for (ft, gut) in f.chunks_exact_mut(ff).zip(gu.chunks_exact(2 * ff)) {
-            let (g, u) = gut.split_at(ff);
+        per_row(&mut f, ff, |t, ft| {
+            let (g, u) = gu[t * 2 * ff..(t + 1) * 2 * ff].split_at(ff);
             for ((o, &g), &u) in ft.iter_mut().zip(g).zip(u) {
                 *o = swiglu(g, u);
             }
-        }
+        });
         let down = b.down.forward_rows(&f, n)?;
-        add(&mut x, &down);
+        per_row(&mut x, e, |t, xt| add(xt, &down[t * e..(t + 1) * e]));
     }
     cache.len += n;
     let keep = match which {
@@ -144,6 +144,25 @@ pub(crate) fn forward_batch(
         rms_norm(xt, &model.norm_v, c.rms_eps, ht);
     }
     model.output.forward_rows(&normed, m)
+}
+
+/// `f(t, row)` for every row `t` of `rows` (`width` values each), a few rows per work
+/// item on candle's pool: the per-token steps between two products (norms, SwiGLU,
+/// residual adds) would otherwise leave the other threads waiting. Each row is computed
+/// as a decode step computes it, whichever thread runs it.
+fn per_row(rows: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    /// Rows per work item.
+    const ROWS: usize = 8;
+    let blocks: Vec<Mutex<&mut [f32]>> = rows.chunks_mut(ROWS * width).map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |items| {
+        for b in items {
+            if let Some(Ok(mut block)) = blocks.get(b).map(Mutex::lock) {
+                for (i, row) in block.chunks_exact_mut(width).enumerate() {
+                    f(b * ROWS + i, row);
+                }
+            }
+        }
+    });
 }
 
 /// `x += y`, element by element (the decode step's residual add).

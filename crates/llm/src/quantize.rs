@@ -22,6 +22,59 @@ const Q8K_BYTES: usize = 4 + QK_K + 2 * (QK_K / 16);
 
 /// `xs` (a multiple of 32 long) into `ys` as llama.cpp's x86 `quantize_row_q8_0` does.
 pub(crate) fn q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide_vectors() {
+        // SAFETY: `wide_vectors` checked at run time that the CPU has the features
+        // `q8_0_wide` is compiled for; it has no other precondition.
+        #[allow(unsafe_code)]
+        unsafe {
+            return q8_0_wide(xs, ys);
+        }
+    }
+    q8_0_body(xs, ys)
+}
+
+/// `xs` into `ys` as llama.cpp's x86 `quantize_row_q8_K` (the reference) does.
+pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide_vectors() {
+        // SAFETY: as in `q8_0`.
+        #[allow(unsafe_code)]
+        unsafe {
+            return q8k_wide(xs, ys);
+        }
+    }
+    q8k_body(xs, ys)
+}
+
+/// Whether this CPU has AVX2, AVX-512F and AVX-512BW (checked once).
+#[cfg(target_arch = "x86_64")]
+fn wide_vectors() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+    })
+}
+
+/// [`q8_0_body`] compiled for wider vectors: the same operations, so the same bytes (the
+/// compiler neither reorders nor fuses float operations), in fewer instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+fn q8_0_wide(xs: &[f32], ys: &mut [BlockQ8_0]) {
+    q8_0_body(xs, ys)
+}
+
+/// [`q8k_body`] compiled for wider vectors (see [`q8_0_wide`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+fn q8k_wide(xs: &[f32], ys: &mut [BlockQ8K]) {
+    q8k_body(xs, ys)
+}
+
+#[inline(always)]
+fn q8_0_body(xs: &[f32], ys: &mut [BlockQ8_0]) {
     let bytes = block_bytes_mut(ys);
     for (block, x) in bytes
         .chunks_exact_mut(Q8_0_BYTES)
@@ -41,17 +94,15 @@ pub(crate) fn q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
 
 /// `xs` (a multiple of 256 long) into `ys` as GGML's `quantize_row_q8_K_ref` does (x86
 /// llama.cpp uses the reference).
-pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) {
+#[inline(always)]
+fn q8k_body(xs: &[f32], ys: &mut [BlockQ8K]) {
     let bytes = block_bytes_mut(ys);
     for (block, x) in bytes.chunks_exact_mut(Q8K_BYTES).zip(xs.chunks_exact(QK_K)) {
-        // The signed value of largest magnitude, the first one among equals.
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        // The signed value of largest magnitude, the first one among equals (the
+        // reference's running `if |v| > amax`): the largest magnitude first, a max that
+        // vectorises, then its first occurrence.
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
         let (scale, rest) = block.split_at_mut(4);
         let (qs, sums) = rest.split_at_mut(QK_K);
         if amax == 0.0 {

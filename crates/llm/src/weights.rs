@@ -602,7 +602,9 @@ mod q8_avx2 {
     }
 }
 
-/// f32 dot product in eight lanes (vectorises without target flags).
+/// f32 dot product in eight lanes (vectorises without target flags; inlined so a caller
+/// built for wider vectors, like the attention, gets it in its own build).
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, at) = a.split_at(a.len() - a.len() % 8);
