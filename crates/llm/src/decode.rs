@@ -373,8 +373,8 @@ pub(crate) fn attend(
     out: impl FnMut(usize, f32),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if wide_vectors() {
-        // SAFETY: `wide_vectors` checked at run time that the CPU has the features
+    if crate::wide::available() {
+        // SAFETY: `wide::available` checked at run time that the CPU has the features
         // `attend_wide` is compiled for; it has no other precondition.
         #[allow(unsafe_code)]
         unsafe {
@@ -384,19 +384,12 @@ pub(crate) fn attend(
     attend_body(cfg, pos, cos_sin, qkv, bias, kv, kvh, s, out)
 }
 
-/// Whether this CPU has AVX2 and AVX-512F (checked once).
-#[cfg(target_arch = "x86_64")]
-fn wide_vectors() -> bool {
-    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WIDE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avx512f"))
-}
-
 /// [`attend_body`] compiled for wider vectors. Same arithmetic, operation for
 /// operation (the compiler neither reorders float sums nor fuses a multiply and an add),
 /// so results are identical; only the lanes per instruction change (the baseline build
 /// has SSE2's four, and attention is a sixth of a batched pass).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 fn attend_wide(
     cfg: &crate::config::ModelConfig,

@@ -25,6 +25,7 @@ mod prefill_avx512;
 mod quantize;
 pub mod sample;
 pub mod weights;
+mod wide;
 
 use std::io::{Read, Seek};
 use std::path::Path;

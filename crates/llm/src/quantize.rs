@@ -23,8 +23,8 @@ const Q8K_BYTES: usize = 4 + QK_K + 2 * (QK_K / 16);
 /// `xs` (a multiple of 32 long) into `ys` as llama.cpp's x86 `quantize_row_q8_0` does.
 pub(crate) fn q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
     #[cfg(target_arch = "x86_64")]
-    if wide_vectors() {
-        // SAFETY: `wide_vectors` checked at run time that the CPU has the features
+    if crate::wide::available() {
+        // SAFETY: `wide::available` checked at run time that the CPU has the features
         // `q8_0_wide` is compiled for; it has no other precondition.
         #[allow(unsafe_code)]
         unsafe {
@@ -37,7 +37,7 @@ pub(crate) fn q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
 /// `xs` into `ys` as llama.cpp's x86 `quantize_row_q8_K` (the reference) does.
 pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) {
     #[cfg(target_arch = "x86_64")]
-    if wide_vectors() {
+    if crate::wide::available() {
         // SAFETY: as in `q8_0`.
         #[allow(unsafe_code)]
         unsafe {
@@ -45,17 +45,6 @@ pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) {
         }
     }
     q8k_body(xs, ys)
-}
-
-/// Whether this CPU has AVX2, AVX-512F and AVX-512BW (checked once).
-#[cfg(target_arch = "x86_64")]
-fn wide_vectors() -> bool {
-    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WIDE.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-    })
 }
 
 /// [`q8_0_body`] compiled for wider vectors: the same operations, so the same bytes (the

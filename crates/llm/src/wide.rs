@@ -1,0 +1,20 @@
+//! The one run-time check behind the engine's "same code, wider vectors" builds.
+//!
+//! The baseline build targets x86-64's SSE2. Loops whose results must stay bit-identical
+//! to the portable code (attention, activation quantisation) are compiled a second time
+//! with `#[target_feature(enable = "avx2,avx512f,avx512bw")]`: the compiler neither
+//! reorders float sums nor fuses a multiply and an add, so the results are the same
+//! with more lanes per instruction. [`available`] is what every such call site checks
+//! before entering the wider build (the integer kernels in `prefill_avx512` and
+//! `weights` need further features and keep their own checks).
+
+/// Whether this CPU has AVX2, AVX-512F and AVX-512BW (checked once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn available() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+    })
+}
