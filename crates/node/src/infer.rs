@@ -280,8 +280,9 @@ pub async fn run_model(
     // bounded slots, not the async workers.
     let onnx = loaded.onnx()?.clone();
     let charge = inflight_estimate(&inputs, onnx.info());
-    let shapes = shapes_key(&inputs);
-    let placement = if onnx.fixed_cost() && loaded.inline.allows(shapes) {
+    // Only a model whose cost follows its input shapes is timed for the gate.
+    let shapes = onnx.fixed_cost().then(|| shapes_key(&inputs));
+    let placement = if shapes.is_some_and(|k| loaded.inline.allows(k)) {
         Placement::InlineWhenIdle
     } else {
         Placement::Blocking
@@ -297,7 +298,9 @@ pub async fn run_model(
             metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
             crate::fault::perturb(fault, &mut outputs);
             let encoded = encode(&outputs, &loaded.sha256_hex);
-            loaded.inline.record(shapes, started.elapsed());
+            if let Some(k) = shapes {
+                loaded.inline.record(k, started.elapsed());
+            }
             encoded
         })
         .await
