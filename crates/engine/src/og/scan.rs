@@ -296,35 +296,57 @@ impl<'a> Scanner<'a> {
     }
 
     /// `{"value":INT,"decimals":INT}` exactly as clients write it (no spaces,
-    /// JSON integers, this key order), matched by two prefix compares instead
-    /// of the member walk: half the scanner's time went to that walk. Any other
-    /// form gives `None` with the cursor unmoved, and [`Self::fixed_point`]
-    /// reads it member by member; the texts are the ones that walk hands on.
+    /// this key order, each half a JSON integer or a string holding one),
+    /// matched by two literal compares instead of the member walk: half the
+    /// scanner's time went to that walk. Any other form gives `None` with the
+    /// cursor unmoved, and [`Self::fixed_point`] reads it member by member; the
+    /// texts are the ones that walk hands on (a string's content, a number's
+    /// text).
     fn compact_pair(&mut self) -> Option<(&'a str, &'a str)> {
-        let (open, mid) = if self.escaped {
-            (r#"{\"value\":"#, r#",\"decimals\":"#)
-        } else {
-            (r#"{"value":"#, r#","decimals":"#)
-        };
         let start = self.pos;
-        let pair = (|| {
-            self.prefix(open)?;
-            let value = self.integer_text()?;
-            self.prefix(mid)?;
-            let decimals = self.integer_text()?;
-            self.byte(b'}')?;
-            Some((value, decimals))
-        })();
+        let pair = if self.escaped {
+            self.pair_between(br#"{\"value\":"#, br#",\"decimals\":"#)
+        } else {
+            self.pair_between(br#"{"value":"#, br#","decimals":"#)
+        };
         if pair.is_none() {
             self.pos = start;
         }
         pair
     }
 
+    /// `open HALF mid HALF }`. The literals' lengths are constants, so each
+    /// compare is a couple of word loads rather than a call to `memcmp`.
+    fn pair_between<const A: usize, const B: usize>(
+        &mut self,
+        open: &[u8; A],
+        mid: &[u8; B],
+    ) -> Option<(&'a str, &'a str)> {
+        self.literal(open)?;
+        let value = self.pair_half()?;
+        self.literal(mid)?;
+        let decimals = self.pair_half()?;
+        self.byte(b'}')?;
+        Some((value, decimals))
+    }
+
+    /// A JSON integer, or a string whose whole content is one (`"-306552"`, as
+    /// some clients send them): the text [`Self::scalar`] would hand on.
+    fn pair_half(&mut self) -> Option<&'a str> {
+        // A failed integer leaves the cursor where it was.
+        if let Some(bare) = self.integer_text() {
+            return Some(bare);
+        }
+        self.quote()?;
+        let text = self.integer_text()?;
+        self.quote()?;
+        Some(text)
+    }
+
     /// Consumes `p` if the text continues with it.
-    fn prefix(&mut self, p: &str) -> Option<()> {
+    fn literal<const N: usize>(&mut self, p: &[u8; N]) -> Option<()> {
         let rest = self.text.as_bytes().get(self.pos..)?;
-        rest.starts_with(p.as_bytes()).then(|| self.pos += p.len())
+        (rest.first_chunk::<N>()? == p).then(|| self.pos += N)
     }
 
     /// A fixed-point half as the general decoder hands it on: a string's
@@ -338,16 +360,21 @@ impl<'a> Scanner<'a> {
 
     /// `-?(0|[1-9][0-9]*)`: a JSON integer's text.
     fn integer_text(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
         let start = self.pos;
-        if self.peek()? == b'-' {
-            self.pos += 1;
-        }
-        match self.peek()? {
-            b'0' => self.pos += 1,
-            b'1'..=b'9' => self.digits(),
+        let mut end = start + usize::from(bytes.get(start) == Some(&b'-'));
+        match bytes.get(end)? {
+            b'0' => end += 1,
+            b'1'..=b'9' => {
+                end += 1;
+                while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                    end += 1;
+                }
+            }
             _ => return None,
         }
-        self.text.get(start..self.pos)
+        self.pos = end;
+        self.text.get(start..end)
     }
 
     /// A JSON number without exponent, `int(.digits)?`; an exponent (which
@@ -402,6 +429,38 @@ mod tests {
             assert_eq!(values[1].to_f64(), -0.025);
         }
         assert!(scan_inputs(&inner).is_some());
+    }
+
+    /// The compact pair takes integers written bare or as strings, in the plain
+    /// text and inside the escaped `model_inputs` string; anything else leaves
+    /// the cursor where it was for the member walk.
+    #[test]
+    fn compact_pairs_take_bare_and_quoted_integers() {
+        let pair = |text: &str, escaped: bool| {
+            let mut s = Scanner::new(text);
+            s.escaped = escaped;
+            let found = s.compact_pair().map(|(v, d)| (v.to_owned(), d.to_owned()));
+            (found, s.pos)
+        };
+        let owned = |v: &str, d: &str| Some((v.to_owned(), d.to_owned()));
+        let text = r#"{"value":-306552,"decimals":6}"#;
+        assert_eq!(pair(text, false), (owned("-306552", "6"), text.len()));
+        let text = r#"{"value":"-306552","decimals":"6"}"#;
+        assert_eq!(pair(text, false), (owned("-306552", "6"), text.len()));
+        let text = r#"{\"value\":\"0\",\"decimals\":6}"#;
+        assert_eq!(pair(text, true), (owned("0", "6"), text.len()));
+        for declined in [
+            r#"{"value":"1.5","decimals":"6"}"#,
+            r#"{"value":"007","decimals":6}"#,
+            r#"{"value":"+1","decimals":6}"#,
+            r#"{"value":"1,"decimals":6}"#,
+            r#"{"value": 1,"decimals":6}"#,
+            r#"{"decimals":6,"value":1}"#,
+        ] {
+            assert_eq!(pair(declined, false), (None, 0), "{declined}");
+        }
+        // An unescaped quote inside the escaped string is not the pair's quote.
+        assert_eq!(pair(r#"{\"value\":"1",\"decimals\":6}"#, true), (None, 0));
     }
 
     /// What it leaves to the general decoder.
