@@ -171,10 +171,15 @@ fn labeled_expand(
         .map_err(|_| OpenFailed)?
         .to_be_bytes();
     let hk = Hkdf::<Sha256>::from_prk(prk).map_err(|_| OpenFailed)?;
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(4 + info.len());
-    parts.extend_from_slice(&[&len, VERSION, suite, label]);
-    parts.extend_from_slice(info);
-    hk.expand_multi_info(&parts, out).map_err(|_| OpenFailed)
+    // Every caller passes at most two info parts: the pieces fit on the stack.
+    let mut parts: [&[u8]; 6] = [&len, VERSION, suite, label, &[], &[]];
+    let used = 4 + info.len();
+    parts
+        .get_mut(4..used)
+        .ok_or(OpenFailed)?
+        .copy_from_slice(info);
+    let parts = parts.get(..used).ok_or(OpenFailed)?;
+    hk.expand_multi_info(parts, out).map_err(|_| OpenFailed)
 }
 
 #[cfg(test)]
