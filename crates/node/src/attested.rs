@@ -327,7 +327,7 @@ async fn infer_inner(
     // Checks that can refuse the request run before it is admitted, so
     // refused requests never take room in the replay memory.
     let checked = check_request(state, &opened.request).await;
-    let (cid, inputs, loaded) = match checked {
+    let (inputs, loaded) = match checked {
         Ok(c) => c,
         Err(e) => {
             let body = opened.seal_error(e.code, &e.message, &mut *lock_rng(&att.rng));
@@ -384,7 +384,7 @@ async fn infer_inner(
     crate::fault::before_answer(state.fault()).await;
     state
         .metrics
-        .infer_request_seconds(&cid.to_string(), started.elapsed().as_secs_f64());
+        .infer_request_seconds(&loaded.cid_text, started.elapsed().as_secs_f64());
     answer
 }
 
@@ -399,7 +399,7 @@ pub(crate) fn lock_rng(rng: &Rng) -> std::sync::MutexGuard<'_, dyn SharedRng + '
 async fn check_request(
     state: &Arc<AppState>,
     request: &attesta_seal::RequestPlaintext,
-) -> Result<(Cid, og::ModelInputs, Arc<crate::cache::LoadedModel>), ApiError> {
+) -> Result<(og::ModelInputs, Arc<crate::cache::LoadedModel>), ApiError> {
     let cid: Cid = request.model.parse().map_err(|e| {
         ApiError::bad_request(
             "invalid_cid",
@@ -408,5 +408,5 @@ async fn check_request(
     })?;
     let inputs = og::parse_inputs(request.inputs.get())?;
     let loaded = state.cache.get(&cid).await?;
-    Ok((cid, inputs, loaded))
+    Ok((inputs, loaded))
 }

@@ -29,6 +29,9 @@ use crate::source::{ModelSource, ResolveError};
 pub struct LoadedModel {
     /// Content address it was loaded by.
     pub cid: Cid,
+    /// The same as text, for metrics and logs: printing a CID base-58 encodes it,
+    /// which every request would otherwise pay again.
+    pub cid_text: String,
     /// SHA-256 of the model file.
     pub sha256: [u8; 32],
     /// The same as lowercase hex (OpenGradient's `model_hash`).
@@ -294,6 +297,7 @@ impl Inner {
             tracing::info!(model = %cid, engine = attesta_llm::ENGINE_NAME, ms = started.elapsed().as_millis() as u64, info = ?llm.info(), "loaded language model");
             return Ok(Arc::new(LoadedModel {
                 cid: cid.clone(),
+                cid_text: cid.to_string(),
                 sha256: stored.sha256,
                 sha256_hex: hex::encode(stored.sha256),
                 file_size: stored.size,
@@ -332,6 +336,7 @@ impl Inner {
         tracing::info!(model = %cid, engine = engine.name(), ms = started.elapsed().as_millis() as u64, "loaded model");
         Ok(Arc::new(LoadedModel {
             cid: cid.clone(),
+            cid_text: cid.to_string(),
             sha256: stored.sha256,
             sha256_hex: hex::encode(stored.sha256),
             file_size: stored.size,

@@ -10,6 +10,9 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::Semaphore;
 
 use crate::AppState;
@@ -26,6 +29,45 @@ pub struct Executor {
     workers: usize,
     budget: ByteBudget,
     timeout: Duration,
+    placed: PlacementCounts,
+}
+
+/// Runs counted by where they ran (`attesta_inference_runs_total{placement}`): how often
+/// [`Placement::InlineWhenIdle`] saved the hop to the blocking pool.
+#[derive(Clone, Default)]
+pub struct PlacementCounts {
+    runs: Family<PlacementLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlacementLabels {
+    placement: &'static str,
+}
+
+impl PlacementCounts {
+    /// Registers the counts with the node's metrics.
+    pub fn register(&self, metrics: &crate::metrics::Metrics) {
+        metrics.with_registry(|r| {
+            r.register(
+                "inference_runs",
+                "Runs by where they ran (inline on the async worker, or the blocking pool)",
+                self.runs.clone(),
+            );
+        });
+    }
+
+    fn count(&self, placement: &'static str) {
+        self.runs
+            .get_or_create(&PlacementLabels { placement })
+            .inc();
+    }
+
+    /// Runs counted at `placement` (`inline` or `pool`).
+    pub fn get(&self, placement: &'static str) -> u64 {
+        self.runs
+            .get_or_create(&PlacementLabels { placement })
+            .get()
+    }
 }
 
 /// Where [`Executor::run_placed`] may run a job.
@@ -104,7 +146,13 @@ impl Executor {
             workers: workers.max(1),
             budget: ByteBudget::new(DEFAULT_INFLIGHT_BYTES),
             timeout,
+            placed: PlacementCounts::default(),
         }
+    }
+
+    /// Where runs ran, counted (register them to export them).
+    pub fn placements(&self) -> &PlacementCounts {
+        &self.placed
     }
 
     /// Replaces the in-flight memory budget with `bytes`.
@@ -170,6 +218,7 @@ impl Executor {
         let permits = self.permits.clone();
         let workers = self.workers;
         let budget = self.budget.clone();
+        let placed = self.placed.clone();
         let cancel = Cancel::new();
         // Fires on every way out of this function except a finished run: the timeout
         // below, and the caller dropping the future (a client that went away).
@@ -185,8 +234,10 @@ impl Executor {
             let idle = permits.available_permits() + 1 >= workers;
             if placement == Placement::InlineWhenIdle && idle {
                 let _held = (permit, charge);
+                placed.count("inline");
                 return job(&cancel);
             }
+            placed.count("pool");
             tokio::task::spawn_blocking(move || {
                 let _held = (permit, charge);
                 job(&cancel)
@@ -251,7 +302,7 @@ async fn infer_inner(
         )
     })?;
     let loaded = state.cache.get(&cid).await?;
-    let cid_text = cid.to_string();
+    let cid_text = loaded.cid_text.clone();
     let body = run_model(state, loaded, request.inputs, |outputs, model_hash| {
         let response = og::encode_response(outputs, model_hash);
         serde_json::to_vec(&response).map_err(|e| ApiError::internal_from("encoding response", e))
@@ -295,7 +346,7 @@ pub async fn run_model(
             drop(inputs);
             let t0 = Instant::now();
             let mut outputs = onnx.run_cancellable(tensors, cancel)?;
-            metrics.inference_seconds(&loaded.cid.to_string(), t0.elapsed().as_secs_f64());
+            metrics.inference_seconds(&loaded.cid_text, t0.elapsed().as_secs_f64());
             crate::fault::perturb(fault, &mut outputs);
             let encoded = encode(&outputs, &loaded.sha256_hex);
             if let Some(k) = shapes {
@@ -455,5 +506,9 @@ mod tests {
             2,
             "every slot given back"
         );
+        // Two inline runs (idle, idle again), three on the pool (the blocking one, the
+        // one that held a slot, the inline request made while it did).
+        let placed = executor.placements();
+        assert_eq!((placed.get("inline"), placed.get("pool")), (2, 3));
     }
 }

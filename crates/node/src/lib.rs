@@ -303,6 +303,9 @@ impl AppState {
         source: Arc<dyn ModelSource>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let executor = Executor::new(config.workers, config.request_timeout)
+            .with_inflight_bytes(config.inflight_bytes);
+        executor.placements().register(&metrics);
         AppState {
             cache: ModelCache::new(
                 loader::Loader::with_engines(
@@ -315,8 +318,7 @@ impl AppState {
                 source,
                 metrics.clone(),
             ),
-            executor: Executor::new(config.workers, config.request_timeout)
-                .with_inflight_bytes(config.inflight_bytes),
+            executor,
             llm: llm::LlmState::new(
                 config.max_completion_tokens,
                 // Chat templates are isolated as models are: in a child process of the
