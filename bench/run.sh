@@ -15,7 +15,10 @@
 # BENCH_CACHED_BASELINE (1: also run the baseline with one cached session and
 # file hash per model, "ort-cached", which is not what OpenGradient does; 0: skip it),
 # BENCH_STRONG_BASELINE (1: also run bench/strong_baseline/server.py, "py-strong": Starlette,
-# cached session, numpy-vectorised decode, inference off the event loop; 0: skip it).
+# cached session, numpy-vectorised decode, inference off the event loop; 0: skip it),
+# BENCH_FLOOR (1: also load crates/node/examples/http_floor, "http-floor": the node's HTTP
+# stack answering a fixed body without decoding or running anything, the exchange's own
+# cost; 0: skip it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +27,7 @@ baseline_only=0
 for arg in "$@"; do
   case "$arg" in
     --baseline-only) baseline_only=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -146,6 +149,21 @@ if [ "${BENCH_STRONG_BASELINE:-1}" = 1 ]; then
   urls+=("http://127.0.0.1:$strong_port/infer")
   servers+=(py-strong)
 fi
+if [ "$baseline_only" = 0 ] && [ "${BENCH_FLOOR:-1}" = 1 ]; then
+  # The node's HTTP stack answering a fixed body without decoding or running anything
+  # (crates/node/examples/http_floor.rs): what the exchange itself costs on loopback.
+  floor_bin=$(dirname "$attesta")/examples/http_floor
+  if [ ! -x "$floor_bin" ]; then
+    (cd "$root" && env -u CARGO_TARGET_DIR cargo build --release -q -p attesta-node --example http_floor)
+  fi
+  floor_port=$(free_port)
+  "$floor_bin" "127.0.0.1:$floor_port" >"$work/http-floor.log" 2>&1 &
+  pids+=($!)
+  wait_ready "${pids[-1]}" "$floor_port" "$work/http-floor.log"
+  echo "   http-floor pid ${pids[-1]} on 127.0.0.1:$floor_port"
+  urls+=("http://127.0.0.1:$floor_port/infer")
+  servers+=(http-floor)
+fi
 if [ "$baseline_only" = 0 ]; then
   node_port=$(free_port)
   # The dev TEE (attestation on, insecure root) is how a node runs off TEE
@@ -165,7 +183,10 @@ echo "== same answer check (reference: baseline = onnxruntime)"
 for m in $models; do
   echo "   $m"
   labelled=()
-  for i in "${!servers[@]}"; do labelled+=("${servers[$i]}=${urls[$i]}"); done
+  for i in "${!servers[@]}"; do
+    # The floor answers a fixed body: nothing to compare.
+    [ "${servers[$i]}" = http-floor ] || labelled+=("${servers[$i]}=${urls[$i]}")
+  done
   "$py" "$bench/check_same.py" "$work/bodies/$m.json" "$work/models/$m.onnx" "${labelled[@]}"
 done
 

@@ -4,7 +4,8 @@
 Usage: table.py RESULTS_DIR MODEL ...
 
 Reads RESULTS_DIR/wrk-<model>-<server>-r<round>.txt (server is ``attesta``,
-``baseline``, ``ort-cached`` or ``py-strong``), takes the BENCH_RESULT line printed by
+``baseline``, ``ort-cached``, ``py-strong`` or ``http-floor``, the node's HTTP stack
+answering a fixed body: the exchange's own cost), takes the BENCH_RESULT line printed by
 post_body.lua, keeps the median round by req/s (the upper median when the
 count is even) and prints model, server, successful requests per second (with the range
 over rounds), p50
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-SERVERS = ("attesta", "baseline", "ort-cached", "py-strong")
+SERVERS = ("attesta", "baseline", "ort-cached", "py-strong", "http-floor")
 
 
 def parse(path: Path) -> dict | None:
@@ -47,6 +48,8 @@ def median_round(results: Path, model: str, server: str) -> dict | None:
 
 
 def ms(us: int) -> str:
+    if us < 1_000:
+        return f"{us / 1000:.3f}"
     return f"{us / 1000:.2f}" if us < 100_000 else f"{us / 1000:.0f}"
 
 
