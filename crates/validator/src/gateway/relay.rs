@@ -206,15 +206,15 @@ impl PlainTarget {
     }
 }
 
+/// A kept connection and when it was put back.
+type Kept = (Instant, SendRequest<Body>);
+
 /// HTTP/1 connections to plain-HTTP nodes, idle ones kept per node for the next relay.
 ///
 /// Each connection is driven by a task on the runtime that opened it (the gateway's
 /// listener runtime), so a relay never leaves that thread. A connection that the node
 /// closed is noticed when taken and dropped; redirects are passed on, never followed (the
 /// gateway only posts to registered addresses).
-/// A kept connection and when it was put back.
-type Kept = (Instant, SendRequest<Body>);
-
 struct H1Pool {
     /// Kept connections per node (newest last).
     idle: Mutex<HashMap<String, Vec<Kept>>>,
