@@ -34,14 +34,30 @@ pub struct Executor {
 
 /// Runs counted by where they ran (`attesta_inference_runs_total{placement}`): how often
 /// [`Placement::InlineWhenIdle`] saved the hop to the blocking pool.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PlacementCounts {
     runs: Family<PlacementLabels, Counter>,
+    /// The family's two series, held so that counting a run looks nothing up (and both
+    /// are exported from the start, at 0).
+    inline: Counter,
+    pool: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PlacementLabels {
     placement: &'static str,
+}
+
+impl Default for PlacementCounts {
+    fn default() -> Self {
+        let runs = Family::<PlacementLabels, Counter>::default();
+        let series = |placement| runs.get_or_create(&PlacementLabels { placement }).clone();
+        PlacementCounts {
+            inline: series("inline"),
+            pool: series("pool"),
+            runs,
+        }
+    }
 }
 
 impl PlacementCounts {
@@ -56,17 +72,14 @@ impl PlacementCounts {
         });
     }
 
-    fn count(&self, placement: &'static str) {
-        self.runs
-            .get_or_create(&PlacementLabels { placement })
-            .inc();
+    /// Runs that ran inline on the async worker.
+    pub fn inline(&self) -> u64 {
+        self.inline.get()
     }
 
-    /// Runs counted at `placement` (`inline` or `pool`).
-    pub fn get(&self, placement: &'static str) -> u64 {
-        self.runs
-            .get_or_create(&PlacementLabels { placement })
-            .get()
+    /// Runs that ran on the blocking pool.
+    pub fn pool(&self) -> u64 {
+        self.pool.get()
     }
 }
 
@@ -218,7 +231,7 @@ impl Executor {
         let permits = self.permits.clone();
         let workers = self.workers;
         let budget = self.budget.clone();
-        let placed = self.placed.clone();
+        let placed = &self.placed;
         let cancel = Cancel::new();
         // Fires on every way out of this function except a finished run: the timeout
         // below, and the caller dropping the future (a client that went away).
@@ -234,10 +247,10 @@ impl Executor {
             let idle = permits.available_permits() + 1 >= workers;
             if placement == Placement::InlineWhenIdle && idle {
                 let _held = (permit, charge);
-                placed.count("inline");
+                placed.inline.inc();
                 return job(&cancel);
             }
-            placed.count("pool");
+            placed.pool.inc();
             tokio::task::spawn_blocking(move || {
                 let _held = (permit, charge);
                 job(&cancel)
@@ -275,15 +288,10 @@ pub async fn infer(
 ) -> Response {
     let started = Instant::now();
     state.metrics.inflight().inc();
-    let result = infer_inner(&state, body).await;
+    let result = infer_inner(&state, body, started).await;
     state.metrics.inflight().dec();
     match result {
-        Ok((cid, body)) => {
-            state
-                .metrics
-                .infer_request_seconds(&cid, started.elapsed().as_secs_f64());
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -291,7 +299,8 @@ pub async fn infer(
 async fn infer_inner(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(String, Vec<u8>), ApiError> {
+    started: Instant,
+) -> Result<Vec<u8>, ApiError> {
     let body = body.map_err(body_error)?;
     let request = og::parse_request(&body)?;
     drop(body);
@@ -302,14 +311,22 @@ async fn infer_inner(
         )
     })?;
     let loaded = state.cache.get(&cid).await?;
-    let cid_text = loaded.cid_text.clone();
-    let body = run_model(state, loaded, request.inputs, |outputs, model_hash| {
-        let response = og::encode_response(outputs, model_hash);
-        serde_json::to_vec(&response).map_err(|e| ApiError::internal_from("encoding response", e))
-    })
+    let body = run_model(
+        state,
+        loaded.clone(),
+        request.inputs,
+        |outputs, model_hash| {
+            let response = og::encode_response(outputs, model_hash);
+            serde_json::to_vec(&response)
+                .map_err(|e| ApiError::internal_from("encoding response", e))
+        },
+    )
     .await?;
     crate::fault::before_answer(state.fault()).await;
-    Ok((cid_text, body))
+    state
+        .metrics
+        .infer_request_seconds(&loaded.cid_text, started.elapsed().as_secs_f64());
+    Ok(body)
 }
 
 /// Charges the run's estimated memory against the in-flight budget, then on
@@ -509,6 +526,6 @@ mod tests {
         // Two inline runs (idle, idle again), three on the pool (the blocking one, the
         // one that held a slot, the inline request made while it did).
         let placed = executor.placements();
-        assert_eq!((placed.get("inline"), placed.get("pool")), (2, 3));
+        assert_eq!((placed.inline(), placed.pool()), (2, 3));
     }
 }
