@@ -355,54 +355,26 @@ impl Step<'_, '_> {
     }
 }
 
-/// Rotary-embeds and caches the key and value of position `pos` of KV head `kvh` (read
-/// from its q|k|v row through `qkv`, plus `bias`), then attends each query head of its
-/// group over positions `0..=pos`, passing output element `i` of the group's heads to
-/// `out`. The one attention arithmetic of the engine: decode steps and batched passes
-/// both call it per (position, KV head), so they agree bit for bit.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attend(
-    cfg: &crate::config::ModelConfig,
-    pos: usize,
-    cos_sin: (&[f32], &[f32]),
-    qkv: impl Fn(usize) -> f32,
-    bias: Option<&[f32]>,
-    kv: &mut HeadKv<'_>,
-    kvh: usize,
-    s: &mut AttnScratch,
-    out: impl FnMut(usize, f32),
-) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::wide::available() {
-        // SAFETY: `wide::available` checked at run time that the CPU has the features
-        // `attend_wide` is compiled for; it has no other precondition.
-        #[allow(unsafe_code)]
-        unsafe {
-            return attend_wide(cfg, pos, cos_sin, qkv, bias, kv, kvh, s, out);
-        }
-    }
-    attend_body(cfg, pos, cos_sin, qkv, bias, kv, kvh, s, out)
-}
-
-/// [`attend_body`] compiled for wider vectors. Same arithmetic, operation for
-/// operation (the compiler neither reorders float sums nor fuses a multiply and an add),
-/// so results are identical; only the lanes per instruction change (the baseline build
-/// has SSE2's four, and attention is a sixth of a batched pass).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
-fn attend_wide(
-    cfg: &crate::config::ModelConfig,
-    pos: usize,
-    cos_sin: (&[f32], &[f32]),
-    qkv: impl Fn(usize) -> f32,
-    bias: Option<&[f32]>,
-    kv: &mut HeadKv<'_>,
-    kvh: usize,
-    s: &mut AttnScratch,
-    out: impl FnMut(usize, f32),
-) {
-    attend_body(cfg, pos, cos_sin, qkv, bias, kv, kvh, s, out)
+crate::wide::dispatched! {
+    /// Rotary-embeds and caches the key and value of position `pos` of KV head `kvh` (read
+    /// from its q|k|v row through `qkv`, plus `bias`), then attends each query head of its
+    /// group over positions `0..=pos`, passing output element `i` of the group's heads to
+    /// `out`. The one attention arithmetic of the engine: decode steps and batched passes
+    /// both call it per (position, KV head), so they agree bit for bit; wider vectors
+    /// change only the lanes per instruction (the compiler neither reorders float sums
+    /// nor fuses a multiply and an add), and attention is a sixth of a batched pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attend(
+        cfg: &crate::config::ModelConfig,
+        pos: usize,
+        cos_sin: (&[f32], &[f32]),
+        qkv: impl Fn(usize) -> f32,
+        bias: Option<&[f32]>,
+        kv: &mut HeadKv<'_>,
+        kvh: usize,
+        s: &mut AttnScratch,
+        out: impl FnMut(usize, f32),
+    ) => attend_body;
 }
 
 /// [`attend`]'s arithmetic, inlined into each build of it.

@@ -20,46 +20,14 @@ const Q8_0_BYTES: usize = 2 + QK8_0;
 /// Bytes of a Q8_K block: f32 scale, 256 × i8, 16 × i16 sums of 16.
 const Q8K_BYTES: usize = 4 + QK_K + 2 * (QK_K / 16);
 
-/// `xs` (a multiple of 32 long) into `ys` as llama.cpp's x86 `quantize_row_q8_0` does.
-pub(crate) fn q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::wide::available() {
-        // SAFETY: `wide::available` checked at run time that the CPU has the features
-        // `q8_0_wide` is compiled for; it has no other precondition.
-        #[allow(unsafe_code)]
-        unsafe {
-            return q8_0_wide(xs, ys);
-        }
-    }
-    q8_0_body(xs, ys)
+crate::wide::dispatched! {
+    /// `xs` (a multiple of 32 long) into `ys` as llama.cpp's x86 `quantize_row_q8_0` does.
+    pub(crate) fn q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) => q8_0_body;
 }
 
-/// `xs` into `ys` as llama.cpp's x86 `quantize_row_q8_K` (the reference) does.
-pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::wide::available() {
-        // SAFETY: as in `q8_0`.
-        #[allow(unsafe_code)]
-        unsafe {
-            return q8k_wide(xs, ys);
-        }
-    }
-    q8k_body(xs, ys)
-}
-
-/// [`q8_0_body`] compiled for wider vectors: the same operations, so the same bytes (the
-/// compiler neither reorders nor fuses float operations), in fewer instructions.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512bw")]
-fn q8_0_wide(xs: &[f32], ys: &mut [BlockQ8_0]) {
-    q8_0_body(xs, ys)
-}
-
-/// [`q8k_body`] compiled for wider vectors (see [`q8_0_wide`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512bw")]
-fn q8k_wide(xs: &[f32], ys: &mut [BlockQ8K]) {
-    q8k_body(xs, ys)
+crate::wide::dispatched! {
+    /// `xs` into `ys` as llama.cpp's x86 `quantize_row_q8_K` (the reference) does.
+    pub(crate) fn q8k(xs: &[f32], ys: &mut [BlockQ8K]) => q8k_body;
 }
 
 #[inline(always)]
@@ -174,6 +142,24 @@ mod tests {
         assert_eq!(bytes[2] as i8, 127);
         assert_eq!(bytes[3] as i8, 0);
         assert_eq!(bytes[4] as i8, -2);
+    }
+
+    /// The dispatched functions (the wider build on a CPU that has it) write the same
+    /// bytes as the baseline build of their bodies: the claim that makes a check on one
+    /// machine agree with a generation on another.
+    #[test]
+    fn the_wider_build_writes_the_baseline_bytes() {
+        let xs = values(1 << 14, 11);
+        let mut wide = vec![BlockQ8_0::zeros(); xs.len() / QK8_0];
+        let mut base = wide.clone();
+        q8_0(&xs, &mut wide);
+        q8_0_body(&xs, &mut base);
+        assert_eq!(block_bytes_mut(&mut wide), block_bytes_mut(&mut base));
+        let mut wide = vec![BlockQ8K::zeros(); xs.len() / QK_K];
+        let mut base = wide.clone();
+        q8k(&xs, &mut wide);
+        q8k_body(&xs, &mut base);
+        assert_eq!(block_bytes_mut(&mut wide), block_bytes_mut(&mut base));
     }
 
     #[test]
